@@ -1,0 +1,14 @@
+//! raftlock: a distributed lock service on Raft.
+//!
+//! The Raft replica (`raft`), and later the lock manager and client
+//! sessions, are deterministic actors (`actor`): they take local time and an
+//! input and return effects. Two drivers run them: `runtime` (actix, tokio,
+//! TCP, fsync) in production, and the madsim simulator in `sim/`.
+
+pub mod actor;
+pub mod net;
+pub mod raft;
+pub mod storage;
+
+#[cfg(not(madsim))]
+pub mod runtime;

@@ -1,0 +1,132 @@
+//! Length-prefixed postcard frames: `len: u32 BE | postcard(T)`.
+//!
+//! Decoding never trusts the peer: a length over `FRAME_BYTES_MAX` is an
+//! error before any allocation, and every decoding failure is a typed error,
+//! never a panic (`fuzz/` holds a target that checks exactly that).
+
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// Largest frame body accepted from a peer.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("frame of {len} bytes exceeds the limit of {FRAME_BYTES_MAX}")]
+    TooLarge { len: usize },
+    #[error("malformed frame body: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("{extra} unexpected bytes after the frame body")]
+    TrailingBytes { extra: usize },
+}
+
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = postcard::to_extend(value, vec![0u8; FRAME_HEADER_BYTES])?;
+    let len = out.len() - FRAME_HEADER_BYTES;
+    if len > FRAME_BYTES_MAX {
+        return Err(CodecError::TooLarge { len });
+    }
+    out[..FRAME_HEADER_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes one frame from the front of `bytes`. Ok(None): need more bytes.
+/// On success returns the value and the number of bytes consumed.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, usize)>, CodecError> {
+    let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else { return Ok(None) };
+    let mut len_bytes = [0u8; FRAME_HEADER_BYTES];
+    len_bytes.copy_from_slice(header);
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(CodecError::TooLarge { len });
+    }
+    let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else { return Ok(None) };
+    let (value, rest) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(Some((value, FRAME_HEADER_BYTES + len)))
+}
+
+/// Accumulates bytes from a stream and yields whole frames.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, if one is buffered. After an error the
+    /// stream is out of sync and the connection should be dropped.
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        match decode_frame(&self.buf)? {
+            Some((value, used)) => {
+                self.buf.drain(..used);
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::message::VoteResponse;
+    use crate::raft::{Envelope, Message};
+
+    struct VoteResponseFixture;
+    impl VoteResponseFixture {
+        fn envelope() -> Envelope {
+            Envelope { from: 1, to: 2, msg: Message::VoteResponse(VoteResponse { term: 7, granted: true }) }
+        }
+    }
+
+    #[test]
+    fn round_trip_and_partial_input() {
+        let env = VoteResponseFixture::envelope();
+        let bytes = encode_frame(&env).unwrap();
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_frame::<Envelope>(&bytes[..cut]).unwrap(), None, "cut {cut}");
+        }
+        let (back, used) = decode_frame::<Envelope>(&bytes).unwrap().unwrap();
+        assert_eq!(back, env);
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn streaming_decoder_splits_frames() {
+        let env = VoteResponseFixture::envelope();
+        let mut stream = encode_frame(&env).unwrap();
+        stream.extend(encode_frame(&env).unwrap());
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(3) {
+            dec.extend(chunk);
+            while let Some(m) = dec.next_frame::<Envelope>().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, vec![env.clone(), env]);
+    }
+
+    #[test]
+    fn hostile_frames_are_errors() {
+        let huge = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes();
+        assert_eq!(decode_frame::<Envelope>(&huge), Err(CodecError::TooLarge { len: FRAME_BYTES_MAX + 1 }));
+        let garbage = [0, 0, 0, 2, 0xff, 0xff];
+        assert!(matches!(decode_frame::<Envelope>(&garbage), Err(CodecError::Malformed(_))));
+        let mut trailing = encode_frame(&Message::VoteResponse(VoteResponse { term: 1, granted: true })).unwrap();
+        trailing.push(0);
+        trailing[3] += 1;
+        assert!(matches!(decode_frame::<Message>(&trailing), Err(CodecError::TrailingBytes { extra: 1 })));
+    }
+}

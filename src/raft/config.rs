@@ -1,0 +1,127 @@
+//! Tunables of the Raft replica. Every bound is a named constant with its
+//! unit last, so limits are easy to find and to grep.
+
+use std::time::Duration;
+use thiserror::Error;
+
+/// Lower bound of the randomized election timeout.
+pub const ELECTION_TIMEOUT_MS_MIN_DEFAULT: u64 = 300;
+/// Upper bound (exclusive) of the randomized election timeout.
+pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 600;
+/// Leader heartbeat period; well under the election timeout (paper 5.6).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
+/// Entries per AppendEntries message.
+pub const APPEND_ENTRIES_MAX_DEFAULT: usize = 256;
+/// AppendEntries messages carrying entries in flight per follower.
+pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 8;
+/// Client proposals awaiting commit on a leader; more get `Busy`.
+pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub pending_proposals_max: usize,
+    /// Deliberate bugs for the simulator's negative controls. Only built with
+    /// the `sim` feature, so a production binary cannot switch them on.
+    #[cfg(feature = "sim")]
+    pub bugs: Bugs,
+}
+
+/// Rules a negative control may break to prove the checkers can fail.
+#[cfg(feature = "sim")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Grant a vote even when already voted for another candidate this term.
+    pub vote_twice_per_term: bool,
+    /// Persist votes and entries without fsync before answering for them.
+    pub skip_fsync: bool,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("election timeout range is empty: min {min:?} must be below max {max:?}")]
+    EmptyElectionRange { min: Duration, max: Duration },
+    #[error("heartbeat interval {heartbeat:?} must be under half the minimum election timeout {min:?}")]
+    HeartbeatTooSlow { heartbeat: Duration, min: Duration },
+    #[error("{0} must be at least 1")]
+    ZeroBound(&'static str),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            election_timeout_min: Duration::from_millis(ELECTION_TIMEOUT_MS_MIN_DEFAULT),
+            election_timeout_max: Duration::from_millis(ELECTION_TIMEOUT_MS_MAX_DEFAULT),
+            heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS_DEFAULT),
+            append_entries_max: APPEND_ENTRIES_MAX_DEFAULT,
+            inflight_appends_max: INFLIGHT_APPENDS_MAX_DEFAULT,
+            pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
+            #[cfg(feature = "sim")]
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.election_timeout_min >= self.election_timeout_max {
+            return Err(ConfigError::EmptyElectionRange {
+                min: self.election_timeout_min,
+                max: self.election_timeout_max,
+            });
+        }
+        if self.heartbeat_interval * 2 > self.election_timeout_min {
+            return Err(ConfigError::HeartbeatTooSlow {
+                heartbeat: self.heartbeat_interval,
+                min: self.election_timeout_min,
+            });
+        }
+        for (name, v) in [
+            ("append_entries_max", self.append_entries_max),
+            ("inflight_appends_max", self.inflight_appends_max),
+            ("pending_proposals_max", self.pending_proposals_max),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::ZeroBound(name));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn vote_twice_per_term(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.vote_twice_per_term;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
+    pub(crate) fn skip_fsync(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.skip_fsync;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_ranges_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let c = Config {
+            election_timeout_max: Duration::from_millis(100),
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::EmptyElectionRange { .. })));
+        let c = Config { heartbeat_interval: Duration::from_millis(200), ..Config::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::HeartbeatTooSlow { .. })));
+        let c = Config { inflight_appends_max: 0, ..Config::default() };
+        assert_eq!(c.validate(), Err(ConfigError::ZeroBound("inflight_appends_max")));
+    }
+}

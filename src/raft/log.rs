@@ -1,0 +1,140 @@
+//! The in-memory view of the replicated log. Durability is the storage
+//! layer's job: every change made here is mirrored by a `PersistOp` effect.
+
+use super::message::{Entry, Index, Term};
+
+#[derive(Clone, Debug, Default)]
+pub struct Log {
+    /// entries[i] has index `first_index() + i`.
+    entries: Vec<Entry>,
+    /// Index and term of the entry just before `entries` (0, 0 while nothing
+    /// has been compacted away; snapshots move it forward).
+    prev_index: Index,
+    prev_term: Term,
+}
+
+impl Log {
+    /// Builds a log from recovered entries, which must be contiguous from 1.
+    pub fn from_entries(entries: Vec<Entry>) -> Self {
+        debug_assert!(entries.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));
+        Log { entries, prev_index: 0, prev_term: 0 }
+    }
+
+    pub fn first_index(&self) -> Index {
+        self.prev_index + 1
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.prev_index + self.entries.len() as u64
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.entries.last().map_or(self.prev_term, |e| e.term)
+    }
+
+    /// Term of the entry at `index`; `Some(0)` for index 0; None if absent.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.prev_index {
+            return Some(self.prev_term);
+        }
+        self.get(index).map(|e| e.term)
+    }
+
+    pub fn get(&self, index: Index) -> Option<&Entry> {
+        if index <= self.prev_index {
+            return None;
+        }
+        self.entries.get((index - self.prev_index - 1) as usize)
+    }
+
+    /// Up to `max` entries starting at `from` (clamped to what exists).
+    pub fn slice(&self, from: Index, max: usize) -> &[Entry] {
+        if from <= self.prev_index || from > self.last_index() {
+            return &[];
+        }
+        let start = (from - self.prev_index - 1) as usize;
+        let end = start.saturating_add(max).min(self.entries.len());
+        &self.entries[start..end]
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// First index holding `term`, scanning back from `from` (fast back-off).
+    pub fn first_index_of_term(&self, term: Term, from: Index) -> Index {
+        let mut i = from.min(self.last_index());
+        while i > self.prev_index + 1 && self.term_at(i - 1) == Some(term) {
+            i -= 1;
+        }
+        i
+    }
+
+    /// Last index holding `term`, if the log has any entry of it.
+    pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
+        self.entries.iter().rev().find(|e| e.term == term).map(|e| e.index)
+    }
+
+    pub fn append(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1);
+        debug_assert!(entry.term >= self.last_term());
+        self.entries.push(entry);
+    }
+
+    /// Drops every entry at `index` and after.
+    pub fn truncate_from(&mut self, index: Index) {
+        debug_assert!(index > self.prev_index);
+        let keep = index.saturating_sub(self.prev_index + 1) as usize;
+        self.entries.truncate(keep);
+    }
+
+    /// Raft's "at least as up-to-date" order on logs (paper 5.4.1).
+    pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        (last_term, last_index) >= (self.last_term(), self.last_index())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::message::Payload;
+
+    fn log_of_terms(terms: &[Term]) -> Log {
+        Log::from_entries(
+            terms
+                .iter()
+                .enumerate()
+                .map(|(i, &term)| Entry { term, index: i as u64 + 1, payload: Payload::Noop })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn term_lookup_and_bounds() {
+        let log = log_of_terms(&[1, 1, 2]);
+        assert_eq!(log.term_at(0), Some(0));
+        assert_eq!(log.term_at(3), Some(2));
+        assert_eq!(log.term_at(4), None);
+        assert_eq!(log.last_index(), 3);
+        assert_eq!(log.slice(2, 10).len(), 2);
+        assert_eq!(log.slice(4, 10).len(), 0);
+    }
+
+    #[test]
+    fn term_boundaries_for_fast_backoff() {
+        let log = log_of_terms(&[1, 1, 2, 2, 2, 3]);
+        assert_eq!(log.first_index_of_term(2, 5), 3);
+        assert_eq!(log.first_index_of_term(1, 2), 1);
+        assert_eq!(log.last_index_of_term(2), Some(5));
+        assert_eq!(log.last_index_of_term(4), None);
+    }
+
+    #[test]
+    fn up_to_date_compares_term_then_index() {
+        let log = log_of_terms(&[1, 2]);
+        assert!(log.is_up_to_date(2, 2));
+        assert!(log.is_up_to_date(1, 3));
+        assert!(!log.is_up_to_date(5, 1));
+        assert!(!log.is_up_to_date(1, 2));
+    }
+}

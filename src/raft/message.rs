@@ -1,0 +1,103 @@
+//! Raft's wire types: log entries and the messages peers exchange.
+
+use crate::actor::NodeId;
+use serde::{Deserialize, Serialize};
+
+pub type Term = u64;
+pub type Index = u64;
+
+/// One log entry. `index` is redundant with the position but keeps records
+/// self-describing, so recovery can check the log is contiguous.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: Index,
+    pub payload: Payload,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Appended by every new leader at the start of its term (thesis 6.4):
+    /// committing it commits everything before it.
+    Noop,
+    /// An opaque command for the state machine.
+    Command(Vec<u8>),
+}
+
+/// RequestVote, used both for the PreVote round (thesis 9.6) and the real
+/// election (paper 5.2). For a pre-vote `term` is the term the candidate
+/// *would* use; nobody changes its own term because of a pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    pub term: Term,
+    pub last_log_index: Index,
+    pub last_log_term: Term,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteResponse {
+    pub term: Term,
+    pub granted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendRequest {
+    pub term: Term,
+    pub prev_index: Index,
+    pub prev_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: Index,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to `match_index`.
+    Success { match_index: Index },
+    /// The consistency check failed at `prev_index`. The hint lets the leader
+    /// skip a whole conflicting term per round trip (paper 5.3, "fast
+    /// back-off"): `conflict_term` is the follower's term at `prev_index`
+    /// (None if its log is shorter) and `first_index` the first index the
+    /// leader should try.
+    Conflict {
+        prev_index: Index,
+        conflict_term: Option<Term>,
+        first_index: Index,
+    },
+    /// The request's term was stale; `term` in the response says the newer one.
+    StaleTerm,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResponse {
+    pub term: Term,
+    pub result: AppendResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    PreVote(VoteRequest),
+    PreVoteResponse(VoteResponse),
+    Vote(VoteRequest),
+    VoteResponse(VoteResponse),
+    Append(AppendRequest),
+    AppendResponse(AppendResponse),
+}
+
+impl Message {
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote(m) | Message::Vote(m) => m.term,
+            Message::PreVoteResponse(m) | Message::VoteResponse(m) => m.term,
+            Message::Append(m) => m.term,
+            Message::AppendResponse(m) => m.term,
+        }
+    }
+}
+
+/// What travels between peers: a message with its sender and addressee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub msg: Message,
+}

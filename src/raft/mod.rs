@@ -1,0 +1,19 @@
+//! The Raft replica actor and its types. Nothing in here touches a clock, a
+//! socket, a file or an unseeded RNG: see `crate::actor`.
+
+pub mod config;
+pub mod log;
+pub mod message;
+pub mod replica;
+pub mod state_machine;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::Config;
+pub use message::{Entry, Envelope, Index, Message, Payload, Term};
+pub use replica::{
+    Applied, Effect, HardState, Input, PersistOp, ProposeError, Raft, RaftError, Recovered,
+    RequestId, Role, Timer,
+};
+pub use state_machine::{Recorder, StateMachine};

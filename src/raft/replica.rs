@@ -1,0 +1,729 @@
+//! The Raft replica: a deterministic actor (see `crate::actor`).
+//!
+//! Follows the Raft paper (Ongaro & Ousterhout 2014, "paper N.N") and
+//! Ongaro's thesis (2014, "thesis N.N"): randomized election timeouts drawn
+//! from a seeded RNG, PreVote (thesis 9.6), CheckQuorum (thesis 6.2),
+//! AppendEntries with the consistency check and fast conflict back-off
+//! (paper 5.3), the commitment rule for the current term (paper 5.4.2) with a
+//! no-op at the start of each term (thesis 6.4), and in-order apply.
+
+use super::config::{Config, ConfigError};
+use super::log::Log;
+use super::message::{
+    AppendRequest, AppendResponse, AppendResult, Entry, Index, Message, Payload, Term,
+    VoteRequest, VoteResponse,
+};
+use super::state_machine::StateMachine;
+use crate::actor::{Instant, NodeId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use thiserror::Error;
+
+/// Correlates a client proposal with its reply; chosen by the driver.
+pub type RequestId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Timer {
+    /// Followers and candidates: start an election. Leaders: CheckQuorum.
+    Election,
+    /// Leaders only: heartbeat and retransmission.
+    Heartbeat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// First input after construction from the recovered durable state.
+    Start,
+    Message { from: NodeId, msg: Message },
+    Timer(Timer),
+    Propose { id: RequestId, command: Vec<u8> },
+}
+
+/// Durable state as recovered from storage at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+}
+
+/// A durable write. Storage applies these in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistOp {
+    HardState(HardState),
+    /// Entries to append right after the current end of the durable log.
+    Append(Vec<Entry>),
+    /// Remove every entry at this index and after.
+    TruncateFrom(Index),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub index: Index,
+    pub output: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ProposeError {
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("too many proposals in flight; retry later")]
+    Busy,
+    /// The entry may or may not commit: the outcome is unknown.
+    #[error("leadership lost before the proposal committed; outcome unknown")]
+    LeadershipLost,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Send { to: NodeId, msg: Message },
+    SetTimer { timer: Timer, at: Instant },
+    CancelTimer(Timer),
+    Persist { op: PersistOp, sync: bool },
+    Reply { id: RequestId, result: Result<Applied, ProposeError> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RaftError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("node {0} is not among the voters {1:?}")]
+    NotAVoter(NodeId, Vec<NodeId>),
+    #[error("node id 0 is reserved")]
+    ZeroId,
+    #[error("recovered log is not contiguous at position {0}")]
+    GappedLog(usize),
+}
+
+/// Leader's view of one follower (paper 5.3 nextIndex/matchIndex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Progress {
+    next: Index,
+    matched: Index,
+    /// Probe: one AppendEntries at a time until the follower's log position is
+    /// known. Replicate: stream entries optimistically.
+    replicating: bool,
+    /// Last index of each in-flight AppendEntries (bounded window).
+    inflight: VecDeque<Index>,
+    /// `matched` at the previous heartbeat: no progress across a whole
+    /// heartbeat interval means messages were lost, so fall back to probing.
+    matched_at_last_tick: Index,
+}
+
+pub struct Raft<S> {
+    id: NodeId,
+    voters: Vec<NodeId>,
+    config: Config,
+    rng: ChaCha8Rng,
+
+    // Durable (paper figure 2), mirrored to storage through `PersistOp`s.
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: Log,
+
+    role: Role,
+    leader: Option<NodeId>,
+    commit: Index,
+    applied: Index,
+    /// When this node last heard from a leader of its current term; a node
+    /// that has refuses (pre-)votes for a while (thesis 4.2.3, 9.6).
+    leader_contact: Option<Instant>,
+    votes: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    /// Followers heard from since the last CheckQuorum (thesis 6.2).
+    heard_since_check: BTreeSet<NodeId>,
+    pending: BTreeMap<Index, RequestId>,
+    /// Armed timers. Drivers learn of changes through `SetTimer` and
+    /// `CancelTimer`, emitted once per step at its end.
+    election_at: Option<Instant>,
+    heartbeat_at: Option<Instant>,
+
+    sm: S,
+    out: Vec<Effect>,
+}
+
+impl<S: StateMachine> Raft<S> {
+    /// Builds a replica from its recovered durable state. `voters` is the
+    /// whole cluster including `id`. `seed` feeds the election-timeout RNG.
+    pub fn new(
+        id: NodeId,
+        voters: Vec<NodeId>,
+        config: Config,
+        recovered: Recovered,
+        sm: S,
+        seed: u64,
+    ) -> Result<Self, RaftError> {
+        config.validate()?;
+        if id == 0 {
+            return Err(RaftError::ZeroId);
+        }
+        let mut voters = voters;
+        voters.sort_unstable();
+        voters.dedup();
+        if !voters.contains(&id) {
+            return Err(RaftError::NotAVoter(id, voters));
+        }
+        if let Some(pos) = recovered.entries.iter().enumerate().position(|(i, e)| e.index != i as u64 + 1) {
+            return Err(RaftError::GappedLog(pos));
+        }
+        Ok(Raft {
+            id,
+            voters,
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            term: recovered.hard_state.term,
+            voted_for: recovered.hard_state.voted_for,
+            log: Log::from_entries(recovered.entries),
+            role: Role::Follower,
+            leader: None,
+            commit: 0,
+            applied: 0,
+            leader_contact: None,
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            heard_since_check: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            election_at: None,
+            heartbeat_at: None,
+            sm,
+            out: Vec::new(),
+        })
+    }
+
+    // ---- observation (drivers, checkers, status pages) ----
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    // ---- input ----
+
+    /// Feeds one input at local time `now`; returns the effects, in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Timer(Timer::Election) => self.election_at = None,
+            Input::Timer(Timer::Heartbeat) => self.heartbeat_at = None,
+            _ => {}
+        }
+        let timers_before = (self.election_at, self.heartbeat_at);
+        match input {
+            Input::Start => self.handle_start(now),
+            Input::Message { from, msg } => self.handle_message(now, from, msg),
+            Input::Timer(Timer::Election) => self.handle_election_timer(now),
+            Input::Timer(Timer::Heartbeat) => self.handle_heartbeat_timer(now),
+            Input::Propose { id, command } => self.handle_propose(id, command),
+        }
+        self.emit_timer_changes(timers_before);
+        self.check_invariants();
+        std::mem::take(&mut self.out)
+    }
+
+    fn emit_timer_changes(&mut self, (election, heartbeat): (Option<Instant>, Option<Instant>)) {
+        for (timer, before, after) in [
+            (Timer::Election, election, self.election_at),
+            (Timer::Heartbeat, heartbeat, self.heartbeat_at),
+        ] {
+            match after {
+                Some(at) if after != before => self.out.push(Effect::SetTimer { timer, at }),
+                None if before.is_some() => self.out.push(Effect::CancelTimer(timer)),
+                _ => {}
+            }
+        }
+    }
+
+    fn handle_start(&mut self, now: Instant) {
+        self.reset_election_timer(now);
+    }
+
+    fn handle_propose(&mut self, id: RequestId, command: Vec<u8>) {
+        if self.role != Role::Leader {
+            let leader = self.leader;
+            self.out.push(Effect::Reply { id, result: Err(ProposeError::NotLeader { leader }) });
+            return;
+        }
+        if self.pending.len() >= self.config.pending_proposals_max {
+            self.out.push(Effect::Reply { id, result: Err(ProposeError::Busy) });
+            return;
+        }
+        let index = self.append_as_leader(Payload::Command(command));
+        self.pending.insert(index, id);
+        self.maybe_commit();
+        self.broadcast_append();
+    }
+
+    fn handle_election_timer(&mut self, now: Instant) {
+        if self.role == Role::Leader {
+            // CheckQuorum (thesis 6.2): a leader that has not heard from a
+            // majority within an election timeout steps down, so a leader cut
+            // off by a partition stops acting as one.
+            let heard = self.heard_since_check.len() + 1;
+            self.heard_since_check.clear();
+            if heard < self.quorum() {
+                self.become_follower(now, self.term, None);
+            } else {
+                self.election_at = Some(now + self.config.election_timeout_min);
+            }
+            return;
+        }
+        self.start_pre_vote(now);
+    }
+
+    fn handle_heartbeat_timer(&mut self, now: Instant) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            if let Some(p) = self.progress.get_mut(&peer) {
+                if p.matched == p.matched_at_last_tick && !p.inflight.is_empty() {
+                    // A whole interval without progress: assume the in-flight
+                    // messages were lost, and probe again from what is known.
+                    p.inflight.clear();
+                    p.replicating = false;
+                    p.next = p.matched + 1;
+                }
+                p.matched_at_last_tick = p.matched;
+            }
+            self.send_append(peer, true);
+        }
+        self.heartbeat_at = Some(now + self.config.heartbeat_interval);
+    }
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        if from == self.id || !self.voters.contains(&from) {
+            return;
+        }
+        // Pre-votes never change anyone's term (thesis 9.6).
+        if let Message::PreVote(req) = &msg {
+            let req = req.clone();
+            return self.handle_pre_vote(now, from, req);
+        }
+        if msg.term() > self.term {
+            if let Message::Vote(req) = &msg {
+                // Thesis 4.2.3: while a node hears from a current leader it
+                // ignores vote requests, so a partitioned node rejoining with
+                // a high term cannot depose a healthy leader.
+                if self.leader_lease_active(now) && req.term > self.term {
+                    let term = self.term;
+                    self.send(from, Message::VoteResponse(VoteResponse { term, granted: false }));
+                    return;
+                }
+            }
+            let granted_pre_vote = matches!(&msg, Message::PreVoteResponse(r) if r.granted);
+            if !granted_pre_vote {
+                let leader = matches!(msg, Message::Append(_)).then_some(from);
+                self.become_follower(now, msg.term(), leader);
+            }
+        }
+        match msg {
+            Message::PreVote(_) => {}
+            Message::PreVoteResponse(resp) => self.handle_pre_vote_response(now, from, resp),
+            Message::Vote(req) => self.handle_vote(now, from, req),
+            Message::VoteResponse(resp) => self.handle_vote_response(now, from, resp),
+            Message::Append(req) => self.handle_append(now, from, req),
+            Message::AppendResponse(resp) => self.handle_append_response(from, resp),
+        }
+    }
+
+    fn handle_pre_vote(&mut self, now: Instant, from: NodeId, req: VoteRequest) {
+        let granted = req.term > self.term
+            && !self.leader_lease_active(now)
+            && self.role != Role::Leader
+            && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+        let term = if granted { req.term } else { self.term };
+        self.send(from, Message::PreVoteResponse(VoteResponse { term, granted }));
+    }
+
+    fn handle_pre_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
+        if self.role != Role::PreCandidate || !resp.granted || resp.term != self.term + 1 {
+            return;
+        }
+        self.votes.insert(from);
+        if self.votes.len() >= self.quorum() {
+            self.start_election(now);
+        }
+    }
+
+    fn handle_vote(&mut self, now: Instant, from: NodeId, req: VoteRequest) {
+        let can_vote = self.voted_for.is_none()
+            || self.voted_for == Some(from)
+            || self.config.vote_twice_per_term();
+        let granted = req.term == self.term
+            && can_vote
+            && self.role == Role::Follower
+            && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+        if granted {
+            self.voted_for = Some(from);
+            self.persist_hard_state();
+            // Paper 5.2: granting a vote resets the election timer.
+            self.reset_election_timer(now);
+        }
+        let term = self.term;
+        self.send(from, Message::VoteResponse(VoteResponse { term, granted }));
+    }
+
+    fn handle_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
+        if self.role != Role::Candidate || resp.term != self.term || !resp.granted {
+            return;
+        }
+        self.votes.insert(from);
+        if self.votes.len() >= self.quorum() {
+            self.become_leader(now);
+        }
+    }
+
+    fn handle_append(&mut self, now: Instant, from: NodeId, req: AppendRequest) {
+        if req.term < self.term {
+            let term = self.term;
+            self.send(from, Message::AppendResponse(AppendResponse { term, result: AppendResult::StaleTerm }));
+            return;
+        }
+        // Same term: a candidate learns it lost (paper 5.2).
+        if self.role != Role::Follower {
+            self.become_follower(now, req.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+
+        let result = self.append_from_leader(&req);
+        let term = self.term;
+        self.send(from, Message::AppendResponse(AppendResponse { term, result }));
+    }
+
+    /// Paper 5.3: the consistency check, conflict truncation, and append.
+    fn append_from_leader(&mut self, req: &AppendRequest) -> AppendResult {
+        match self.log.term_at(req.prev_index) {
+            None => {
+                return AppendResult::Conflict {
+                    prev_index: req.prev_index,
+                    conflict_term: None,
+                    first_index: self.log.last_index() + 1,
+                }
+            }
+            Some(t) if t != req.prev_term => {
+                return AppendResult::Conflict {
+                    prev_index: req.prev_index,
+                    conflict_term: Some(t),
+                    first_index: self.log.first_index_of_term(t, req.prev_index),
+                }
+            }
+            Some(_) => {}
+        }
+        let mut new_entries = Vec::new();
+        for entry in &req.entries {
+            match self.log.term_at(entry.index) {
+                Some(t) if t == entry.term => continue,
+                Some(_) => {
+                    // Committed entries never conflict (leader completeness);
+                    // if this fires, safety is already lost.
+                    assert!(entry.index > self.commit, "conflict at committed index {}", entry.index);
+                    self.log.truncate_from(entry.index);
+                    self.persist(PersistOp::TruncateFrom(entry.index));
+                }
+                None => {}
+            }
+            self.log.append(entry.clone());
+            new_entries.push(entry.clone());
+        }
+        if !new_entries.is_empty() {
+            self.persist(PersistOp::Append(new_entries));
+        }
+        let last_new = req.prev_index + req.entries.len() as u64;
+        let commit = req.leader_commit.min(last_new);
+        if commit > self.commit {
+            self.commit = commit;
+            self.apply_committed();
+        }
+        AppendResult::Success { match_index: last_new }
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
+        if self.role != Role::Leader || resp.term != self.term {
+            return;
+        }
+        self.heard_since_check.insert(from);
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        match resp.result {
+            AppendResult::Success { match_index } => {
+                if match_index > p.matched {
+                    p.matched = match_index;
+                }
+                p.next = p.next.max(p.matched + 1);
+                p.replicating = true;
+                while p.inflight.front().is_some_and(|&i| i <= p.matched) {
+                    p.inflight.pop_front();
+                }
+                self.maybe_commit();
+            }
+            AppendResult::Conflict { prev_index, conflict_term, first_index } => {
+                if prev_index < p.matched {
+                    return; // stale rejection of an older request
+                }
+                let next = match conflict_term {
+                    Some(t) => match self.log.last_index_of_term(t) {
+                        Some(i) => i + 1,
+                        None => first_index,
+                    },
+                    None => first_index,
+                };
+                p.next = next.clamp(p.matched + 1, last_index + 1).min(prev_index.max(p.matched + 1));
+                p.replicating = false;
+                p.inflight.clear();
+            }
+            AppendResult::StaleTerm => return,
+        }
+        self.send_append(from, false);
+    }
+
+    // ---- transitions ----
+
+    fn start_pre_vote(&mut self, now: Instant) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes = BTreeSet::from([self.id]);
+        self.reset_election_timer(now);
+        if self.votes.len() >= self.quorum() {
+            return self.start_election(now);
+        }
+        let req = self.vote_request(self.term + 1);
+        for peer in self.peers() {
+            self.send(peer, Message::PreVote(req.clone()));
+        }
+    }
+
+    fn start_election(&mut self, now: Instant) {
+        self.role = Role::Candidate;
+        self.term += 1;
+        self.voted_for = Some(self.id);
+        self.leader = None;
+        self.leader_contact = None;
+        self.votes = BTreeSet::from([self.id]);
+        self.persist_hard_state();
+        self.reset_election_timer(now);
+        if self.votes.len() >= self.quorum() {
+            return self.become_leader(now);
+        }
+        let req = self.vote_request(self.term);
+        for peer in self.peers() {
+            self.send(peer, Message::Vote(req.clone()));
+        }
+    }
+
+    fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.term);
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.heard_since_check.clear();
+        self.fail_pending();
+        self.heartbeat_at = None;
+        self.reset_election_timer(now);
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.heard_since_check.clear();
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .peers()
+            .map(|peer| {
+                (peer, Progress { next, matched: 0, replicating: false, inflight: VecDeque::new(), matched_at_last_tick: 0 })
+            })
+            .collect();
+        // Thesis 6.4: a no-op of the new term lets the leader learn the
+        // commit index, since only current-term entries commit by counting.
+        self.append_as_leader(Payload::Noop);
+        self.maybe_commit();
+        self.broadcast_append();
+        self.election_at = Some(now + self.config.election_timeout_min);
+        self.heartbeat_at = Some(now + self.config.heartbeat_interval);
+    }
+
+    // ---- leader helpers ----
+
+    fn append_as_leader(&mut self, payload: Payload) -> Index {
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        let index = entry.index;
+        self.log.append(entry.clone());
+        self.persist(PersistOp::Append(vec![entry]));
+        index
+    }
+
+    fn broadcast_append(&mut self) {
+        for peer in self.peers() {
+            self.send_append(peer, false);
+        }
+    }
+
+    /// Sends entries from `next` if the window allows, or a bare heartbeat
+    /// when `heartbeat` is set and nothing else went out.
+    fn send_append(&mut self, peer: NodeId, heartbeat: bool) {
+        let last_index = self.log.last_index();
+        let commit = self.commit;
+        let term = self.term;
+        let window = self.config.inflight_appends_max;
+        let max = self.config.append_entries_max;
+        let Some(p) = self.progress.get_mut(&peer) else { return };
+        let has_entries = p.next <= last_index;
+        let window_open = if p.replicating { p.inflight.len() < window } else { p.inflight.is_empty() };
+        let send_entries = has_entries && window_open;
+        if !send_entries && !heartbeat {
+            return;
+        }
+        // A bare heartbeat names the last index known to match, so it never
+        // trips the consistency check while optimistic appends are in flight.
+        let prev_index = if send_entries { p.next - 1 } else { p.matched };
+        let Some(prev_term) = self.log.term_at(prev_index) else { return };
+        let entries = if send_entries { self.log.slice(p.next, max).to_vec() } else { Vec::new() };
+        if let Some(last) = entries.last() {
+            p.inflight.push_back(last.index);
+            if p.replicating {
+                p.next = last.index + 1;
+            }
+        }
+        let req = AppendRequest { term, prev_index, prev_term, entries, leader_commit: commit };
+        self.send(peer, Message::Append(req));
+    }
+
+    /// Paper 5.3/5.4.2: advance the commit index to the highest index stored
+    /// on a majority, but only by counting replicas of a current-term entry.
+    fn maybe_commit(&mut self) {
+        let mut matched: Vec<Index> = self.progress.values().map(|p| p.matched).collect();
+        matched.push(self.log.last_index());
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum() - 1];
+        if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
+            self.commit = candidate;
+            self.apply_committed();
+        }
+    }
+
+    fn fail_pending(&mut self) {
+        for (_, id) in std::mem::take(&mut self.pending) {
+            self.out.push(Effect::Reply { id, result: Err(ProposeError::LeadershipLost) });
+        }
+    }
+
+    // ---- common helpers ----
+
+    fn apply_committed(&mut self) {
+        while self.applied < self.commit {
+            let index = self.applied + 1;
+            let Some(entry) = self.log.get(index) else { break };
+            let output = match &entry.payload {
+                Payload::Command(cmd) => self.sm.apply(index, cmd),
+                Payload::Noop => Vec::new(),
+            };
+            self.applied = index;
+            if let Some(id) = self.pending.remove(&index) {
+                self.out.push(Effect::Reply { id, result: Ok(Applied { index, output }) });
+            }
+        }
+    }
+
+    fn vote_request(&self, term: Term) -> VoteRequest {
+        VoteRequest { term, last_log_index: self.log.last_index(), last_log_term: self.log.last_term() }
+    }
+
+    fn leader_lease_active(&self, now: Instant) -> bool {
+        if self.role == Role::Leader {
+            return true;
+        }
+        self.leader.is_some()
+            && self
+                .leader_contact
+                .is_some_and(|t| now.saturating_since(t) < self.config.election_timeout_min)
+    }
+
+    fn reset_election_timer(&mut self, now: Instant) {
+        let min = self.config.election_timeout_min.as_micros() as u64;
+        let max = self.config.election_timeout_max.as_micros() as u64;
+        let timeout = self.rng.gen_range(min..max);
+        self.election_at = Some(Instant::from_micros(now.as_micros().saturating_add(timeout)));
+    }
+
+    fn persist_hard_state(&mut self) {
+        let hs = HardState { term: self.term, voted_for: self.voted_for };
+        self.persist(PersistOp::HardState(hs));
+    }
+
+    fn persist(&mut self, op: PersistOp) {
+        let sync = !self.config.skip_fsync();
+        self.out.push(Effect::Persist { op, sync });
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push(Effect::Send { to, msg });
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + 'static {
+        let me = self.id;
+        self.voters.clone().into_iter().filter(move |&v| v != me)
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// Postconditions of every step (TigerBeetle style: assert, don't hope).
+    fn check_invariants(&self) {
+        debug_assert!(self.applied <= self.commit);
+        debug_assert!(self.commit <= self.log.last_index());
+        debug_assert!(self.role != Role::Leader || self.leader == Some(self.id));
+        debug_assert!(self.role == Role::Leader || self.pending.is_empty());
+        debug_assert!(self.pending.len() <= self.config.pending_proposals_max);
+        debug_assert!(self.log.last_term() <= self.term);
+    }
+}

@@ -1,0 +1,1 @@
+//! Production driver (filled in below).
