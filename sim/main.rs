@@ -1,3 +1,28 @@
+//! The simulation test target (`cargo test --features sim`).
+//!
+//! Built without `--cfg madsim`, this binary only re-runs cargo with the cfg
+//! set, into `target/sim`, and passes the result through (see `rerun.rs`).
+//! Built with it, it runs the scenarios over many seeds (`runner.rs`).
+//! It has its own small runner instead of libtest so one test can sweep
+//! hundreds of seeds and report each failure with its reproduction command.
+
 #[cfg(madsim)]
-#[test]
-fn placeholder() {}
+mod checker;
+#[cfg(madsim)]
+mod clock;
+#[cfg(madsim)]
+mod cluster;
+#[cfg(madsim)]
+mod runner;
+#[cfg(madsim)]
+mod scenario;
+
+#[cfg(not(madsim))]
+mod rerun;
+
+fn main() {
+    #[cfg(madsim)]
+    runner::main();
+    #[cfg(not(madsim))]
+    rerun::main();
+}

@@ -39,6 +39,9 @@ pub struct Bugs {
     pub vote_twice_per_term: bool,
     /// Persist votes and entries without fsync before answering for them.
     pub skip_fsync: bool,
+    /// Accept AppendEntries whose prevLogTerm does not match (skipping the
+    /// consistency check of paper 5.3).
+    pub skip_consistency_check: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -95,6 +98,13 @@ impl Config {
     pub(crate) fn vote_twice_per_term(&self) -> bool {
         #[cfg(feature = "sim")]
         return self.bugs.vote_twice_per_term;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
+    pub(crate) fn skip_consistency_check(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.skip_consistency_check;
         #[cfg(not(feature = "sim"))]
         false
     }

@@ -11,6 +11,7 @@ pub mod state_machine;
 mod tests;
 
 pub use config::Config;
+pub use log::Log;
 pub use message::{Entry, Envelope, Index, Message, Payload, Term};
 pub use replica::{
     Applied, Effect, HardState, Input, PersistOp, ProposeError, Raft, RaftError, Recovered,

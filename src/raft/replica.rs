@@ -443,7 +443,7 @@ impl<S: StateMachine> Raft<S> {
                     first_index: self.log.last_index() + 1,
                 }
             }
-            Some(t) if t != req.prev_term => {
+            Some(t) if t != req.prev_term && !self.config.skip_consistency_check() => {
                 return AppendResult::Conflict {
                     prev_index: req.prev_index,
                     conflict_term: Some(t),

@@ -1,0 +1,231 @@
+//! The invariant checkers, one file each, fed by the simulation driver as the
+//! run goes (not only at the end), so a violation is caught at the step that
+//! causes it, with the simulated time at which it happened.
+
+mod durability;
+mod election_safety;
+mod leader_completeness;
+mod log_matching;
+mod state_machine_safety;
+
+use raftlock::actor::NodeId;
+use raftlock::raft::{Effect, Entry, Index, Log, Payload, PersistOp, Recovered, Role, Term};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+pub use durability::Durability;
+pub use election_safety::ElectionSafety;
+pub use leader_completeness::LeaderCompleteness;
+pub use log_matching::LogMatching;
+pub use state_machine_safety::StateMachineSafety;
+
+/// A broken invariant, with the simulated time it was seen at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub at: Duration,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] at {:?}: {}", self.checker, self.at, self.message)
+    }
+}
+
+/// A fingerprint of an entry: its term and a hash of its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    pub term: Term,
+    pub digest: u32,
+}
+
+impl EntryId {
+    pub fn of(entry: &Entry) -> Self {
+        let digest = match &entry.payload {
+            Payload::Noop => 0,
+            Payload::Command(c) => crc32fast::hash(c) | 1,
+        };
+        EntryId { term: entry.term, digest }
+    }
+}
+
+/// What the checkers know of every node and of the whole run.
+#[derive(Default)]
+pub struct Checker {
+    pub now: Duration,
+    nodes: usize,
+    /// Each node's log as the checker mirrors it from persist effects.
+    logs: BTreeMap<NodeId, Vec<EntryId>>,
+    roles: BTreeMap<NodeId, (Term, Role)>,
+    /// Entries known committed: index -> id (from any node's commit index).
+    committed: BTreeMap<Index, EntryId>,
+    election: ElectionSafety,
+    matching: LogMatching,
+    completeness: LeaderCompleteness,
+    state_machine: StateMachineSafety,
+    durability: Durability,
+    violations: Vec<Violation>,
+    /// Rolling hash of everything observed: equal across two runs of one seed.
+    trace_hash: u64,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub leaders_elected: u64,
+    pub max_commit: Index,
+    pub restarts: u64,
+}
+
+impl Checker {
+    pub fn new(nodes: usize) -> Self {
+        Checker { nodes, ..Default::default() }
+    }
+
+    pub fn quorum(&self) -> usize {
+        self.nodes / 2 + 1
+    }
+
+    fn fail(&mut self, checker: &'static str, message: String) {
+        let v = Violation { checker, at: self.now, message };
+        if self.violations.len() < 16 {
+            self.violations.push(v);
+        }
+    }
+
+    pub fn first_violation(&self) -> Option<&Violation> {
+        self.violations.first()
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    fn mix(&mut self, values: &[u64]) {
+        let mut h = crc32fast::Hasher::new_with_initial(self.trace_hash as u32);
+        for v in values {
+            h.update(&v.to_le_bytes());
+        }
+        self.trace_hash = (self.trace_hash << 17) ^ (self.trace_hash >> 47) ^ u64::from(h.finalize());
+    }
+
+    /// A node (re)started with this state recovered from its disk.
+    pub fn on_recovered(&mut self, node: NodeId, recovered: &Recovered) {
+        self.stats.restarts += 1;
+        let log: Vec<EntryId> = recovered.entries.iter().map(EntryId::of).collect();
+        self.mix(&[1, node, log.len() as u64, recovered.hard_state.term]);
+        if let Err(m) = self.matching.check_log(node, &log) {
+            self.fail(LogMatching::NAME, m);
+        }
+        self.logs.insert(node, log);
+        self.roles.remove(&node);
+        if let Err(m) = self.durability.check(&self.committed, &self.logs, self.quorum()) {
+            self.fail(Durability::NAME, format!("after node {node} restarted: {m}"));
+        }
+    }
+
+    /// A node stepped: its effects, and its state after the step.
+    pub fn on_step(&mut self, node: NodeId, effects: &[Effect], term: Term, role: Role, commit: Index, log: &Log) {
+        for effect in effects {
+            let Effect::Persist { op, .. } = effect else { continue };
+            let mirror = self.logs.entry(node).or_default();
+            match op {
+                PersistOp::TruncateFrom(i) => {
+                    let i = *i;
+                    if let Some(&id) = self.committed.get(&i) {
+                        if mirror.get(i as usize - 1) == Some(&id) {
+                            let m = format!("node {node} truncates committed entry {i} ({id:?})");
+                            self.fail(Durability::NAME, m);
+                        }
+                    }
+                    self.logs.entry(node).or_default().truncate(i as usize - 1);
+                }
+                PersistOp::Append(entries) => {
+                    for e in entries {
+                        let mirror = self.logs.entry(node).or_default();
+                        if e.index != mirror.len() as u64 + 1 {
+                            let m = format!("node {node} appends {} after {}", e.index, mirror.len());
+                            self.fail(LogMatching::NAME, m);
+                            continue;
+                        }
+                        mirror.push(EntryId::of(e));
+                        if let Err(m) = self.matching.on_append(node, &self.logs[&node]) {
+                            self.fail(LogMatching::NAME, m);
+                        }
+                    }
+                }
+                PersistOp::HardState(_) => {}
+            }
+        }
+        let before = self.roles.insert(node, (term, role));
+        if role == Role::Leader && before != Some((term, Role::Leader)) {
+            self.stats.leaders_elected += 1;
+            self.mix(&[2, node, term]);
+            if let Err(m) = self.election.on_leader(node, term) {
+                self.fail(ElectionSafety::NAME, m);
+            }
+            if let Err(m) = self.completeness.on_leader(node, term, &self.committed, log) {
+                self.fail(LeaderCompleteness::NAME, m);
+            }
+        }
+        if commit > 0 {
+            self.on_commit(node, commit, log);
+        }
+    }
+
+    fn on_commit(&mut self, node: NodeId, commit: Index, log: &Log) {
+        let known = self.committed.range(..=commit).next_back().map_or(0, |(&i, _)| i);
+        if commit <= known && self.committed.get(&commit).is_some() {
+            // Fast path: check only the newest committed entry.
+            if let Some(e) = log.get(commit) {
+                let id = EntryId::of(e);
+                if self.committed[&commit] != id {
+                    let m = format!("node {node} commits {id:?} at {commit}, but {:?} was committed there", self.committed[&commit]);
+                    self.fail(StateMachineSafety::NAME, m);
+                }
+            }
+            return;
+        }
+        for index in 1..=commit {
+            let Some(e) = log.get(index) else { break };
+            let id = EntryId::of(e);
+            match self.committed.get(&index) {
+                Some(&c) if c != id => {
+                    let m = format!("node {node} commits {id:?} at {index}, but {c:?} was committed there");
+                    self.fail(StateMachineSafety::NAME, m);
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(index, id);
+                    self.mix(&[3, index, id.term, u64::from(id.digest)]);
+                }
+            }
+        }
+        self.stats.max_commit = self.stats.max_commit.max(commit);
+    }
+
+    /// A node applied `entry` to its state machine.
+    pub fn on_applied(&mut self, node: NodeId, entry: &Entry) {
+        if let Err(m) = self.state_machine.on_applied(node, entry.index, EntryId::of(entry)) {
+            self.fail(StateMachineSafety::NAME, m);
+        }
+    }
+
+    pub fn roles_snapshot(&self) -> BTreeMap<NodeId, (Term, Role)> {
+        self.roles.clone()
+    }
+
+    pub fn fail_liveness(&mut self, message: String) {
+        self.fail("liveness", message);
+    }
+
+    /// End of run: the durability check over the final state.
+    pub fn finish(&mut self) {
+        if let Err(m) = self.durability.check(&self.committed, &self.logs, self.quorum()) {
+            self.fail(Durability::NAME, format!("at the end of the run: {m}"));
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The simulation driver: runs the production Raft actor and storage code on
+//! madsim nodes, with messages over `madsim::net::Endpoint` (encoded with the
+//! production frame codec), timers on madsim time seen through each node's
+//! skewed, drifting clock, and a `SimDisk` per node that outlives crashes.
+
+use crate::checker::Checker;
+use crate::clock::Clock;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use madsim::net::Endpoint;
+use madsim::time::timeout;
+use raftlock::actor::NodeId;
+use raftlock::net::{decode_frame, encode_frame};
+use raftlock::raft::{self, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Timer};
+use raftlock::storage::{RaftStore, SimDisk};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+const TAG: u64 = 1;
+/// Frames queued for a node's actor loop; more are dropped (like a full
+/// socket buffer), which Raft tolerates.
+pub const SIM_INBOX_LEN_MAX: usize = 1024;
+/// How long a simulated client waits for a reply before trying elsewhere.
+pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 400;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SimFrame {
+    Peer(Envelope),
+    Request { id: u64, command: Vec<u8> },
+    Reply { id: u64, result: Result<u64, ProposeError> },
+}
+
+/// State shared by the supervisor, the nodes and the client of one run.
+pub struct Shared {
+    pub checker: Mutex<Checker>,
+    pub clocks: Mutex<BTreeMap<NodeId, Clock>>,
+    pub client: Mutex<ClientStats>,
+    pub start: std::time::Instant,
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    pub config: raft::Config,
+}
+
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub committed: u64,
+    /// Invocation time of the latest proposal that committed.
+    pub last_commit_invoked: Option<Duration>,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn elapsed(&self) -> Duration {
+        std::time::Instant::now().duration_since(self.start)
+    }
+}
+
+pub fn addr_of(id: NodeId) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, id as u8], 7000))
+}
+
+pub const CLIENT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 1, 1), 9000));
+
+async fn send(ep: &Endpoint, to: SocketAddr, frame: &SimFrame) {
+    if let Ok(bytes) = encode_frame(frame) {
+        // A send to a clogged or dead peer is silently lost, as on a network.
+        let _ = ep.send_to_raw(to, TAG, Box::new(bytes)).await;
+    }
+}
+
+async fn recv_loop(ep: Arc<Endpoint>, mut tx: mpsc::Sender<(SimFrame, SocketAddr)>) {
+    while let Ok((payload, from)) = ep.recv_from_raw(TAG).await {
+        let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
+        if let Ok(Some((frame, _))) = decode_frame::<SimFrame>(&bytes) {
+            let _ = tx.try_send((frame, from));
+        }
+    }
+}
+
+/// One node's life: recover from its disk, then step the actor forever.
+pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
+    let ep = Arc::new(Endpoint::bind(addr_of(id)).await.expect("bind node endpoint"));
+    let (mut store, recovered, _report) = match RaftStore::open(&disk) {
+        Ok(x) => x,
+        Err(e) => panic!("node {id} cannot recover its disk: {e}"),
+    };
+    lock(&shared.checker).on_recovered(id, &recovered);
+    let voters: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let seed: u64 = madsim::rand::random();
+    let mut raft = Raft::new(id, voters, shared.config.clone(), recovered, Recorder::new(), seed)
+        .expect("valid raft config");
+    let (tx, mut rx) = mpsc::channel(SIM_INBOX_LEN_MAX);
+    madsim::task::spawn(recv_loop(ep.clone(), tx));
+
+    let mut node = NodeLoop { id, timers: BTreeMap::new(), clients: BTreeMap::new(), next_request: 0, applied_seen: 0 };
+    node.step(&mut raft, &mut store, &ep, &shared, Input::Start).await;
+    loop {
+        let g = shared.elapsed();
+        let clock = lock(&shared.clocks)[&id].clone();
+        let wait = node.timers.values().min().map_or(Duration::from_secs(3600), |&at| clock.global_until(g, at));
+        match timeout(wait, rx.next()).await {
+            Ok(Some((frame, from_addr))) => {
+                let input = match frame {
+                    SimFrame::Peer(env) if env.to == id => Input::Message { from: env.from, msg: env.msg },
+                    SimFrame::Request { id: client_id, command } => {
+                        node.next_request += 1;
+                        node.clients.insert(node.next_request, (from_addr, client_id));
+                        Input::Propose { id: node.next_request, command }
+                    }
+                    _ => continue,
+                };
+                node.step(&mut raft, &mut store, &ep, &shared, input).await;
+            }
+            Ok(None) => return,
+            Err(_) => {
+                let now = clock.local(shared.elapsed());
+                let due: Vec<Timer> = node.timers.iter().filter(|(_, &at)| at <= now).map(|(&t, _)| t).collect();
+                for t in due {
+                    node.timers.remove(&t);
+                    node.step(&mut raft, &mut store, &ep, &shared, Input::Timer(t)).await;
+                }
+            }
+        }
+    }
+}
+
+struct NodeLoop {
+    id: NodeId,
+    timers: BTreeMap<Timer, raftlock::actor::Instant>,
+    clients: BTreeMap<RequestId, (SocketAddr, u64)>,
+    next_request: RequestId,
+    applied_seen: u64,
+}
+
+impl NodeLoop {
+    async fn step(
+        &mut self,
+        raft: &mut Raft<Recorder>,
+        store: &mut RaftStore<raftlock::storage::sim::SimDiskFile>,
+        ep: &Endpoint,
+        shared: &Shared,
+        input: Input,
+    ) {
+        let g = shared.elapsed();
+        let now = lock(&shared.clocks)[&self.id].local(g);
+        let effects = raft.handle(now, input);
+        {
+            let mut checker = lock(&shared.checker);
+            checker.now = g;
+            checker.on_step(self.id, &effects, raft.term(), raft.role(), raft.commit_index(), raft.log());
+            for index in self.applied_seen + 1..=raft.applied_index() {
+                if let Some(e) = raft.log().get(index) {
+                    checker.on_applied(self.id, e);
+                }
+            }
+            self.applied_seen = raft.applied_index();
+        }
+        // Persist everything first, one fsync for the step, then let the rest
+        // out: the effect-order contract of `raftlock::actor`.
+        let mut sync = false;
+        for effect in &effects {
+            if let Effect::Persist { op, sync: s } = effect {
+                store.write(op).expect("sim disk write");
+                sync |= *s;
+            }
+        }
+        if sync {
+            store.sync().expect("sim disk sync");
+        } else {
+            store.flush().expect("sim disk flush");
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => {
+                    let frame = SimFrame::Peer(Envelope { from: self.id, to, msg });
+                    send(ep, shared.addrs[&to], &frame).await;
+                }
+                Effect::SetTimer { timer, at } => {
+                    self.timers.insert(timer, at);
+                }
+                Effect::CancelTimer(timer) => {
+                    self.timers.remove(&timer);
+                }
+                Effect::Reply { id, result } => {
+                    if let Some((addr, client_id)) = self.clients.remove(&id) {
+                        let result = result.map(|a| a.index);
+                        send(ep, addr, &SimFrame::Reply { id: client_id, result }).await;
+                    }
+                }
+                Effect::Persist { .. } => {}
+            }
+        }
+    }
+}
+
+/// A client proposing unique commands, following leader hints.
+pub async fn run_client(shared: Arc<Shared>) {
+    use rand::Rng;
+    let ep = Endpoint::bind(CLIENT_ADDR).await.expect("bind client endpoint");
+    let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let mut target = nodes[0];
+    let mut id = 0u64;
+    loop {
+        id += 1;
+        let invoked = shared.elapsed();
+        let command = format!("cmd-{id}").into_bytes();
+        send(&ep, shared.addrs[&target], &SimFrame::Request { id, command }).await;
+        let reply = timeout(Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS), async {
+            loop {
+                let Ok((payload, _)) = ep.recv_from_raw(TAG).await else { return None };
+                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
+                if let Ok(Some((SimFrame::Reply { id: rid, result }, _))) = decode_frame::<SimFrame>(&bytes) {
+                    if rid == id {
+                        return Some(result);
+                    }
+                }
+            }
+        })
+        .await;
+        let mut rng = madsim::rand::thread_rng();
+        match reply {
+            Ok(Some(Ok(_index))) => {
+                let mut stats = lock(&shared.client);
+                stats.committed += 1;
+                stats.last_commit_invoked = Some(invoked);
+            }
+            Ok(Some(Err(ProposeError::NotLeader { leader: Some(l) }))) => target = l,
+            _ => target = nodes[rng.gen_range(0..nodes.len())],
+        }
+        madsim::time::sleep(Duration::from_millis(rng.gen_range(1..20))).await;
+    }
+}

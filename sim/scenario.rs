@@ -1,0 +1,339 @@
+//! Scenarios: a cluster size, the faults the seed may pick from, a fault
+//! phase, and a liveness phase after every fault is healed.
+
+use crate::checker::{Checker, Violation};
+use crate::clock::Clock;
+use crate::cluster::{self, lock, run_client, run_node, Shared, CLIENT_ADDR};
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+use madsim::time::sleep;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use raftlock::actor::NodeId;
+use raftlock::raft::{self, Role};
+use raftlock::storage::SimDisk;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// After faults heal, a leader must be elected and a new entry committed
+/// within this much simulated time.
+pub const LIVENESS_BOUND_MS: u64 = 10_000;
+/// Largest clock drift a node may get, in parts per million (5%).
+pub const CLOCK_DRIFT_PPM_MAX: u64 = 50_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    Crash,
+    Partition,
+    OneWay,
+    IsolateLeader,
+    Loss,
+    Latency,
+    Pause,
+    ClockDrift,
+}
+
+pub const ALL_FAULTS: &[Fault] = &[
+    Fault::Crash,
+    Fault::Partition,
+    Fault::OneWay,
+    Fault::IsolateLeader,
+    Fault::Loss,
+    Fault::Latency,
+    Fault::Pause,
+    Fault::ClockDrift,
+];
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub nodes: u64,
+    pub faults: &'static [Fault],
+    pub fault_phase: Duration,
+    pub bugs: raft::config::Bugs,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub violation: Option<Violation>,
+    pub trace_hash: u64,
+    pub sim_time: Duration,
+    pub committed: u64,
+    pub leaders: u64,
+    pub faults: u64,
+}
+
+fn raft_config(scenario: &Scenario) -> raft::Config {
+    raft::Config {
+        election_timeout_min: Duration::from_millis(150),
+        election_timeout_max: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_millis(30),
+        bugs: scenario.bugs.clone(),
+        ..raft::Config::default()
+    }
+}
+
+/// Runs one seed of a scenario to completion in a fresh madsim runtime.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
+    let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.set_time_limit(scenario.fault_phase + Duration::from_millis(LIVENESS_BOUND_MS) + Duration::from_secs(60));
+    let scenario = scenario.clone();
+    rt.block_on(async move { supervise(scenario).await })
+}
+
+struct Faults {
+    handle: Handle,
+    net: Arc<NetSim>,
+    ids: BTreeMap<NodeId, madsim::runtime::NodeHandle>,
+    disks: BTreeMap<NodeId, SimDisk>,
+    down: BTreeSet<NodeId>,
+    paused: BTreeSet<NodeId>,
+    /// Reference counts of clogged links, so overlapping partitions heal right.
+    clogs: BTreeMap<(NodeId, NodeId), u32>,
+    heals: Vec<(Duration, Heal)>,
+    injected: u64,
+}
+
+#[derive(Debug)]
+enum Heal {
+    Restart(NodeId),
+    Resume(NodeId),
+    Unclog(Vec<(NodeId, NodeId)>),
+    Net,
+}
+
+impl Faults {
+    fn clog(&mut self, links: &[(NodeId, NodeId)]) {
+        for &(a, b) in links {
+            let c = self.clogs.entry((a, b)).or_default();
+            if *c == 0 {
+                self.net.clog_link(self.ids[&a].id(), self.ids[&b].id());
+            }
+            *c += 1;
+        }
+    }
+
+    fn unclog(&mut self, links: &[(NodeId, NodeId)]) {
+        for &(a, b) in links {
+            if let Some(c) = self.clogs.get_mut(&(a, b)) {
+                *c -= 1;
+                if *c == 0 {
+                    self.clogs.remove(&(a, b));
+                    self.net.unclog_link(self.ids[&a].id(), self.ids[&b].id());
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, heal: Heal) {
+        match heal {
+            Heal::Restart(n) => {
+                if self.down.remove(&n) {
+                    self.handle.restart(self.ids[&n].id());
+                }
+            }
+            Heal::Resume(n) => {
+                if self.paused.remove(&n) {
+                    self.handle.resume(self.ids[&n].id());
+                }
+            }
+            Heal::Unclog(links) => self.unclog(&links),
+            Heal::Net => self.net.update_config(|c| *c = madsim::net::Config::default()),
+        }
+    }
+
+    fn heal_due(&mut self, now: Duration) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heals).into_iter().partition(|(t, _)| *t <= now);
+        self.heals = later;
+        for (_, h) in due {
+            self.apply(h);
+        }
+    }
+
+    fn heal_all(&mut self) {
+        for (_, h) in std::mem::take(&mut self.heals) {
+            self.apply(h);
+        }
+    }
+}
+
+fn symmetric(a: &[NodeId], b: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+    let mut links = Vec::new();
+    for &x in a {
+        for &y in b {
+            links.push((x, y));
+            links.push((y, x));
+        }
+    }
+    links
+}
+
+async fn supervise(scenario: Scenario) -> Outcome {
+    let handle = Handle::current();
+    let mut rng = madsim::rand::thread_rng();
+    let node_ids: Vec<NodeId> = (1..=scenario.nodes).collect();
+    let clocks = node_ids
+        .iter()
+        .map(|&id| {
+            let offset = rng.gen_range(0..1_000_000_000_000u64);
+            (id, Clock::new(offset, 1.0))
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        checker: Mutex::new(Checker::new(node_ids.len())),
+        clocks: Mutex::new(clocks),
+        client: Mutex::new(Default::default()),
+        start: std::time::Instant::now(),
+        addrs: node_ids.iter().map(|&id| (id, cluster::addr_of(id))).collect(),
+        config: raft_config(&scenario),
+    });
+    let mut faults = Faults {
+        handle: handle.clone(),
+        net: NetSim::current(),
+        ids: BTreeMap::new(),
+        disks: BTreeMap::new(),
+        down: BTreeSet::new(),
+        paused: BTreeSet::new(),
+        clogs: BTreeMap::new(),
+        heals: Vec::new(),
+        injected: 0,
+    };
+    for &id in &node_ids {
+        let disk = SimDisk::new();
+        faults.disks.insert(id, disk.clone());
+        let shared = shared.clone();
+        let node = handle
+            .create_node()
+            .name(format!("n{id}"))
+            .ip(cluster::addr_of(id).ip())
+            .init(move || run_node(id, disk.clone(), shared.clone()))
+            .build();
+        faults.ids.insert(id, node);
+    }
+    let client_shared = shared.clone();
+    handle
+        .create_node()
+        .name("client")
+        .ip(CLIENT_ADDR.ip())
+        .init(move || run_client(client_shared.clone()))
+        .build();
+
+    // Fault phase: the seed picks what breaks, where, and for how long.
+    while shared.elapsed() < scenario.fault_phase && !scenario.faults.is_empty() {
+        sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
+        let now = shared.elapsed();
+        faults.heal_due(now);
+        if lock(&shared.checker).first_violation().is_some() {
+            break;
+        }
+        let Some(&fault) = scenario.faults.choose(&mut rng) else { break };
+        let up: Vec<NodeId> =
+            node_ids.iter().copied().filter(|n| !faults.down.contains(n) && !faults.paused.contains(n)).collect();
+        let heal_after = Duration::from_millis(rng.gen_range(200..4000));
+        faults.injected += 1;
+        match fault {
+            Fault::Crash => {
+                let Some(&n) = up.choose(&mut rng) else { continue };
+                handle.kill(faults.ids[&n].id());
+                faults.disks[&n].crash(&mut rng, true);
+                faults.down.insert(n);
+                faults.heals.push((now + heal_after, Heal::Restart(n)));
+            }
+            Fault::Pause => {
+                let Some(&n) = up.choose(&mut rng) else { continue };
+                handle.pause(faults.ids[&n].id());
+                faults.paused.insert(n);
+                faults.heals.push((now + heal_after, Heal::Resume(n)));
+            }
+            Fault::Partition => {
+                let mut shuffled = node_ids.clone();
+                shuffled.shuffle(&mut rng);
+                let minority = rng.gen_range(1..=(node_ids.len() - 1) / 2);
+                let links = symmetric(&shuffled[..minority], &shuffled[minority..]);
+                faults.clog(&links);
+                faults.heals.push((now + heal_after, Heal::Unclog(links)));
+            }
+            Fault::IsolateLeader => {
+                let leader = lock(&shared.checker).current_leader();
+                let Some(leader) = leader else { continue };
+                let others: Vec<NodeId> = node_ids.iter().copied().filter(|&n| n != leader).collect();
+                let links = symmetric(&[leader], &others);
+                faults.clog(&links);
+                faults.heals.push((now + heal_after, Heal::Unclog(links)));
+            }
+            Fault::OneWay => {
+                let a = node_ids[rng.gen_range(0..node_ids.len())];
+                let links: Vec<(NodeId, NodeId)> = if rng.gen_bool(0.5) {
+                    // One node can send but not hear (or the reverse).
+                    let out = rng.gen_bool(0.5);
+                    node_ids.iter().filter(|&&b| b != a).map(|&b| if out { (a, b) } else { (b, a) }).collect()
+                } else {
+                    let b = node_ids[rng.gen_range(0..node_ids.len())];
+                    if a == b { continue } else { vec![(a, b)] }
+                };
+                faults.clog(&links);
+                faults.heals.push((now + heal_after, Heal::Unclog(links)));
+            }
+            Fault::Loss => {
+                let rate = rng.gen_range(0.01..0.3);
+                faults.net.update_config(|c| c.packet_loss_rate = rate);
+                faults.heals.push((now + heal_after, Heal::Net));
+            }
+            Fault::Latency => {
+                let max = rng.gen_range(10..150);
+                faults.net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(max));
+                faults.heals.push((now + heal_after, Heal::Net));
+            }
+            Fault::ClockDrift => {
+                let n = node_ids[rng.gen_range(0..node_ids.len())];
+                let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
+                let rate = if rng.gen_bool(0.5) { 1.0 + ppm / 1e6 } else { 1.0 - ppm / 1e6 };
+                if let Some(c) = lock(&shared.clocks).get_mut(&n) {
+                    c.set_rate(now, rate);
+                }
+            }
+        }
+    }
+
+    // Liveness phase: heal everything; a leader must commit a new entry.
+    faults.heal_all();
+    let healed_at = shared.elapsed();
+    let bound = Duration::from_millis(LIVENESS_BOUND_MS);
+    loop {
+        sleep(Duration::from_millis(100)).await;
+        if lock(&shared.checker).first_violation().is_some() {
+            break;
+        }
+        let stats = lock(&shared.client);
+        if stats.last_commit_invoked.is_some_and(|t| t >= healed_at) {
+            break;
+        }
+        drop(stats);
+        if shared.elapsed() > healed_at + bound {
+            let mut checker = lock(&shared.checker);
+            let leader = checker.current_leader();
+            checker.fail_liveness(format!(
+                "no new entry committed within {bound:?} after faults healed at {healed_at:?} (leader: {leader:?})"
+            ));
+            break;
+        }
+    }
+    let mut checker = lock(&shared.checker);
+    checker.finish();
+    let committed = lock(&shared.client).committed;
+    Outcome {
+        violation: checker.first_violation().cloned(),
+        trace_hash: checker.trace_hash(),
+        sim_time: shared.elapsed(),
+        committed,
+        leaders: checker.stats.leaders_elected,
+        faults: faults.injected,
+    }
+}
+
+impl Checker {
+    /// The leader of the highest term any node currently leads in.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.roles_snapshot().into_iter().filter(|(_, (_, r))| *r == Role::Leader).max_by_key(|(_, (t, _))| *t).map(|(n, _)| n)
+    }
+}
