@@ -1,1 +1,13 @@
-//! Production driver (filled in below).
+//! The production driver: the Raft actor hosted in an actix actor on tokio,
+//! with real timers, real fsync and a TCP transport between nodes.
+//!
+//! Not compiled under `--cfg madsim` (actix cannot run inside madsim); the
+//! simulator has its own driver in `sim/cluster.rs` over the same actor.
+
+mod error;
+mod node;
+mod transport;
+
+pub use error::{ClientError, RuntimeError};
+pub use node::{Node, NodeConfig, NodeStatus};
+pub use transport::{PEER_SEND_QUEUE_LEN_MAX, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN};

@@ -1,0 +1,33 @@
+use crate::raft::{ProposeError, RaftError};
+use crate::storage::StoreError;
+use std::io;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Errors starting or running a node.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("cannot use data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot recover the Raft log: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error("node {0} is not in the cluster map")]
+    NotInCluster(u64),
+    #[error("network: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Errors a caller of a running node sees.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ClientError {
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    #[error("the node has stopped")]
+    Stopped,
+}

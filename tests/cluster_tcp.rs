@@ -1,0 +1,153 @@
+//! Three real nodes in one process on 127.0.0.1: real TCP, real fsync.
+//! Every wait polls with a deadline; nothing sleeps to synchronise.
+
+use raftlock::raft::{self, ProposeError, Role};
+use raftlock::runtime::{ClientError, Node, NodeConfig, NodeStatus};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Generous: the machine may be loaded; a healthy run takes well under this.
+const WAIT_S_MAX: u64 = 30;
+const POLL_MS: u64 = 20;
+
+fn config() -> raft::Config {
+    raft::Config {
+        election_timeout_min: Duration::from_millis(150),
+        election_timeout_max: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_millis(30),
+        ..raft::Config::default()
+    }
+}
+
+fn start(id: u64, dir: &Path, peers: &BTreeMap<u64, SocketAddr>, listener: TcpListener) -> Node {
+    let cfg = NodeConfig { id, data_dir: dir.to_path_buf(), peers: peers.clone(), raft: config() };
+    Node::start(cfg, listener).expect("node starts")
+}
+
+async fn statuses(nodes: &BTreeMap<u64, Node>) -> Vec<NodeStatus> {
+    let mut out = Vec::new();
+    for node in nodes.values() {
+        if let Ok(s) = node.status().await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Polls until `f` returns Some, or panics after `WAIT_S_MAX` naming `what`.
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// A leader that a majority of the given nodes follow in its term.
+async fn leader(nodes: &BTreeMap<u64, Node>) -> Option<(u64, u64)> {
+    let all = statuses(nodes).await;
+    let l = all.iter().filter(|s| s.role == Role::Leader).max_by_key(|s| s.term)?;
+    let followers = all.iter().filter(|s| s.term == l.term && s.leader == Some(l.id)).count();
+    (followers * 2 > 3).then_some((l.id, l.term))
+}
+
+/// Proposes through whichever node leads, retrying on leader changes.
+async fn propose(nodes: &BTreeMap<u64, Node>, command: &[u8]) -> u64 {
+    wait_for("a proposal to commit", || async {
+        let (id, _) = leader(nodes).await?;
+        match nodes[&id].propose(command.to_vec()).await {
+            Ok(applied) => Some(applied.index),
+            Err(ClientError::Propose(ProposeError::LeadershipLost)) => None,
+            Err(ClientError::Propose(ProposeError::NotLeader { .. })) => None,
+            Err(e) => panic!("proposal failed: {e}"),
+        }
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.push(l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        nodes.insert(id, start(id, dirs[i].path(), &peers, l));
+    }
+
+    // One leader is elected.
+    let (first_leader, first_term) = wait_for("a leader", || leader(&nodes)).await;
+    let leaders_in_term = statuses(&nodes).await.iter().filter(|s| s.role == Role::Leader && s.term == first_term).count();
+    assert_eq!(leaders_in_term, 1);
+
+    // Entries replicate to all three.
+    let mut commands = Vec::new();
+    for i in 0..20 {
+        let c = format!("before-{i}").into_bytes();
+        propose(&nodes, &c).await;
+        commands.push(c);
+    }
+    wait_for("all three to apply every entry", || async {
+        let all = statuses(&nodes).await;
+        let done = all.len() == 3
+            && all.iter().all(|s| commands.iter().all(|c| s.applied.contains(c)))
+            && all.windows(2).all(|w| w[0].applied == w[1].applied);
+        done.then_some(())
+    })
+    .await;
+
+    // Stop the leader: a new one takes over and nothing committed is lost.
+    nodes.remove(&first_leader).unwrap().stop();
+    let (second_leader, second_term) = wait_for("a new leader", || leader(&nodes)).await;
+    assert_ne!(second_leader, first_leader);
+    assert!(second_term > first_term);
+    for i in 0..5 {
+        let c = format!("after-{i}").into_bytes();
+        propose(&nodes, &c).await;
+        commands.push(c);
+    }
+    wait_for("the survivors to hold every committed entry", || async {
+        let all = statuses(&nodes).await;
+        let done = all.len() == 2 && all.iter().all(|s| commands.iter().all(|c| s.applied.contains(c)));
+        done.then_some(())
+    })
+    .await;
+
+    // The old leader restarts from its data directory and catches up.
+    let idx = (first_leader - 1) as usize;
+    let l = TcpListener::bind(peers[&first_leader]).await.unwrap();
+    nodes.insert(first_leader, start(first_leader, dirs[idx].path(), &peers, l));
+    wait_for("the restarted node to catch up", || async {
+        let s = nodes[&first_leader].status().await.ok()?;
+        commands.iter().all(|c| s.applied.contains(c)).then_some(())
+    })
+    .await;
+    for (_, n) in std::mem::take(&mut nodes) {
+        n.stop();
+    }
+}
+
+#[actix_rt::test]
+async fn a_node_outside_the_cluster_map_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peers = BTreeMap::from([(1, l.local_addr().unwrap())]);
+    let cfg = NodeConfig { id: 2, data_dir: dir.path().to_path_buf(), peers, raft: config() };
+    assert!(matches!(Node::start(cfg, l), Err(raftlock::runtime::RuntimeError::NotInCluster(2))));
+}
