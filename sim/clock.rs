@@ -16,7 +16,11 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(offset_us: u64, rate: f64) -> Self {
-        Clock { base_local_us: offset_us as f64, base_global_us: 0.0, rate }
+        Clock {
+            base_local_us: offset_us as f64,
+            base_global_us: 0.0,
+            rate,
+        }
     }
 
     pub fn local(&self, global: Duration) -> Instant {
@@ -55,7 +59,9 @@ pub fn self_check() -> Result<String, String> {
     let at = c.local(g) + Duration::from_millis(101);
     let wait = c.global_until(g, at);
     if c.local(g + wait) < at {
-        return Err(format!("a timer after {wait:?} fires before its local deadline"));
+        return Err(format!(
+            "a timer after {wait:?} fires before its local deadline"
+        ));
     }
     c.set_rate(g, 0.99);
     if c.local(g).as_micros() != 15_100_000 || c.rate() != 0.99 {

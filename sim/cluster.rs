@@ -11,7 +11,9 @@ use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::net::{decode_frame, encode_frame};
-use raftlock::raft::{self, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Timer};
+use raftlock::raft::{
+    self, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Timer,
+};
 use raftlock::storage::{RaftStore, SimDisk};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,14 +25,23 @@ const TAG: u64 = 1;
 /// Frames queued for a node's actor loop; more are dropped (like a full
 /// socket buffer), which Raft tolerates.
 pub const SIM_INBOX_LEN_MAX: usize = 1024;
+/// Simulated fsync latency range (the median measured here is ~170 us).
+pub const FSYNC_US_MIN: u64 = 50;
+pub const FSYNC_US_MAX: u64 = 2000;
 /// How long a simulated client waits for a reply before trying elsewhere.
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 400;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SimFrame {
     Peer(Envelope),
-    Request { id: u64, command: Vec<u8> },
-    Reply { id: u64, result: Result<u64, ProposeError> },
+    Request {
+        id: u64,
+        command: Vec<u8>,
+    },
+    Reply {
+        id: u64,
+        result: Result<u64, ProposeError>,
+    },
 }
 
 /// State shared by the supervisor, the nodes and the client of one run.
@@ -64,7 +75,10 @@ pub fn addr_of(id: NodeId) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, id as u8], 7000))
 }
 
-pub const CLIENT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 1, 1), 9000));
+pub const CLIENT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(10, 0, 1, 1),
+    9000,
+));
 
 async fn send(ep: &Endpoint, to: SocketAddr, frame: &SimFrame) {
     if let Ok(bytes) = encode_frame(frame) {
@@ -75,7 +89,9 @@ async fn send(ep: &Endpoint, to: SocketAddr, frame: &SimFrame) {
 
 async fn recv_loop(ep: Arc<Endpoint>, mut tx: mpsc::Sender<(SimFrame, SocketAddr)>) {
     while let Ok((payload, from)) = ep.recv_from_raw(TAG).await {
-        let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
+        let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
+            continue;
+        };
         if let Ok(Some((frame, _))) = decode_frame::<SimFrame>(&bytes) {
             let _ = tx.try_send((frame, from));
         }
@@ -84,7 +100,11 @@ async fn recv_loop(ep: Arc<Endpoint>, mut tx: mpsc::Sender<(SimFrame, SocketAddr
 
 /// One node's life: recover from its disk, then step the actor forever.
 pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
-    let ep = Arc::new(Endpoint::bind(addr_of(id)).await.expect("bind node endpoint"));
+    let ep = Arc::new(
+        Endpoint::bind(addr_of(id))
+            .await
+            .expect("bind node endpoint"),
+    );
     let (mut store, recovered, _report) = match RaftStore::open(&disk) {
         Ok(x) => x,
         Err(e) => panic!("node {id} cannot recover its disk: {e}"),
@@ -92,25 +112,53 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
     lock(&shared.checker).on_recovered(id, &recovered);
     let voters: Vec<NodeId> = shared.addrs.keys().copied().collect();
     let seed: u64 = madsim::rand::random();
-    let mut raft = Raft::new(id, voters, shared.config.clone(), recovered, Recorder::new(), seed)
-        .expect("valid raft config");
+    let mut raft = Raft::new(
+        id,
+        voters,
+        shared.config.clone(),
+        recovered,
+        Recorder::new(),
+        seed,
+    )
+    .expect("valid raft config");
     let (tx, mut rx) = mpsc::channel(SIM_INBOX_LEN_MAX);
     madsim::task::spawn(recv_loop(ep.clone(), tx));
 
-    let mut node = NodeLoop { id, timers: BTreeMap::new(), clients: BTreeMap::new(), next_request: 0, applied_seen: 0 };
-    node.step(&mut raft, &mut store, &ep, &shared, Input::Start).await;
+    let mut node = NodeLoop {
+        id,
+        timers: BTreeMap::new(),
+        clients: BTreeMap::new(),
+        next_request: 0,
+        applied_seen: 0,
+    };
+    node.step(&mut raft, &mut store, &ep, &shared, Input::Start)
+        .await;
     loop {
         let g = shared.elapsed();
         let clock = lock(&shared.clocks)[&id].clone();
-        let wait = node.timers.values().min().map_or(Duration::from_secs(3600), |&at| clock.global_until(g, at));
+        let wait = node
+            .timers
+            .values()
+            .min()
+            .map_or(Duration::from_secs(3600), |&at| clock.global_until(g, at));
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 let input = match frame {
-                    SimFrame::Peer(env) if env.to == id => Input::Message { from: env.from, msg: env.msg },
-                    SimFrame::Request { id: client_id, command } => {
+                    SimFrame::Peer(env) if env.to == id => Input::Message {
+                        from: env.from,
+                        msg: env.msg,
+                    },
+                    SimFrame::Request {
+                        id: client_id,
+                        command,
+                    } => {
                         node.next_request += 1;
-                        node.clients.insert(node.next_request, (from_addr, client_id));
-                        Input::Propose { id: node.next_request, command }
+                        node.clients
+                            .insert(node.next_request, (from_addr, client_id));
+                        Input::Propose {
+                            id: node.next_request,
+                            command,
+                        }
                     }
                     _ => continue,
                 };
@@ -119,10 +167,16 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
             Ok(None) => return,
             Err(_) => {
                 let now = clock.local(shared.elapsed());
-                let due: Vec<Timer> = node.timers.iter().filter(|(_, &at)| at <= now).map(|(&t, _)| t).collect();
+                let due: Vec<Timer> = node
+                    .timers
+                    .iter()
+                    .filter(|(_, &at)| at <= now)
+                    .map(|(&t, _)| t)
+                    .collect();
                 for t in due {
                     node.timers.remove(&t);
-                    node.step(&mut raft, &mut store, &ep, &shared, Input::Timer(t)).await;
+                    node.step(&mut raft, &mut store, &ep, &shared, Input::Timer(t))
+                        .await;
                 }
             }
         }
@@ -152,7 +206,14 @@ impl NodeLoop {
         {
             let mut checker = lock(&shared.checker);
             checker.now = g;
-            checker.on_step(self.id, &effects, raft.term(), raft.role(), raft.commit_index(), raft.log());
+            checker.on_step(
+                self.id,
+                &effects,
+                raft.term(),
+                raft.role(),
+                raft.commit_index(),
+                raft.log(),
+            );
             for index in self.applied_seen + 1..=raft.applied_index() {
                 if let Some(e) = raft.log().get(index) {
                     checker.on_applied(self.id, e);
@@ -169,15 +230,24 @@ impl NodeLoop {
                 sync |= *s;
             }
         }
+        store.flush().expect("sim disk flush");
         if sync {
+            // The fsync takes time, and a crash may land while it runs: the
+            // written bytes are then lost or torn. Nothing of this step has
+            // left the node yet, so that must be harmless.
+            let latency =
+                rand::Rng::gen_range(&mut madsim::rand::thread_rng(), FSYNC_US_MIN..FSYNC_US_MAX);
+            madsim::time::sleep(Duration::from_micros(latency)).await;
             store.sync().expect("sim disk sync");
-        } else {
-            store.flush().expect("sim disk flush");
         }
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
-                    let frame = SimFrame::Peer(Envelope { from: self.id, to, msg });
+                    let frame = SimFrame::Peer(Envelope {
+                        from: self.id,
+                        to,
+                        msg,
+                    });
                     send(ep, shared.addrs[&to], &frame).await;
                 }
                 Effect::SetTimer { timer, at } => {
@@ -189,7 +259,15 @@ impl NodeLoop {
                 Effect::Reply { id, result } => {
                     if let Some((addr, client_id)) = self.clients.remove(&id) {
                         let result = result.map(|a| a.index);
-                        send(ep, addr, &SimFrame::Reply { id: client_id, result }).await;
+                        send(
+                            ep,
+                            addr,
+                            &SimFrame::Reply {
+                                id: client_id,
+                                result,
+                            },
+                        )
+                        .await;
                     }
                 }
                 Effect::Persist { .. } => {}
@@ -201,7 +279,9 @@ impl NodeLoop {
 /// A client proposing unique commands, following leader hints.
 pub async fn run_client(shared: Arc<Shared>) {
     use rand::Rng;
-    let ep = Endpoint::bind(CLIENT_ADDR).await.expect("bind client endpoint");
+    let ep = Endpoint::bind(CLIENT_ADDR)
+        .await
+        .expect("bind client endpoint");
     let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
     let mut target = nodes[0];
     let mut id = 0u64;
@@ -209,12 +289,23 @@ pub async fn run_client(shared: Arc<Shared>) {
         id += 1;
         let invoked = shared.elapsed();
         let command = format!("cmd-{id}").into_bytes();
-        send(&ep, shared.addrs[&target], &SimFrame::Request { id, command }).await;
+        send(
+            &ep,
+            shared.addrs[&target],
+            &SimFrame::Request { id, command },
+        )
+        .await;
         let reply = timeout(Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS), async {
             loop {
-                let Ok((payload, _)) = ep.recv_from_raw(TAG).await else { return None };
-                let Ok(bytes) = payload.downcast::<Vec<u8>>() else { continue };
-                if let Ok(Some((SimFrame::Reply { id: rid, result }, _))) = decode_frame::<SimFrame>(&bytes) {
+                let Ok((payload, _)) = ep.recv_from_raw(TAG).await else {
+                    return None;
+                };
+                let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
+                    continue;
+                };
+                if let Ok(Some((SimFrame::Reply { id: rid, result }, _))) =
+                    decode_frame::<SimFrame>(&bytes)
+                {
                     if rid == id {
                         return Some(result);
                     }

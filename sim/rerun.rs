@@ -30,7 +30,10 @@ pub fn main() {
         .args(&args)
         .env("RUSTFLAGS", "--cfg madsim")
         .env("RUSTDOCFLAGS", "--cfg madsim");
-    eprintln!("sim: re-running under --cfg madsim into {}", target_dir.display());
+    eprintln!(
+        "sim: re-running under --cfg madsim into {}",
+        target_dir.display()
+    );
     match cmd.status() {
         Ok(status) => exit(status.code().unwrap_or(1)),
         Err(e) => {

@@ -1,5 +1,6 @@
 //! Scenarios: a cluster size, the faults the seed may pick from, a fault
-//! phase, and a liveness phase after every fault is healed.
+//! phase, and a liveness phase after every fault is healed. Clock drift is
+//! the exception: real clocks keep drifting, so it stays through liveness.
 
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
@@ -7,11 +8,11 @@ use crate::cluster::{self, lock, run_client, run_node, Shared, CLIENT_ADDR};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
-use rand::seq::SliceRandom;
-use rand::Rng;
 use raftlock::actor::NodeId;
 use raftlock::raft::{self, Role};
 use raftlock::storage::SimDisk;
+use rand::seq::SliceRandom;
+use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +62,7 @@ pub struct Outcome {
     pub committed: u64,
     pub leaders: u64,
     pub faults: u64,
+    pub crashes_mid_write: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -76,7 +78,9 @@ fn raft_config(scenario: &Scenario) -> raft::Config {
 /// Runs one seed of a scenario to completion in a fresh madsim runtime.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.set_time_limit(scenario.fault_phase + Duration::from_millis(LIVENESS_BOUND_MS) + Duration::from_secs(60));
+    rt.set_time_limit(
+        scenario.fault_phase + Duration::from_millis(LIVENESS_BOUND_MS) + Duration::from_secs(60),
+    );
     let scenario = scenario.clone();
     rt.block_on(async move { supervise(scenario).await })
 }
@@ -92,6 +96,8 @@ struct Faults {
     clogs: BTreeMap<(NodeId, NodeId), u32>,
     heals: Vec<(Duration, Heal)>,
     injected: u64,
+    /// Crashes that caught unsynced bytes on the disk (lost or torn).
+    crashes_mid_write: u64,
 }
 
 #[derive(Debug)]
@@ -99,7 +105,8 @@ enum Heal {
     Restart(NodeId),
     Resume(NodeId),
     Unclog(Vec<(NodeId, NodeId)>),
-    Net,
+    Loss,
+    Latency,
 }
 
 impl Faults {
@@ -138,12 +145,18 @@ impl Faults {
                 }
             }
             Heal::Unclog(links) => self.unclog(&links),
-            Heal::Net => self.net.update_config(|c| *c = madsim::net::Config::default()),
+            Heal::Loss => self.net.update_config(|c| c.packet_loss_rate = 0.0),
+            Heal::Latency => {
+                let normal = madsim::net::Config::default().send_latency;
+                self.net.update_config(|c| c.send_latency = normal);
+            }
         }
     }
 
     fn heal_due(&mut self, now: Duration) {
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heals).into_iter().partition(|(t, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heals)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
         self.heals = later;
         for (_, h) in due {
             self.apply(h);
@@ -184,7 +197,10 @@ async fn supervise(scenario: Scenario) -> Outcome {
         clocks: Mutex::new(clocks),
         client: Mutex::new(Default::default()),
         start: std::time::Instant::now(),
-        addrs: node_ids.iter().map(|&id| (id, cluster::addr_of(id))).collect(),
+        addrs: node_ids
+            .iter()
+            .map(|&id| (id, cluster::addr_of(id)))
+            .collect(),
         config: raft_config(&scenario),
     });
     let mut faults = Faults {
@@ -197,6 +213,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         clogs: BTreeMap::new(),
         heals: Vec::new(),
         injected: 0,
+        crashes_mid_write: 0,
     };
     for &id in &node_ids {
         let disk = SimDisk::new();
@@ -226,21 +243,33 @@ async fn supervise(scenario: Scenario) -> Outcome {
         if lock(&shared.checker).first_violation().is_some() {
             break;
         }
-        let Some(&fault) = scenario.faults.choose(&mut rng) else { break };
-        let up: Vec<NodeId> =
-            node_ids.iter().copied().filter(|n| !faults.down.contains(n) && !faults.paused.contains(n)).collect();
+        let Some(&fault) = scenario.faults.choose(&mut rng) else {
+            break;
+        };
+        let up: Vec<NodeId> = node_ids
+            .iter()
+            .copied()
+            .filter(|n| !faults.down.contains(n) && !faults.paused.contains(n))
+            .collect();
         let heal_after = Duration::from_millis(rng.gen_range(200..4000));
-        faults.injected += 1;
+        let injected_before = faults.heals.len();
         match fault {
             Fault::Crash => {
-                let Some(&n) = up.choose(&mut rng) else { continue };
+                let Some(&n) = up.choose(&mut rng) else {
+                    continue;
+                };
                 handle.kill(faults.ids[&n].id());
-                faults.disks[&n].crash(&mut rng, true);
+                let report = faults.disks[&n].crash(&mut rng, true);
+                if report.bytes_lost + report.bytes_kept_torn > 0 {
+                    faults.crashes_mid_write += 1;
+                }
                 faults.down.insert(n);
                 faults.heals.push((now + heal_after, Heal::Restart(n)));
             }
             Fault::Pause => {
-                let Some(&n) = up.choose(&mut rng) else { continue };
+                let Some(&n) = up.choose(&mut rng) else {
+                    continue;
+                };
                 handle.pause(faults.ids[&n].id());
                 faults.paused.insert(n);
                 faults.heals.push((now + heal_after, Heal::Resume(n)));
@@ -256,7 +285,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
             Fault::IsolateLeader => {
                 let leader = lock(&shared.checker).current_leader();
                 let Some(leader) = leader else { continue };
-                let others: Vec<NodeId> = node_ids.iter().copied().filter(|&n| n != leader).collect();
+                let others: Vec<NodeId> =
+                    node_ids.iter().copied().filter(|&n| n != leader).collect();
                 let links = symmetric(&[leader], &others);
                 faults.clog(&links);
                 faults.heals.push((now + heal_after, Heal::Unclog(links)));
@@ -266,10 +296,18 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 let links: Vec<(NodeId, NodeId)> = if rng.gen_bool(0.5) {
                     // One node can send but not hear (or the reverse).
                     let out = rng.gen_bool(0.5);
-                    node_ids.iter().filter(|&&b| b != a).map(|&b| if out { (a, b) } else { (b, a) }).collect()
+                    node_ids
+                        .iter()
+                        .filter(|&&b| b != a)
+                        .map(|&b| if out { (a, b) } else { (b, a) })
+                        .collect()
                 } else {
                     let b = node_ids[rng.gen_range(0..node_ids.len())];
-                    if a == b { continue } else { vec![(a, b)] }
+                    if a == b {
+                        continue;
+                    } else {
+                        vec![(a, b)]
+                    }
                 };
                 faults.clog(&links);
                 faults.heals.push((now + heal_after, Heal::Unclog(links)));
@@ -277,22 +315,30 @@ async fn supervise(scenario: Scenario) -> Outcome {
             Fault::Loss => {
                 let rate = rng.gen_range(0.01..0.3);
                 faults.net.update_config(|c| c.packet_loss_rate = rate);
-                faults.heals.push((now + heal_after, Heal::Net));
+                faults.heals.push((now + heal_after, Heal::Loss));
             }
             Fault::Latency => {
                 let max = rng.gen_range(10..150);
-                faults.net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(max));
-                faults.heals.push((now + heal_after, Heal::Net));
+                faults.net.update_config(|c| {
+                    c.send_latency = Duration::from_millis(1)..Duration::from_millis(max)
+                });
+                faults.heals.push((now + heal_after, Heal::Latency));
             }
             Fault::ClockDrift => {
                 let n = node_ids[rng.gen_range(0..node_ids.len())];
                 let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
-                let rate = if rng.gen_bool(0.5) { 1.0 + ppm / 1e6 } else { 1.0 - ppm / 1e6 };
+                let rate = if rng.gen_bool(0.5) {
+                    1.0 + ppm / 1e6
+                } else {
+                    1.0 - ppm / 1e6
+                };
                 if let Some(c) = lock(&shared.clocks).get_mut(&n) {
                     c.set_rate(now, rate);
                 }
+                faults.injected += 1;
             }
         }
+        faults.injected += (faults.heals.len() - injected_before) as u64;
     }
 
     // Liveness phase: heal everything; a leader must commit a new entry.
@@ -328,12 +374,17 @@ async fn supervise(scenario: Scenario) -> Outcome {
         committed,
         leaders: checker.stats.leaders_elected,
         faults: faults.injected,
+        crashes_mid_write: faults.crashes_mid_write,
     }
 }
 
 impl Checker {
     /// The leader of the highest term any node currently leads in.
     pub fn current_leader(&self) -> Option<NodeId> {
-        self.roles_snapshot().into_iter().filter(|(_, (_, r))| *r == Role::Leader).max_by_key(|(_, (t, _))| *t).map(|(n, _)| n)
+        self.roles_snapshot()
+            .into_iter()
+            .filter(|(_, (_, r))| *r == Role::Leader)
+            .max_by_key(|(_, (t, _))| *t)
+            .map(|(n, _)| n)
     }
 }

@@ -72,6 +72,9 @@ mod tests {
             Instant::from_micros(25).saturating_since(t),
             Duration::from_micros(15)
         );
-        assert_eq!((Instant::from_micros(u64::MAX) + Duration::from_secs(1)).as_micros(), u64::MAX);
+        assert_eq!(
+            (Instant::from_micros(u64::MAX) + Duration::from_secs(1)).as_micros(),
+            u64::MAX
+        );
     }
 }

@@ -1,1 +1,213 @@
+//! The `raftlock` binary. `serve` runs one node; `dev` runs a local 3-node
+//! cluster in one process for trying things out.
+
+// The simulator builds every target under --cfg madsim, where actix and
+// tokio's networking are not available; the binary is production-only.
+#[cfg(madsim)]
 fn main() {}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    app::main()
+}
+
+#[cfg(not(madsim))]
+mod app {
+    use clap::{Parser, Subcommand};
+    use raftlock::actor::NodeId;
+    use raftlock::raft::{self, Role};
+    use raftlock::runtime::{Node, NodeConfig};
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    #[derive(Parser)]
+    #[command(
+        name = "raftlock",
+        version,
+        about = "A distributed lock service on Raft"
+    )]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        /// Run one node of a cluster.
+        Serve(ServeArgs),
+        /// Run a local 3-node cluster on 127.0.0.1 in this process.
+        Dev(DevArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct ServeArgs {
+        /// This node's id (a positive integer, unique in the cluster).
+        #[arg(long, env = "RAFTLOCK_ID")]
+        id: NodeId,
+        /// Directory for this node's Raft log.
+        #[arg(long, env = "RAFTLOCK_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Address to accept peer connections on, e.g. 127.0.0.1:7001.
+        #[arg(long, env = "RAFTLOCK_LISTEN_PEER")]
+        listen_peer: SocketAddr,
+        /// Every member as id=host:port, comma-separated, this node included.
+        #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster)]
+        initial_cluster: BTreeMap<NodeId, SocketAddr>,
+    }
+
+    #[derive(clap::Args)]
+    struct DevArgs {
+        /// Directory for the three nodes' data (created if missing).
+        #[arg(long, env = "RAFTLOCK_DEV_DIR", default_value = "raftlock-dev")]
+        dir: PathBuf,
+        /// First of three consecutive peer ports on 127.0.0.1.
+        #[arg(long, env = "RAFTLOCK_DEV_PEER_PORT", default_value_t = 7101)]
+        peer_port: u16,
+    }
+
+    fn parse_cluster(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+        let mut members = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not id=host:port"))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{id}' in '{part}' is not a node id"))?;
+            if id == 0 {
+                return Err("node id 0 is reserved".into());
+            }
+            let addr: SocketAddr = addr
+                .trim()
+                .parse()
+                .map_err(|e| format!("'{addr}' in '{part}': {e}"))?;
+            if members.insert(id, addr).is_some() {
+                return Err(format!("node {id} is listed twice"));
+            }
+        }
+        if members.is_empty() {
+            return Err("the cluster has no members".into());
+        }
+        Ok(members)
+    }
+
+    pub fn main() -> ExitCode {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .init();
+        let cli = Cli::parse();
+        let system = actix_rt::System::new();
+        let result = match cli.command {
+            Command::Serve(args) => system.block_on(serve(args)),
+            Command::Dev(args) => system.block_on(dev(args)),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("raftlock: {e}");
+                ExitCode::from(2)
+            }
+        }
+    }
+
+    async fn serve(args: ServeArgs) -> Result<(), String> {
+        let advertised = args
+            .initial_cluster
+            .get(&args.id)
+            .ok_or_else(|| format!("--id {} is not in --initial-cluster", args.id))?;
+        if advertised.port() != args.listen_peer.port() {
+            return Err(format!(
+                "--listen-peer {} and this node's --initial-cluster address {advertised} use different ports",
+                args.listen_peer
+            ));
+        }
+        let listener = TcpListener::bind(args.listen_peer)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen_peer))?;
+        let config = NodeConfig {
+            id: args.id,
+            data_dir: args.data_dir,
+            peers: args.initial_cluster,
+            raft: raft::Config::default(),
+        };
+        let node = Node::start(config, listener).map_err(|e| e.to_string())?;
+        tracing::info!(node = args.id, peer = %args.listen_peer, "serving; Ctrl-C to stop");
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        node.stop();
+        Ok(())
+    }
+
+    async fn dev(args: DevArgs) -> Result<(), String> {
+        let mut peers = BTreeMap::new();
+        let mut listeners = Vec::new();
+        for i in 0..3u16 {
+            let id = NodeId::from(i) + 1;
+            let port = args
+                .peer_port
+                .checked_add(i)
+                .ok_or("--peer-port is too high")?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            peers.insert(id, addr);
+            listeners.push((id, l));
+        }
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners {
+            let data_dir = args.dir.join(format!("node{id}"));
+            let config = NodeConfig {
+                id,
+                data_dir,
+                peers: peers.clone(),
+                raft: raft::Config::default(),
+            };
+            nodes.push(Node::start(config, listener).map_err(|e| format!("node {id}: {e}"))?);
+        }
+        println!("raftlock dev: 3 nodes, data under {}", args.dir.display());
+        for (id, addr) in &peers {
+            println!("  node {id}: peer {addr}");
+        }
+        println!("proposing one entry per second through the leader; Ctrl-C to stop");
+        let mut tick = 0u64;
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = interval.tick() => {
+                    tick += 1;
+                    let mut leader = None;
+                    for n in &nodes {
+                        if let Ok(s) = n.status().await {
+                            if s.role == Role::Leader {
+                                leader = Some((n, s));
+                            }
+                        }
+                    }
+                    match leader {
+                        Some((node, s)) => match node.propose(format!("tick-{tick}").into_bytes()).await {
+                            Ok(applied) => println!("leader {} term {}: committed tick-{tick} at index {}", s.id, s.term, applied.index),
+                            Err(e) => println!("leader {} term {}: tick-{tick} not committed: {e}", s.id, s.term),
+                        },
+                        None => println!("no leader yet"),
+                    }
+                }
+            }
+        }
+        for n in nodes {
+            n.stop();
+        }
+        println!("stopped");
+        Ok(())
+    }
+}

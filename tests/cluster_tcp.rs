@@ -23,7 +23,12 @@ fn config() -> raft::Config {
 }
 
 fn start(id: u64, dir: &Path, peers: &BTreeMap<u64, SocketAddr>, listener: TcpListener) -> Node {
-    let cfg = NodeConfig { id, data_dir: dir.to_path_buf(), peers: peers.clone(), raft: config() };
+    let cfg = NodeConfig {
+        id,
+        data_dir: dir.to_path_buf(),
+        peers: peers.clone(),
+        raft: config(),
+    };
     Node::start(cfg, listener).expect("node starts")
 }
 
@@ -56,8 +61,14 @@ where
 /// A leader that a majority of the given nodes follow in its term.
 async fn leader(nodes: &BTreeMap<u64, Node>) -> Option<(u64, u64)> {
     let all = statuses(nodes).await;
-    let l = all.iter().filter(|s| s.role == Role::Leader).max_by_key(|s| s.term)?;
-    let followers = all.iter().filter(|s| s.term == l.term && s.leader == Some(l.id)).count();
+    let l = all
+        .iter()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term)?;
+    let followers = all
+        .iter()
+        .filter(|s| s.term == l.term && s.leader == Some(l.id))
+        .count();
     (followers * 2 > 3).then_some((l.id, l.term))
 }
 
@@ -93,7 +104,11 @@ async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
 
     // One leader is elected.
     let (first_leader, first_term) = wait_for("a leader", || leader(&nodes)).await;
-    let leaders_in_term = statuses(&nodes).await.iter().filter(|s| s.role == Role::Leader && s.term == first_term).count();
+    let leaders_in_term = statuses(&nodes)
+        .await
+        .iter()
+        .filter(|s| s.role == Role::Leader && s.term == first_term)
+        .count();
     assert_eq!(leaders_in_term, 1);
 
     // Entries replicate to all three.
@@ -106,7 +121,9 @@ async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
     wait_for("all three to apply every entry", || async {
         let all = statuses(&nodes).await;
         let done = all.len() == 3
-            && all.iter().all(|s| commands.iter().all(|c| s.applied.contains(c)))
+            && all
+                .iter()
+                .all(|s| commands.iter().all(|c| s.applied.contains(c)))
             && all.windows(2).all(|w| w[0].applied == w[1].applied);
         done.then_some(())
     })
@@ -124,7 +141,10 @@ async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
     }
     wait_for("the survivors to hold every committed entry", || async {
         let all = statuses(&nodes).await;
-        let done = all.len() == 2 && all.iter().all(|s| commands.iter().all(|c| s.applied.contains(c)));
+        let done = all.len() == 2
+            && all
+                .iter()
+                .all(|s| commands.iter().all(|c| s.applied.contains(c)));
         done.then_some(())
     })
     .await;
@@ -132,7 +152,10 @@ async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
     // The old leader restarts from its data directory and catches up.
     let idx = (first_leader - 1) as usize;
     let l = TcpListener::bind(peers[&first_leader]).await.unwrap();
-    nodes.insert(first_leader, start(first_leader, dirs[idx].path(), &peers, l));
+    nodes.insert(
+        first_leader,
+        start(first_leader, dirs[idx].path(), &peers, l),
+    );
     wait_for("the restarted node to catch up", || async {
         let s = nodes[&first_leader].status().await.ok()?;
         commands.iter().all(|c| s.applied.contains(c)).then_some(())
@@ -148,6 +171,14 @@ async fn a_node_outside_the_cluster_map_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peers = BTreeMap::from([(1, l.local_addr().unwrap())]);
-    let cfg = NodeConfig { id: 2, data_dir: dir.path().to_path_buf(), peers, raft: config() };
-    assert!(matches!(Node::start(cfg, l), Err(raftlock::runtime::RuntimeError::NotInCluster(2))));
+    let cfg = NodeConfig {
+        id: 2,
+        data_dir: dir.path().to_path_buf(),
+        peers,
+        raft: config(),
+    };
+    assert!(matches!(
+        Node::start(cfg, l),
+        Err(raftlock::runtime::RuntimeError::NotInCluster(2))
+    ));
 }

@@ -3,11 +3,11 @@
 //! disk can test: power loss with torn writes at any point.
 
 use proptest::prelude::*;
-use rand::SeedableRng;
-use raftlock::raft::{Entry, HardState, PersistOp, Payload, Recovered};
+use raftlock::raft::{Entry, HardState, Payload, PersistOp, Recovered};
 use raftlock::storage::journal::{JournalError, RECORD_HEADER_BYTES};
 use raftlock::storage::raft_store::JOURNAL_FILE;
 use raftlock::storage::{Dir, File, FsDir, RaftStore, SimDisk, StoreError};
+use rand::SeedableRng;
 
 /// What the suite needs from a backend beyond the `Dir` trait.
 trait Backend {
@@ -50,7 +50,11 @@ fn sim() -> Sim {
 }
 
 fn entry(index: u64, term: u64) -> Entry {
-    Entry { index, term, payload: Payload::Command(format!("c{index}").into_bytes()) }
+    Entry {
+        index,
+        term,
+        payload: Payload::Command(format!("c{index}").into_bytes()),
+    }
 }
 
 /// The state a sequence of ops describes (the model the store must match).
@@ -80,9 +84,15 @@ fn recover<B: Backend>(b: &B) -> Result<Recovered, StoreError> {
 
 fn sample_ops() -> Vec<PersistOp> {
     vec![
-        PersistOp::HardState(HardState { term: 1, voted_for: Some(1) }),
+        PersistOp::HardState(HardState {
+            term: 1,
+            voted_for: Some(1),
+        }),
         PersistOp::Append(vec![entry(1, 1), entry(2, 1), entry(3, 1)]),
-        PersistOp::HardState(HardState { term: 2, voted_for: None }),
+        PersistOp::HardState(HardState {
+            term: 2,
+            voted_for: None,
+        }),
         PersistOp::TruncateFrom(2),
         PersistOp::Append(vec![entry(2, 2)]),
     ]
@@ -143,7 +153,10 @@ fn torn_tail_is_truncated_and_writing_resumes<B: Backend>(b: B) {
     let (_, r, report) = RaftStore::open(&d).unwrap();
     assert_eq!(r, model(&sample_ops()));
     assert_eq!(report.torn_tail_bytes, 6);
-    assert_eq!(d.read(JOURNAL_FILE).unwrap().unwrap().len() as u64, good_len);
+    assert_eq!(
+        d.read(JOURNAL_FILE).unwrap().unwrap().len() as u64,
+        good_len
+    );
     write_all(&b, &[PersistOp::Append(vec![entry(3, 2)])]);
     assert_eq!(recover(&b).unwrap().entries.len(), 3);
 }
@@ -190,7 +203,10 @@ fn ops_strategy() -> impl Strategy<Value = Vec<(PersistOp, bool)>> {
             let op = match kind {
                 0 => {
                     term += 1;
-                    PersistOp::HardState(HardState { term, voted_for: Some(n) })
+                    PersistOp::HardState(HardState {
+                        term,
+                        voted_for: Some(n),
+                    })
                 }
                 1 if len > 0 => {
                     let from = (len - n.min(len)) + 1;

@@ -20,7 +20,10 @@ impl Durability {
         quorum: usize,
     ) -> Result<(), String> {
         for (&index, &id) in committed {
-            let holders = logs.values().filter(|log| log.get(index as usize - 1) == Some(&id)).count();
+            let holders = logs
+                .values()
+                .filter(|log| log.get(index as usize - 1) == Some(&id))
+                .count();
             if holders < quorum {
                 return Err(format!(
                     "committed entry {index} ({id:?}) survives on {holders} node(s), fewer than a majority of {quorum}"

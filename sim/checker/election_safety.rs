@@ -14,9 +14,9 @@ impl ElectionSafety {
 
     pub fn on_leader(&mut self, node: NodeId, term: Term) -> Result<(), String> {
         match self.leaders.insert(term, node) {
-            Some(other) if other != node => {
-                Err(format!("two leaders in term {term}: node {other} and node {node}"))
-            }
+            Some(other) if other != node => Err(format!(
+                "two leaders in term {term}: node {other} and node {node}"
+            )),
             _ => Ok(()),
         }
     }

@@ -47,7 +47,10 @@ impl EntryId {
             Payload::Noop => 0,
             Payload::Command(c) => crc32fast::hash(c) | 1,
         };
-        EntryId { term: entry.term, digest }
+        EntryId {
+            term: entry.term,
+            digest,
+        }
     }
 }
 
@@ -81,7 +84,10 @@ pub struct Stats {
 
 impl Checker {
     pub fn new(nodes: usize) -> Self {
-        Checker { nodes, ..Default::default() }
+        Checker {
+            nodes,
+            ..Default::default()
+        }
     }
 
     pub fn quorum(&self) -> usize {
@@ -89,7 +95,11 @@ impl Checker {
     }
 
     fn fail(&mut self, checker: &'static str, message: String) {
-        let v = Violation { checker, at: self.now, message };
+        let v = Violation {
+            checker,
+            at: self.now,
+            message,
+        };
         if self.violations.len() < 16 {
             self.violations.push(v);
         }
@@ -108,12 +118,15 @@ impl Checker {
         for v in values {
             h.update(&v.to_le_bytes());
         }
-        self.trace_hash = (self.trace_hash << 17) ^ (self.trace_hash >> 47) ^ u64::from(h.finalize());
+        self.trace_hash =
+            (self.trace_hash << 17) ^ (self.trace_hash >> 47) ^ u64::from(h.finalize());
     }
 
     /// A node (re)started with this state recovered from its disk.
     pub fn on_recovered(&mut self, node: NodeId, recovered: &Recovered) {
-        self.stats.restarts += 1;
+        if self.logs.contains_key(&node) {
+            self.stats.restarts += 1;
+        }
         let log: Vec<EntryId> = recovered.entries.iter().map(EntryId::of).collect();
         self.mix(&[1, node, log.len() as u64, recovered.hard_state.term]);
         if let Err(m) = self.matching.check_log(node, &log) {
@@ -121,15 +134,31 @@ impl Checker {
         }
         self.logs.insert(node, log);
         self.roles.remove(&node);
-        if let Err(m) = self.durability.check(&self.committed, &self.logs, self.quorum()) {
-            self.fail(Durability::NAME, format!("after node {node} restarted: {m}"));
+        if let Err(m) = self
+            .durability
+            .check(&self.committed, &self.logs, self.quorum())
+        {
+            self.fail(
+                Durability::NAME,
+                format!("after node {node} restarted: {m}"),
+            );
         }
     }
 
     /// A node stepped: its effects, and its state after the step.
-    pub fn on_step(&mut self, node: NodeId, effects: &[Effect], term: Term, role: Role, commit: Index, log: &Log) {
+    pub fn on_step(
+        &mut self,
+        node: NodeId,
+        effects: &[Effect],
+        term: Term,
+        role: Role,
+        commit: Index,
+        log: &Log,
+    ) {
         for effect in effects {
-            let Effect::Persist { op, .. } = effect else { continue };
+            let Effect::Persist { op, .. } = effect else {
+                continue;
+            };
             let mirror = self.logs.entry(node).or_default();
             match op {
                 PersistOp::TruncateFrom(i) => {
@@ -146,7 +175,8 @@ impl Checker {
                     for e in entries {
                         let mirror = self.logs.entry(node).or_default();
                         if e.index != mirror.len() as u64 + 1 {
-                            let m = format!("node {node} appends {} after {}", e.index, mirror.len());
+                            let m =
+                                format!("node {node} appends {} after {}", e.index, mirror.len());
                             self.fail(LogMatching::NAME, m);
                             continue;
                         }
@@ -166,7 +196,10 @@ impl Checker {
             if let Err(m) = self.election.on_leader(node, term) {
                 self.fail(ElectionSafety::NAME, m);
             }
-            if let Err(m) = self.completeness.on_leader(node, term, &self.committed, log) {
+            if let Err(m) = self
+                .completeness
+                .on_leader(node, term, &self.committed, log)
+            {
                 self.fail(LeaderCompleteness::NAME, m);
             }
         }
@@ -176,13 +209,20 @@ impl Checker {
     }
 
     fn on_commit(&mut self, node: NodeId, commit: Index, log: &Log) {
-        let known = self.committed.range(..=commit).next_back().map_or(0, |(&i, _)| i);
-        if commit <= known && self.committed.get(&commit).is_some() {
+        let known = self
+            .committed
+            .range(..=commit)
+            .next_back()
+            .map_or(0, |(&i, _)| i);
+        if commit <= known && self.committed.contains_key(&commit) {
             // Fast path: check only the newest committed entry.
             if let Some(e) = log.get(commit) {
                 let id = EntryId::of(e);
                 if self.committed[&commit] != id {
-                    let m = format!("node {node} commits {id:?} at {commit}, but {:?} was committed there", self.committed[&commit]);
+                    let m = format!(
+                        "node {node} commits {id:?} at {commit}, but {:?} was committed there",
+                        self.committed[&commit]
+                    );
                     self.fail(StateMachineSafety::NAME, m);
                 }
             }
@@ -193,7 +233,9 @@ impl Checker {
             let id = EntryId::of(e);
             match self.committed.get(&index) {
                 Some(&c) if c != id => {
-                    let m = format!("node {node} commits {id:?} at {index}, but {c:?} was committed there");
+                    let m = format!(
+                        "node {node} commits {id:?} at {index}, but {c:?} was committed there"
+                    );
                     self.fail(StateMachineSafety::NAME, m);
                     return;
                 }
@@ -209,7 +251,10 @@ impl Checker {
 
     /// A node applied `entry` to its state machine.
     pub fn on_applied(&mut self, node: NodeId, entry: &Entry) {
-        if let Err(m) = self.state_machine.on_applied(node, entry.index, EntryId::of(entry)) {
+        if let Err(m) = self
+            .state_machine
+            .on_applied(node, entry.index, EntryId::of(entry))
+        {
             self.fail(StateMachineSafety::NAME, m);
         }
     }
@@ -224,7 +269,10 @@ impl Checker {
 
     /// End of run: the durability check over the final state.
     pub fn finish(&mut self) {
-        if let Err(m) = self.durability.check(&self.committed, &self.logs, self.quorum()) {
+        if let Err(m) = self
+            .durability
+            .check(&self.committed, &self.logs, self.quorum())
+        {
             self.fail(Durability::NAME, format!("at the end of the run: {m}"));
         }
     }

@@ -34,14 +34,18 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes one frame from the front of `bytes`. Ok(None): need more bytes.
 /// On success returns the value and the number of bytes consumed.
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, usize)>, CodecError> {
-    let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else { return Ok(None) };
+    let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
+        return Ok(None);
+    };
     let mut len_bytes = [0u8; FRAME_HEADER_BYTES];
     len_bytes.copy_from_slice(header);
     let len = u32::from_be_bytes(len_bytes) as usize;
     if len > FRAME_BYTES_MAX {
         return Err(CodecError::TooLarge { len });
     }
-    let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else { return Ok(None) };
+    let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
+        return Ok(None);
+    };
     let (value, rest) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes { extra: rest.len() });
@@ -86,7 +90,14 @@ mod tests {
     struct VoteResponseFixture;
     impl VoteResponseFixture {
         fn envelope() -> Envelope {
-            Envelope { from: 1, to: 2, msg: Message::VoteResponse(VoteResponse { term: 7, granted: true }) }
+            Envelope {
+                from: 1,
+                to: 2,
+                msg: Message::VoteResponse(VoteResponse {
+                    term: 7,
+                    granted: true,
+                }),
+            }
         }
     }
 
@@ -95,7 +106,11 @@ mod tests {
         let env = VoteResponseFixture::envelope();
         let bytes = encode_frame(&env).unwrap();
         for cut in 0..bytes.len() {
-            assert_eq!(decode_frame::<Envelope>(&bytes[..cut]).unwrap(), None, "cut {cut}");
+            assert_eq!(
+                decode_frame::<Envelope>(&bytes[..cut]).unwrap(),
+                None,
+                "cut {cut}"
+            );
         }
         let (back, used) = decode_frame::<Envelope>(&bytes).unwrap().unwrap();
         assert_eq!(back, env);
@@ -121,12 +136,27 @@ mod tests {
     #[test]
     fn hostile_frames_are_errors() {
         let huge = ((FRAME_BYTES_MAX + 1) as u32).to_be_bytes();
-        assert_eq!(decode_frame::<Envelope>(&huge), Err(CodecError::TooLarge { len: FRAME_BYTES_MAX + 1 }));
+        assert_eq!(
+            decode_frame::<Envelope>(&huge),
+            Err(CodecError::TooLarge {
+                len: FRAME_BYTES_MAX + 1
+            })
+        );
         let garbage = [0, 0, 0, 2, 0xff, 0xff];
-        assert!(matches!(decode_frame::<Envelope>(&garbage), Err(CodecError::Malformed(_))));
-        let mut trailing = encode_frame(&Message::VoteResponse(VoteResponse { term: 1, granted: true })).unwrap();
+        assert!(matches!(
+            decode_frame::<Envelope>(&garbage),
+            Err(CodecError::Malformed(_))
+        ));
+        let mut trailing = encode_frame(&Message::VoteResponse(VoteResponse {
+            term: 1,
+            granted: true,
+        }))
+        .unwrap();
         trailing.push(0);
         trailing[3] += 1;
-        assert!(matches!(decode_frame::<Message>(&trailing), Err(CodecError::TrailingBytes { extra: 1 })));
+        assert!(matches!(
+            decode_frame::<Message>(&trailing),
+            Err(CodecError::TrailingBytes { extra: 1 })
+        ));
     }
 }

@@ -48,7 +48,9 @@ pub struct Bugs {
 pub enum ConfigError {
     #[error("election timeout range is empty: min {min:?} must be below max {max:?}")]
     EmptyElectionRange { min: Duration, max: Duration },
-    #[error("heartbeat interval {heartbeat:?} must be under half the minimum election timeout {min:?}")]
+    #[error(
+        "heartbeat interval {heartbeat:?} must be under half the minimum election timeout {min:?}"
+    )]
     HeartbeatTooSlow { heartbeat: Duration, min: Duration },
     #[error("{0} must be at least 1")]
     ZeroBound(&'static str),
@@ -128,10 +130,25 @@ mod tests {
             election_timeout_max: Duration::from_millis(100),
             ..Config::default()
         };
-        assert!(matches!(c.validate(), Err(ConfigError::EmptyElectionRange { .. })));
-        let c = Config { heartbeat_interval: Duration::from_millis(200), ..Config::default() };
-        assert!(matches!(c.validate(), Err(ConfigError::HeartbeatTooSlow { .. })));
-        let c = Config { inflight_appends_max: 0, ..Config::default() };
-        assert_eq!(c.validate(), Err(ConfigError::ZeroBound("inflight_appends_max")));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::EmptyElectionRange { .. })
+        ));
+        let c = Config {
+            heartbeat_interval: Duration::from_millis(200),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::HeartbeatTooSlow { .. })
+        ));
+        let c = Config {
+            inflight_appends_max: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroBound("inflight_appends_max"))
+        );
     }
 }

@@ -16,8 +16,15 @@ pub struct Log {
 impl Log {
     /// Builds a log from recovered entries, which must be contiguous from 1.
     pub fn from_entries(entries: Vec<Entry>) -> Self {
-        debug_assert!(entries.iter().enumerate().all(|(i, e)| e.index == i as u64 + 1));
-        Log { entries, prev_index: 0, prev_term: 0 }
+        debug_assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == i as u64 + 1));
+        Log {
+            entries,
+            prev_index: 0,
+            prev_term: 0,
+        }
     }
 
     pub fn first_index(&self) -> Index {
@@ -72,7 +79,11 @@ impl Log {
 
     /// Last index holding `term`, if the log has any entry of it.
     pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
-        self.entries.iter().rev().find(|e| e.term == term).map(|e| e.index)
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.term == term)
+            .map(|e| e.index)
     }
 
     pub fn append(&mut self, entry: Entry) {
@@ -104,7 +115,11 @@ mod tests {
             terms
                 .iter()
                 .enumerate()
-                .map(|(i, &term)| Entry { term, index: i as u64 + 1, payload: Payload::Noop })
+                .map(|(i, &term)| Entry {
+                    term,
+                    index: i as u64 + 1,
+                    payload: Payload::Noop,
+                })
                 .collect(),
         )
     }

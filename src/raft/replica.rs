@@ -10,8 +10,8 @@
 use super::config::{Config, ConfigError};
 use super::log::Log;
 use super::message::{
-    AppendRequest, AppendResponse, AppendResult, Entry, Index, Message, Payload, Term,
-    VoteRequest, VoteResponse,
+    AppendRequest, AppendResponse, AppendResult, Entry, Index, Message, Payload, Term, VoteRequest,
+    VoteResponse,
 };
 use super::state_machine::StateMachine;
 use crate::actor::{Instant, NodeId};
@@ -36,9 +36,15 @@ pub enum Timer {
 pub enum Input {
     /// First input after construction from the recovered durable state.
     Start,
-    Message { from: NodeId, msg: Message },
+    Message {
+        from: NodeId,
+        msg: Message,
+    },
     Timer(Timer),
-    Propose { id: RequestId, command: Vec<u8> },
+    Propose {
+        id: RequestId,
+        command: Vec<u8>,
+    },
 }
 
 /// Durable state as recovered from storage at start-up.
@@ -83,11 +89,23 @@ pub enum ProposeError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    Send { to: NodeId, msg: Message },
-    SetTimer { timer: Timer, at: Instant },
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
+    SetTimer {
+        timer: Timer,
+        at: Instant,
+    },
     CancelTimer(Timer),
-    Persist { op: PersistOp, sync: bool },
-    Reply { id: RequestId, result: Result<Applied, ProposeError> },
+    Persist {
+        op: PersistOp,
+        sync: bool,
+    },
+    Reply {
+        id: RequestId,
+        result: Result<Applied, ProposeError>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +196,12 @@ impl<S: StateMachine> Raft<S> {
         if !voters.contains(&id) {
             return Err(RaftError::NotAVoter(id, voters));
         }
-        if let Some(pos) = recovered.entries.iter().enumerate().position(|(i, e)| e.index != i as u64 + 1) {
+        if let Some(pos) = recovered
+            .entries
+            .iter()
+            .enumerate()
+            .position(|(i, e)| e.index != i as u64 + 1)
+        {
             return Err(RaftError::GappedLog(pos));
         }
         Ok(Raft {
@@ -280,11 +303,17 @@ impl<S: StateMachine> Raft<S> {
     fn handle_propose(&mut self, id: RequestId, command: Vec<u8>) {
         if self.role != Role::Leader {
             let leader = self.leader;
-            self.out.push(Effect::Reply { id, result: Err(ProposeError::NotLeader { leader }) });
+            self.out.push(Effect::Reply {
+                id,
+                result: Err(ProposeError::NotLeader { leader }),
+            });
             return;
         }
         if self.pending.len() >= self.config.pending_proposals_max {
-            self.out.push(Effect::Reply { id, result: Err(ProposeError::Busy) });
+            self.out.push(Effect::Reply {
+                id,
+                result: Err(ProposeError::Busy),
+            });
             return;
         }
         let index = self.append_as_leader(Payload::Command(command));
@@ -347,7 +376,13 @@ impl<S: StateMachine> Raft<S> {
                 // a high term cannot depose a healthy leader.
                 if self.leader_lease_active(now) && req.term > self.term {
                     let term = self.term;
-                    self.send(from, Message::VoteResponse(VoteResponse { term, granted: false }));
+                    self.send(
+                        from,
+                        Message::VoteResponse(VoteResponse {
+                            term,
+                            granted: false,
+                        }),
+                    );
                     return;
                 }
             }
@@ -371,9 +406,14 @@ impl<S: StateMachine> Raft<S> {
         let granted = req.term > self.term
             && !self.leader_lease_active(now)
             && self.role != Role::Leader
-            && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+            && self
+                .log
+                .is_up_to_date(req.last_log_index, req.last_log_term);
         let term = if granted { req.term } else { self.term };
-        self.send(from, Message::PreVoteResponse(VoteResponse { term, granted }));
+        self.send(
+            from,
+            Message::PreVoteResponse(VoteResponse { term, granted }),
+        );
     }
 
     fn handle_pre_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
@@ -393,7 +433,9 @@ impl<S: StateMachine> Raft<S> {
         let granted = req.term == self.term
             && can_vote
             && self.role == Role::Follower
-            && self.log.is_up_to_date(req.last_log_index, req.last_log_term);
+            && self
+                .log
+                .is_up_to_date(req.last_log_index, req.last_log_term);
         if granted {
             self.voted_for = Some(from);
             self.persist_hard_state();
@@ -417,7 +459,13 @@ impl<S: StateMachine> Raft<S> {
     fn handle_append(&mut self, now: Instant, from: NodeId, req: AppendRequest) {
         if req.term < self.term {
             let term = self.term;
-            self.send(from, Message::AppendResponse(AppendResponse { term, result: AppendResult::StaleTerm }));
+            self.send(
+                from,
+                Message::AppendResponse(AppendResponse {
+                    term,
+                    result: AppendResult::StaleTerm,
+                }),
+            );
             return;
         }
         // Same term: a candidate learns it lost (paper 5.2).
@@ -430,7 +478,10 @@ impl<S: StateMachine> Raft<S> {
 
         let result = self.append_from_leader(&req);
         let term = self.term;
-        self.send(from, Message::AppendResponse(AppendResponse { term, result }));
+        self.send(
+            from,
+            Message::AppendResponse(AppendResponse { term, result }),
+        );
     }
 
     /// Paper 5.3: the consistency check, conflict truncation, and append.
@@ -459,7 +510,11 @@ impl<S: StateMachine> Raft<S> {
                 Some(_) => {
                     // Committed entries never conflict (leader completeness);
                     // if this fires, safety is already lost.
-                    assert!(entry.index > self.commit, "conflict at committed index {}", entry.index);
+                    assert!(
+                        entry.index > self.commit,
+                        "conflict at committed index {}",
+                        entry.index
+                    );
                     self.log.truncate_from(entry.index);
                     self.persist(PersistOp::TruncateFrom(entry.index));
                 }
@@ -477,7 +532,9 @@ impl<S: StateMachine> Raft<S> {
             self.commit = commit;
             self.apply_committed();
         }
-        AppendResult::Success { match_index: last_new }
+        AppendResult::Success {
+            match_index: last_new,
+        }
     }
 
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
@@ -486,7 +543,9 @@ impl<S: StateMachine> Raft<S> {
         }
         self.heard_since_check.insert(from);
         let last_index = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else { return };
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
         match resp.result {
             AppendResult::Success { match_index } => {
                 if match_index > p.matched {
@@ -499,7 +558,11 @@ impl<S: StateMachine> Raft<S> {
                 }
                 self.maybe_commit();
             }
-            AppendResult::Conflict { prev_index, conflict_term, first_index } => {
+            AppendResult::Conflict {
+                prev_index,
+                conflict_term,
+                first_index,
+            } => {
                 if prev_index < p.matched {
                     return; // stale rejection of an older request
                 }
@@ -510,7 +573,9 @@ impl<S: StateMachine> Raft<S> {
                     },
                     None => first_index,
                 };
-                p.next = next.clamp(p.matched + 1, last_index + 1).min(prev_index.max(p.matched + 1));
+                p.next = next
+                    .clamp(p.matched + 1, last_index + 1)
+                    .min(prev_index.max(p.matched + 1));
                 p.replicating = false;
                 p.inflight.clear();
             }
@@ -579,7 +644,16 @@ impl<S: StateMachine> Raft<S> {
         self.progress = self
             .peers()
             .map(|peer| {
-                (peer, Progress { next, matched: 0, replicating: false, inflight: VecDeque::new(), matched_at_last_tick: 0 })
+                (
+                    peer,
+                    Progress {
+                        next,
+                        matched: 0,
+                        replicating: false,
+                        inflight: VecDeque::new(),
+                        matched_at_last_tick: 0,
+                    },
+                )
             })
             .collect();
         // Thesis 6.4: a no-op of the new term lets the leader learn the
@@ -594,7 +668,11 @@ impl<S: StateMachine> Raft<S> {
     // ---- leader helpers ----
 
     fn append_as_leader(&mut self, payload: Payload) -> Index {
-        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            payload,
+        };
         let index = entry.index;
         self.log.append(entry.clone());
         self.persist(PersistOp::Append(vec![entry]));
@@ -615,9 +693,15 @@ impl<S: StateMachine> Raft<S> {
         let term = self.term;
         let window = self.config.inflight_appends_max;
         let max = self.config.append_entries_max;
-        let Some(p) = self.progress.get_mut(&peer) else { return };
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
         let has_entries = p.next <= last_index;
-        let window_open = if p.replicating { p.inflight.len() < window } else { p.inflight.is_empty() };
+        let window_open = if p.replicating {
+            p.inflight.len() < window
+        } else {
+            p.inflight.is_empty()
+        };
         let send_entries = has_entries && window_open;
         if !send_entries && !heartbeat {
             return;
@@ -625,15 +709,27 @@ impl<S: StateMachine> Raft<S> {
         // A bare heartbeat names the last index known to match, so it never
         // trips the consistency check while optimistic appends are in flight.
         let prev_index = if send_entries { p.next - 1 } else { p.matched };
-        let Some(prev_term) = self.log.term_at(prev_index) else { return };
-        let entries = if send_entries { self.log.slice(p.next, max).to_vec() } else { Vec::new() };
+        let Some(prev_term) = self.log.term_at(prev_index) else {
+            return;
+        };
+        let entries = if send_entries {
+            self.log.slice(p.next, max).to_vec()
+        } else {
+            Vec::new()
+        };
         if let Some(last) = entries.last() {
             p.inflight.push_back(last.index);
             if p.replicating {
                 p.next = last.index + 1;
             }
         }
-        let req = AppendRequest { term, prev_index, prev_term, entries, leader_commit: commit };
+        let req = AppendRequest {
+            term,
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit: commit,
+        };
         self.send(peer, Message::Append(req));
     }
 
@@ -652,7 +748,10 @@ impl<S: StateMachine> Raft<S> {
 
     fn fail_pending(&mut self) {
         for (_, id) in std::mem::take(&mut self.pending) {
-            self.out.push(Effect::Reply { id, result: Err(ProposeError::LeadershipLost) });
+            self.out.push(Effect::Reply {
+                id,
+                result: Err(ProposeError::LeadershipLost),
+            });
         }
     }
 
@@ -661,20 +760,29 @@ impl<S: StateMachine> Raft<S> {
     fn apply_committed(&mut self) {
         while self.applied < self.commit {
             let index = self.applied + 1;
-            let Some(entry) = self.log.get(index) else { break };
+            let Some(entry) = self.log.get(index) else {
+                break;
+            };
             let output = match &entry.payload {
                 Payload::Command(cmd) => self.sm.apply(index, cmd),
                 Payload::Noop => Vec::new(),
             };
             self.applied = index;
             if let Some(id) = self.pending.remove(&index) {
-                self.out.push(Effect::Reply { id, result: Ok(Applied { index, output }) });
+                self.out.push(Effect::Reply {
+                    id,
+                    result: Ok(Applied { index, output }),
+                });
             }
         }
     }
 
     fn vote_request(&self, term: Term) -> VoteRequest {
-        VoteRequest { term, last_log_index: self.log.last_index(), last_log_term: self.log.last_term() }
+        VoteRequest {
+            term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        }
     }
 
     fn leader_lease_active(&self, now: Instant) -> bool {
@@ -691,11 +799,16 @@ impl<S: StateMachine> Raft<S> {
         let min = self.config.election_timeout_min.as_micros() as u64;
         let max = self.config.election_timeout_max.as_micros() as u64;
         let timeout = self.rng.gen_range(min..max);
-        self.election_at = Some(Instant::from_micros(now.as_micros().saturating_add(timeout)));
+        self.election_at = Some(Instant::from_micros(
+            now.as_micros().saturating_add(timeout),
+        ));
     }
 
     fn persist_hard_state(&mut self) {
-        let hs = HardState { term: self.term, voted_for: self.voted_for };
+        let hs = HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        };
         self.persist(PersistOp::HardState(hs));
     }
 

@@ -23,7 +23,11 @@ pub const RECORDER_APPLIED_MAX_DEFAULT: usize = 100_000;
 
 impl Recorder {
     pub fn new() -> Self {
-        Recorder { applied: Vec::new(), applied_max: RECORDER_APPLIED_MAX_DEFAULT, digest: 0 }
+        Recorder {
+            applied: Vec::new(),
+            applied_max: RECORDER_APPLIED_MAX_DEFAULT,
+            digest: 0,
+        }
     }
 
     pub fn applied(&self) -> &[(Index, Vec<u8>)] {

@@ -27,15 +27,29 @@ fn ms(t: u64) -> Instant {
 }
 
 fn entry(index: Index, term: Term) -> Entry {
-    Entry { index, term, payload: Payload::Command(vec![index as u8]) }
+    Entry {
+        index,
+        term,
+        payload: Payload::Command(vec![index as u8]),
+    }
 }
 
 fn noop(index: Index, term: Term) -> Entry {
-    Entry { index, term, payload: Payload::Noop }
+    Entry {
+        index,
+        term,
+        payload: Payload::Noop,
+    }
 }
 
 fn replica(id: u64, term: Term, entries: Vec<Entry>) -> Raft<Recorder> {
-    let recovered = Recovered { hard_state: HardState { term, voted_for: None }, entries };
+    let recovered = Recovered {
+        hard_state: HardState {
+            term,
+            voted_for: None,
+        },
+        entries,
+    };
     let mut r = Raft::new(id, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
     r.handle(ms(0), Input::Start);
     r
@@ -46,11 +60,17 @@ fn msg(r: &mut Raft<Recorder>, now: u64, from: u64, msg: Message) -> Vec<Effect>
 }
 
 fn timer(at: u64) -> Effect {
-    Effect::SetTimer { timer: Timer::Election, at: ms(at) }
+    Effect::SetTimer {
+        timer: Timer::Election,
+        at: ms(at),
+    }
 }
 
 fn hs(term: Term, voted_for: Option<u64>) -> Effect {
-    Effect::Persist { op: PersistOp::HardState(HardState { term, voted_for }), sync: true }
+    Effect::Persist {
+        op: PersistOp::HardState(HardState { term, voted_for }),
+        sync: true,
+    }
 }
 
 fn send(to: u64, msg: Message) -> Effect {
@@ -58,7 +78,11 @@ fn send(to: u64, msg: Message) -> Effect {
 }
 
 fn vote_req(term: Term, last_log_index: Index, last_log_term: Term) -> VoteRequest {
-    VoteRequest { term, last_log_index, last_log_term }
+    VoteRequest {
+        term,
+        last_log_index,
+        last_log_term,
+    }
 }
 
 fn granted(term: Term, granted: bool) -> VoteResponse {
@@ -69,14 +93,27 @@ fn granted(term: Term, granted: bool) -> VoteResponse {
 fn leader() -> Raft<Recorder> {
     let mut r = replica(1, 0, vec![]);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(&mut r, MIN_MS + 1, 2, Message::PreVoteResponse(granted(1, true)));
-    msg(&mut r, MIN_MS + 2, 2, Message::VoteResponse(granted(1, true)));
+    msg(
+        &mut r,
+        MIN_MS + 1,
+        2,
+        Message::PreVoteResponse(granted(1, true)),
+    );
+    msg(
+        &mut r,
+        MIN_MS + 2,
+        2,
+        Message::VoteResponse(granted(1, true)),
+    );
     assert_eq!(r.role(), Role::Leader);
     r
 }
 
 fn success(term: Term, match_index: Index) -> Message {
-    Message::AppendResponse(AppendResponse { term, result: AppendResult::Success { match_index } })
+    Message::AppendResponse(AppendResponse {
+        term,
+        result: AppendResult::Success { match_index },
+    })
 }
 
 #[test]
@@ -95,7 +132,10 @@ fn election_timeout_starts_a_pre_vote_without_touching_the_term() {
     let mut r = replica(1, 4, vec![entry(1, 3)]);
     let effects = r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
     let req = Message::PreVote(vote_req(5, 1, 3));
-    assert_eq!(effects, vec![send(2, req.clone()), send(3, req), timer(2 * MIN_MS)]);
+    assert_eq!(
+        effects,
+        vec![send(2, req.clone()), send(3, req), timer(2 * MIN_MS)]
+    );
     assert_eq!((r.term(), r.role()), (4, Role::PreCandidate));
 }
 
@@ -105,9 +145,22 @@ fn pre_vote_majority_starts_the_real_election_and_persists_first() {
     // itself; both are durable before any RequestVote leaves.
     let mut r = replica(1, 4, vec![entry(1, 3)]);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    let effects = msg(&mut r, MIN_MS + 1, 3, Message::PreVoteResponse(granted(5, true)));
+    let effects = msg(
+        &mut r,
+        MIN_MS + 1,
+        3,
+        Message::PreVoteResponse(granted(5, true)),
+    );
     let req = Message::Vote(vote_req(5, 1, 3));
-    assert_eq!(effects, vec![hs(5, Some(1)), send(2, req.clone()), send(3, req), timer(2 * MIN_MS + 1)]);
+    assert_eq!(
+        effects,
+        vec![
+            hs(5, Some(1)),
+            send(2, req.clone()),
+            send(3, req),
+            timer(2 * MIN_MS + 1)
+        ]
+    );
     assert_eq!(r.role(), Role::Candidate);
 }
 
@@ -119,10 +172,18 @@ fn a_vote_is_persisted_before_it_is_granted_and_given_once_per_term() {
     let effects = msg(&mut r, 10, 1, Message::Vote(vote_req(2, 0, 0)));
     assert_eq!(
         effects,
-        vec![hs(2, None), hs(2, Some(1)), send(1, Message::VoteResponse(granted(2, true))), timer(10 + MIN_MS)]
+        vec![
+            hs(2, None),
+            hs(2, Some(1)),
+            send(1, Message::VoteResponse(granted(2, true))),
+            timer(10 + MIN_MS)
+        ]
     );
     let effects = msg(&mut r, 11, 3, Message::Vote(vote_req(2, 0, 0)));
-    assert_eq!(effects, vec![send(3, Message::VoteResponse(granted(2, false)))]);
+    assert_eq!(
+        effects,
+        vec![send(3, Message::VoteResponse(granted(2, false)))]
+    );
 }
 
 #[test]
@@ -130,7 +191,14 @@ fn vote_is_denied_to_a_candidate_with_a_less_up_to_date_log() {
     // Paper 5.4.1: the election restriction.
     let mut r = replica(2, 2, vec![entry(1, 1), entry(2, 2)]);
     let effects = msg(&mut r, 10, 1, Message::Vote(vote_req(3, 5, 1)));
-    assert_eq!(effects, vec![hs(3, None), send(1, Message::VoteResponse(granted(3, false))), timer(10 + MIN_MS)]);
+    assert_eq!(
+        effects,
+        vec![
+            hs(3, None),
+            send(1, Message::VoteResponse(granted(3, false))),
+            timer(10 + MIN_MS)
+        ]
+    );
     assert_eq!(r.voted_for(), None);
 }
 
@@ -139,13 +207,25 @@ fn pre_vote_is_refused_while_a_leader_is_heard_and_changes_no_term() {
     // Thesis 9.6 with 4.2.3: a node hearing from a leader refuses to help
     // depose it, and a pre-vote never changes the receiver's term.
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest { term: 1, prev_index: 0, prev_term: 0, entries: vec![], leader_commit: 0 };
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::PreVote(vote_req(2, 0, 0)));
-    assert_eq!(effects, vec![send(3, Message::PreVoteResponse(granted(1, false)))]);
+    assert_eq!(
+        effects,
+        vec![send(3, Message::PreVoteResponse(granted(1, false)))]
+    );
     // After the leader goes quiet for an election timeout, it is granted.
     let effects = msg(&mut r, 10 + MIN_MS, 3, Message::PreVote(vote_req(2, 0, 0)));
-    assert_eq!(effects, vec![send(3, Message::PreVoteResponse(granted(2, true)))]);
+    assert_eq!(
+        effects,
+        vec![send(3, Message::PreVoteResponse(granted(2, true)))]
+    );
     assert_eq!(r.term(), 1);
 }
 
@@ -153,10 +233,19 @@ fn pre_vote_is_refused_while_a_leader_is_heard_and_changes_no_term() {
 fn vote_requests_with_higher_terms_are_ignored_while_a_leader_is_heard() {
     // Thesis 4.2.3: disruptive servers cannot force a new term.
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest { term: 1, prev_index: 0, prev_term: 0, entries: vec![], leader_commit: 0 };
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::Vote(vote_req(9, 0, 0)));
-    assert_eq!(effects, vec![send(3, Message::VoteResponse(granted(1, false)))]);
+    assert_eq!(
+        effects,
+        vec![send(3, Message::VoteResponse(granted(1, false)))]
+    );
     assert_eq!(r.term(), 1);
 }
 
@@ -166,17 +255,39 @@ fn a_new_leader_appends_a_noop_and_replicates_it() {
     // the consistency-check pair (prevLogIndex, prevLogTerm).
     let mut r = replica(1, 0, vec![]);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(&mut r, MIN_MS + 1, 2, Message::PreVoteResponse(granted(1, true)));
-    let effects = msg(&mut r, MIN_MS + 2, 2, Message::VoteResponse(granted(1, true)));
-    let ae = AppendRequest { term: 1, prev_index: 0, prev_term: 0, entries: vec![noop(1, 1)], leader_commit: 0 };
+    msg(
+        &mut r,
+        MIN_MS + 1,
+        2,
+        Message::PreVoteResponse(granted(1, true)),
+    );
+    let effects = msg(
+        &mut r,
+        MIN_MS + 2,
+        2,
+        Message::VoteResponse(granted(1, true)),
+    );
+    let ae = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![noop(1, 1)],
+        leader_commit: 0,
+    };
     assert_eq!(
         effects,
         vec![
-            Effect::Persist { op: PersistOp::Append(vec![noop(1, 1)]), sync: true },
+            Effect::Persist {
+                op: PersistOp::Append(vec![noop(1, 1)]),
+                sync: true
+            },
             send(2, Message::Append(ae.clone())),
             send(3, Message::Append(ae)),
             timer(2 * MIN_MS + 2),
-            Effect::SetTimer { timer: Timer::Heartbeat, at: ms(MIN_MS + 2 + HB_MS) },
+            Effect::SetTimer {
+                timer: Timer::Heartbeat,
+                at: ms(MIN_MS + 2 + HB_MS)
+            },
         ]
     );
 }
@@ -185,19 +296,55 @@ fn a_new_leader_appends_a_noop_and_replicates_it() {
 fn consistency_check_failure_returns_a_fast_backoff_hint() {
     // Paper 5.3 ("the follower can include the term of the conflicting
     // entry and the first index it stores for that term").
-    let mut r = replica(2, 3, vec![entry(1, 1), entry(2, 2), entry(3, 2), entry(4, 2)]);
-    let req = AppendRequest { term: 3, prev_index: 4, prev_term: 3, entries: vec![], leader_commit: 0 };
+    let mut r = replica(
+        2,
+        3,
+        vec![entry(1, 1), entry(2, 2), entry(3, 2), entry(4, 2)],
+    );
+    let req = AppendRequest {
+        term: 3,
+        prev_index: 4,
+        prev_term: 3,
+        entries: vec![],
+        leader_commit: 0,
+    };
     let effects = msg(&mut r, 10, 1, Message::Append(req));
-    let result = AppendResult::Conflict { prev_index: 4, conflict_term: Some(2), first_index: 2 };
+    let result = AppendResult::Conflict {
+        prev_index: 4,
+        conflict_term: Some(2),
+        first_index: 2,
+    };
     assert_eq!(
         effects,
-        vec![send(1, Message::AppendResponse(AppendResponse { term: 3, result })), timer(10 + MIN_MS)]
+        vec![
+            send(
+                1,
+                Message::AppendResponse(AppendResponse { term: 3, result })
+            ),
+            timer(10 + MIN_MS)
+        ]
     );
     // A log that is too short says where it ends.
-    let req = AppendRequest { term: 3, prev_index: 9, prev_term: 3, entries: vec![], leader_commit: 0 };
+    let req = AppendRequest {
+        term: 3,
+        prev_index: 9,
+        prev_term: 3,
+        entries: vec![],
+        leader_commit: 0,
+    };
     let effects = msg(&mut r, 11, 1, Message::Append(req));
-    let result = AppendResult::Conflict { prev_index: 9, conflict_term: None, first_index: 5 };
-    assert_eq!(effects[0], send(1, Message::AppendResponse(AppendResponse { term: 3, result })));
+    let result = AppendResult::Conflict {
+        prev_index: 9,
+        conflict_term: None,
+        first_index: 5,
+    };
+    assert_eq!(
+        effects[0],
+        send(
+            1,
+            Message::AppendResponse(AppendResponse { term: 3, result })
+        )
+    );
 }
 
 #[test]
@@ -206,14 +353,32 @@ fn conflicting_entries_are_truncated_then_replaced_durably_before_the_ack() {
     // existing entry and all that follow it"; figure 2: persist, then reply.
     let mut r = replica(2, 3, vec![entry(1, 1), entry(2, 2), entry(3, 2)]);
     let new = vec![entry(2, 3), entry(3, 3)];
-    let req = AppendRequest { term: 3, prev_index: 1, prev_term: 1, entries: new.clone(), leader_commit: 2 };
+    let req = AppendRequest {
+        term: 3,
+        prev_index: 1,
+        prev_term: 1,
+        entries: new.clone(),
+        leader_commit: 2,
+    };
     let effects = msg(&mut r, 10, 1, Message::Append(req));
     assert_eq!(
         effects,
         vec![
-            Effect::Persist { op: PersistOp::TruncateFrom(2), sync: true },
-            Effect::Persist { op: PersistOp::Append(new), sync: true },
-            send(1, Message::AppendResponse(AppendResponse { term: 3, result: AppendResult::Success { match_index: 3 } })),
+            Effect::Persist {
+                op: PersistOp::TruncateFrom(2),
+                sync: true
+            },
+            Effect::Persist {
+                op: PersistOp::Append(new),
+                sync: true
+            },
+            send(
+                1,
+                Message::AppendResponse(AppendResponse {
+                    term: 3,
+                    result: AppendResult::Success { match_index: 3 }
+                })
+            ),
             timer(10 + MIN_MS),
         ]
     );
@@ -226,15 +391,33 @@ fn conflicting_entries_are_truncated_then_replaced_durably_before_the_ack() {
 fn a_leader_commits_by_counting_only_current_term_entries() {
     // Paper 5.4.2 (figure 8): an entry of an earlier term is not committed by
     // being on a majority; the current term's no-op commits it.
-    let recovered = Recovered { hard_state: HardState { term: 2, voted_for: None }, entries: vec![entry(1, 2)] };
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 2,
+            voted_for: None,
+        },
+        entries: vec![entry(1, 2)],
+    };
     let mut r = Raft::new(1, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
     r.handle(ms(0), Input::Start);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(&mut r, MIN_MS, 2, Message::PreVoteResponse(granted(3, true)));
+    msg(
+        &mut r,
+        MIN_MS,
+        2,
+        Message::PreVoteResponse(granted(3, true)),
+    );
     msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(3, true)));
-    assert_eq!((r.role(), r.term(), r.log().last_index()), (Role::Leader, 3, 2));
+    assert_eq!(
+        (r.role(), r.term(), r.log().last_index()),
+        (Role::Leader, 3, 2)
+    );
     msg(&mut r, MIN_MS + 1, 2, success(3, 1));
-    assert_eq!(r.commit_index(), 0, "index 1 is from term 2: not committed by counting");
+    assert_eq!(
+        r.commit_index(),
+        0,
+        "index 1 is from term 2: not committed by counting"
+    );
     msg(&mut r, MIN_MS + 2, 2, success(3, 2));
     assert_eq!(r.commit_index(), 2);
     assert_eq!(r.state_machine().applied(), &[(1, vec![1])]);
@@ -245,33 +428,106 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
     // Paper 5.3: the leader applies an entry once committed, then replies.
     let mut r = leader();
     msg(&mut r, 200, 2, success(1, 1));
-    let effects = r.handle(ms(201), Input::Propose { id: 42, command: b"x".to_vec() });
-    let e2 = Entry { term: 1, index: 2, payload: Payload::Command(b"x".to_vec()) };
+    let effects = r.handle(
+        ms(201),
+        Input::Propose {
+            id: 42,
+            command: b"x".to_vec(),
+        },
+    );
+    let e2 = Entry {
+        term: 1,
+        index: 2,
+        payload: Payload::Command(b"x".to_vec()),
+    };
     assert_eq!(
         effects,
         vec![
-            Effect::Persist { op: PersistOp::Append(vec![e2.clone()]), sync: true },
-            send(2, Message::Append(AppendRequest { term: 1, prev_index: 1, prev_term: 1, entries: vec![e2], leader_commit: 1 })),
+            Effect::Persist {
+                op: PersistOp::Append(vec![e2.clone()]),
+                sync: true
+            },
+            send(
+                2,
+                Message::Append(AppendRequest {
+                    term: 1,
+                    prev_index: 1,
+                    prev_term: 1,
+                    entries: vec![e2],
+                    leader_commit: 1
+                })
+            ),
         ],
         "node 3 is still probing with its first AppendEntries in flight, so nothing goes to it yet"
     );
     let effects = msg(&mut r, 202, 2, success(1, 2));
-    assert_eq!(effects, vec![Effect::Reply { id: 42, result: Ok(Applied { index: 2, output: 2u64.to_le_bytes().to_vec() }) }]);
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 42,
+            result: Ok(Applied {
+                index: 2,
+                output: 2u64.to_le_bytes().to_vec()
+            })
+        }]
+    );
 }
 
 #[test]
 fn proposals_are_refused_with_the_leader_hint_or_busy() {
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest { term: 1, prev_index: 0, prev_term: 0, entries: vec![], leader_commit: 0 };
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
     msg(&mut r, 10, 1, Message::Append(hb));
-    let effects = r.handle(ms(11), Input::Propose { id: 1, command: vec![] });
-    assert_eq!(effects, vec![Effect::Reply { id: 1, result: Err(ProposeError::NotLeader { leader: Some(1) }) }]);
+    let effects = r.handle(
+        ms(11),
+        Input::Propose {
+            id: 1,
+            command: vec![],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 1,
+            result: Err(ProposeError::NotLeader { leader: Some(1) })
+        }]
+    );
 
     let mut l = leader();
-    l.handle(ms(200), Input::Propose { id: 1, command: vec![] });
-    l.handle(ms(200), Input::Propose { id: 2, command: vec![] });
-    let effects = l.handle(ms(200), Input::Propose { id: 3, command: vec![] });
-    assert_eq!(effects, vec![Effect::Reply { id: 3, result: Err(ProposeError::Busy) }]);
+    l.handle(
+        ms(200),
+        Input::Propose {
+            id: 1,
+            command: vec![],
+        },
+    );
+    l.handle(
+        ms(200),
+        Input::Propose {
+            id: 2,
+            command: vec![],
+        },
+    );
+    let effects = l.handle(
+        ms(200),
+        Input::Propose {
+            id: 3,
+            command: vec![],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 3,
+            result: Err(ProposeError::Busy)
+        }]
+    );
 }
 
 #[test]
@@ -279,18 +535,48 @@ fn leader_backs_off_a_whole_term_per_rejection() {
     // Paper 5.3 fast back-off: with the follower's conflict term unknown to
     // the leader, nextIndex jumps to the follower's first index of it.
     let mut r = leader();
-    let result = AppendResult::Conflict { prev_index: 0, conflict_term: None, first_index: 1 };
-    msg(&mut r, 200, 3, Message::AppendResponse(AppendResponse { term: 1, result }));
+    let result = AppendResult::Conflict {
+        prev_index: 0,
+        conflict_term: None,
+        first_index: 1,
+    };
+    msg(
+        &mut r,
+        200,
+        3,
+        Message::AppendResponse(AppendResponse { term: 1, result }),
+    );
     for i in 0..3 {
-        r.handle(ms(201 + i), Input::Propose { id: i, command: vec![] });
+        r.handle(
+            ms(201 + i),
+            Input::Propose {
+                id: i,
+                command: vec![],
+            },
+        );
         msg(&mut r, 201 + i, 2, success(1, 2 + i));
     }
     // Node 3 claims an old term-0-ish history ending at 1: resend from 1.
-    let result = AppendResult::Conflict { prev_index: 3, conflict_term: Some(7), first_index: 2 };
-    let effects = msg(&mut r, 210, 3, Message::AppendResponse(AppendResponse { term: 1, result }));
+    let result = AppendResult::Conflict {
+        prev_index: 3,
+        conflict_term: Some(7),
+        first_index: 2,
+    };
+    let effects = msg(
+        &mut r,
+        210,
+        3,
+        Message::AppendResponse(AppendResponse { term: 1, result }),
+    );
     match &effects[..] {
-        [Effect::Send { to: 3, msg: Message::Append(req) }] => {
-            assert_eq!((req.prev_index, req.entries.first().map(|e| e.index)), (1, Some(2)));
+        [Effect::Send {
+            to: 3,
+            msg: Message::Append(req),
+        }] => {
+            assert_eq!(
+                (req.prev_index, req.entries.first().map(|e| e.index)),
+                (1, Some(2))
+            );
         }
         other => panic!("unexpected effects {other:?}"),
     }
@@ -302,7 +588,10 @@ fn check_quorum_makes_an_isolated_leader_step_down() {
     // hearing from a majority.
     let mut r = leader();
     let effects = r.handle(ms(MIN_MS + 2 + MIN_MS), Input::Timer(Timer::Election));
-    assert_eq!(effects, vec![timer(3 * MIN_MS + 2), Effect::CancelTimer(Timer::Heartbeat)]);
+    assert_eq!(
+        effects,
+        vec![timer(3 * MIN_MS + 2), Effect::CancelTimer(Timer::Heartbeat)]
+    );
     assert_eq!((r.role(), r.term()), (Role::Follower, 1));
 
     // A leader that did hear from a majority stays.
@@ -316,10 +605,25 @@ fn check_quorum_makes_an_isolated_leader_step_down() {
 fn stepping_down_fails_pending_proposals_as_ambiguous() {
     // A deposed leader cannot know whether its entries will commit.
     let mut r = leader();
-    r.handle(ms(200), Input::Propose { id: 9, command: vec![] });
-    let hb = AppendRequest { term: 2, prev_index: 0, prev_term: 0, entries: vec![], leader_commit: 0 };
+    r.handle(
+        ms(200),
+        Input::Propose {
+            id: 9,
+            command: vec![],
+        },
+    );
+    let hb = AppendRequest {
+        term: 2,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
     let effects = msg(&mut r, 201, 2, Message::Append(hb));
-    assert!(effects.contains(&Effect::Reply { id: 9, result: Err(ProposeError::LeadershipLost) }));
+    assert!(effects.contains(&Effect::Reply {
+        id: 9,
+        result: Err(ProposeError::LeadershipLost)
+    }));
     assert_eq!(r.role(), Role::Follower);
 }
 
@@ -327,29 +631,77 @@ fn stepping_down_fails_pending_proposals_as_ambiguous() {
 fn restart_keeps_the_vote_of_the_term() {
     // Figure 2: currentTerm and votedFor survive restarts, so a node cannot
     // vote twice in a term by crashing in between.
-    let recovered = Recovered { hard_state: HardState { term: 5, voted_for: Some(1) }, entries: vec![] };
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 5,
+            voted_for: Some(1),
+        },
+        entries: vec![],
+    };
     let mut r = Raft::new(2, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
     r.handle(ms(0), Input::Start);
     let effects = msg(&mut r, 1, 3, Message::Vote(vote_req(5, 0, 0)));
-    assert_eq!(effects, vec![send(3, Message::VoteResponse(granted(5, false)))]);
+    assert_eq!(
+        effects,
+        vec![send(3, Message::VoteResponse(granted(5, false)))]
+    );
 }
 
 #[test]
 fn a_single_node_cluster_elects_itself_and_commits_alone() {
-    let mut r = Raft::new(1, vec![1], config(), Recovered::default(), Recorder::new(), 1).unwrap();
+    let mut r = Raft::new(
+        1,
+        vec![1],
+        config(),
+        Recovered::default(),
+        Recorder::new(),
+        1,
+    )
+    .unwrap();
     r.handle(ms(0), Input::Start);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
     assert_eq!(r.role(), Role::Leader);
-    let effects = r.handle(ms(MIN_MS + 1), Input::Propose { id: 1, command: b"a".to_vec() });
-    assert!(matches!(effects.last(), Some(Effect::Reply { id: 1, result: Ok(Applied { index: 2, .. }) })));
+    let effects = r.handle(
+        ms(MIN_MS + 1),
+        Input::Propose {
+            id: 1,
+            command: b"a".to_vec(),
+        },
+    );
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Reply {
+            id: 1,
+            result: Ok(Applied { index: 2, .. })
+        })
+    ));
 }
 
 #[test]
 fn construction_rejects_bad_membership_and_gapped_logs() {
-    let bad = |id, voters: Vec<u64>, entries| Raft::new(id, voters, config(), Recovered { hard_state: HardState::default(), entries }, Recorder::new(), 0).err();
-    assert_eq!(bad(4, vec![1, 2, 3], vec![]), Some(RaftError::NotAVoter(4, vec![1, 2, 3])));
+    let bad = |id, voters: Vec<u64>, entries| {
+        Raft::new(
+            id,
+            voters,
+            config(),
+            Recovered {
+                hard_state: HardState::default(),
+                entries,
+            },
+            Recorder::new(),
+            0,
+        )
+        .err()
+    };
+    assert_eq!(
+        bad(4, vec![1, 2, 3], vec![]),
+        Some(RaftError::NotAVoter(4, vec![1, 2, 3]))
+    );
     assert_eq!(bad(0, vec![0, 1], vec![]), Some(RaftError::ZeroId));
-    assert_eq!(bad(1, vec![1], vec![entry(2, 1)]), Some(RaftError::GappedLog(0)));
+    assert_eq!(
+        bad(1, vec![1], vec![entry(2, 1)]),
+        Some(RaftError::GappedLog(0))
+    );
 }
 
 #[test]

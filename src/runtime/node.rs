@@ -9,7 +9,9 @@
 use super::error::{ClientError, RuntimeError};
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
-use crate::raft::{self, Applied, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Role, Timer};
+use crate::raft::{
+    self, Applied, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Role, Timer,
+};
 use crate::storage::fs::FsFile;
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
@@ -62,8 +64,10 @@ impl Node {
         if !config.peers.contains_key(&id) {
             return Err(RuntimeError::NotInCluster(id));
         }
-        let dir = FsDir::open(&config.data_dir)
-            .map_err(|source| RuntimeError::DataDir { path: config.data_dir.clone(), source })?;
+        let dir = FsDir::open(&config.data_dir).map_err(|source| RuntimeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let (store, recovered, report) = RaftStore::open(&dir)?;
         tracing::info!(
             node = id,
@@ -74,7 +78,14 @@ impl Node {
             "recovered"
         );
         let voters = config.peers.keys().copied().collect();
-        let raft = Raft::new(id, voters, config.raft.clone(), recovered, Recorder::new(), entropy_seed(id))?;
+        let raft = Raft::new(
+            id,
+            voters,
+            config.raft.clone(),
+            recovered,
+            Recorder::new(),
+            entropy_seed(id),
+        )?;
 
         let mut tasks = Vec::new();
         let mut peers = BTreeMap::new();
@@ -101,11 +112,14 @@ impl Node {
             actor
         });
         let inbound = addr.clone();
-        tasks.push(tokio::task::spawn_local(accept_loop(listener, move |env: Envelope| {
-            if env.to == id && inbound.try_send(Inbound(env)).is_err() {
-                tracing::debug!(node = id, "inbound queue full; dropping a peer message");
-            }
-        })));
+        tasks.push(tokio::task::spawn_local(accept_loop(
+            listener,
+            move |env: Envelope| {
+                if env.to == id && inbound.try_send(Inbound(env)).is_err() {
+                    tracing::debug!(node = id, "inbound queue full; dropping a peer message");
+                }
+            },
+        )));
         Ok(Node { id, addr, tasks })
     }
 
@@ -115,11 +129,17 @@ impl Node {
 
     /// Proposes a command; resolves once it is applied (or fails).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ClientError> {
-        self.addr.send(Propose(command)).await.map_err(|_| ClientError::Stopped)?
+        self.addr
+            .send(Propose(command))
+            .await
+            .map_err(|_| ClientError::Stopped)?
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
-        self.addr.send(GetStatus).await.map_err(|_| ClientError::Stopped)
+        self.addr
+            .send(GetStatus)
+            .await
+            .map_err(|_| ClientError::Stopped)
     }
 
     /// Stops the actor and closes every connection, like a crash without
@@ -192,7 +212,8 @@ impl RaftNode {
     fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
         let before = (self.raft.role(), self.raft.term());
         let effects = {
-            let _span = tracing::debug_span!("raft", node = self.id, term = self.raft.term()).entered();
+            let _span =
+                tracing::debug_span!("raft", node = self.id, term = self.raft.term()).entered();
             self.raft.handle(self.now(), input)
         };
         let after = (self.raft.role(), self.raft.term());
@@ -220,7 +241,13 @@ impl RaftNode {
             }
         }
         let started = std::time::Instant::now();
-        let durable = written.and_then(|()| if sync { self.store.sync() } else { self.store.flush() });
+        let durable = written.and_then(|()| {
+            if sync {
+                self.store.sync()
+            } else {
+                self.store.flush()
+            }
+        });
         if let Err(e) = durable {
             // A node that cannot make its state durable must not answer for
             // it: stop, and let the rest of the cluster carry on.
@@ -229,14 +256,22 @@ impl RaftNode {
             return;
         }
         if sync {
-            tracing::trace!(node = self.id, micros = started.elapsed().as_micros() as u64, "fsync");
+            tracing::trace!(
+                node = self.id,
+                micros = started.elapsed().as_micros() as u64,
+                "fsync"
+            );
         }
         for effect in effects {
             match effect {
                 Effect::Persist { .. } => {}
                 Effect::Send { to, msg } => {
                     if let Some(peer) = self.peers.get(&to) {
-                        peer.send(&Envelope { from: self.id, to, msg });
+                        peer.send(&Envelope {
+                            from: self.id,
+                            to,
+                            msg,
+                        });
                     }
                 }
                 Effect::SetTimer { timer, at } => {
@@ -260,7 +295,9 @@ impl RaftNode {
         if let Some(handle) = self.timer_handle.take() {
             ctx.cancel_future(handle);
         }
-        let Some(&at) = self.timers.values().min() else { return };
+        let Some(&at) = self.timers.values().min() else {
+            return;
+        };
         let wait = at.saturating_since(self.now());
         self.timer_handle = Some(ctx.run_later(wait, |act, ctx| {
             act.timer_handle = None;
@@ -270,7 +307,12 @@ impl RaftNode {
 
     fn fire_due_timers(&mut self, ctx: &mut Context<Self>) {
         let now = self.now();
-        let due: Vec<Timer> = self.timers.iter().filter(|(_, &at)| at <= now).map(|(&t, _)| t).collect();
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&t, _)| t)
+            .collect();
         for timer in due {
             self.timers.remove(&timer);
             self.step(ctx, Input::Timer(timer));
@@ -284,7 +326,13 @@ impl RaftNode {
 impl Handler<Inbound> for RaftNode {
     type Result = ();
     fn handle(&mut self, Inbound(env): Inbound, ctx: &mut Context<Self>) {
-        self.step(ctx, Input::Message { from: env.from, msg: env.msg });
+        self.step(
+            ctx,
+            Input::Message {
+                from: env.from,
+                msg: env.msg,
+            },
+        );
     }
 }
 

@@ -33,7 +33,13 @@ impl PeerSender {
     pub fn spawn(peer: NodeId, addr: SocketAddr) -> (PeerSender, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE_LEN_MAX);
         let task = tokio::task::spawn_local(peer_loop(peer, addr, rx));
-        (PeerSender { tx, dropped: Arc::new(AtomicU64::new(0)) }, task)
+        (
+            PeerSender {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            task,
+        )
     }
 
     /// Queues a message; drops it if the queue is full.
@@ -45,7 +51,11 @@ impl PeerSender {
         if self.tx.try_send(frame).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                tracing::warn!(to = envelope.to, dropped = n, "peer send queue full; dropping");
+                tracing::warn!(
+                    to = envelope.to,
+                    dropped = n,
+                    "peer send queue full; dropping"
+                );
             }
         }
     }

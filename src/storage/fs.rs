@@ -39,7 +39,11 @@ impl Dir for FsDir {
     fn open_append(&self, name: &str) -> io::Result<FsFile> {
         let path = self.root.join(name);
         let existed = path.exists();
-        let file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
         if !existed {
             self.sync_dir()?;
         }

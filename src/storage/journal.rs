@@ -29,7 +29,11 @@ pub enum JournalError {
         source: io::Error,
     },
     #[error("{file} is corrupt at byte offset {offset}: {reason}; valid records follow, so this is not a torn tail. Restore the node from a peer or a backup")]
-    Corrupt { file: String, offset: u64, reason: &'static str },
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: &'static str,
+    },
     #[error("record of {len} bytes exceeds the limit of {RECORD_PAYLOAD_BYTES_MAX}")]
     RecordTooLarge { len: usize },
 }
@@ -87,7 +91,10 @@ pub fn scan(file: &str, bytes: &[u8]) -> Result<Scan, JournalError> {
         match record_at(bytes, at) {
             Some(payload) => {
                 let next = payload.end;
-                records.push(RecordSpan { offset: at as u64, payload });
+                records.push(RecordSpan {
+                    offset: at as u64,
+                    payload,
+                });
                 at = next;
             }
             None => {
@@ -98,13 +105,20 @@ pub fn scan(file: &str, bytes: &[u8]) -> Result<Scan, JournalError> {
                     } else {
                         "checksum mismatch or impossible length"
                     };
-                    return Err(JournalError::Corrupt { file: file.to_string(), offset: at as u64, reason });
+                    return Err(JournalError::Corrupt {
+                        file: file.to_string(),
+                        offset: at as u64,
+                        reason,
+                    });
                 }
                 break;
             }
         }
     }
-    Ok(Scan { records, valid_len: at as u64 })
+    Ok(Scan {
+        records,
+        valid_len: at as u64,
+    })
 }
 
 pub struct Journal<F> {
@@ -125,17 +139,28 @@ pub struct Opened<F> {
 impl<F: File> Journal<F> {
     /// Opens (or creates) the journal `name` in `dir`, truncating a torn tail.
     pub fn open<D: Dir<File = F>>(dir: &D, name: &str) -> Result<Opened<F>, JournalError> {
-        let io_err = |source| JournalError::Io { file: name.to_string(), source };
+        let io_err = |source| JournalError::Io {
+            file: name.to_string(),
+            source,
+        };
         let bytes = dir.read(name).map_err(io_err)?.unwrap_or_default();
         let scan = scan(name, &bytes)?;
         let mut file = dir.open_append(name).map_err(io_err)?;
         let torn_tail_bytes = bytes.len() as u64 - scan.valid_len;
         if torn_tail_bytes > 0 {
-            tracing::warn!(file = name, offset = scan.valid_len, bytes = torn_tail_bytes, "truncating torn tail");
+            tracing::warn!(
+                file = name,
+                offset = scan.valid_len,
+                bytes = torn_tail_bytes,
+                "truncating torn tail"
+            );
             file.truncate(scan.valid_len).map_err(io_err)?;
         }
         Ok(Opened {
-            journal: Journal { file, name: name.to_string() },
+            journal: Journal {
+                file,
+                name: name.to_string(),
+            },
             bytes,
             records: scan.records,
             torn_tail_bytes,
@@ -144,11 +169,17 @@ impl<F: File> Journal<F> {
 
     /// Appends already-encoded records (see `encode_record`).
     pub fn append_encoded(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        self.file.append(bytes).map_err(|source| JournalError::Io { file: self.name.clone(), source })
+        self.file.append(bytes).map_err(|source| JournalError::Io {
+            file: self.name.clone(),
+            source,
+        })
     }
 
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        self.file.sync().map_err(|source| JournalError::Io { file: self.name.clone(), source })
+        self.file.sync().map_err(|source| JournalError::Io {
+            file: self.name.clone(),
+            source,
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -176,7 +207,11 @@ mod tests {
     fn scan_reads_back_every_record() {
         let bytes = encode_all(&[b"a", b"", b"hello"]);
         let scan = scan("j", &bytes).unwrap();
-        let payloads: Vec<&[u8]> = scan.records.iter().map(|r| &bytes[r.payload.clone()]).collect();
+        let payloads: Vec<&[u8]> = scan
+            .records
+            .iter()
+            .map(|r| &bytes[r.payload.clone()])
+            .collect();
         assert_eq!(payloads, vec![&b"a"[..], b"", b"hello"]);
         assert_eq!(scan.valid_len, bytes.len() as u64);
     }
@@ -210,12 +245,18 @@ mod tests {
     fn a_corrupt_length_is_caught_by_the_checksum() {
         let mut bytes = encode_all(&[b"first", b"second"]);
         bytes[0] = 4; // claims 4 bytes instead of 5
-        assert!(matches!(scan("j", &bytes), Err(JournalError::Corrupt { offset: 0, .. })));
+        assert!(matches!(
+            scan("j", &bytes),
+            Err(JournalError::Corrupt { offset: 0, .. })
+        ));
     }
 
     #[test]
     fn oversized_records_are_refused() {
         let big = vec![0u8; RECORD_PAYLOAD_BYTES_MAX + 1];
-        assert!(matches!(encode_record(&big, &mut Vec::new()), Err(JournalError::RecordTooLarge { .. })));
+        assert!(matches!(
+            encode_record(&big, &mut Vec::new()),
+            Err(JournalError::RecordTooLarge { .. })
+        ));
     }
 }

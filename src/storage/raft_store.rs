@@ -38,7 +38,11 @@ pub enum StoreError {
         source: postcard::Error,
     },
     #[error("{file}: record at byte offset {offset} is inconsistent: {reason}")]
-    Inconsistent { file: String, offset: u64, reason: String },
+    Inconsistent {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
     #[error("cannot encode a record: {0}")]
     Encode(#[source] postcard::Error),
 }
@@ -58,7 +62,9 @@ pub struct RaftStore<F> {
 
 impl<F: super::File> RaftStore<F> {
     /// Opens the store in `dir` and replays it.
-    pub fn open<D: Dir<File = F>>(dir: &D) -> Result<(Self, Recovered, RecoveryReport), StoreError> {
+    pub fn open<D: Dir<File = F>>(
+        dir: &D,
+    ) -> Result<(Self, Recovered, RecoveryReport), StoreError> {
         let opened = Journal::open(dir, JOURNAL_FILE)?;
         let mut recovered = Recovered::default();
         for span in &opened.records {
@@ -67,9 +73,12 @@ impl<F: super::File> RaftStore<F> {
                 offset: span.offset,
                 reason,
             };
-            let record: Record = postcard::from_bytes(&opened.bytes[span.payload.clone()]).map_err(|source| {
-                StoreError::Decode { file: JOURNAL_FILE.to_string(), offset: span.offset, source }
-            })?;
+            let record: Record = postcard::from_bytes(&opened.bytes[span.payload.clone()])
+                .map_err(|source| StoreError::Decode {
+                    file: JOURNAL_FILE.to_string(),
+                    offset: span.offset,
+                    source,
+                })?;
             match record {
                 Record::HardState(hs) => {
                     if hs.term < recovered.hard_state.term {
@@ -84,7 +93,10 @@ impl<F: super::File> RaftStore<F> {
                     for entry in entries {
                         let expected = recovered.entries.len() as u64 + 1;
                         if entry.index != expected {
-                            return Err(inconsistent(format!("entry {} where {expected} was due", entry.index)));
+                            return Err(inconsistent(format!(
+                                "entry {} where {expected} was due",
+                                entry.index
+                            )));
                         }
                         recovered.entries.push(entry);
                     }
@@ -97,8 +109,18 @@ impl<F: super::File> RaftStore<F> {
                 }
             }
         }
-        let report = RecoveryReport { records: opened.records.len(), torn_tail_bytes: opened.torn_tail_bytes };
-        Ok((RaftStore { journal: opened.journal, buf: Vec::new() }, recovered, report))
+        let report = RecoveryReport {
+            records: opened.records.len(),
+            torn_tail_bytes: opened.torn_tail_bytes,
+        };
+        Ok((
+            RaftStore {
+                journal: opened.journal,
+                buf: Vec::new(),
+            },
+            recovered,
+            report,
+        ))
     }
 
     /// Buffers one operation; it reaches the file on `flush` or `sync`.

@@ -46,14 +46,18 @@ impl SimDisk {
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| io::Error::other("sim disk lock poisoned"))
+        self.state
+            .lock()
+            .map_err(|_| io::Error::other("sim disk lock poisoned"))
     }
 
     /// Simulates power loss. With `tear`, a random prefix of each file's
     /// unsynced tail survives, and its last bytes may be garbage.
     pub fn crash(&self, rng: &mut impl Rng, tear: bool) -> CrashReport {
         let mut report = CrashReport::default();
-        let Ok(mut state) = self.lock() else { return report };
+        let Ok(mut state) = self.lock() else {
+            return report;
+        };
         for file in state.files.values_mut() {
             let synced = file.durable.len().min(file.current.len());
             let unsynced = file.current.len().saturating_sub(file.durable.len());
@@ -86,8 +90,12 @@ impl SimDisk {
 
     /// Overwrites one byte of a file, durably (for corruption tests).
     pub fn corrupt_byte(&self, name: &str, offset: usize) -> bool {
-        let Ok(mut state) = self.lock() else { return false };
-        let Some(file) = state.files.get_mut(name) else { return false };
+        let Ok(mut state) = self.lock() else {
+            return false;
+        };
+        let Some(file) = state.files.get_mut(name) else {
+            return false;
+        };
         if offset >= file.current.len() {
             return false;
         }
@@ -120,7 +128,10 @@ impl Dir for SimDisk {
 
     fn open_append(&self, name: &str) -> io::Result<SimDiskFile> {
         self.lock()?.files.entry(name.to_string()).or_default();
-        Ok(SimDiskFile { disk: self.clone(), name: name.to_string() })
+        Ok(SimDiskFile {
+            disk: self.clone(),
+            name: name.to_string(),
+        })
     }
 
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
