@@ -1,3 +1,4 @@
+#![cfg(not(madsim))]
 //! Three real nodes in one process on 127.0.0.1: real TCP, real fsync.
 //! Every wait polls with a deadline; nothing sleeps to synchronise.
 
