@@ -364,6 +364,12 @@ impl<S: StateMachine> Raft<S> {
         if from == self.id || !self.voters.contains(&from) {
             return;
         }
+        if let Message::Append(req) = &msg {
+            if !Self::well_formed(req) {
+                tracing::warn!(from, "dropping a malformed AppendEntries");
+                return;
+            }
+        }
         // Pre-votes never change anyone's term (thesis 9.6).
         if let Message::PreVote(req) = &msg {
             let req = req.clone();
@@ -430,13 +436,17 @@ impl<S: StateMachine> Raft<S> {
         let can_vote = self.voted_for.is_none()
             || self.voted_for == Some(from)
             || self.config.vote_twice_per_term();
+        // A pre-candidate has not voted in this term yet, so it may vote too.
+        let eligible = matches!(self.role, Role::Follower | Role::PreCandidate);
         let granted = req.term == self.term
             && can_vote
-            && self.role == Role::Follower
+            && eligible
             && self
                 .log
                 .is_up_to_date(req.last_log_index, req.last_log_term);
         if granted {
+            self.role = Role::Follower;
+            self.votes.clear();
             self.voted_for = Some(from);
             self.persist_hard_state();
             // Paper 5.2: granting a vote resets the election timer.
@@ -482,6 +492,21 @@ impl<S: StateMachine> Raft<S> {
             from,
             Message::AppendResponse(AppendResponse { term, result }),
         );
+    }
+
+    /// Entries must follow `prev_index` contiguously, with terms that never
+    /// decrease, start no lower than `prev_term` and end no higher than the
+    /// request's term. Anything else is not from a correct leader.
+    fn well_formed(req: &AppendRequest) -> bool {
+        let mut term = req.prev_term;
+        req.prev_term <= req.term
+            && req.entries.iter().enumerate().all(|(i, e)| {
+                let ok = e.index == req.prev_index + 1 + i as u64
+                    && e.term >= term
+                    && e.term <= req.term;
+                term = e.term;
+                ok
+            })
     }
 
     /// Paper 5.3: the consistency check, conflict truncation, and append.

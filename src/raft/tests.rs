@@ -710,3 +710,55 @@ fn messages_from_strangers_are_ignored() {
     assert_eq!(msg(&mut r, 1, 9, Message::Vote(vote_req(5, 0, 0))), vec![]);
     assert_eq!(r.term(), 1);
 }
+
+#[test]
+fn a_pre_candidate_may_still_vote_in_its_term() {
+    // Paper 5.2: one vote per term; a pre-candidate has cast none (thesis 9.6
+    // leaves its term and vote untouched), so it can grant, and stops
+    // campaigning when it does.
+    let mut r = replica(2, 3, vec![]);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    assert_eq!(r.role(), Role::PreCandidate);
+    let effects = msg(&mut r, MIN_MS + 1, 1, Message::Vote(vote_req(3, 0, 0)));
+    assert_eq!(
+        effects,
+        vec![
+            hs(3, Some(1)),
+            send(1, Message::VoteResponse(granted(3, true))),
+            timer(2 * MIN_MS + 1)
+        ]
+    );
+    assert_eq!(r.role(), Role::Follower);
+}
+
+#[test]
+fn malformed_append_entries_are_dropped_without_effects() {
+    // Entries that do not follow prevLogIndex, or carry a term above the
+    // request's, cannot come from a correct leader (paper 5.3, figure 2).
+    let mut r = replica(2, 1, vec![]);
+    let gap = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry(2, 1)],
+        leader_commit: 0,
+    };
+    assert_eq!(msg(&mut r, 1, 1, Message::Append(gap)), vec![]);
+    let future = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry(1, 5)],
+        leader_commit: 0,
+    };
+    assert_eq!(msg(&mut r, 2, 1, Message::Append(future)), vec![]);
+    let backwards = AppendRequest {
+        term: 3,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry(1, 2), entry(2, 1)],
+        leader_commit: 0,
+    };
+    assert_eq!(msg(&mut r, 3, 1, Message::Append(backwards)), vec![]);
+    assert_eq!((r.term(), r.log().last_index()), (1, 0));
+}
