@@ -12,11 +12,12 @@ use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
-    self, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Timer,
+    self, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Timer,
 };
-use raftlock::storage::{RaftStore, SimDisk};
+use raftlock::storage::{sim::SimDiskFile, RaftStore, SimDisk};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub const FSYNC_US_MIN: u64 = 50;
 pub const FSYNC_US_MAX: u64 = 2000;
 /// How long a simulated client waits for a reply before trying elsewhere.
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 400;
+/// Share of client operations that are linearizable reads, in percent.
+pub const CLIENT_READ_PERCENT: u32 = 30;
+/// How often an idle node loop wakes to look for control requests.
+const CONTROL_POLL_MS: u64 = 50;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SimFrame {
@@ -38,10 +43,21 @@ pub enum SimFrame {
         id: u64,
         command: Vec<u8>,
     },
+    Read {
+        id: u64,
+        query: Vec<u8>,
+    },
+    /// The index and the state machine's output.
     Reply {
         id: u64,
-        result: Result<u64, ProposeError>,
+        result: Result<(u64, Vec<u8>), RequestError>,
     },
+}
+
+/// Out-of-band admin requests from the supervisor to a node.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    TransferLeadership { to: NodeId },
 }
 
 /// State shared by the supervisor, the nodes and the client of one run.
@@ -52,11 +68,15 @@ pub struct Shared {
     pub start: std::time::Instant,
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub config: raft::Config,
+    pub controls: Mutex<BTreeMap<NodeId, Vec<Control>>>,
+    /// Transfers a leader reported as handed over (TimeoutNow sent).
+    pub transfers_done: Mutex<u64>,
 }
 
 #[derive(Debug, Default)]
 pub struct ClientStats {
     pub committed: u64,
+    pub reads: u64,
     /// Invocation time of the latest proposal that committed.
     pub last_commit_invoked: Option<Duration>,
 }
@@ -105,14 +125,14 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
             .await
             .expect("bind node endpoint"),
     );
-    let (mut store, recovered, _report) = match RaftStore::open(&disk) {
+    let (store, recovered, _report) = match RaftStore::open(&disk) {
         Ok(x) => x,
         Err(e) => panic!("node {id} cannot recover its disk: {e}"),
     };
     lock(&shared.checker).on_recovered(id, &recovered);
     let voters: Vec<NodeId> = shared.addrs.keys().copied().collect();
     let seed: u64 = madsim::rand::random();
-    let mut raft = Raft::new(
+    let raft = Raft::new(
         id,
         voters,
         shared.config.clone(),
@@ -126,21 +146,39 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
 
     let mut node = NodeLoop {
         id,
+        raft,
+        store,
+        ep,
+        shared: shared.clone(),
         timers: BTreeMap::new(),
         clients: BTreeMap::new(),
+        controls: BTreeSet::new(),
         next_request: 0,
         applied_seen: 0,
     };
-    node.step(&mut raft, &mut store, &ep, &shared, Input::Start)
-        .await;
+    node.step(Input::Start).await;
     loop {
         let g = shared.elapsed();
         let clock = lock(&shared.clocks)[&id].clone();
-        let wait = node
+        let timer_wait = node
             .timers
             .values()
             .min()
-            .map_or(Duration::from_secs(3600), |&at| clock.global_until(g, at));
+            .map(|&at| clock.global_until(g, at));
+        let wait = timer_wait
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_millis(CONTROL_POLL_MS));
+        let controls = lock(&shared.controls).remove(&id).unwrap_or_default();
+        for control in controls {
+            node.next_request += 1;
+            node.controls.insert(node.next_request);
+            let Control::TransferLeadership { to } = control;
+            node.step(Input::TransferLeadership {
+                id: node.next_request,
+                to,
+            })
+            .await;
+        }
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 let input = match frame {
@@ -151,18 +189,20 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
                     SimFrame::Request {
                         id: client_id,
                         command,
-                    } => {
-                        node.next_request += 1;
-                        node.clients
-                            .insert(node.next_request, (from_addr, client_id));
-                        Input::Propose {
-                            id: node.next_request,
-                            command,
-                        }
-                    }
+                    } => Input::Propose {
+                        id: node.client_request(from_addr, client_id),
+                        command,
+                    },
+                    SimFrame::Read {
+                        id: client_id,
+                        query,
+                    } => Input::Read {
+                        id: node.client_request(from_addr, client_id),
+                        query,
+                    },
                     _ => continue,
                 };
-                node.step(&mut raft, &mut store, &ep, &shared, input).await;
+                node.step(input).await;
             }
             Ok(None) => return,
             Err(_) => {
@@ -175,8 +215,7 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
                     .collect();
                 for t in due {
                     node.timers.remove(&t);
-                    node.step(&mut raft, &mut store, &ep, &shared, Input::Timer(t))
-                        .await;
+                    node.step(Input::Timer(t)).await;
                 }
             }
         }
@@ -185,27 +224,34 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
 
 struct NodeLoop {
     id: NodeId,
+    raft: Raft<Recorder>,
+    store: RaftStore<SimDiskFile>,
+    ep: Arc<Endpoint>,
+    shared: Arc<Shared>,
     timers: BTreeMap<Timer, raftlock::actor::Instant>,
     clients: BTreeMap<RequestId, (SocketAddr, u64)>,
+    /// Requests that came from the supervisor's control channel.
+    controls: BTreeSet<RequestId>,
     next_request: RequestId,
     applied_seen: u64,
 }
 
 impl NodeLoop {
-    async fn step(
-        &mut self,
-        raft: &mut Raft<Recorder>,
-        store: &mut RaftStore<raftlock::storage::sim::SimDiskFile>,
-        ep: &Endpoint,
-        shared: &Shared,
-        input: Input,
-    ) {
+    fn client_request(&mut self, addr: SocketAddr, client_id: u64) -> RequestId {
+        self.next_request += 1;
+        self.clients.insert(self.next_request, (addr, client_id));
+        self.next_request
+    }
+
+    async fn step(&mut self, input: Input) {
+        let shared = self.shared.clone();
         let g = shared.elapsed();
         let now = lock(&shared.clocks)[&self.id].local(g);
-        let effects = raft.handle(now, input);
+        let effects = self.raft.handle(now, input);
         {
             let mut checker = lock(&shared.checker);
             checker.now = g;
+            let raft = &self.raft;
             checker.on_step(
                 self.id,
                 &effects,
@@ -226,19 +272,18 @@ impl NodeLoop {
         let mut sync = false;
         for effect in &effects {
             if let Effect::Persist { op, sync: s } = effect {
-                store.write(op).expect("sim disk write");
+                self.store.write(op).expect("sim disk write");
                 sync |= *s;
             }
         }
-        store.flush().expect("sim disk flush");
+        self.store.flush().expect("sim disk flush");
         if sync {
             // The fsync takes time, and a crash may land while it runs: the
             // written bytes are then lost or torn. Nothing of this step has
             // left the node yet, so that must be harmless.
-            let latency =
-                rand::Rng::gen_range(&mut madsim::rand::thread_rng(), FSYNC_US_MIN..FSYNC_US_MAX);
+            let latency = madsim::rand::thread_rng().gen_range(FSYNC_US_MIN..FSYNC_US_MAX);
             madsim::time::sleep(Duration::from_micros(latency)).await;
-            store.sync().expect("sim disk sync");
+            self.store.sync().expect("sim disk sync");
         }
         for effect in effects {
             match effect {
@@ -248,7 +293,7 @@ impl NodeLoop {
                         to,
                         msg,
                     });
-                    send(ep, shared.addrs[&to], &frame).await;
+                    send(&self.ep, shared.addrs[&to], &frame).await;
                 }
                 Effect::SetTimer { timer, at } => {
                     self.timers.insert(timer, at);
@@ -257,10 +302,14 @@ impl NodeLoop {
                     self.timers.remove(&timer);
                 }
                 Effect::Reply { id, result } => {
-                    if let Some((addr, client_id)) = self.clients.remove(&id) {
-                        let result = result.map(|a| a.index);
+                    if self.controls.remove(&id) {
+                        if result.is_ok() {
+                            *lock(&shared.transfers_done) += 1;
+                        }
+                    } else if let Some((addr, client_id)) = self.clients.remove(&id) {
+                        let result = result.map(|a| (a.index, a.output));
                         send(
-                            ep,
+                            &self.ep,
                             addr,
                             &SimFrame::Reply {
                                 id: client_id,
@@ -276,25 +325,44 @@ impl NodeLoop {
     }
 }
 
-/// A client proposing unique commands, following leader hints.
+fn index_of(output: &[u8]) -> u64 {
+    output.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+/// A client mixing proposals of unique commands (following leader hints)
+/// with linearizable reads sent to random nodes, so followers serve some.
+/// Every read is checked against the writes that completed before it began.
 pub async fn run_client(shared: Arc<Shared>) {
-    use rand::Rng;
     let ep = Endpoint::bind(CLIENT_ADDR)
         .await
         .expect("bind client endpoint");
     let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
     let mut target = nodes[0];
     let mut id = 0u64;
+    // Highest index of any write known to have completed.
+    let mut completed_floor = 0u64;
     loop {
         id += 1;
         let invoked = shared.elapsed();
-        let command = format!("cmd-{id}").into_bytes();
-        send(
-            &ep,
-            shared.addrs[&target],
-            &SimFrame::Request { id, command },
-        )
-        .await;
+        let read = madsim::rand::thread_rng().gen_ratio(CLIENT_READ_PERCENT, 100);
+        let asked = if read {
+            nodes[madsim::rand::thread_rng().gen_range(0..nodes.len())]
+        } else {
+            target
+        };
+        let frame = if read {
+            SimFrame::Read {
+                id,
+                query: Vec::new(),
+            }
+        } else {
+            SimFrame::Request {
+                id,
+                command: format!("cmd-{id}").into_bytes(),
+            }
+        };
+        let floor = completed_floor;
+        send(&ep, shared.addrs[&asked], &frame).await;
         let reply = timeout(Duration::from_millis(CLIENT_REQUEST_TIMEOUT_MS), async {
             loop {
                 let Ok((payload, _)) = ep.recv_from_raw(TAG).await else {
@@ -313,16 +381,22 @@ pub async fn run_client(shared: Arc<Shared>) {
             }
         })
         .await;
-        let mut rng = madsim::rand::thread_rng();
-        match reply {
-            Ok(Some(Ok(_index))) => {
+        match (read, reply) {
+            (false, Ok(Some(Ok((index, _))))) => {
+                completed_floor = completed_floor.max(index);
                 let mut stats = lock(&shared.client);
                 stats.committed += 1;
                 stats.last_commit_invoked = Some(invoked);
             }
-            Ok(Some(Err(ProposeError::NotLeader { leader: Some(l) }))) => target = l,
-            _ => target = nodes[rng.gen_range(0..nodes.len())],
+            (true, Ok(Some(Ok((_, output))))) => {
+                lock(&shared.checker).on_read(asked, floor, index_of(&output));
+                lock(&shared.client).reads += 1;
+            }
+            (false, Ok(Some(Err(RequestError::NotLeader { leader: Some(l) })))) => target = l,
+            (false, _) => target = nodes[madsim::rand::thread_rng().gen_range(0..nodes.len())],
+            (true, _) => {}
         }
-        madsim::time::sleep(Duration::from_millis(rng.gen_range(1..20))).await;
+        let pause = madsim::rand::thread_rng().gen_range(1..20);
+        madsim::time::sleep(Duration::from_millis(pause)).await;
     }
 }

@@ -41,6 +41,34 @@ fn scenario(name: &str) -> Option<Scenario> {
             20,
         ),
         "pauses_and_clocks_3" => s(3, &[Fault::Pause, Fault::ClockDrift, Fault::Latency], 20),
+        "reads_and_transfers_3" => s(
+            3,
+            &[
+                Fault::TransferLeader,
+                Fault::IsolateLeader,
+                Fault::Partition,
+                Fault::Pause,
+                Fault::ClockDrift,
+                Fault::Loss,
+            ],
+            20,
+        ),
+        "neg_stale_reads" => Scenario {
+            bugs: Bugs {
+                stale_reads: true,
+                ..Bugs::default()
+            },
+            ..s(
+                3,
+                &[
+                    Fault::IsolateLeader,
+                    Fault::Partition,
+                    Fault::Pause,
+                    Fault::Loss,
+                ],
+                20,
+            )
+        },
         "neg_vote_twice" => Scenario {
             bugs: Bugs {
                 vote_twice_per_term: true,
@@ -82,14 +110,16 @@ const SCENARIOS: &[&str] = &[
     "crash_restart_3",
     "partitions_5",
     "pauses_and_clocks_3",
+    "reads_and_transfers_3",
 ];
 
 /// Seeds found by the negative controls, pinned so they stay caught. If a
 /// change to the actor or the harness moves them, the named-seed tests fail
 /// and print the new first failing seed to pin instead.
-const VOTE_TWICE_SEED: u64 = 1;
+const VOTE_TWICE_SEED: u64 = 8;
 const SKIP_FSYNC_SEED: u64 = 1;
-const SKIP_CONSISTENCY_CHECK_SEED: u64 = 14;
+const STALE_READS_SEED: u64 = 1;
+const SKIP_CONSISTENCY_CHECK_SEED: u64 = 1;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -125,6 +155,7 @@ fn sweep(name: &str) -> Result<String, String> {
     let started = Instant::now();
     let (mut sim_time, mut committed, mut leaders, mut faults, mut mid_write) =
         (Duration::ZERO, 0, 0, 0, 0);
+    let (mut reads, mut transfers) = (0, 0);
     for seed in first..first + num {
         let outcome = run_caught(&sc, seed)
             .map_err(|e| format!("seed {seed}: {e}\n    reproduce: {}", repro(name, seed)))?;
@@ -139,10 +170,12 @@ fn sweep(name: &str) -> Result<String, String> {
         leaders += outcome.leaders;
         faults += outcome.faults;
         mid_write += outcome.crashes_mid_write;
+        reads += outcome.reads;
+        transfers += outcome.transfers;
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(format!(
-        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write), {leaders} leaders elected, {committed} client commits",
+        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked",
         first + num - 1,
         num as f64 / wall.max(1e-9),
         sim_time.as_secs_f64()
@@ -211,6 +244,9 @@ fn tests() -> Vec<(String, TestFn)> {
     }));
     t.push(("neg_skip_consistency_check".into(), |n| {
         negative(n, &["log-matching"], SKIP_CONSISTENCY_CHECK_SEED)
+    }));
+    t.push(("neg_stale_reads".into(), |n| {
+        negative(n, &["read-linearizability"], STALE_READS_SEED)
     }));
     t.push(("determinism".into(), determinism));
     t.push(("clock_model".into(), |_| crate::clock::self_check()));

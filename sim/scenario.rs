@@ -4,7 +4,7 @@
 
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
-use crate::cluster::{self, lock, run_client, run_node, Shared, CLIENT_ADDR};
+use crate::cluster::{self, lock, run_client, run_node, Control, Shared, CLIENT_ADDR};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
@@ -33,6 +33,7 @@ pub enum Fault {
     Latency,
     Pause,
     ClockDrift,
+    TransferLeader,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -44,6 +45,7 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::Latency,
     Fault::Pause,
     Fault::ClockDrift,
+    Fault::TransferLeader,
 ];
 
 #[derive(Clone, Debug)]
@@ -63,6 +65,8 @@ pub struct Outcome {
     pub leaders: u64,
     pub faults: u64,
     pub crashes_mid_write: u64,
+    pub reads: u64,
+    pub transfers: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -202,6 +206,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .map(|&id| (id, cluster::addr_of(id)))
             .collect(),
         config: raft_config(&scenario),
+        controls: Mutex::new(BTreeMap::new()),
+        transfers_done: Mutex::new(0),
     });
     let mut faults = Faults {
         handle: handle.clone(),
@@ -324,6 +330,20 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 });
                 faults.heals.push((now + heal_after, Heal::Latency));
             }
+            Fault::TransferLeader => {
+                let leader = lock(&shared.checker).current_leader();
+                let Some(leader) = leader else { continue };
+                let others: Vec<NodeId> =
+                    node_ids.iter().copied().filter(|&n| n != leader).collect();
+                let Some(&to) = others.choose(&mut rng) else {
+                    continue;
+                };
+                lock(&shared.controls)
+                    .entry(leader)
+                    .or_default()
+                    .push(Control::TransferLeadership { to });
+                faults.injected += 1;
+            }
             Fault::ClockDrift => {
                 let n = node_ids[rng.gen_range(0..node_ids.len())];
                 let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
@@ -366,8 +386,12 @@ async fn supervise(scenario: Scenario) -> Outcome {
     }
     let mut checker = lock(&shared.checker);
     checker.finish();
-    let committed = lock(&shared.client).committed;
-    Outcome {
+    let (committed, reads) = {
+        let client = lock(&shared.client);
+        (client.committed, client.reads)
+    };
+    let transfers = *lock(&shared.transfers_done);
+    let outcome = Outcome {
         violation: checker.first_violation().cloned(),
         trace_hash: checker.trace_hash(),
         sim_time: shared.elapsed(),
@@ -375,7 +399,10 @@ async fn supervise(scenario: Scenario) -> Outcome {
         leaders: checker.stats.leaders_elected,
         faults: faults.injected,
         crashes_mid_write: faults.crashes_mid_write,
-    }
+        reads,
+        transfers,
+    };
+    outcome
 }
 
 impl Checker {

@@ -2,7 +2,7 @@
 //! Three real nodes in one process on 127.0.0.1: real TCP, real fsync.
 //! Every wait polls with a deadline; nothing sleeps to synchronise.
 
-use raftlock::raft::{self, ProposeError, Role};
+use raftlock::raft::{self, RequestError, Role};
 use raftlock::runtime::{ClientError, Node, NodeConfig, NodeStatus};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -79,8 +79,8 @@ async fn propose(nodes: &BTreeMap<u64, Node>, command: &[u8]) -> u64 {
         let (id, _) = leader(nodes).await?;
         match nodes[&id].propose(command.to_vec()).await {
             Ok(applied) => Some(applied.index),
-            Err(ClientError::Propose(ProposeError::LeadershipLost)) => None,
-            Err(ClientError::Propose(ProposeError::NotLeader { .. })) => None,
+            Err(ClientError::Rejected(RequestError::LeadershipLost)) => None,
+            Err(ClientError::Rejected(RequestError::NotLeader { .. })) => None,
             Err(e) => panic!("proposal failed: {e}"),
         }
     })
@@ -182,4 +182,64 @@ async fn a_node_outside_the_cluster_map_is_refused() {
         Node::start(cfg, l),
         Err(raftlock::runtime::RuntimeError::NotInCluster(2))
     ));
+}
+
+async fn three_node_cluster(dirs: &[tempfile::TempDir]) -> BTreeMap<u64, Node> {
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.push(l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        nodes.insert(id, start(id, dirs[i].path(), &peers, l));
+    }
+    nodes
+}
+
+#[actix_rt::test]
+async fn follower_reads_see_completed_writes_and_leadership_transfers() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = three_node_cluster(&dirs).await;
+    let (leader_id, term) = wait_for("a leader", || leader(&nodes)).await;
+    let written = propose(&nodes, b"w1").await;
+
+    // A linearizable read on every node, followers included, sees the write
+    // (the Recorder answers with the index of its last applied command).
+    for node in nodes.values() {
+        let read = wait_for("a read to be served", || async {
+            match node.read(Vec::new()).await {
+                Ok(applied) => Some(applied),
+                Err(ClientError::Rejected(_)) => None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        })
+        .await;
+        let seen = u64::from_le_bytes(read.output.as_slice().try_into().unwrap());
+        assert!(
+            seen >= written,
+            "node {} read index {seen} before write {written}",
+            node.id()
+        );
+    }
+
+    // Graceful hand-over: the chosen follower becomes leader in a new term.
+    let target = if leader_id == 1 { 2 } else { 1 };
+    nodes[&leader_id]
+        .transfer_leadership(target)
+        .await
+        .expect("transfer starts");
+    let (new_leader, new_term) = wait_for("the target to lead", || async {
+        leader(&nodes).await.filter(|(id, _)| *id == target)
+    })
+    .await;
+    assert_eq!(new_leader, target);
+    assert!(new_term > term);
+    propose(&nodes, b"w2").await;
+    for (_, n) in nodes {
+        n.stop();
+    }
 }

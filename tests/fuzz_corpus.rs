@@ -42,6 +42,7 @@ fn seed_corpus_frames_are_valid() {
             term: 3,
             last_log_index: 10,
             last_log_term: 2,
+            transfer: false,
         }),
         Message::VoteResponse(VoteResponse {
             term: 3,
@@ -64,6 +65,7 @@ fn seed_corpus_frames_are_valid() {
                 },
             ],
             leader_commit: 7,
+            read_round: 3,
         }),
         Message::AppendResponse(AppendResponse {
             term: 4,
@@ -72,7 +74,14 @@ fn seed_corpus_frames_are_valid() {
                 conflict_term: Some(2),
                 first_index: 5,
             },
+            read_round: 3,
         }),
+        Message::TimeoutNow { term: 5 },
+        Message::ReadIndexResponse {
+            term: 5,
+            id: 9,
+            index: Some(12),
+        },
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/peer_frame");
     for (i, msg) in samples.into_iter().enumerate() {

@@ -6,6 +6,7 @@ mod durability;
 mod election_safety;
 mod leader_completeness;
 mod log_matching;
+mod read_linearizability;
 mod state_machine_safety;
 
 use raftlock::actor::NodeId;
@@ -18,6 +19,7 @@ pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
+pub use read_linearizability::ReadLinearizability;
 pub use state_machine_safety::StateMachineSafety;
 
 /// A broken invariant, with the simulated time it was seen at.
@@ -69,6 +71,7 @@ pub struct Checker {
     completeness: LeaderCompleteness,
     state_machine: StateMachineSafety,
     durability: Durability,
+    pub reads: ReadLinearizability,
     violations: Vec<Violation>,
     /// Rolling hash of everything observed: equal across two runs of one seed.
     trace_hash: u64,
@@ -261,6 +264,14 @@ impl Checker {
 
     pub fn roles_snapshot(&self) -> BTreeMap<NodeId, (Term, Role)> {
         self.roles.clone()
+    }
+
+    /// A client read returned `seen`; writes up to `floor` had completed.
+    pub fn on_read(&mut self, node: NodeId, floor: u64, seen: u64) {
+        self.mix(&[4, node, seen]);
+        if let Err(m) = self.reads.on_read(node, floor, seen) {
+            self.fail(ReadLinearizability::NAME, m);
+        }
     }
 
     pub fn fail_liveness(&mut self, message: String) {

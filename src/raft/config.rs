@@ -16,6 +16,8 @@ pub const APPEND_ENTRIES_MAX_DEFAULT: usize = 256;
 pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 8;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
+/// Linearizable reads waiting for confirmation or apply; more get `Busy`.
+pub const PENDING_READS_MAX_DEFAULT: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -25,6 +27,7 @@ pub struct Config {
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub pending_proposals_max: usize,
+    pub pending_reads_max: usize,
     /// Deliberate bugs for the simulator's negative controls. Only built with
     /// the `sim` feature, so a production binary cannot switch them on.
     #[cfg(feature = "sim")]
@@ -42,6 +45,9 @@ pub struct Bugs {
     /// Accept AppendEntries whose prevLogTerm does not match (skipping the
     /// consistency check of paper 5.3).
     pub skip_consistency_check: bool,
+    /// Answer reads from local state without confirming leadership or
+    /// asking the leader (a stale read).
+    pub stale_reads: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,6 +71,7 @@ impl Default for Config {
             append_entries_max: APPEND_ENTRIES_MAX_DEFAULT,
             inflight_appends_max: INFLIGHT_APPENDS_MAX_DEFAULT,
             pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
+            pending_reads_max: PENDING_READS_MAX_DEFAULT,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
         }
@@ -89,6 +96,7 @@ impl Config {
             ("append_entries_max", self.append_entries_max),
             ("inflight_appends_max", self.inflight_appends_max),
             ("pending_proposals_max", self.pending_proposals_max),
+            ("pending_reads_max", self.pending_reads_max),
         ] {
             if v == 0 {
                 return Err(ConfigError::ZeroBound(name));
@@ -107,6 +115,13 @@ impl Config {
     pub(crate) fn skip_consistency_check(&self) -> bool {
         #[cfg(feature = "sim")]
         return self.bugs.skip_consistency_check;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
+    pub(crate) fn stale_reads(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.stale_reads;
         #[cfg(not(feature = "sim"))]
         false
     }

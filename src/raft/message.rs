@@ -32,6 +32,9 @@ pub struct VoteRequest {
     pub term: Term,
     pub last_log_index: Index,
     pub last_log_term: Term,
+    /// Set by a candidate started by `TimeoutNow` (thesis 3.10): voters
+    /// then ignore that they still hear from the current leader.
+    pub transfer: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +50,9 @@ pub struct AppendRequest {
     pub prev_term: Term,
     pub entries: Vec<Entry>,
     pub leader_commit: Index,
+    /// The leader's latest ReadIndex round, echoed in the response, so a
+    /// majority of answers confirms leadership for reads (thesis 6.4).
+    pub read_round: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +77,8 @@ pub enum AppendResult {
 pub struct AppendResponse {
     pub term: Term,
     pub result: AppendResult,
+    /// `read_round` of the request this answers.
+    pub read_round: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +89,21 @@ pub enum Message {
     VoteResponse(VoteResponse),
     Append(AppendRequest),
     AppendResponse(AppendResponse),
+    /// Leader to transfer target: start an election now (thesis 3.10).
+    TimeoutNow {
+        term: Term,
+    },
+    /// Follower to leader: what index may a read be served at? (thesis 6.4)
+    ReadIndex {
+        term: Term,
+        id: u64,
+    },
+    /// Leader to follower: the read index, or None if it cannot confirm.
+    ReadIndexResponse {
+        term: Term,
+        id: u64,
+        index: Option<Index>,
+    },
 }
 
 impl Message {
@@ -90,6 +113,9 @@ impl Message {
             Message::PreVoteResponse(m) | Message::VoteResponse(m) => m.term,
             Message::Append(m) => m.term,
             Message::AppendResponse(m) => m.term,
+            Message::TimeoutNow { term }
+            | Message::ReadIndex { term, .. }
+            | Message::ReadIndexResponse { term, .. } => *term,
         }
     }
 }

@@ -14,7 +14,7 @@ pub use config::Config;
 pub use log::Log;
 pub use message::{Entry, Envelope, Index, Message, Payload, Term};
 pub use replica::{
-    Applied, Effect, HardState, Input, PersistOp, ProposeError, Raft, RaftError, Recovered,
+    Applied, Effect, HardState, Input, PersistOp, Raft, RaftError, Recovered, RequestError,
     RequestId, Role, Timer,
 };
 pub use state_machine::{Recorder, StateMachine};

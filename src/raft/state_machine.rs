@@ -7,6 +7,10 @@ use super::message::Index;
 /// nothing but its own state, the index and the command.
 pub trait StateMachine {
     fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
+
+    /// Answers a read-only query against the applied state. Called only once
+    /// the read is linearizable (ReadIndex confirmed and applied).
+    fn query(&self, query: &[u8]) -> Vec<u8>;
 }
 
 /// Records every applied command and a running digest. Used by the
@@ -16,6 +20,7 @@ pub struct Recorder {
     applied: Vec<(Index, Vec<u8>)>,
     applied_max: usize,
     digest: u64,
+    last_index: Index,
 }
 
 /// Commands a `Recorder` keeps for inspection (the digest covers all).
@@ -27,6 +32,7 @@ impl Recorder {
             applied: Vec::new(),
             applied_max: RECORDER_APPLIED_MAX_DEFAULT,
             digest: 0,
+            last_index: 0,
         }
     }
 
@@ -49,6 +55,13 @@ impl StateMachine for Recorder {
         if self.applied.len() < self.applied_max {
             self.applied.push((index, command.to_vec()));
         }
+        self.last_index = index;
         index.to_le_bytes().to_vec()
+    }
+
+    /// Any query returns the index of the last applied command, so a reader
+    /// can tell whether it saw a given write.
+    fn query(&self, _query: &[u8]) -> Vec<u8> {
+        self.last_index.to_le_bytes().to_vec()
     }
 }

@@ -82,6 +82,7 @@ fn vote_req(term: Term, last_log_index: Index, last_log_term: Term) -> VoteReque
         term,
         last_log_index,
         last_log_term,
+        transfer: false,
     }
 }
 
@@ -113,6 +114,7 @@ fn success(term: Term, match_index: Index) -> Message {
     Message::AppendResponse(AppendResponse {
         term,
         result: AppendResult::Success { match_index },
+        read_round: 0,
     })
 }
 
@@ -213,6 +215,7 @@ fn pre_vote_is_refused_while_a_leader_is_heard_and_changes_no_term() {
         prev_term: 0,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::PreVote(vote_req(2, 0, 0)));
@@ -239,6 +242,7 @@ fn vote_requests_with_higher_terms_are_ignored_while_a_leader_is_heard() {
         prev_term: 0,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::Vote(vote_req(9, 0, 0)));
@@ -273,6 +277,7 @@ fn a_new_leader_appends_a_noop_and_replicates_it() {
         prev_term: 0,
         entries: vec![noop(1, 1)],
         leader_commit: 0,
+        read_round: 0,
     };
     assert_eq!(
         effects,
@@ -307,6 +312,7 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         prev_term: 3,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     let effects = msg(&mut r, 10, 1, Message::Append(req));
     let result = AppendResult::Conflict {
@@ -319,7 +325,11 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         vec![
             send(
                 1,
-                Message::AppendResponse(AppendResponse { term: 3, result })
+                Message::AppendResponse(AppendResponse {
+                    term: 3,
+                    result,
+                    read_round: 0
+                })
             ),
             timer(10 + MIN_MS)
         ]
@@ -331,6 +341,7 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         prev_term: 3,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     let effects = msg(&mut r, 11, 1, Message::Append(req));
     let result = AppendResult::Conflict {
@@ -342,7 +353,11 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         effects[0],
         send(
             1,
-            Message::AppendResponse(AppendResponse { term: 3, result })
+            Message::AppendResponse(AppendResponse {
+                term: 3,
+                result,
+                read_round: 0
+            })
         )
     );
 }
@@ -359,6 +374,7 @@ fn conflicting_entries_are_truncated_then_replaced_durably_before_the_ack() {
         prev_term: 1,
         entries: new.clone(),
         leader_commit: 2,
+        read_round: 0,
     };
     let effects = msg(&mut r, 10, 1, Message::Append(req));
     assert_eq!(
@@ -376,7 +392,8 @@ fn conflicting_entries_are_truncated_then_replaced_durably_before_the_ack() {
                 1,
                 Message::AppendResponse(AppendResponse {
                     term: 3,
-                    result: AppendResult::Success { match_index: 3 }
+                    result: AppendResult::Success { match_index: 3 },
+                    read_round: 0,
                 })
             ),
             timer(10 + MIN_MS),
@@ -454,7 +471,8 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
                     prev_index: 1,
                     prev_term: 1,
                     entries: vec![e2],
-                    leader_commit: 1
+                    leader_commit: 1,
+                    read_round: 0,
                 })
             ),
         ],
@@ -482,6 +500,7 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
         prev_term: 0,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = r.handle(
@@ -495,7 +514,7 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
         effects,
         vec![Effect::Reply {
             id: 1,
-            result: Err(ProposeError::NotLeader { leader: Some(1) })
+            result: Err(RequestError::NotLeader { leader: Some(1) })
         }]
     );
 
@@ -525,7 +544,7 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
         effects,
         vec![Effect::Reply {
             id: 3,
-            result: Err(ProposeError::Busy)
+            result: Err(RequestError::Busy)
         }]
     );
 }
@@ -544,7 +563,11 @@ fn leader_backs_off_a_whole_term_per_rejection() {
         &mut r,
         200,
         3,
-        Message::AppendResponse(AppendResponse { term: 1, result }),
+        Message::AppendResponse(AppendResponse {
+            term: 1,
+            result,
+            read_round: 0,
+        }),
     );
     for i in 0..3 {
         r.handle(
@@ -566,7 +589,11 @@ fn leader_backs_off_a_whole_term_per_rejection() {
         &mut r,
         210,
         3,
-        Message::AppendResponse(AppendResponse { term: 1, result }),
+        Message::AppendResponse(AppendResponse {
+            term: 1,
+            result,
+            read_round: 0,
+        }),
     );
     match &effects[..] {
         [Effect::Send {
@@ -618,11 +645,12 @@ fn stepping_down_fails_pending_proposals_as_ambiguous() {
         prev_term: 0,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     let effects = msg(&mut r, 201, 2, Message::Append(hb));
     assert!(effects.contains(&Effect::Reply {
         id: 9,
-        result: Err(ProposeError::LeadershipLost)
+        result: Err(RequestError::LeadershipLost)
     }));
     assert_eq!(r.role(), Role::Follower);
 }
@@ -742,6 +770,7 @@ fn malformed_append_entries_are_dropped_without_effects() {
         prev_term: 0,
         entries: vec![entry(2, 1)],
         leader_commit: 0,
+        read_round: 0,
     };
     assert_eq!(msg(&mut r, 1, 1, Message::Append(gap)), vec![]);
     let future = AppendRequest {
@@ -750,6 +779,7 @@ fn malformed_append_entries_are_dropped_without_effects() {
         prev_term: 0,
         entries: vec![entry(1, 5)],
         leader_commit: 0,
+        read_round: 0,
     };
     assert_eq!(msg(&mut r, 2, 1, Message::Append(future)), vec![]);
     let backwards = AppendRequest {
@@ -758,7 +788,251 @@ fn malformed_append_entries_are_dropped_without_effects() {
         prev_term: 0,
         entries: vec![entry(1, 2), entry(2, 1)],
         leader_commit: 0,
+        read_round: 0,
     };
     assert_eq!(msg(&mut r, 3, 1, Message::Append(backwards)), vec![]);
     assert_eq!((r.term(), r.log().last_index()), (1, 0));
+}
+
+fn ack(term: Term, match_index: Index, read_round: u64) -> Message {
+    Message::AppendResponse(AppendResponse {
+        term,
+        result: AppendResult::Success { match_index },
+        read_round,
+    })
+}
+
+fn heartbeat_to(leader: &Raft<Recorder>, prev_index: Index, read_round: u64) -> AppendRequest {
+    AppendRequest {
+        term: leader.term(),
+        prev_index,
+        prev_term: leader.log().term_at(prev_index).unwrap(),
+        entries: vec![],
+        leader_commit: leader.commit_index(),
+        read_round,
+    }
+}
+
+#[test]
+fn a_leader_read_waits_for_a_majority_to_confirm_its_round_and_for_its_noop() {
+    // Thesis 6.4: the read index is the commit index once the leader's
+    // no-op commits; a round of heartbeats answered by a majority proves the
+    // leader was still leader when the read arrived.
+    let mut r = leader();
+    let effects = r.handle(
+        ms(200),
+        Input::Read {
+            id: 5,
+            query: vec![],
+        },
+    );
+    let hb = heartbeat_to(&r, 0, 1);
+    assert_eq!(
+        effects,
+        vec![
+            send(2, Message::Append(hb.clone())),
+            send(3, Message::Append(hb))
+        ]
+    );
+    // An answer to an older round (or an unrelated ack) does not confirm it.
+    assert_eq!(msg(&mut r, 201, 2, ack(1, 1, 0)), vec![]);
+    assert_eq!(
+        r.commit_index(),
+        1,
+        "the no-op committed, but the round is unconfirmed"
+    );
+    let effects = msg(&mut r, 202, 3, ack(1, 1, 1));
+    let output = 0u64.to_le_bytes().to_vec();
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 5,
+            result: Ok(Applied { index: 1, output })
+        }]
+    );
+}
+
+#[test]
+fn a_follower_read_asks_the_leader_and_waits_until_applied() {
+    // Thesis 6.4: followers serve reads at the leader's read index, once
+    // they have applied up to it.
+    let mut r = replica(2, 1, vec![entry(1, 1)]);
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 1,
+        prev_term: 1,
+        entries: vec![],
+        leader_commit: 0,
+        read_round: 0,
+    };
+    msg(&mut r, 10, 1, Message::Append(hb));
+    let effects = r.handle(
+        ms(11),
+        Input::Read {
+            id: 8,
+            query: vec![],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![send(1, Message::ReadIndex { term: 1, id: 1 })]
+    );
+    let effects = msg(
+        &mut r,
+        12,
+        1,
+        Message::ReadIndexResponse {
+            term: 1,
+            id: 1,
+            index: Some(1),
+        },
+    );
+    assert_eq!(effects, vec![], "index 1 is not applied here yet");
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 1,
+        prev_term: 1,
+        entries: vec![],
+        leader_commit: 1,
+        read_round: 0,
+    };
+    let effects = msg(&mut r, 13, 1, Message::Append(hb));
+    let output = 1u64.to_le_bytes().to_vec();
+    assert!(effects.contains(&Effect::Reply {
+        id: 8,
+        result: Ok(Applied { index: 1, output })
+    }));
+}
+
+#[test]
+fn pending_reads_fail_when_leadership_is_lost() {
+    let mut r = leader();
+    r.handle(
+        ms(200),
+        Input::Read {
+            id: 5,
+            query: vec![],
+        },
+    );
+    let hb = AppendRequest {
+        term: 2,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+        read_round: 0,
+    };
+    let effects = msg(&mut r, 201, 2, Message::Append(hb));
+    assert!(effects.contains(&Effect::Reply {
+        id: 5,
+        result: Err(RequestError::LeadershipLost)
+    }));
+}
+
+#[test]
+fn transfer_sends_timeout_now_once_the_target_is_up_to_date() {
+    // Thesis 3.10: catch the target up, then TimeoutNow; no new proposals
+    // are taken meanwhile.
+    let mut r = leader();
+    let effects = r.handle(ms(200), Input::TransferLeadership { id: 3, to: 2 });
+    assert_eq!(
+        effects,
+        vec![send(2, Message::Append(heartbeat_to(&r, 0, 0)))],
+        "node 2 has not acked the no-op yet"
+    );
+    let effects = r.handle(
+        ms(201),
+        Input::Propose {
+            id: 4,
+            command: vec![],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 4,
+            result: Err(RequestError::Busy)
+        }]
+    );
+    let effects = msg(&mut r, 202, 2, ack(1, 1, 0));
+    let done = Effect::Reply {
+        id: 3,
+        result: Ok(Applied {
+            index: 1,
+            output: vec![],
+        }),
+    };
+    assert_eq!(
+        effects,
+        vec![send(2, Message::TimeoutNow { term: 1 }), done]
+    );
+}
+
+#[test]
+fn timeout_now_starts_an_election_that_voters_honour_despite_a_live_leader() {
+    // Thesis 3.10: the target skips PreVote, and its RequestVote carries the
+    // transfer flag so voters ignore their leader lease (thesis 4.2.3).
+    let mut target = replica(2, 1, vec![]);
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+        read_round: 0,
+    };
+    msg(&mut target, 10, 1, Message::Append(hb.clone()));
+    let effects = msg(&mut target, 11, 1, Message::TimeoutNow { term: 1 });
+    let req = VoteRequest {
+        term: 2,
+        last_log_index: 0,
+        last_log_term: 0,
+        transfer: true,
+    };
+    assert_eq!(
+        effects,
+        vec![
+            hs(2, Some(2)),
+            send(1, Message::Vote(req.clone())),
+            send(3, Message::Vote(req.clone())),
+            timer(11 + MIN_MS)
+        ]
+    );
+
+    let mut voter = replica(3, 1, vec![]);
+    msg(&mut voter, 10, 1, Message::Append(hb));
+    let effects = msg(&mut voter, 12, 2, Message::Vote(req));
+    assert!(effects.contains(&send(2, Message::VoteResponse(granted(2, true)))));
+}
+
+#[test]
+fn a_transfer_that_does_not_complete_in_an_election_timeout_is_abandoned() {
+    let mut r = leader();
+    r.handle(ms(200), Input::TransferLeadership { id: 3, to: 2 });
+    let effects = r.handle(ms(200 + MIN_MS), Input::Timer(Timer::Heartbeat));
+    assert!(effects.contains(&Effect::Reply {
+        id: 3,
+        result: Err(RequestError::TransferFailed)
+    }));
+    let effects = r.handle(
+        ms(201 + MIN_MS),
+        Input::Propose {
+            id: 4,
+            command: vec![],
+        },
+    );
+    assert!(
+        !effects.contains(&Effect::Reply {
+            id: 4,
+            result: Err(RequestError::Busy)
+        }),
+        "proposals resume"
+    );
+    assert_eq!(
+        r.handle(ms(202 + MIN_MS), Input::TransferLeadership { id: 5, to: 9 }),
+        vec![Effect::Reply {
+            id: 5,
+            result: Err(RequestError::UnknownNode(9))
+        }]
+    );
 }

@@ -1,4 +1,4 @@
-use crate::raft::{ProposeError, RaftError};
+use crate::raft::{RaftError, RequestError};
 use crate::storage::StoreError;
 use std::io;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub enum RuntimeError {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ClientError {
     #[error(transparent)]
-    Propose(#[from] ProposeError),
+    Rejected(#[from] RequestError),
     #[error("the node has stopped")]
     Stopped,
 }

@@ -10,7 +10,7 @@ use super::error::{ClientError, RuntimeError};
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
 use crate::raft::{
-    self, Applied, Effect, Envelope, Input, ProposeError, Raft, Recorder, RequestId, Role, Timer,
+    self, Applied, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Role, Timer,
 };
 use crate::storage::fs::FsFile;
 use crate::storage::{FsDir, RaftStore};
@@ -130,7 +130,24 @@ impl Node {
     /// Proposes a command; resolves once it is applied (or fails).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ClientError> {
         self.addr
-            .send(Propose(command))
+            .send(Request::Propose(command))
+            .await
+            .map_err(|_| ClientError::Stopped)?
+    }
+
+    /// A linearizable read (ReadIndex); any node can serve it.
+    pub async fn read(&self, query: Vec<u8>) -> Result<Applied, ClientError> {
+        self.addr
+            .send(Request::Read(query))
+            .await
+            .map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Asks this node, if leader, to hand leadership to `to`. Resolves when
+    /// the target has been told to campaign (or the transfer failed).
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<Applied, ClientError> {
+        self.addr
+            .send(Request::Transfer(to))
             .await
             .map_err(|_| ClientError::Stopped)?
     }
@@ -172,7 +189,7 @@ struct RaftNode {
     /// Effects of steps taken since the last flush, in order.
     queued: Vec<Effect>,
     flush_scheduled: bool,
-    clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, ProposeError>>>,
+    clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
     next_request: RequestId,
 }
 
@@ -190,7 +207,11 @@ struct Inbound(Envelope);
 
 #[derive(Message)]
 #[rtype(result = "Result<Applied, ClientError>")]
-struct Propose(Vec<u8>);
+enum Request {
+    Propose(Vec<u8>),
+    Read(Vec<u8>),
+    Transfer(NodeId),
+}
 
 #[derive(Message)]
 #[rtype(result = "NodeStatus")]
@@ -336,17 +357,22 @@ impl Handler<Inbound> for RaftNode {
     }
 }
 
-impl Handler<Propose> for RaftNode {
+impl Handler<Request> for RaftNode {
     type Result = ResponseFuture<Result<Applied, ClientError>>;
-    fn handle(&mut self, Propose(command): Propose, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, request: Request, ctx: &mut Context<Self>) -> Self::Result {
         self.next_request += 1;
         let id = self.next_request;
         let (tx, rx) = oneshot::channel();
         self.clients.insert(id, tx);
-        self.step(ctx, Input::Propose { id, command });
+        let input = match request {
+            Request::Propose(command) => Input::Propose { id, command },
+            Request::Read(query) => Input::Read { id, query },
+            Request::Transfer(to) => Input::TransferLeadership { id, to },
+        };
+        self.step(ctx, input);
         Box::pin(async move {
             match rx.await {
-                Ok(result) => result.map_err(ClientError::Propose),
+                Ok(result) => result.map_err(ClientError::Rejected),
                 Err(_) => Err(ClientError::Stopped),
             }
         })

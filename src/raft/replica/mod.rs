@@ -21,6 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
+mod read;
+mod transfer;
+
+use read::{FollowerRead, LeaderRead};
+use transfer::Transfer;
+
 /// Correlates a client proposal with its reply; chosen by the driver.
 pub type RequestId = u64;
 
@@ -44,6 +50,17 @@ pub enum Input {
     Propose {
         id: RequestId,
         command: Vec<u8>,
+    },
+    /// A linearizable read-only query (ReadIndex, thesis 6.4).
+    Read {
+        id: RequestId,
+        query: Vec<u8>,
+    },
+    /// Hand leadership to `to` (thesis 3.10). Answered once `TimeoutNow`
+    /// is sent, or with `TransferFailed`.
+    TransferLeadership {
+        id: RequestId,
+        to: NodeId,
     },
 }
 
@@ -77,7 +94,7 @@ pub struct Applied {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
-pub enum ProposeError {
+pub enum RequestError {
     #[error("not the leader; leader is {leader:?}")]
     NotLeader { leader: Option<NodeId> },
     #[error("too many proposals in flight; retry later")]
@@ -85,6 +102,10 @@ pub enum ProposeError {
     /// The entry may or may not commit: the outcome is unknown.
     #[error("leadership lost before the proposal committed; outcome unknown")]
     LeadershipLost,
+    #[error("node {0} is not a voter of this cluster")]
+    UnknownNode(NodeId),
+    #[error("leadership transfer did not complete within an election timeout")]
+    TransferFailed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +125,7 @@ pub enum Effect {
     },
     Reply {
         id: RequestId,
-        result: Result<Applied, ProposeError>,
+        result: Result<Applied, RequestError>,
     },
 }
 
@@ -141,6 +162,8 @@ struct Progress {
     /// `matched` at the previous heartbeat: no progress across a whole
     /// heartbeat interval means messages were lost, so fall back to probing.
     matched_at_last_tick: Index,
+    /// Highest ReadIndex round this follower answered.
+    read_round_acked: u64,
 }
 
 pub struct Raft<S> {
@@ -166,6 +189,14 @@ pub struct Raft<S> {
     /// Followers heard from since the last CheckQuorum (thesis 6.2).
     heard_since_check: BTreeSet<NodeId>,
     pending: BTreeMap<Index, RequestId>,
+    /// ReadIndex state (read.rs): the leader's round counter, the index of
+    /// its term's no-op, queued reads; a follower's forwarded reads.
+    read_round: u64,
+    term_start: Index,
+    leader_reads: VecDeque<LeaderRead>,
+    follower_reads: BTreeMap<u64, FollowerRead>,
+    next_forward_id: u64,
+    transfer: Option<Transfer>,
     /// Armed timers. Drivers learn of changes through `SetTimer` and
     /// `CancelTimer`, emitted once per step at its end.
     election_at: Option<Instant>,
@@ -221,6 +252,12 @@ impl<S: StateMachine> Raft<S> {
             progress: BTreeMap::new(),
             heard_since_check: BTreeSet::new(),
             pending: BTreeMap::new(),
+            read_round: 0,
+            term_start: 0,
+            leader_reads: VecDeque::new(),
+            follower_reads: BTreeMap::new(),
+            next_forward_id: 0,
+            transfer: None,
             election_at: None,
             heartbeat_at: None,
             sm,
@@ -271,12 +308,17 @@ impl<S: StateMachine> Raft<S> {
             _ => {}
         }
         let timers_before = (self.election_at, self.heartbeat_at);
+        if !self.follower_reads.is_empty() {
+            self.expire_follower_reads(now);
+        }
         match input {
             Input::Start => self.handle_start(now),
             Input::Message { from, msg } => self.handle_message(now, from, msg),
             Input::Timer(Timer::Election) => self.handle_election_timer(now),
             Input::Timer(Timer::Heartbeat) => self.handle_heartbeat_timer(now),
             Input::Propose { id, command } => self.handle_propose(id, command),
+            Input::Read { id, query } => self.handle_read(now, id, query),
+            Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
         }
         self.emit_timer_changes(timers_before);
         self.check_invariants();
@@ -305,14 +347,15 @@ impl<S: StateMachine> Raft<S> {
             let leader = self.leader;
             self.out.push(Effect::Reply {
                 id,
-                result: Err(ProposeError::NotLeader { leader }),
+                result: Err(RequestError::NotLeader { leader }),
             });
             return;
         }
-        if self.pending.len() >= self.config.pending_proposals_max {
+        // A leader handing over leadership takes no new writes (thesis 3.10).
+        if self.pending.len() >= self.config.pending_proposals_max || self.transferring() {
             self.out.push(Effect::Reply {
                 id,
-                result: Err(ProposeError::Busy),
+                result: Err(RequestError::Busy),
             });
             return;
         }
@@ -357,6 +400,7 @@ impl<S: StateMachine> Raft<S> {
             }
             self.send_append(peer, true);
         }
+        self.end_transfer(Some(now));
         self.heartbeat_at = Some(now + self.config.heartbeat_interval);
     }
 
@@ -380,7 +424,7 @@ impl<S: StateMachine> Raft<S> {
                 // Thesis 4.2.3: while a node hears from a current leader it
                 // ignores vote requests, so a partitioned node rejoining with
                 // a high term cannot depose a healthy leader.
-                if self.leader_lease_active(now) && req.term > self.term {
+                if self.leader_lease_active(now) && !req.transfer {
                     let term = self.term;
                     self.send(
                         from,
@@ -405,6 +449,11 @@ impl<S: StateMachine> Raft<S> {
             Message::VoteResponse(resp) => self.handle_vote_response(now, from, resp),
             Message::Append(req) => self.handle_append(now, from, req),
             Message::AppendResponse(resp) => self.handle_append_response(from, resp),
+            Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
+            Message::ReadIndex { id, .. } => self.handle_read_index(from, id),
+            Message::ReadIndexResponse { id, index, .. } => {
+                self.handle_read_index_response(from, id, index)
+            }
         }
     }
 
@@ -428,7 +477,7 @@ impl<S: StateMachine> Raft<S> {
         }
         self.votes.insert(from);
         if self.votes.len() >= self.quorum() {
-            self.start_election(now);
+            self.start_election(now, false);
         }
     }
 
@@ -473,6 +522,7 @@ impl<S: StateMachine> Raft<S> {
                 from,
                 Message::AppendResponse(AppendResponse {
                     term,
+                    read_round: req.read_round,
                     result: AppendResult::StaleTerm,
                 }),
             );
@@ -490,7 +540,11 @@ impl<S: StateMachine> Raft<S> {
         let term = self.term;
         self.send(
             from,
-            Message::AppendResponse(AppendResponse { term, result }),
+            Message::AppendResponse(AppendResponse {
+                term,
+                result,
+                read_round: req.read_round,
+            }),
         );
     }
 
@@ -571,7 +625,17 @@ impl<S: StateMachine> Raft<S> {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        match resp.result {
+        p.read_round_acked = p.read_round_acked.max(resp.read_round);
+        self.handle_append_result(from, resp.result, last_index);
+        self.complete_reads();
+        self.maybe_send_timeout_now();
+    }
+
+    fn handle_append_result(&mut self, from: NodeId, result: AppendResult, last_index: Index) {
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        match result {
             AppendResult::Success { match_index } => {
                 if match_index > p.matched {
                     p.matched = match_index;
@@ -614,18 +678,20 @@ impl<S: StateMachine> Raft<S> {
     fn start_pre_vote(&mut self, now: Instant) {
         self.role = Role::PreCandidate;
         self.leader = None;
+        self.fail_reads();
         self.votes = BTreeSet::from([self.id]);
         self.reset_election_timer(now);
         if self.votes.len() >= self.quorum() {
-            return self.start_election(now);
+            return self.start_election(now, false);
         }
-        let req = self.vote_request(self.term + 1);
+        let req = self.vote_request(self.term + 1, false);
         for peer in self.peers() {
             self.send(peer, Message::PreVote(req.clone()));
         }
     }
 
-    fn start_election(&mut self, now: Instant) {
+    /// `transfer`: started by `TimeoutNow`, so voters skip the lease check.
+    fn start_election(&mut self, now: Instant, transfer: bool) {
         self.role = Role::Candidate;
         self.term += 1;
         self.voted_for = Some(self.id);
@@ -637,7 +703,7 @@ impl<S: StateMachine> Raft<S> {
         if self.votes.len() >= self.quorum() {
             return self.become_leader(now);
         }
-        let req = self.vote_request(self.term);
+        let req = self.vote_request(self.term, transfer);
         for peer in self.peers() {
             self.send(peer, Message::Vote(req.clone()));
         }
@@ -656,6 +722,8 @@ impl<S: StateMachine> Raft<S> {
         self.progress.clear();
         self.heard_since_check.clear();
         self.fail_pending();
+        self.fail_reads();
+        self.end_transfer(None);
         self.heartbeat_at = None;
         self.reset_election_timer(now);
     }
@@ -677,13 +745,14 @@ impl<S: StateMachine> Raft<S> {
                         replicating: false,
                         inflight: VecDeque::new(),
                         matched_at_last_tick: 0,
+                        read_round_acked: 0,
                     },
                 )
             })
             .collect();
         // Thesis 6.4: a no-op of the new term lets the leader learn the
         // commit index, since only current-term entries commit by counting.
-        self.append_as_leader(Payload::Noop);
+        self.term_start = self.append_as_leader(Payload::Noop);
         self.maybe_commit();
         self.broadcast_append();
         self.election_at = Some(now + self.config.election_timeout_min);
@@ -716,6 +785,7 @@ impl<S: StateMachine> Raft<S> {
         let last_index = self.log.last_index();
         let commit = self.commit;
         let term = self.term;
+        let read_round = self.read_round;
         let window = self.config.inflight_appends_max;
         let max = self.config.append_entries_max;
         let Some(p) = self.progress.get_mut(&peer) else {
@@ -754,6 +824,7 @@ impl<S: StateMachine> Raft<S> {
             prev_term,
             entries,
             leader_commit: commit,
+            read_round,
         };
         self.send(peer, Message::Append(req));
     }
@@ -775,7 +846,7 @@ impl<S: StateMachine> Raft<S> {
         for (_, id) in std::mem::take(&mut self.pending) {
             self.out.push(Effect::Reply {
                 id,
-                result: Err(ProposeError::LeadershipLost),
+                result: Err(RequestError::LeadershipLost),
             });
         }
     }
@@ -800,13 +871,15 @@ impl<S: StateMachine> Raft<S> {
                 });
             }
         }
+        self.complete_reads();
     }
 
-    fn vote_request(&self, term: Term) -> VoteRequest {
+    fn vote_request(&self, term: Term, transfer: bool) -> VoteRequest {
         VoteRequest {
             term,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            transfer,
         }
     }
 
@@ -863,5 +936,10 @@ impl<S: StateMachine> Raft<S> {
         debug_assert!(self.role == Role::Leader || self.pending.is_empty());
         debug_assert!(self.pending.len() <= self.config.pending_proposals_max);
         debug_assert!(self.log.last_term() <= self.term);
+        debug_assert!(self.role == Role::Leader || self.leader_reads.is_empty());
+        debug_assert!(self.role == Role::Leader || self.transfer.is_none());
+        debug_assert!(
+            self.leader_reads.len() + self.follower_reads.len() <= self.config.pending_reads_max
+        );
     }
 }
