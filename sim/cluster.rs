@@ -14,7 +14,7 @@ use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
     self, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Timer,
 };
-use raftlock::storage::{sim::SimDiskFile, RaftStore, SimDisk};
+use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,7 +125,7 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
             .await
             .expect("bind node endpoint"),
     );
-    let (store, recovered, _report) = match RaftStore::open(&disk) {
+    let (store, recovered, _report) = match RaftStore::open(disk.clone()) {
         Ok(x) => x,
         Err(e) => panic!("node {id} cannot recover its disk: {e}"),
     };
@@ -225,7 +225,7 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
 struct NodeLoop {
     id: NodeId,
     raft: Raft<Recorder>,
-    store: RaftStore<SimDiskFile>,
+    store: RaftStore<SimDisk>,
     ep: Arc<Endpoint>,
     shared: Arc<Shared>,
     timers: BTreeMap<Timer, raftlock::actor::Instant>,

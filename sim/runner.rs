@@ -24,12 +24,14 @@ fn scenario(name: &str) -> Option<Scenario> {
         faults,
         fault_phase: Duration::from_secs(secs),
         bugs: Bugs::default(),
+        snapshot_threshold_entries: 100,
+        snapshot_chunk_bytes: 1024,
     };
     Some(match name {
         "chaos_3" => s(3, ALL_FAULTS, 20),
         "chaos_5" => s(5, ALL_FAULTS, 20),
         "chaos_7" => s(7, ALL_FAULTS, 20),
-        "crash_restart_3" => s(3, &[Fault::Crash], 20),
+        "crash_restart_3" => s(3, &[Fault::Crash, Fault::CrashMidWrite], 20),
         "partitions_5" => s(
             5,
             &[
@@ -53,6 +55,22 @@ fn scenario(name: &str) -> Option<Scenario> {
             ],
             20,
         ),
+        "snapshots_3" => Scenario {
+            snapshot_threshold_entries: 10,
+            snapshot_chunk_bytes: 64,
+            ..s(
+                3,
+                &[
+                    Fault::Crash,
+                    Fault::CrashMidWrite,
+                    Fault::IsolateLeader,
+                    Fault::Partition,
+                    Fault::Pause,
+                    Fault::Loss,
+                ],
+                20,
+            )
+        },
         "neg_stale_reads" => Scenario {
             bugs: Bugs {
                 stale_reads: true,
@@ -111,6 +129,7 @@ const SCENARIOS: &[&str] = &[
     "partitions_5",
     "pauses_and_clocks_3",
     "reads_and_transfers_3",
+    "snapshots_3",
 ];
 
 /// Seeds found by the negative controls, pinned so they stay caught. If a
@@ -119,7 +138,7 @@ const SCENARIOS: &[&str] = &[
 const VOTE_TWICE_SEED: u64 = 8;
 const SKIP_FSYNC_SEED: u64 = 1;
 const STALE_READS_SEED: u64 = 1;
-const SKIP_CONSISTENCY_CHECK_SEED: u64 = 1;
+const SKIP_CONSISTENCY_CHECK_SEED: u64 = 3;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -155,7 +174,8 @@ fn sweep(name: &str) -> Result<String, String> {
     let started = Instant::now();
     let (mut sim_time, mut committed, mut leaders, mut faults, mut mid_write) =
         (Duration::ZERO, 0, 0, 0, 0);
-    let (mut reads, mut transfers) = (0, 0);
+    let (mut reads, mut transfers, mut snapshots, mut installs, mut mid_compaction) =
+        (0, 0, 0, 0, 0);
     for seed in first..first + num {
         let outcome = run_caught(&sc, seed)
             .map_err(|e| format!("seed {seed}: {e}\n    reproduce: {}", repro(name, seed)))?;
@@ -172,10 +192,13 @@ fn sweep(name: &str) -> Result<String, String> {
         mid_write += outcome.crashes_mid_write;
         reads += outcome.reads;
         transfers += outcome.transfers;
+        snapshots += outcome.stats.snapshots;
+        mid_compaction += outcome.crashes_mid_compaction;
+        installs += outcome.stats.snapshots_sent;
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(format!(
-        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked",
+        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write, {mid_compaction} mid-compaction), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked, {snapshots} snapshots persisted, {installs} snapshot sends",
         first + num - 1,
         num as f64 / wall.max(1e-9),
         sim_time.as_secs_f64()

@@ -10,7 +10,8 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
 use raftlock::actor::NodeId;
 use raftlock::raft::{self, Role};
-use raftlock::storage::SimDisk;
+use raftlock::storage::raft_store::JOURNAL_TMP_FILE;
+use raftlock::storage::{Dir, SimDisk};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,9 @@ use std::time::Duration;
 /// After faults heal, a leader must be elected and a new entry committed
 /// within this much simulated time.
 pub const LIVENESS_BOUND_MS: u64 = 10_000;
+/// How long `CrashMidWrite` waits for a node in the middle of a write.
+const MID_WRITE_POLL_US: u64 = 100;
+const MID_WRITE_POLLS_MAX: u32 = 20_000;
 /// Largest clock drift a node may get, in parts per million (5%).
 pub const CLOCK_DRIFT_PPM_MAX: u64 = 50_000;
 
@@ -34,6 +38,9 @@ pub enum Fault {
     Pause,
     ClockDrift,
     TransferLeader,
+    /// Waits for a node caught between a write and its fsync (a compaction
+    /// in progress, preferably) and crashes it right then.
+    CrashMidWrite,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -46,6 +53,7 @@ pub const ALL_FAULTS: &[Fault] = &[
     Fault::Pause,
     Fault::ClockDrift,
     Fault::TransferLeader,
+    Fault::CrashMidWrite,
 ];
 
 #[derive(Clone, Debug)]
@@ -54,6 +62,10 @@ pub struct Scenario {
     pub faults: &'static [Fault],
     pub fault_phase: Duration,
     pub bugs: raft::config::Bugs,
+    /// Applied entries before a replica snapshots and compacts its log.
+    pub snapshot_threshold_entries: u64,
+    /// Bytes per InstallSnapshot chunk (small values force many chunks).
+    pub snapshot_chunk_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -65,8 +77,10 @@ pub struct Outcome {
     pub leaders: u64,
     pub faults: u64,
     pub crashes_mid_write: u64,
+    pub crashes_mid_compaction: u64,
     pub reads: u64,
     pub transfers: u64,
+    pub stats: crate::checker::Stats,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -75,6 +89,8 @@ fn raft_config(scenario: &Scenario) -> raft::Config {
         election_timeout_max: Duration::from_millis(300),
         heartbeat_interval: Duration::from_millis(30),
         bugs: scenario.bugs.clone(),
+        snapshot_threshold_entries: scenario.snapshot_threshold_entries,
+        snapshot_chunk_bytes: scenario.snapshot_chunk_bytes,
         ..raft::Config::default()
     }
 }
@@ -102,6 +118,8 @@ struct Faults {
     injected: u64,
     /// Crashes that caught unsynced bytes on the disk (lost or torn).
     crashes_mid_write: u64,
+    /// Of those, crashes while a compacted journal was not yet renamed.
+    crashes_mid_compaction: u64,
 }
 
 #[derive(Debug)]
@@ -220,6 +238,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         heals: Vec::new(),
         injected: 0,
         crashes_mid_write: 0,
+        crashes_mid_compaction: 0,
     };
     for &id in &node_ids {
         let disk = SimDisk::new();
@@ -269,6 +288,39 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 if report.bytes_lost + report.bytes_kept_torn > 0 {
                     faults.crashes_mid_write += 1;
                 }
+                faults.down.insert(n);
+                faults.heals.push((now + heal_after, Heal::Restart(n)));
+            }
+            Fault::CrashMidWrite => {
+                let mut victim = None;
+                for _ in 0..MID_WRITE_POLLS_MAX {
+                    sleep(Duration::from_micros(MID_WRITE_POLL_US)).await;
+                    let candidates: Vec<NodeId> = up
+                        .iter()
+                        .copied()
+                        .filter(|n| {
+                            !faults.down.contains(n) && faults.disks[n].unsynced_bytes() > 0
+                        })
+                        .collect();
+                    let compacting = candidates.iter().copied().find(|n| {
+                        faults.disks[n]
+                            .read(JOURNAL_TMP_FILE)
+                            .ok()
+                            .flatten()
+                            .is_some()
+                    });
+                    victim = compacting.or(candidates.first().copied());
+                    if victim.is_some() {
+                        if compacting.is_some() {
+                            faults.crashes_mid_compaction += 1;
+                        }
+                        break;
+                    }
+                }
+                let Some(n) = victim else { continue };
+                handle.kill(faults.ids[&n].id());
+                faults.disks[&n].crash(&mut rng, true);
+                faults.crashes_mid_write += 1;
                 faults.down.insert(n);
                 faults.heals.push((now + heal_after, Heal::Restart(n)));
             }
@@ -399,8 +451,10 @@ async fn supervise(scenario: Scenario) -> Outcome {
         leaders: checker.stats.leaders_elected,
         faults: faults.injected,
         crashes_mid_write: faults.crashes_mid_write,
+        crashes_mid_compaction: faults.crashes_mid_compaction,
         reads,
         transfers,
+        stats: checker.stats.clone(),
     };
     outcome
 }

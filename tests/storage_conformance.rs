@@ -3,7 +3,7 @@
 //! disk can test: power loss with torn writes at any point.
 
 use proptest::prelude::*;
-use raftlock::raft::{Entry, HardState, Payload, PersistOp, Recovered};
+use raftlock::raft::{Entry, HardState, Payload, PersistOp, Recovered, Snapshot};
 use raftlock::storage::journal::{JournalError, RECORD_HEADER_BYTES};
 use raftlock::storage::raft_store::JOURNAL_FILE;
 use raftlock::storage::{Dir, File, FsDir, RaftStore, SimDisk, StoreError};
@@ -64,14 +64,26 @@ fn model(ops: &[PersistOp]) -> Recovered {
         match op {
             PersistOp::HardState(hs) => r.hard_state = hs.clone(),
             PersistOp::Append(es) => r.entries.extend(es.iter().cloned()),
-            PersistOp::TruncateFrom(i) => r.entries.truncate(*i as usize - 1),
+            PersistOp::TruncateFrom(i) => {
+                let base = r.snapshot.as_ref().map_or(0, |s| s.index);
+                r.entries.truncate((*i - base - 1) as usize)
+            }
+            PersistOp::Snapshot {
+                snapshot,
+                hard_state,
+                tail,
+            } => {
+                r.hard_state = hard_state.clone();
+                r.snapshot = Some(snapshot.clone());
+                r.entries = tail.clone();
+            }
         }
     }
     r
 }
 
 fn write_all<B: Backend>(b: &B, ops: &[PersistOp]) {
-    let (mut store, _, _) = RaftStore::open(&b.dir()).unwrap();
+    let (mut store, _, _) = RaftStore::open(b.dir()).unwrap();
     for op in ops {
         store.write(op).unwrap();
     }
@@ -79,7 +91,7 @@ fn write_all<B: Backend>(b: &B, ops: &[PersistOp]) {
 }
 
 fn recover<B: Backend>(b: &B) -> Result<Recovered, StoreError> {
-    RaftStore::open(&b.dir()).map(|(_, r, _)| r)
+    RaftStore::open(b.dir()).map(|(_, r, _)| r)
 }
 
 fn sample_ops() -> Vec<PersistOp> {
@@ -150,7 +162,7 @@ fn torn_tail_is_truncated_and_writing_resumes<B: Backend>(b: B) {
     let good_len = f.len();
     f.append(&[9, 0, 0, 0, 1, 2]).unwrap(); // half a record header
     f.sync().unwrap();
-    let (_, r, report) = RaftStore::open(&d).unwrap();
+    let (_, r, report) = RaftStore::open(b.dir()).unwrap();
     assert_eq!(r, model(&sample_ops()));
     assert_eq!(report.torn_tail_bytes, 6);
     assert_eq!(
@@ -193,13 +205,17 @@ conformance!(
 
 // ---- crash consistency (simulated disk) ----
 
-/// Valid op sequences: appends continue the log, truncations stay inside it,
-/// terms never decrease.
+/// Valid op sequences: appends continue the log, truncations stay after the
+/// snapshot, terms never decrease, and snapshots (compactions) cut the log
+/// at a point inside it.
 fn ops_strategy() -> impl Strategy<Value = Vec<(PersistOp, bool)>> {
-    prop::collection::vec((0u8..4, 1u64..4, any::<bool>()), 1..40).prop_map(|raw| {
-        let (mut len, mut term) = (0u64, 1u64);
+    prop::collection::vec((0u8..6, 1u64..4, any::<bool>()), 1..40).prop_map(|raw| {
+        let mut term = 1u64;
+        let mut base = 0u64; // snapshot index
+        let mut log: Vec<Entry> = Vec::new(); // entries after the snapshot
         let mut ops = Vec::new();
         for (kind, n, sync) in raw {
+            let len = base + log.len() as u64;
             let op = match kind {
                 0 => {
                     term += 1;
@@ -208,14 +224,33 @@ fn ops_strategy() -> impl Strategy<Value = Vec<(PersistOp, bool)>> {
                         voted_for: Some(n),
                     })
                 }
-                1 if len > 0 => {
-                    let from = (len - n.min(len)) + 1;
-                    len = from - 1;
+                1 if !log.is_empty() => {
+                    let from = len - n.min(log.len() as u64) + 1;
+                    log.truncate((from - base - 1) as usize);
                     PersistOp::TruncateFrom(from)
+                }
+                2 if !log.is_empty() => {
+                    let cut = n.min(log.len() as u64);
+                    let snapshot = Snapshot {
+                        index: base + cut,
+                        term: log[cut as usize - 1].term,
+                        data: vec![n as u8; 3],
+                    };
+                    log.drain(..cut as usize);
+                    base += cut;
+                    let hard_state = HardState {
+                        term,
+                        voted_for: None,
+                    };
+                    PersistOp::Snapshot {
+                        snapshot,
+                        hard_state,
+                        tail: log.clone(),
+                    }
                 }
                 _ => {
                     let es: Vec<Entry> = (0..n).map(|i| entry(len + 1 + i, term)).collect();
-                    len += n;
+                    log.extend(es.iter().cloned());
                     PersistOp::Append(es)
                 }
             };
@@ -246,7 +281,7 @@ proptest! {
     #[test]
     fn power_loss_recovers_a_prefix_that_covers_every_synced_op(ops in ops_strategy(), seed in any::<u64>(), tear in any::<bool>()) {
         let disk = SimDisk::new();
-        let (mut store, _, _) = RaftStore::open(&disk).unwrap();
+        let (mut store, _, _) = RaftStore::open(disk.clone()).unwrap();
         let mut synced = 0;
         for (i, (op, sync)) in ops.iter().enumerate() {
             store.write(op).unwrap();
@@ -259,7 +294,7 @@ proptest! {
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         disk.crash(&mut rng, tear);
-        let recovered = RaftStore::open(&disk).map(|(_, r, _)| r);
+        let recovered = RaftStore::open(disk.clone()).map(|(_, r, _)| r);
         prop_assert!(recovered.is_ok(), "recovery failed: {:?}", recovered.err());
         let recovered = recovered.unwrap();
         let plain: Vec<PersistOp> = ops.iter().map(|(op, _)| op.clone()).collect();
@@ -272,12 +307,12 @@ proptest! {
 fn a_crash_without_sync_loses_exactly_the_unsynced_ops() {
     let disk = SimDisk::new();
     let ops = sample_ops();
-    let (mut store, _, _) = RaftStore::open(&disk).unwrap();
+    let (mut store, _, _) = RaftStore::open(disk.clone()).unwrap();
     store.write(&ops[0]).unwrap();
     store.sync().unwrap();
     store.write(&ops[1]).unwrap();
     store.flush().unwrap();
     let report = disk.crash(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1), false);
     assert!(report.bytes_lost > 0);
-    assert_eq!(RaftStore::open(&disk).unwrap().1, model(&ops[..1]));
+    assert_eq!(RaftStore::open(disk.clone()).unwrap().1, model(&ops[..1]));
 }

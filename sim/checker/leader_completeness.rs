@@ -20,7 +20,9 @@ impl LeaderCompleteness {
         log: &Log,
     ) -> Result<(), String> {
         for (&index, &id) in committed {
-            if id.term >= term {
+            // Entries inside the leader's snapshot are committed by
+            // construction (a snapshot only covers applied entries).
+            if id.term >= term || index < log.first_index() {
                 continue;
             }
             let has = log.get(index).map(EntryId::of);

@@ -10,7 +10,10 @@ mod read_linearizability;
 mod state_machine_safety;
 
 use raftlock::actor::NodeId;
-use raftlock::raft::{Effect, Entry, Index, Log, Payload, PersistOp, Recovered, Role, Term};
+use raftlock::raft::{
+    Effect, Entry, Index, Log, Message, Payload, PersistOp, Recovered, Role, Term,
+};
+use std::collections::btree_map::Entry as BTreeEntry;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -83,6 +86,11 @@ pub struct Stats {
     pub leaders_elected: u64,
     pub max_commit: Index,
     pub restarts: u64,
+    /// Snapshots persisted (compactions and installs).
+    pub snapshots: u64,
+    /// InstallSnapshot chunks sent, and the last chunks among them.
+    pub snapshot_chunks: u64,
+    pub snapshots_sent: u64,
 }
 
 impl Checker {
@@ -130,7 +138,8 @@ impl Checker {
         if self.logs.contains_key(&node) {
             self.stats.restarts += 1;
         }
-        let log: Vec<EntryId> = recovered.entries.iter().map(EntryId::of).collect();
+        let base = recovered.snapshot.as_ref().map_or(0, |s| s.index);
+        let log = self.mirror_after_snapshot(base, &recovered.entries);
         self.mix(&[1, node, log.len() as u64, recovered.hard_state.term]);
         if let Err(m) = self.matching.check_log(node, &log) {
             self.fail(LogMatching::NAME, m);
@@ -159,6 +168,14 @@ impl Checker {
         log: &Log,
     ) {
         for effect in effects {
+            if let Effect::Send {
+                msg: Message::InstallSnapshot(req),
+                ..
+            } = effect
+            {
+                self.stats.snapshot_chunks += 1;
+                self.stats.snapshots_sent += u64::from(req.done);
+            }
             let Effect::Persist { op, .. } = effect else {
                 continue;
             };
@@ -190,6 +207,27 @@ impl Checker {
                     }
                 }
                 PersistOp::HardState(_) => {}
+                PersistOp::Snapshot { snapshot, tail, .. } => {
+                    self.stats.snapshots += 1;
+                    // A snapshot covers applied, hence committed, entries; the
+                    // step that committed them may be this one, so record them
+                    // from the node's log before it is compacted away.
+                    let before = self.logs.get(&node).cloned().unwrap_or_default();
+                    for index in 1..=snapshot.index {
+                        let Some(&id) = before.get(index as usize - 1) else {
+                            continue;
+                        };
+                        if let BTreeEntry::Vacant(slot) = self.committed.entry(index) {
+                            slot.insert(id);
+                            self.mix(&[3, index, id.term, u64::from(id.digest)]);
+                        }
+                    }
+                    let mirror = self.mirror_after_snapshot(snapshot.index, tail);
+                    if let Err(m) = self.matching.check_log(node, &mirror) {
+                        self.fail(LogMatching::NAME, m);
+                    }
+                    self.logs.insert(node, mirror);
+                }
             }
         }
         let before = self.roles.insert(node, (term, role));
@@ -209,6 +247,17 @@ impl Checker {
         if commit > 0 {
             self.on_commit(node, commit, log);
         }
+    }
+
+    /// A node's log after a snapshot at `base`: the snapshot covers only
+    /// committed entries, so the prefix is what was committed there.
+    fn mirror_after_snapshot(&self, base: Index, tail: &[Entry]) -> Vec<EntryId> {
+        let unknown = EntryId { term: 0, digest: 0 };
+        let mut log: Vec<EntryId> = (1..=base)
+            .map(|i| self.committed.get(&i).copied().unwrap_or(unknown))
+            .collect();
+        log.extend(tail.iter().map(EntryId::of));
+        log
     }
 
     fn on_commit(&mut self, node: NodeId, commit: Index, log: &Log) {
@@ -231,7 +280,7 @@ impl Checker {
             }
             return;
         }
-        for index in 1..=commit {
+        for index in (known + 1).max(log.first_index())..=commit {
             let Some(e) = log.get(index) else { break };
             let id = EntryId::of(e);
             match self.committed.get(&index) {

@@ -16,6 +16,12 @@ pub const APPEND_ENTRIES_MAX_DEFAULT: usize = 256;
 pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 8;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
+/// Applied entries kept in the log before a snapshot replaces them.
+pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
+/// Bytes of snapshot per InstallSnapshot message.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
+/// Largest snapshot a follower accepts from a leader.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
 /// Linearizable reads waiting for confirmation or apply; more get `Busy`.
 pub const PENDING_READS_MAX_DEFAULT: usize = 4096;
 
@@ -28,6 +34,9 @@ pub struct Config {
     pub inflight_appends_max: usize,
     pub pending_proposals_max: usize,
     pub pending_reads_max: usize,
+    pub snapshot_threshold_entries: u64,
+    pub snapshot_chunk_bytes: usize,
+    pub snapshot_bytes_max: usize,
     /// Deliberate bugs for the simulator's negative controls. Only built with
     /// the `sim` feature, so a production binary cannot switch them on.
     #[cfg(feature = "sim")]
@@ -72,6 +81,9 @@ impl Default for Config {
             inflight_appends_max: INFLIGHT_APPENDS_MAX_DEFAULT,
             pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
+            snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+            snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
         }
@@ -97,6 +109,12 @@ impl Config {
             ("inflight_appends_max", self.inflight_appends_max),
             ("pending_proposals_max", self.pending_proposals_max),
             ("pending_reads_max", self.pending_reads_max),
+            (
+                "snapshot_threshold_entries",
+                self.snapshot_threshold_entries as usize,
+            ),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_bytes_max", self.snapshot_bytes_max),
         ] {
             if v == 0 {
                 return Err(ConfigError::ZeroBound(name));

@@ -1,7 +1,7 @@
 //! The in-memory view of the replicated log. Durability is the storage
 //! layer's job: every change made here is mirrored by a `PersistOp` effect.
 
-use super::message::{Entry, Index, Term};
+use super::message::{Entry, Index, Payload, Term};
 
 #[derive(Clone, Debug, Default)]
 pub struct Log {
@@ -14,6 +14,20 @@ pub struct Log {
 }
 
 impl Log {
+    /// Builds a log from a snapshot point and the entries after it, which
+    /// must follow `prev_index` contiguously.
+    pub fn from_parts(prev_index: Index, prev_term: Term, entries: Vec<Entry>) -> Self {
+        debug_assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == prev_index + i as u64 + 1));
+        Log {
+            entries,
+            prev_index,
+            prev_term,
+        }
+    }
+
     /// Builds a log from recovered entries, which must be contiguous from 1.
     pub fn from_entries(entries: Vec<Entry>) -> Self {
         debug_assert!(entries
@@ -25,6 +39,31 @@ impl Log {
             prev_index: 0,
             prev_term: 0,
         }
+    }
+
+    /// The last index a snapshot covers (0 if none): entries up to here
+    /// are gone from memory.
+    pub fn snapshot_index(&self) -> Index {
+        self.prev_index
+    }
+
+    /// Drops every entry up to and including `index`, which must exist.
+    pub fn compact(&mut self, index: Index) {
+        let Some(term) = self.term_at(index) else {
+            return;
+        };
+        let drop = index.saturating_sub(self.prev_index) as usize;
+        self.entries.drain(..drop.min(self.entries.len()));
+        self.prev_index = index;
+        self.prev_term = term;
+    }
+
+    /// Replaces the whole log by a snapshot point (paper 7: the follower's
+    /// log does not contain the snapshot's last entry).
+    pub fn reset(&mut self, index: Index, term: Term) {
+        self.entries.clear();
+        self.prev_index = index;
+        self.prev_term = term;
     }
 
     pub fn first_index(&self) -> Index {
@@ -92,6 +131,17 @@ impl Log {
         self.entries.push(entry);
     }
 
+    /// Approximate bytes of command payload held in memory.
+    pub fn payload_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| match &e.payload {
+                Payload::Command(c) => c.len(),
+                Payload::Noop => 0,
+            })
+            .sum()
+    }
+
     /// Drops every entry at `index` and after.
     pub fn truncate_from(&mut self, index: Index) {
         debug_assert!(index > self.prev_index);
@@ -108,7 +158,6 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::message::Payload;
 
     fn log_of_terms(terms: &[Term]) -> Log {
         Log::from_entries(
@@ -142,6 +191,28 @@ mod tests {
         assert_eq!(log.first_index_of_term(1, 2), 1);
         assert_eq!(log.last_index_of_term(2), Some(5));
         assert_eq!(log.last_index_of_term(4), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_tail_and_the_snapshot_point() {
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.compact(2);
+        assert_eq!(
+            (log.snapshot_index(), log.first_index(), log.last_index()),
+            (2, 3, 4)
+        );
+        assert_eq!(log.term_at(2), Some(1), "the snapshot point keeps its term");
+        assert_eq!(log.term_at(1), None);
+        assert_eq!(
+            log.slice(2, 10).len(),
+            0,
+            "compacted entries cannot be sent"
+        );
+        log.reset(9, 3);
+        assert_eq!(
+            (log.last_index(), log.last_term(), log.entries().len()),
+            (9, 3, 0)
+        );
     }
 
     #[test]

@@ -24,6 +24,35 @@ pub enum Payload {
     Command(Vec<u8>),
 }
 
+/// A state-machine snapshot covering every entry up to `index` (paper 7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub index: Index,
+    pub term: Term,
+    pub data: Vec<u8>,
+}
+
+/// One chunk of a snapshot, leader to follower (paper 7, figure 13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotRequest {
+    pub term: Term,
+    pub last_index: Index,
+    pub last_term: Term,
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    pub term: Term,
+    pub last_index: Index,
+    /// The offset the follower expects next (its received length).
+    pub next_offset: u64,
+    /// The follower holds the whole snapshot (installed, or already covered).
+    pub done: bool,
+}
+
 /// RequestVote, used both for the PreVote round (thesis 9.6) and the real
 /// election (paper 5.2). For a pre-vote `term` is the term the candidate
 /// *would* use; nobody changes its own term because of a pre-vote.
@@ -89,6 +118,8 @@ pub enum Message {
     VoteResponse(VoteResponse),
     Append(AppendRequest),
     AppendResponse(AppendResponse),
+    InstallSnapshot(InstallSnapshotRequest),
+    InstallSnapshotResponse(InstallSnapshotResponse),
     /// Leader to transfer target: start an election now (thesis 3.10).
     TimeoutNow {
         term: Term,
@@ -113,6 +144,8 @@ impl Message {
             Message::PreVoteResponse(m) | Message::VoteResponse(m) => m.term,
             Message::Append(m) => m.term,
             Message::AppendResponse(m) => m.term,
+            Message::InstallSnapshot(m) => m.term,
+            Message::InstallSnapshotResponse(m) => m.term,
             Message::TimeoutNow { term }
             | Message::ReadIndex { term, .. }
             | Message::ReadIndexResponse { term, .. } => *term,

@@ -12,9 +12,9 @@ mod tests;
 
 pub use config::Config;
 pub use log::Log;
-pub use message::{Entry, Envelope, Index, Message, Payload, Term};
+pub use message::{Entry, Envelope, Index, Message, Payload, Snapshot, Term};
 pub use replica::{
     Applied, Effect, HardState, Input, PersistOp, Raft, RaftError, Recovered, RequestError,
     RequestId, Role, Timer,
 };
-pub use state_machine::{Recorder, StateMachine};
+pub use state_machine::{Recorder, RestoreError, StateMachine};

@@ -1,6 +1,13 @@
 //! What Raft applies committed commands to.
 
 use super::message::Index;
+use thiserror::Error;
+
+/// A snapshot that does not decode: from disk, a corrupt data dir; from a
+/// leader, a bug.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("cannot restore the state machine from a snapshot: {0}")]
+pub struct RestoreError(pub String);
 
 /// A deterministic state machine. `apply` is called exactly once per
 /// committed command, in log order, on every replica; it must depend on
@@ -11,6 +18,12 @@ pub trait StateMachine {
     /// Answers a read-only query against the applied state. Called only once
     /// the read is linearizable (ReadIndex confirmed and applied).
     fn query(&self, query: &[u8]) -> Vec<u8>;
+
+    /// The whole state, as bytes `restore` accepts (paper 7).
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the whole state by a snapshot's.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
 }
 
 /// Records every applied command and a running digest. Used by the
@@ -63,5 +76,19 @@ impl StateMachine for Recorder {
     /// can tell whether it saw a given write.
     fn query(&self, _query: &[u8]) -> Vec<u8> {
         self.last_index.to_le_bytes().to_vec()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&(self.digest, self.last_index, &self.applied)).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let (digest, last_index, applied) =
+            postcard::from_bytes::<(u64, Index, Vec<(Index, Vec<u8>)>)>(snapshot)
+                .map_err(|e| RestoreError(e.to_string()))?;
+        self.digest = digest;
+        self.last_index = last_index;
+        self.applied = applied;
+        Ok(())
     }
 }

@@ -44,6 +44,7 @@ fn noop(index: Index, term: Term) -> Entry {
 
 fn replica(id: u64, term: Term, entries: Vec<Entry>) -> Raft<Recorder> {
     let recovered = Recovered {
+        snapshot: None,
         hard_state: HardState {
             term,
             voted_for: None,
@@ -409,6 +410,7 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
     // Paper 5.4.2 (figure 8): an entry of an earlier term is not committed by
     // being on a majority; the current term's no-op commits it.
     let recovered = Recovered {
+        snapshot: None,
         hard_state: HardState {
             term: 2,
             voted_for: None,
@@ -660,6 +662,7 @@ fn restart_keeps_the_vote_of_the_term() {
     // Figure 2: currentTerm and votedFor survive restarts, so a node cannot
     // vote twice in a term by crashing in between.
     let recovered = Recovered {
+        snapshot: None,
         hard_state: HardState {
             term: 5,
             voted_for: Some(1),
@@ -713,6 +716,7 @@ fn construction_rejects_bad_membership_and_gapped_logs() {
             voters,
             config(),
             Recovered {
+                snapshot: None,
                 hard_state: HardState::default(),
                 entries,
             },
@@ -1035,4 +1039,57 @@ fn a_transfer_that_does_not_complete_in_an_election_timeout_is_abandoned() {
             result: Err(RequestError::UnknownNode(9))
         }]
     );
+}
+
+#[test]
+fn a_follower_ahead_of_the_leaders_probe_checks_from_its_own_snapshot() {
+    // Paper 7: replicas snapshot independently. Entries inside a follower's
+    // snapshot are committed, hence equal to the leader's (paper 5.4.3), so
+    // a probe from before the snapshot is checked from the snapshot point on
+    // instead of failing forever (found by the simulator, chaos_5 seed 12).
+    let mut cfg = config();
+    cfg.snapshot_threshold_entries = 2;
+    let recovered = Recovered {
+        snapshot: None,
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+    };
+    let mut r = Raft::new(2, vec![1, 2, 3], cfg, recovered, Recorder::new(), 7).unwrap();
+    r.handle(ms(0), Input::Start);
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 3,
+        prev_term: 1,
+        entries: vec![],
+        leader_commit: 3,
+        read_round: 0,
+    };
+    msg(&mut r, 1, 1, Message::Append(hb));
+    assert_eq!(
+        r.log().snapshot_index(),
+        3,
+        "applied 3 entries, threshold 2: compacted"
+    );
+    let probe = AppendRequest {
+        term: 1,
+        prev_index: 1,
+        prev_term: 1,
+        entries: vec![entry(2, 1), entry(3, 1), entry(4, 1)],
+        leader_commit: 3,
+        read_round: 0,
+    };
+    let effects = msg(&mut r, 2, 1, Message::Append(probe));
+    let ok = AppendResponse {
+        term: 1,
+        result: AppendResult::Success { match_index: 4 },
+        read_round: 0,
+    };
+    assert!(
+        effects.contains(&send(1, Message::AppendResponse(ok))),
+        "{effects:?}"
+    );
+    assert_eq!(r.log().last_index(), 4);
 }

@@ -12,7 +12,6 @@ use crate::actor::{Instant, NodeId};
 use crate::raft::{
     self, Applied, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Role, Timer,
 };
-use crate::storage::fs::FsFile;
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -68,7 +67,7 @@ impl Node {
             path: config.data_dir.clone(),
             source,
         })?;
-        let (store, recovered, report) = RaftStore::open(&dir)?;
+        let (store, recovered, report) = RaftStore::open(dir)?;
         tracing::info!(
             node = id,
             term = recovered.hard_state.term,
@@ -181,7 +180,7 @@ fn entropy_seed(id: NodeId) -> u64 {
 struct RaftNode {
     id: NodeId,
     raft: Raft<Recorder>,
-    store: RaftStore<FsFile>,
+    store: RaftStore<FsDir>,
     peers: BTreeMap<NodeId, PeerSender>,
     origin: std::time::Instant,
     timers: BTreeMap<Timer, Instant>,

@@ -83,6 +83,16 @@ impl SimDisk {
         report
     }
 
+    /// Bytes written but not yet synced, over all files.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.lock().map_or(0, |s| {
+            s.files
+                .values()
+                .map(|f| f.current.len().saturating_sub(f.durable.len()) as u64)
+                .sum()
+        })
+    }
+
     /// Number of `sync` calls so far (for tests of fsync discipline).
     pub fn sync_count(&self) -> u64 {
         self.lock().map(|s| s.syncs).unwrap_or(0)

@@ -10,10 +10,10 @@
 use super::config::{Config, ConfigError};
 use super::log::Log;
 use super::message::{
-    AppendRequest, AppendResponse, AppendResult, Entry, Index, Message, Payload, Term, VoteRequest,
-    VoteResponse,
+    AppendRequest, AppendResponse, AppendResult, Entry, Index, InstallSnapshotRequest,
+    InstallSnapshotResponse, Message, Payload, Snapshot, Term, VoteRequest, VoteResponse,
 };
-use super::state_machine::StateMachine;
+use super::state_machine::{RestoreError, StateMachine};
 use crate::actor::{Instant, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,9 +22,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 mod read;
+mod snapshot;
 mod transfer;
 
 use read::{FollowerRead, LeaderRead};
+use snapshot::Incoming;
 use transfer::Transfer;
 
 /// Correlates a client proposal with its reply; chosen by the driver.
@@ -74,6 +76,8 @@ pub struct HardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     pub hard_state: HardState,
+    /// The latest snapshot; `entries` follow it.
+    pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
 }
 
@@ -85,6 +89,13 @@ pub enum PersistOp {
     Append(Vec<Entry>),
     /// Remove every entry at this index and after.
     TruncateFrom(Index),
+    /// Replace the whole durable state: the hard state, a snapshot, and the
+    /// entries after it (log compaction or an installed snapshot).
+    Snapshot {
+        snapshot: Snapshot,
+        hard_state: HardState,
+        tail: Vec<Entry>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +158,8 @@ pub enum RaftError {
     ZeroId,
     #[error("recovered log is not contiguous at position {0}")]
     GappedLog(usize),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
 }
 
 /// Leader's view of one follower (paper 5.3 nextIndex/matchIndex).
@@ -164,6 +177,8 @@ struct Progress {
     matched_at_last_tick: Index,
     /// Highest ReadIndex round this follower answered.
     read_round_acked: u64,
+    /// (snapshot index, next offset) while sending it a snapshot.
+    snapshot: Option<(Index, u64)>,
 }
 
 pub struct Raft<S> {
@@ -197,6 +212,9 @@ pub struct Raft<S> {
     follower_reads: BTreeMap<u64, FollowerRead>,
     next_forward_id: u64,
     transfer: Option<Transfer>,
+    /// The latest snapshot, kept to send to followers that need it.
+    snapshot: Option<Snapshot>,
+    incoming: Option<Incoming>,
     /// Armed timers. Drivers learn of changes through `SetTimer` and
     /// `CancelTimer`, emitted once per step at its end.
     election_at: Option<Instant>,
@@ -227,11 +245,19 @@ impl<S: StateMachine> Raft<S> {
         if !voters.contains(&id) {
             return Err(RaftError::NotAVoter(id, voters));
         }
+        let mut sm = sm;
+        let (base_index, base_term) = match &recovered.snapshot {
+            Some(snap) => {
+                sm.restore(&snap.data)?;
+                (snap.index, snap.term)
+            }
+            None => (0, 0),
+        };
         if let Some(pos) = recovered
             .entries
             .iter()
             .enumerate()
-            .position(|(i, e)| e.index != i as u64 + 1)
+            .position(|(i, e)| e.index != base_index + i as u64 + 1)
         {
             return Err(RaftError::GappedLog(pos));
         }
@@ -242,11 +268,11 @@ impl<S: StateMachine> Raft<S> {
             rng: ChaCha8Rng::seed_from_u64(seed),
             term: recovered.hard_state.term,
             voted_for: recovered.hard_state.voted_for,
-            log: Log::from_entries(recovered.entries),
+            log: Log::from_parts(base_index, base_term, recovered.entries),
             role: Role::Follower,
             leader: None,
-            commit: 0,
-            applied: 0,
+            commit: base_index,
+            applied: base_index,
             leader_contact: None,
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
@@ -258,6 +284,8 @@ impl<S: StateMachine> Raft<S> {
             follower_reads: BTreeMap::new(),
             next_forward_id: 0,
             transfer: None,
+            snapshot: recovered.snapshot,
+            incoming: None,
             election_at: None,
             heartbeat_at: None,
             sm,
@@ -438,7 +466,8 @@ impl<S: StateMachine> Raft<S> {
             }
             let granted_pre_vote = matches!(&msg, Message::PreVoteResponse(r) if r.granted);
             if !granted_pre_vote {
-                let leader = matches!(msg, Message::Append(_)).then_some(from);
+                let from_leader = matches!(msg, Message::Append(_) | Message::InstallSnapshot(_));
+                let leader = from_leader.then_some(from);
                 self.become_follower(now, msg.term(), leader);
             }
         }
@@ -449,6 +478,10 @@ impl<S: StateMachine> Raft<S> {
             Message::VoteResponse(resp) => self.handle_vote_response(now, from, resp),
             Message::Append(req) => self.handle_append(now, from, req),
             Message::AppendResponse(resp) => self.handle_append_response(from, resp),
+            Message::InstallSnapshot(req) => self.handle_install_snapshot(now, from, req),
+            Message::InstallSnapshotResponse(resp) => {
+                self.handle_install_snapshot_response(from, resp)
+            }
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::ReadIndex { id, .. } => self.handle_read_index(from, id),
             Message::ReadIndexResponse { id, index, .. } => {
@@ -565,6 +598,26 @@ impl<S: StateMachine> Raft<S> {
 
     /// Paper 5.3: the consistency check, conflict truncation, and append.
     fn append_from_leader(&mut self, req: &AppendRequest) -> AppendResult {
+        let snapshot_index = self.log.snapshot_index();
+        if req.prev_index < snapshot_index {
+            // Entries up to this node's snapshot are committed, so they match
+            // the leader's (leader completeness): check from the snapshot on.
+            let Some(snapshot_term) = self.log.term_at(snapshot_index) else {
+                return AppendResult::StaleTerm;
+            };
+            let trimmed = AppendRequest {
+                prev_index: snapshot_index,
+                prev_term: snapshot_term,
+                entries: req
+                    .entries
+                    .iter()
+                    .filter(|e| e.index > snapshot_index)
+                    .cloned()
+                    .collect(),
+                ..req.clone()
+            };
+            return self.append_from_leader(&trimmed);
+        }
         match self.log.term_at(req.prev_index) {
             None => {
                 return AppendResult::Conflict {
@@ -746,6 +799,7 @@ impl<S: StateMachine> Raft<S> {
                         inflight: VecDeque::new(),
                         matched_at_last_tick: 0,
                         read_round_acked: 0,
+                        snapshot: None,
                     },
                 )
             })
@@ -788,9 +842,18 @@ impl<S: StateMachine> Raft<S> {
         let read_round = self.read_round;
         let window = self.config.inflight_appends_max;
         let max = self.config.append_entries_max;
+        let snapshot_index = self.log.snapshot_index();
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
         };
+        if p.next <= snapshot_index || p.snapshot.is_some() {
+            // What this follower needs next is compacted away (paper 7).
+            // A heartbeat resends the current chunk in case it was lost.
+            if heartbeat || p.snapshot.is_none() {
+                self.send_snapshot_chunk(peer);
+            }
+            return;
+        }
         let has_entries = p.next <= last_index;
         let window_open = if p.replicating {
             p.inflight.len() < window
@@ -803,7 +866,11 @@ impl<S: StateMachine> Raft<S> {
         }
         // A bare heartbeat names the last index known to match, so it never
         // trips the consistency check while optimistic appends are in flight.
-        let prev_index = if send_entries { p.next - 1 } else { p.matched };
+        let prev_index = if send_entries {
+            p.next - 1
+        } else {
+            p.matched.max(snapshot_index)
+        };
         let Some(prev_term) = self.log.term_at(prev_index) else {
             return;
         };
@@ -872,6 +939,7 @@ impl<S: StateMachine> Raft<S> {
             }
         }
         self.complete_reads();
+        self.maybe_snapshot();
     }
 
     fn vote_request(&self, term: Term, transfer: bool) -> VoteRequest {

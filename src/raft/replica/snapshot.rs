@@ -1,0 +1,200 @@
+//! Snapshots and log compaction (paper 7).
+//!
+//! Every replica snapshots its own state machine once
+//! `snapshot_threshold_entries` applied entries sit in its log, and drops
+//! them. A leader whose follower needs compacted entries sends the latest
+//! snapshot in chunks of `snapshot_chunk_bytes`, one at a time, each
+//! answered with the offset the follower expects next; a chunk is resent at
+//! every heartbeat until answered.
+
+use super::*;
+
+/// A snapshot being received, chunk by chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Incoming {
+    index: Index,
+    term: Term,
+    data: Vec<u8>,
+}
+
+impl<S: StateMachine> Raft<S> {
+    /// Takes a snapshot if enough applied entries have accumulated.
+    pub(super) fn maybe_snapshot(&mut self) {
+        let threshold = self.config.snapshot_threshold_entries;
+        if self.applied.saturating_sub(self.log.snapshot_index()) < threshold {
+            return;
+        }
+        let Some(term) = self.log.term_at(self.applied) else {
+            return;
+        };
+        let snapshot = Snapshot {
+            index: self.applied,
+            term,
+            data: self.sm.snapshot(),
+        };
+        self.log.compact(snapshot.index);
+        self.persist_snapshot(snapshot);
+    }
+
+    fn persist_snapshot(&mut self, snapshot: Snapshot) {
+        let hard_state = HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        };
+        let tail = self.log.entries().to_vec();
+        self.persist(PersistOp::Snapshot {
+            snapshot: snapshot.clone(),
+            hard_state,
+            tail,
+        });
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Sends the chunk of the latest snapshot this follower expects.
+    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let term = self.term;
+        let chunk = self.config.snapshot_chunk_bytes;
+        let Some(snap) = &self.snapshot else { return };
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        let offset = match p.snapshot {
+            Some((index, offset)) if index == snap.index => offset.min(snap.data.len() as u64),
+            _ => 0,
+        };
+        p.snapshot = Some((snap.index, offset));
+        let start = offset as usize;
+        let end = start.saturating_add(chunk).min(snap.data.len());
+        let req = InstallSnapshotRequest {
+            term,
+            last_index: snap.index,
+            last_term: snap.term,
+            offset,
+            data: snap.data[start..end].to_vec(),
+            done: end == snap.data.len(),
+        };
+        self.send(peer, Message::InstallSnapshot(req));
+    }
+
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        req: InstallSnapshotRequest,
+    ) {
+        let respond = |this: &mut Self, next_offset: u64, done: bool| {
+            let resp = InstallSnapshotResponse {
+                term: this.term,
+                last_index: req.last_index,
+                next_offset,
+                done,
+            };
+            this.send(from, Message::InstallSnapshotResponse(resp));
+        };
+        if req.term < self.term {
+            return respond(self, 0, false);
+        }
+        if self.role != Role::Follower {
+            self.become_follower(now, req.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+        if req.last_index <= self.commit {
+            // Already have all of it: the leader may move on.
+            self.incoming = None;
+            return respond(self, 0, true);
+        }
+        let continues = self.incoming.as_ref().is_some_and(|inc| {
+            inc.index == req.last_index
+                && inc.term == req.last_term
+                && inc.data.len() as u64 == req.offset
+        });
+        if continues {
+            if let Some(inc) = self.incoming.as_mut() {
+                inc.data.extend_from_slice(&req.data);
+            }
+        } else if req.offset == 0 {
+            self.incoming = Some(Incoming {
+                index: req.last_index,
+                term: req.last_term,
+                data: req.data.clone(),
+            });
+        } else {
+            // Out of order: say where to resume (the start, if it is another snapshot).
+            let expected = match &self.incoming {
+                Some(inc) if inc.index == req.last_index && inc.term == req.last_term => {
+                    inc.data.len() as u64
+                }
+                _ => 0,
+            };
+            return respond(self, expected, false);
+        }
+        let received = self.incoming.as_ref().map_or(0, |inc| inc.data.len());
+        if received > self.config.snapshot_bytes_max {
+            tracing::warn!(
+                from,
+                bytes = received,
+                "snapshot exceeds snapshot_bytes_max; dropped"
+            );
+            self.incoming = None;
+            return respond(self, 0, false);
+        }
+        if !req.done {
+            return respond(self, received as u64, false);
+        }
+        let Some(inc) = self.incoming.take() else {
+            return;
+        };
+        if let Err(e) = self.sm.restore(&inc.data) {
+            tracing::warn!(from, error = %e, "snapshot from the leader does not restore; dropped");
+            return respond(self, 0, false);
+        }
+        // Paper 7: keep entries after the snapshot if the log agrees at its
+        // last entry; otherwise the whole log is superseded.
+        if self.log.term_at(inc.index) == Some(inc.term) {
+            self.log.compact(inc.index);
+        } else {
+            self.log.reset(inc.index, inc.term);
+        }
+        self.commit = inc.index;
+        self.applied = inc.index;
+        self.persist_snapshot(Snapshot {
+            index: inc.index,
+            term: inc.term,
+            data: inc.data,
+        });
+        respond(self, received as u64, true);
+        self.complete_reads();
+    }
+
+    pub(super) fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+    ) {
+        if self.role != Role::Leader || resp.term != self.term {
+            return;
+        }
+        self.heard_since_check.insert(from);
+        let current = self.snapshot.as_ref().map(|s| s.index);
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if resp.done {
+            p.matched = p.matched.max(resp.last_index);
+            p.next = p.matched + 1;
+            p.snapshot = None;
+            p.replicating = false;
+            p.inflight.clear();
+            self.maybe_commit();
+            self.send_append(from, false);
+        } else if p
+            .snapshot
+            .is_some_and(|(index, _)| Some(index) == current && index == resp.last_index)
+        {
+            p.snapshot = Some((resp.last_index, resp.next_offset));
+            self.send_snapshot_chunk(from);
+        }
+    }
+}
