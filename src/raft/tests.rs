@@ -2,7 +2,10 @@
 //! asserts its exact effects, and names the section of the Raft paper
 //! ("paper") or Ongaro's thesis ("thesis") it checks.
 
-use super::message::{AppendRequest, AppendResponse, AppendResult, VoteRequest, VoteResponse};
+use super::message::{
+    AppendRequest, AppendResponse, AppendResult, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use super::*;
 use crate::actor::Instant;
 use std::time::Duration;
@@ -1092,4 +1095,183 @@ fn a_follower_ahead_of_the_leaders_probe_checks_from_its_own_snapshot() {
         "{effects:?}"
     );
     assert_eq!(r.log().last_index(), 4);
+}
+
+fn snapshot_config(threshold: u64, chunk: usize) -> Config {
+    Config {
+        snapshot_threshold_entries: threshold,
+        snapshot_chunk_bytes: chunk,
+        ..config()
+    }
+}
+
+#[test]
+fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
+    // Paper 7: a server restarts from its snapshot plus the log after it.
+    let mut donor = Recorder::new();
+    donor.apply(1, b"a");
+    donor.apply(2, b"b");
+    let snapshot = Snapshot {
+        index: 2,
+        term: 1,
+        data: donor.snapshot(),
+    };
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        snapshot: Some(snapshot),
+        entries: vec![entry(3, 1)],
+    };
+    let r = Raft::new(1, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    assert_eq!(
+        (r.commit_index(), r.applied_index(), r.log().last_index()),
+        (2, 2, 3)
+    );
+    assert_eq!(r.state_machine().digest(), donor.digest());
+    let bad = Recovered {
+        snapshot: Some(Snapshot {
+            index: 2,
+            term: 1,
+            data: vec![0xff; 3],
+        }),
+        ..Recovered::default()
+    };
+    assert!(matches!(
+        Raft::new(1, vec![1], config(), bad, Recorder::new(), 7),
+        Err(RaftError::Restore(_))
+    ));
+}
+
+#[test]
+fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() {
+    // Paper 7: the leader sends InstallSnapshot when the follower's next
+    // entry was discarded; chunks follow the follower's reported offset.
+    let mut cfg = snapshot_config(2, 4);
+    cfg.pending_proposals_max = 16;
+    let mut r = Raft::new(
+        1,
+        vec![1, 2, 3],
+        cfg,
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    r.handle(ms(0), Input::Start);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    msg(
+        &mut r,
+        MIN_MS,
+        2,
+        Message::PreVoteResponse(granted(1, true)),
+    );
+    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    r.handle(
+        ms(200),
+        Input::Propose {
+            id: 1,
+            command: b"x".to_vec(),
+        },
+    );
+    let effects = msg(&mut r, 201, 2, success(1, 2));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Persist { op: PersistOp::Snapshot { snapshot, .. }, sync: true } if snapshot.index == 2)),
+        "two applied entries reach the threshold: {effects:?}"
+    );
+    assert_eq!(r.log().snapshot_index(), 2);
+    // Node 3 never answered: it needs index 1, which is gone.
+    let effects = r.handle(ms(MIN_MS + HB_MS + 2), Input::Timer(Timer::Heartbeat));
+    let chunk = effects.iter().find_map(|e| match e {
+        Effect::Send {
+            to: 3,
+            msg: Message::InstallSnapshot(req),
+        } => Some(req.clone()),
+        _ => None,
+    });
+    let chunk = chunk.expect("a snapshot chunk for node 3");
+    assert_eq!(
+        (chunk.last_index, chunk.offset, chunk.data.len()),
+        (2, 0, 4)
+    );
+    let resp = InstallSnapshotResponse {
+        term: 1,
+        last_index: 2,
+        next_offset: 4,
+        done: false,
+    };
+    let effects = msg(&mut r, 203, 3, Message::InstallSnapshotResponse(resp));
+    match &effects[..] {
+        [Effect::Send {
+            to: 3,
+            msg: Message::InstallSnapshot(next),
+        }] => assert_eq!(next.offset, 4),
+        other => panic!("expected the next chunk, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
+    // Paper 7 (figure 13): chunks are accepted at the expected offset only;
+    // the last one replaces the state machine and the log.
+    let mut donor = Recorder::new();
+    donor.apply(1, b"a");
+    let data = donor.snapshot();
+    let mut r = replica(2, 1, vec![]);
+    let chunk = |offset: usize, end: usize| {
+        Message::InstallSnapshot(InstallSnapshotRequest {
+            term: 1,
+            last_index: 5,
+            last_term: 1,
+            offset: offset as u64,
+            data: data[offset..end].to_vec(),
+            done: end == data.len(),
+        })
+    };
+    let half = data.len() / 2;
+    let effects = msg(&mut r, 10, 1, chunk(half, data.len()));
+    let expect = |next_offset, done| {
+        send(
+            1,
+            Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                term: 1,
+                last_index: 5,
+                next_offset,
+                done,
+            }),
+        )
+    };
+    assert_eq!(effects[0], expect(0, false), "out of order: start over");
+    let effects = msg(&mut r, 11, 1, chunk(0, half));
+    assert_eq!(effects[0], expect(half as u64, false));
+    let effects = msg(&mut r, 12, 1, chunk(half, data.len()));
+    let snapshot = Snapshot {
+        index: 5,
+        term: 1,
+        data: data.clone(),
+    };
+    let hard_state = HardState {
+        term: 1,
+        voted_for: None,
+    };
+    assert_eq!(
+        &effects[..2],
+        &[
+            Effect::Persist {
+                op: PersistOp::Snapshot {
+                    snapshot,
+                    hard_state,
+                    tail: vec![]
+                },
+                sync: true
+            },
+            expect(data.len() as u64, true),
+        ]
+    );
+    assert_eq!(
+        (r.commit_index(), r.applied_index(), r.log().last_index()),
+        (5, 5, 5)
+    );
+    assert_eq!(r.state_machine().digest(), donor.digest());
 }
