@@ -58,6 +58,7 @@ mod bench {
                 id,
                 data_dir: base.join(format!("node{id}")),
                 peers: peers.clone(),
+                join: None,
                 raft: raft::Config::default(),
             };
             nodes.push(Node::start(cfg, l).expect("node starts"));

@@ -12,12 +12,13 @@ use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
-    self, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Timer,
+    self, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
+    RequestId, Timer,
 };
 use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 400;
 pub const CLIENT_READ_PERCENT: u32 = 30;
 /// How often an idle node loop wakes to look for control requests.
 const CONTROL_POLL_MS: u64 = 50;
+/// A node that is not a voter asks to join this often (as in production).
+const JOIN_RETRY_MS: u64 = 500;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SimFrame {
@@ -58,6 +61,7 @@ pub enum SimFrame {
 #[derive(Clone, Copy, Debug)]
 pub enum Control {
     TransferLeadership { to: NodeId },
+    RemoveVoter { id: NodeId },
 }
 
 /// State shared by the supervisor, the nodes and the client of one run.
@@ -67,6 +71,8 @@ pub struct Shared {
     pub client: Mutex<ClientStats>,
     pub start: std::time::Instant,
     pub addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The initial configuration; nodes outside it start empty and join.
+    pub bootstrap: Membership,
     pub config: raft::Config,
     pub controls: Mutex<BTreeMap<NodeId, Vec<Control>>>,
     /// Transfers a leader reported as handed over (TimeoutNow sent).
@@ -130,11 +136,15 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
         Err(e) => panic!("node {id} cannot recover its disk: {e}"),
     };
     lock(&shared.checker).on_recovered(id, &recovered);
-    let voters: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let bootstrap = if shared.bootstrap.contains(id) {
+        shared.bootstrap.clone()
+    } else {
+        Membership::default()
+    };
     let seed: u64 = madsim::rand::random();
     let raft = Raft::new(
         id,
-        voters,
+        bootstrap,
         shared.config.clone(),
         recovered,
         Recorder::new(),
@@ -152,9 +162,10 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
         shared: shared.clone(),
         timers: BTreeMap::new(),
         clients: BTreeMap::new(),
-        controls: BTreeSet::new(),
+        controls: BTreeMap::new(),
         next_request: 0,
         applied_seen: 0,
+        last_join: None,
     };
     node.step(Input::Start).await;
     loop {
@@ -171,18 +182,22 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
         let controls = lock(&shared.controls).remove(&id).unwrap_or_default();
         for control in controls {
             node.next_request += 1;
-            node.controls.insert(node.next_request);
-            let Control::TransferLeadership { to } = control;
-            node.step(Input::TransferLeadership {
-                id: node.next_request,
-                to,
-            })
-            .await;
+            let id = node.next_request;
+            node.controls.insert(id, control);
+            let input = match control {
+                Control::TransferLeadership { to } => Input::TransferLeadership { id, to },
+                Control::RemoveVoter { id: victim } => Input::ChangeMembership {
+                    id,
+                    change: ConfChange::Remove { id: victim },
+                },
+            };
+            node.step(input).await;
         }
+        node.maybe_ask_to_join(g).await;
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 let input = match frame {
-                    SimFrame::Peer(env) if env.to == id => Input::Message {
+                    SimFrame::Peer(env) if env.to == id || env.to == 0 => Input::Message {
                         from: env.from,
                         msg: env.msg,
                     },
@@ -231,12 +246,50 @@ struct NodeLoop {
     timers: BTreeMap<Timer, raftlock::actor::Instant>,
     clients: BTreeMap<RequestId, (SocketAddr, u64)>,
     /// Requests that came from the supervisor's control channel.
-    controls: BTreeSet<RequestId>,
+    controls: BTreeMap<RequestId, Control>,
     next_request: RequestId,
     applied_seen: u64,
+    last_join: Option<Duration>,
 }
 
 impl NodeLoop {
+    /// A node that is not a voter asks a bootstrap member to add it, every
+    /// `JOIN_RETRY_MS`: the production `--join` flow.
+    async fn maybe_ask_to_join(&mut self, g: Duration) {
+        if self.raft.membership().is_voter(self.id) {
+            return;
+        }
+        if self
+            .last_join
+            .is_some_and(|t| g < t + Duration::from_millis(JOIN_RETRY_MS))
+        {
+            return;
+        }
+        self.last_join = Some(g);
+        let members: Vec<NodeId> = self
+            .shared
+            .bootstrap
+            .members
+            .keys()
+            .copied()
+            .filter(|&m| m != self.id)
+            .collect();
+        let Some(&to) = members.get(madsim::rand::thread_rng().gen_range(0..members.len().max(1)))
+        else {
+            return;
+        };
+        let msg = Message::Join {
+            id: self.id,
+            addr: addr_of(self.id).to_string(),
+        };
+        let frame = SimFrame::Peer(Envelope {
+            from: self.id,
+            to: 0,
+            msg,
+        });
+        send(&self.ep, self.shared.addrs[&to], &frame).await;
+    }
+
     fn client_request(&mut self, addr: SocketAddr, client_id: u64) -> RequestId {
         self.next_request += 1;
         self.clients.insert(self.next_request, (addr, client_id));
@@ -302,8 +355,8 @@ impl NodeLoop {
                     self.timers.remove(&timer);
                 }
                 Effect::Reply { id, result } => {
-                    if self.controls.remove(&id) {
-                        if result.is_ok() {
+                    if let Some(control) = self.controls.remove(&id) {
+                        if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
                             *lock(&shared.transfers_done) += 1;
                         }
                     } else if let Some((addr, client_id)) = self.clients.remove(&id) {

@@ -26,6 +26,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         bugs: Bugs::default(),
         snapshot_threshold_entries: 100,
         snapshot_chunk_bytes: 1024,
+        spare_nodes: 0,
     };
     Some(match name {
         "chaos_3" => s(3, ALL_FAULTS, 20),
@@ -66,6 +67,24 @@ fn scenario(name: &str) -> Option<Scenario> {
                     Fault::IsolateLeader,
                     Fault::Partition,
                     Fault::Pause,
+                    Fault::Loss,
+                ],
+                20,
+            )
+        },
+        "membership_5" => Scenario {
+            // Three voters and two spares that join; voters get removed
+            // (the leader too) and rejoin, under crashes and partitions.
+            spare_nodes: 2,
+            snapshot_threshold_entries: 30,
+            ..s(
+                3,
+                &[
+                    Fault::RemoveVoter,
+                    Fault::RemoveVoter,
+                    Fault::Crash,
+                    Fault::IsolateLeader,
+                    Fault::Partition,
                     Fault::Loss,
                 ],
                 20,
@@ -130,6 +149,7 @@ const SCENARIOS: &[&str] = &[
     "pauses_and_clocks_3",
     "reads_and_transfers_3",
     "snapshots_3",
+    "membership_5",
 ];
 
 /// Seeds found by the negative controls, pinned so they stay caught. If a
@@ -176,6 +196,7 @@ fn sweep(name: &str) -> Result<String, String> {
         (Duration::ZERO, 0, 0, 0, 0);
     let (mut reads, mut transfers, mut snapshots, mut installs, mut mid_compaction) =
         (0, 0, 0, 0, 0);
+    let mut configs = 0;
     for seed in first..first + num {
         let outcome = run_caught(&sc, seed)
             .map_err(|e| format!("seed {seed}: {e}\n    reproduce: {}", repro(name, seed)))?;
@@ -195,10 +216,11 @@ fn sweep(name: &str) -> Result<String, String> {
         snapshots += outcome.stats.snapshots;
         mid_compaction += outcome.crashes_mid_compaction;
         installs += outcome.stats.snapshots_sent;
+        configs += outcome.stats.config_changes;
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(format!(
-        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write, {mid_compaction} mid-compaction), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked, {snapshots} snapshots persisted, {installs} snapshot sends",
+        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write, {mid_compaction} mid-compaction), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked, {snapshots} snapshots persisted, {installs} snapshot sends, {configs} membership changes",
         first + num - 1,
         num as f64 / wall.max(1e-9),
         sim_time.as_secs_f64()

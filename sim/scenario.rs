@@ -9,7 +9,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
 use raftlock::actor::NodeId;
-use raftlock::raft::{self, Role};
+use raftlock::raft::{self, Membership, Role};
 use raftlock::storage::raft_store::JOURNAL_TMP_FILE;
 use raftlock::storage::{Dir, SimDisk};
 use rand::seq::SliceRandom;
@@ -38,6 +38,8 @@ pub enum Fault {
     Pause,
     ClockDrift,
     TransferLeader,
+    /// Removes a random voter (when more than three), through the leader.
+    RemoveVoter,
     /// Waits for a node caught between a write and its fsync (a compaction
     /// in progress, preferably) and crashes it right then.
     CrashMidWrite,
@@ -66,6 +68,8 @@ pub struct Scenario {
     pub snapshot_threshold_entries: u64,
     /// Bytes per InstallSnapshot chunk (small values force many chunks).
     pub snapshot_chunk_bytes: usize,
+    /// Nodes outside the initial configuration; they ask to join.
+    pub spare_nodes: u64,
 }
 
 #[derive(Debug)]
@@ -206,7 +210,10 @@ fn symmetric(a: &[NodeId], b: &[NodeId]) -> Vec<(NodeId, NodeId)> {
 async fn supervise(scenario: Scenario) -> Outcome {
     let handle = Handle::current();
     let mut rng = madsim::rand::thread_rng();
-    let node_ids: Vec<NodeId> = (1..=scenario.nodes).collect();
+    let node_ids: Vec<NodeId> = (1..=scenario.nodes + scenario.spare_nodes).collect();
+    let bootstrap = Membership::voters_at(
+        (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
+    );
     let clocks = node_ids
         .iter()
         .map(|&id| {
@@ -215,7 +222,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
         })
         .collect();
     let shared = Arc::new(Shared {
-        checker: Mutex::new(Checker::new(node_ids.len())),
+        checker: Mutex::new(Checker::new(bootstrap.clone())),
+        bootstrap,
         clocks: Mutex::new(clocks),
         client: Mutex::new(Default::default()),
         start: std::time::Instant::now(),
@@ -381,6 +389,26 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     c.send_latency = Duration::from_millis(1)..Duration::from_millis(max)
                 });
                 faults.heals.push((now + heal_after, Heal::Latency));
+            }
+            Fault::RemoveVoter => {
+                // Keep at least three voters; the removed node (maybe the
+                // leader, maybe a dead one) keeps running and asks to rejoin.
+                let (leader, voters) = {
+                    let checker = lock(&shared.checker);
+                    (checker.current_leader(), checker.voters())
+                };
+                let Some(leader) = leader else { continue };
+                if voters.len() <= 3 {
+                    continue;
+                }
+                let Some(&id) = voters.choose(&mut rng) else {
+                    continue;
+                };
+                lock(&shared.controls)
+                    .entry(leader)
+                    .or_default()
+                    .push(Control::RemoveVoter { id });
+                faults.injected += 1;
             }
             Fault::TransferLeader => {
                 let leader = lock(&shared.checker).current_leader();

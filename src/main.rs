@@ -55,8 +55,12 @@ mod app {
         #[arg(long, env = "RAFTLOCK_LISTEN_PEER")]
         listen_peer: SocketAddr,
         /// Every member as id=host:port, comma-separated, this node included.
-        #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster)]
-        initial_cluster: BTreeMap<NodeId, SocketAddr>,
+        #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster, required_unless_present = "join")]
+        initial_cluster: Option<BTreeMap<NodeId, SocketAddr>>,
+        /// Join a running cluster through this member's peer address instead;
+        /// the leader adds this node as a learner and promotes it once caught up.
+        #[arg(long, env = "RAFTLOCK_JOIN", conflicts_with = "initial_cluster")]
+        join: Option<SocketAddr>,
     }
 
     #[derive(clap::Args)]
@@ -119,15 +123,17 @@ mod app {
     }
 
     async fn serve(args: ServeArgs) -> Result<(), String> {
-        let advertised = args
-            .initial_cluster
-            .get(&args.id)
-            .ok_or_else(|| format!("--id {} is not in --initial-cluster", args.id))?;
-        if advertised.port() != args.listen_peer.port() {
-            return Err(format!(
-                "--listen-peer {} and this node's --initial-cluster address {advertised} use different ports",
-                args.listen_peer
-            ));
+        let peers = args.initial_cluster.unwrap_or_default();
+        if args.join.is_none() {
+            let advertised = peers
+                .get(&args.id)
+                .ok_or_else(|| format!("--id {} is not in --initial-cluster", args.id))?;
+            if advertised.port() != args.listen_peer.port() {
+                return Err(format!(
+                    "--listen-peer {} and this node's --initial-cluster address {advertised} use different ports",
+                    args.listen_peer
+                ));
+            }
         }
         let listener = TcpListener::bind(args.listen_peer)
             .await
@@ -135,7 +141,8 @@ mod app {
         let config = NodeConfig {
             id: args.id,
             data_dir: args.data_dir,
-            peers: args.initial_cluster,
+            peers,
+            join: args.join,
             raft: raft::Config::default(),
         };
         let node = Node::start(config, listener).map_err(|e| e.to_string())?;
@@ -170,6 +177,7 @@ mod app {
                 id,
                 data_dir,
                 peers: peers.clone(),
+                join: None,
                 raft: raft::Config::default(),
             };
             nodes.push(Node::start(config, listener).map_err(|e| format!("node {id}: {e}"))?);

@@ -2,7 +2,7 @@
 //! Three real nodes in one process on 127.0.0.1: real TCP, real fsync.
 //! Every wait polls with a deadline; nothing sleeps to synchronise.
 
-use raftlock::raft::{self, RequestError, Role};
+use raftlock::raft::{self, ConfChange, RequestError, Role};
 use raftlock::runtime::{ClientError, Node, NodeConfig, NodeStatus};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +28,7 @@ fn start(id: u64, dir: &Path, peers: &BTreeMap<u64, SocketAddr>, listener: TcpLi
         id,
         data_dir: dir.to_path_buf(),
         peers: peers.clone(),
+        join: None,
         raft: config(),
     };
     Node::start(cfg, listener).expect("node starts")
@@ -176,6 +177,7 @@ async fn a_node_outside_the_cluster_map_is_refused() {
         id: 2,
         data_dir: dir.path().to_path_buf(),
         peers,
+        join: None,
         raft: config(),
     };
     assert!(matches!(
@@ -239,6 +241,90 @@ async fn follower_reads_see_completed_writes_and_leadership_transfers() {
     assert_eq!(new_leader, target);
     assert!(new_term > term);
     propose(&nodes, b"w2").await;
+    for (_, n) in nodes {
+        n.stop();
+    }
+}
+
+/// A leader among `nodes` (any size) that a majority of its voters follow.
+async fn leader_of(nodes: &BTreeMap<u64, Node>) -> Option<(u64, NodeStatus)> {
+    let all = statuses(nodes).await;
+    let l = all
+        .iter()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term)?;
+    let voters = l.membership.voter_count();
+    let following = all
+        .iter()
+        .filter(|s| s.term == l.term && s.leader == Some(l.id) && l.membership.is_voter(s.id))
+        .count();
+    (following * 2 > voters).then(|| (l.id, l.clone()))
+}
+
+#[actix_rt::test]
+async fn nodes_join_a_running_cluster_and_the_leader_can_be_removed() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("raftlock=info")
+        .with_test_writer()
+        .try_init();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = three_node_cluster(&dirs[..3]).await;
+    wait_for("a leader", || async { leader_of(&nodes).await }).await;
+    propose(&nodes, b"before-join").await;
+
+    // Nodes 4 and 5 ask node 1 to let them in; each becomes a learner, then
+    // a voter once caught up.
+    let join_addr = {
+        let s = nodes[&1].status().await.unwrap();
+        s.membership.addr(1).unwrap().parse().unwrap()
+    };
+    for id in [4u64, 5] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = NodeConfig {
+            id,
+            data_dir: dirs[id as usize - 1].path().to_path_buf(),
+            peers: BTreeMap::new(),
+            join: Some(join_addr),
+            raft: config(),
+        };
+        nodes.insert(id, Node::start(cfg, l).expect("joining node starts"));
+    }
+    let (leader, status) = wait_for("five voters", || async {
+        let (id, s) = leader_of(&nodes).await?;
+        (s.membership.voter_count() == 5 && s.commit_index >= s.last_index).then_some((id, s))
+    })
+    .await;
+    assert_eq!(
+        status.membership.voters().collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    wait_for("the new nodes to apply the log", || async {
+        let s4 = nodes[&4].status().await.ok()?;
+        let s5 = nodes[&5].status().await.ok()?;
+        (s4.applied.contains(&b"before-join".to_vec())
+            && s5.applied.contains(&b"before-join".to_vec()))
+        .then_some(())
+    })
+    .await;
+
+    // Remove the leader: it steps down once that commits, the rest elect a
+    // new leader and keep committing.
+    nodes[&leader]
+        .change_membership(ConfChange::Remove { id: leader })
+        .await
+        .expect("removal commits");
+    let removed = nodes.remove(&leader).unwrap();
+    let (new_leader, s) = wait_for("a leader among the four", || async {
+        leader_of(&nodes).await
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    assert!(!s.membership.contains(leader));
+    assert_eq!(s.membership.voter_count(), 4);
+    propose(&nodes, b"after-removal").await;
+    let old = removed.status().await.unwrap();
+    assert_ne!(old.role, Role::Leader, "the removed leader stepped down");
+    removed.stop();
     for (_, n) in nodes {
         n.stop();
     }

@@ -3,7 +3,7 @@
 //! disk can test: power loss with torn writes at any point.
 
 use proptest::prelude::*;
-use raftlock::raft::{Entry, HardState, Payload, PersistOp, Recovered, Snapshot};
+use raftlock::raft::{Entry, HardState, Membership, Payload, PersistOp, Recovered, Snapshot};
 use raftlock::storage::journal::{JournalError, RECORD_HEADER_BYTES};
 use raftlock::storage::raft_store::JOURNAL_FILE;
 use raftlock::storage::{Dir, File, FsDir, RaftStore, SimDisk, StoreError};
@@ -232,6 +232,7 @@ fn ops_strategy() -> impl Strategy<Value = Vec<(PersistOp, bool)>> {
                 2 if !log.is_empty() => {
                     let cut = n.min(log.len() as u64);
                     let snapshot = Snapshot {
+                        membership: Membership::voters_at([(n, format!("n{n}"))]),
                         index: base + cut,
                         term: log[cut as usize - 1].term,
                         data: vec![n as u8; 3],

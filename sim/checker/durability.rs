@@ -1,6 +1,7 @@
 //! No committed entry is lost across crashes: every committed entry stays in
-//! the logs of a majority, counting a crashed node by what its disk gave back
-//! on restart. Losing it is what an ack-before-fsync bug looks like.
+//! the logs of a majority of the voters of the latest committed
+//! configuration, counting a crashed node by what its disk gave back on
+//! restart. Losing it is what an ack-before-fsync bug looks like.
 
 use super::EntryId;
 use raftlock::actor::NodeId;
@@ -17,11 +18,13 @@ impl Durability {
         &self,
         committed: &BTreeMap<Index, EntryId>,
         logs: &BTreeMap<NodeId, Vec<EntryId>>,
-        quorum: usize,
+        voters: &[NodeId],
     ) -> Result<(), String> {
+        let quorum = voters.len() / 2 + 1;
         for (&index, &id) in committed {
-            let holders = logs
-                .values()
+            let holders = voters
+                .iter()
+                .filter_map(|v| logs.get(v))
                 .filter(|log| log.get(index as usize - 1) == Some(&id))
                 .count();
             if holders < quorum {

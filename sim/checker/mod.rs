@@ -11,7 +11,7 @@ mod state_machine_safety;
 
 use raftlock::actor::NodeId;
 use raftlock::raft::{
-    Effect, Entry, Index, Log, Message, Payload, PersistOp, Recovered, Role, Term,
+    Effect, Entry, Index, Log, Membership, Message, Payload, PersistOp, Recovered, Role, Term,
 };
 use std::collections::btree_map::Entry as BTreeEntry;
 use std::collections::BTreeMap;
@@ -51,6 +51,9 @@ impl EntryId {
         let digest = match &entry.payload {
             Payload::Noop => 0,
             Payload::Command(c) => crc32fast::hash(c) | 1,
+            Payload::Config(m) => {
+                crc32fast::hash(&postcard::to_allocvec(m).unwrap_or_default()) | 2
+            }
         };
         EntryId {
             term: entry.term,
@@ -63,7 +66,8 @@ impl EntryId {
 #[derive(Default)]
 pub struct Checker {
     pub now: Duration,
-    nodes: usize,
+    /// The latest configuration known committed, and its index.
+    committed_config: (Index, Membership),
     /// Each node's log as the checker mirrors it from persist effects.
     logs: BTreeMap<NodeId, Vec<EntryId>>,
     roles: BTreeMap<NodeId, (Term, Role)>,
@@ -91,18 +95,30 @@ pub struct Stats {
     /// InstallSnapshot chunks sent, and the last chunks among them.
     pub snapshot_chunks: u64,
     pub snapshots_sent: u64,
+    /// Committed configurations that differ from the one before.
+    pub config_changes: u64,
 }
 
 impl Checker {
-    pub fn new(nodes: usize) -> Self {
+    pub fn new(bootstrap: Membership) -> Self {
         Checker {
-            nodes,
+            committed_config: (0, bootstrap),
             ..Default::default()
         }
     }
 
-    pub fn quorum(&self) -> usize {
-        self.nodes / 2 + 1
+    /// Voters of the latest configuration known committed.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.committed_config.1.voters().collect()
+    }
+
+    fn note_committed_config(&mut self, index: Index, membership: &Membership) {
+        if index > self.committed_config.0 {
+            if membership != &self.committed_config.1 {
+                self.stats.config_changes += 1;
+            }
+            self.committed_config = (index, membership.clone());
+        }
     }
 
     fn fail(&mut self, checker: &'static str, message: String) {
@@ -148,7 +164,7 @@ impl Checker {
         self.roles.remove(&node);
         if let Err(m) = self
             .durability
-            .check(&self.committed, &self.logs, self.quorum())
+            .check(&self.committed, &self.logs, &self.voters())
         {
             self.fail(
                 Durability::NAME,
@@ -209,6 +225,7 @@ impl Checker {
                 PersistOp::HardState(_) => {}
                 PersistOp::Snapshot { snapshot, tail, .. } => {
                     self.stats.snapshots += 1;
+                    self.note_committed_config(snapshot.index, &snapshot.membership);
                     // A snapshot covers applied, hence committed, entries; the
                     // step that committed them may be this one, so record them
                     // from the node's log before it is compacted away.
@@ -293,6 +310,9 @@ impl Checker {
                 }
                 Some(_) => {}
                 None => {
+                    if let Payload::Config(m) = &e.payload {
+                        self.note_committed_config(index, m);
+                    }
                     self.committed.insert(index, id);
                     self.mix(&[3, index, id.term, u64::from(id.digest)]);
                 }
@@ -331,7 +351,7 @@ impl Checker {
     pub fn finish(&mut self) {
         if let Err(m) = self
             .durability
-            .check(&self.committed, &self.logs, self.quorum())
+            .check(&self.committed, &self.logs, &self.voters())
         {
             self.fail(Durability::NAME, format!("at the end of the run: {m}"));
         }

@@ -137,7 +137,7 @@ impl Log {
             .iter()
             .map(|e| match &e.payload {
                 Payload::Command(c) => c.len(),
-                Payload::Noop => 0,
+                Payload::Noop | Payload::Config(_) => 0,
             })
             .sum()
     }

@@ -1,5 +1,6 @@
 //! Raft's wire types: log entries and the messages peers exchange.
 
+use super::membership::Membership;
 use crate::actor::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,8 @@ pub enum Payload {
     Noop,
     /// An opaque command for the state machine.
     Command(Vec<u8>),
+    /// A new configuration, in effect once in the log (thesis 4.1).
+    Config(Membership),
 }
 
 /// A state-machine snapshot covering every entry up to `index` (paper 7).
@@ -29,6 +32,8 @@ pub enum Payload {
 pub struct Snapshot {
     pub index: Index,
     pub term: Term,
+    /// The configuration in effect at `index`.
+    pub membership: Membership,
     pub data: Vec<u8>,
 }
 
@@ -38,6 +43,7 @@ pub struct InstallSnapshotRequest {
     pub term: Term,
     pub last_index: Index,
     pub last_term: Term,
+    pub membership: Membership,
     pub offset: u64,
     pub data: Vec<u8>,
     pub done: bool,
@@ -120,6 +126,12 @@ pub enum Message {
     AppendResponse(AppendResponse),
     InstallSnapshot(InstallSnapshotRequest),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// A server asks to be added to the cluster (thesis 4.2.1); followers
+    /// pass it on to the leader. Sent to any member; `to` may be 0.
+    Join {
+        id: NodeId,
+        addr: String,
+    },
     /// Leader to transfer target: start an election now (thesis 3.10).
     TimeoutNow {
         term: Term,
@@ -149,6 +161,7 @@ impl Message {
             Message::TimeoutNow { term }
             | Message::ReadIndex { term, .. }
             | Message::ReadIndexResponse { term, .. } => *term,
+            Message::Join { .. } => 0,
         }
     }
 }

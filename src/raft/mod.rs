@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod log;
+pub mod membership;
 pub mod message;
 pub mod replica;
 pub mod state_machine;
@@ -12,6 +13,7 @@ mod tests;
 
 pub use config::Config;
 pub use log::Log;
+pub use membership::{ConfChange, Member, Membership, MembershipError};
 pub use message::{Entry, Envelope, Index, Message, Payload, Snapshot, Term};
 pub use replica::{
     Applied, Effect, HardState, Input, PersistOp, Raft, RaftError, Recovered, RequestError,

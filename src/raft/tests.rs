@@ -25,6 +25,10 @@ fn config() -> Config {
     }
 }
 
+fn members(ids: &[u64]) -> Membership {
+    Membership::voters_at(ids.iter().map(|&id| (id, format!("n{id}"))))
+}
+
 fn ms(t: u64) -> Instant {
     Instant::from_micros(t * 1000)
 }
@@ -54,7 +58,15 @@ fn replica(id: u64, term: Term, entries: Vec<Entry>) -> Raft<Recorder> {
         },
         entries,
     };
-    let mut r = Raft::new(id, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    let mut r = Raft::new(
+        id,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
     r.handle(ms(0), Input::Start);
     r
 }
@@ -126,7 +138,15 @@ fn success(term: Term, match_index: Index) -> Message {
 fn start_arms_the_election_timer() {
     // Paper 5.2: servers start as followers with a randomized timeout.
     let recovered = Recovered::default();
-    let mut r = Raft::new(1, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    let mut r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
     assert_eq!(r.handle(ms(5), Input::Start), vec![timer(5 + MIN_MS)]);
     assert_eq!(r.role(), Role::Follower);
 }
@@ -420,7 +440,15 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
         },
         entries: vec![entry(1, 2)],
     };
-    let mut r = Raft::new(1, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    let mut r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
     r.handle(ms(0), Input::Start);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
     msg(
@@ -672,7 +700,15 @@ fn restart_keeps_the_vote_of_the_term() {
         },
         entries: vec![],
     };
-    let mut r = Raft::new(2, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    let mut r = Raft::new(
+        2,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
     r.handle(ms(0), Input::Start);
     let effects = msg(&mut r, 1, 3, Message::Vote(vote_req(5, 0, 0)));
     assert_eq!(
@@ -685,7 +721,7 @@ fn restart_keeps_the_vote_of_the_term() {
 fn a_single_node_cluster_elects_itself_and_commits_alone() {
     let mut r = Raft::new(
         1,
-        vec![1],
+        members(&[1]),
         config(),
         Recovered::default(),
         Recorder::new(),
@@ -716,7 +752,7 @@ fn construction_rejects_bad_membership_and_gapped_logs() {
     let bad = |id, voters: Vec<u64>, entries| {
         Raft::new(
             id,
-            voters,
+            members(&voters),
             config(),
             Recovered {
                 snapshot: None,
@@ -1060,7 +1096,7 @@ fn a_follower_ahead_of_the_leaders_probe_checks_from_its_own_snapshot() {
         },
         entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
     };
-    let mut r = Raft::new(2, vec![1, 2, 3], cfg, recovered, Recorder::new(), 7).unwrap();
+    let mut r = Raft::new(2, members(&[1, 2, 3]), cfg, recovered, Recorder::new(), 7).unwrap();
     r.handle(ms(0), Input::Start);
     let hb = AppendRequest {
         term: 1,
@@ -1112,6 +1148,7 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
     donor.apply(1, b"a");
     donor.apply(2, b"b");
     let snapshot = Snapshot {
+        membership: members(&[1, 2, 3]),
         index: 2,
         term: 1,
         data: donor.snapshot(),
@@ -1124,7 +1161,15 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
         snapshot: Some(snapshot),
         entries: vec![entry(3, 1)],
     };
-    let r = Raft::new(1, vec![1, 2, 3], config(), recovered, Recorder::new(), 7).unwrap();
+    let r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
     assert_eq!(
         (r.commit_index(), r.applied_index(), r.log().last_index()),
         (2, 2, 3)
@@ -1132,6 +1177,7 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
     assert_eq!(r.state_machine().digest(), donor.digest());
     let bad = Recovered {
         snapshot: Some(Snapshot {
+            membership: members(&[1, 2, 3]),
             index: 2,
             term: 1,
             data: vec![0xff; 3],
@@ -1139,7 +1185,7 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
         ..Recovered::default()
     };
     assert!(matches!(
-        Raft::new(1, vec![1], config(), bad, Recorder::new(), 7),
+        Raft::new(1, members(&[1]), config(), bad, Recorder::new(), 7),
         Err(RaftError::Restore(_))
     ));
 }
@@ -1152,7 +1198,7 @@ fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() 
     cfg.pending_proposals_max = 16;
     let mut r = Raft::new(
         1,
-        vec![1, 2, 3],
+        members(&[1, 2, 3]),
         cfg,
         Recovered::default(),
         Recorder::new(),
@@ -1221,6 +1267,7 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
     let mut r = replica(2, 1, vec![]);
     let chunk = |offset: usize, end: usize| {
         Message::InstallSnapshot(InstallSnapshotRequest {
+            membership: members(&[1, 2, 3]),
             term: 1,
             last_index: 5,
             last_term: 1,
@@ -1247,6 +1294,7 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
     assert_eq!(effects[0], expect(half as u64, false));
     let effects = msg(&mut r, 12, 1, chunk(half, data.len()));
     let snapshot = Snapshot {
+        membership: members(&[1, 2, 3]),
         index: 5,
         term: 1,
         data: data.clone(),
@@ -1274,4 +1322,212 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
         (5, 5, 5)
     );
     assert_eq!(r.state_machine().digest(), donor.digest());
+}
+
+fn change(r: &mut Raft<Recorder>, now: u64, id: u64, change: ConfChange) -> Vec<Effect> {
+    r.handle(ms(now), Input::ChangeMembership { id, change })
+}
+
+#[test]
+fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
+    // Thesis 4.1 (and its errata): a leader may not start a configuration
+    // change until an entry of its own term has committed.
+    let mut r = leader();
+    let add = ConfChange::AddLearner {
+        id: 4,
+        addr: "n4".into(),
+    };
+    assert_eq!(
+        change(&mut r, 200, 1, add.clone()),
+        vec![Effect::Reply {
+            id: 1,
+            result: Err(RequestError::Busy)
+        }]
+    );
+    msg(&mut r, 201, 2, success(1, 1));
+    let effects = change(&mut r, 202, 2, add);
+    let next = members(&[1, 2, 3])
+        .apply(&ConfChange::AddLearner {
+            id: 4,
+            addr: "n4".into(),
+        })
+        .unwrap();
+    let entry = Entry {
+        term: 1,
+        index: 2,
+        payload: Payload::Config(next.clone()),
+    };
+    assert_eq!(
+        effects[0],
+        Effect::Persist {
+            op: PersistOp::Append(vec![entry]),
+            sync: true
+        }
+    );
+    assert_eq!(
+        r.membership(),
+        &next,
+        "in effect as soon as it is in the log (thesis 4.1)"
+    );
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                to: 4,
+                msg: Message::Append(_)
+            }
+        )),
+        "the learner is replicated to"
+    );
+    // One change at a time.
+    let promote = change(&mut r, 203, 3, ConfChange::Promote { id: 4 });
+    assert_eq!(
+        promote,
+        vec![Effect::Reply {
+            id: 3,
+            result: Err(RequestError::Busy)
+        }]
+    );
+}
+
+#[test]
+fn a_learner_does_not_count_towards_commit_and_never_campaigns() {
+    // Thesis 4.2.1: non-voting members receive the log but are not part of
+    // majorities, and do not start elections.
+    let mut r = leader();
+    msg(&mut r, 201, 2, success(1, 1));
+    change(
+        &mut r,
+        202,
+        2,
+        ConfChange::AddLearner {
+            id: 4,
+            addr: "n4".into(),
+        },
+    );
+    msg(&mut r, 203, 4, success(1, 2));
+    assert_eq!(
+        r.commit_index(),
+        1,
+        "the learner's ack alone is no majority"
+    );
+    msg(&mut r, 204, 3, success(1, 2));
+    assert_eq!(r.commit_index(), 2);
+
+    let mut learner = Raft::new(
+        4,
+        Membership::default(),
+        config(),
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    learner.handle(ms(0), Input::Start);
+    let effects = learner.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    assert_eq!(
+        effects,
+        vec![timer(2 * MIN_MS)],
+        "no pre-vote from a non-voter"
+    );
+    assert_eq!(learner.role(), Role::Follower);
+}
+
+#[test]
+fn promoting_a_learner_that_lags_is_refused() {
+    // Thesis 4.2.1: a server joins the majority only once caught up.
+    let mut cfg = config();
+    cfg.append_entries_max = 1;
+    cfg.pending_proposals_max = 16;
+    let mut r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        cfg,
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    r.handle(ms(0), Input::Start);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    msg(
+        &mut r,
+        MIN_MS,
+        2,
+        Message::PreVoteResponse(granted(1, true)),
+    );
+    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    msg(&mut r, 201, 2, success(1, 1));
+    change(
+        &mut r,
+        202,
+        1,
+        ConfChange::AddLearner {
+            id: 4,
+            addr: "n4".into(),
+        },
+    );
+    msg(&mut r, 203, 2, success(1, 2));
+    for i in 0..3 {
+        r.handle(
+            ms(204 + i),
+            Input::Propose {
+                id: 10 + i,
+                command: vec![],
+            },
+        );
+        msg(&mut r, 204 + i, 2, success(1, 3 + i));
+    }
+    let effects = change(&mut r, 210, 2, ConfChange::Promote { id: 4 });
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 2,
+            result: Err(RequestError::NotCaughtUp(4))
+        }]
+    );
+}
+
+#[test]
+fn a_removed_leader_steps_down_once_its_removal_commits() {
+    // Thesis 4.2.2: the leader keeps managing the cluster without counting
+    // itself until the new configuration commits, then steps down.
+    let mut r = leader();
+    msg(&mut r, 201, 2, success(1, 1));
+    change(&mut r, 202, 7, ConfChange::Remove { id: 1 });
+    assert_eq!(r.role(), Role::Leader);
+    msg(&mut r, 203, 2, success(1, 2));
+    assert_eq!(
+        (r.role(), r.commit_index()),
+        (Role::Leader, 1),
+        "needs both remaining voters"
+    );
+    let effects = msg(&mut r, 204, 3, success(1, 2));
+    assert!(effects.contains(&Effect::Reply {
+        id: 7,
+        result: Ok(Applied {
+            index: 2,
+            output: vec![]
+        })
+    }));
+    assert_eq!((r.role(), r.commit_index()), (Role::Follower, 2));
+}
+
+#[test]
+fn a_join_request_reaching_a_follower_goes_to_the_leader() {
+    let mut r = replica(2, 1, vec![]);
+    let hb = AppendRequest {
+        term: 1,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+        read_round: 0,
+    };
+    msg(&mut r, 10, 1, Message::Append(hb));
+    let join = Message::Join {
+        id: 9,
+        addr: "n9".into(),
+    };
+    assert_eq!(msg(&mut r, 11, 9, join.clone()), vec![send(1, join)]);
 }

@@ -1,35 +1,45 @@
 //! One raftlock node: the Raft actor inside an actix actor.
 //!
-//! Inputs (peer messages, proposals, timers) are stepped through the actor
-//! as they arrive; their effects are queued and executed by one `Flush`
-//! that runs after the mailbox drains. A flush writes every queued persist,
-//! fsyncs once, and only then lets the queued sends and replies out: group
-//! commit, and the effect-order contract of `crate::actor`.
+//! Inputs (peer messages, client requests, timers) are stepped through the
+//! actor as they arrive; their effects are queued and executed by one
+//! `Flush` that runs after the mailbox drains. A flush writes every queued
+//! persist, fsyncs once, and only then lets the queued sends and replies
+//! out: group commit, and the effect-order contract of `crate::actor`.
+//! Peer connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
 use crate::raft::{
-    self, Applied, Effect, Envelope, Input, Raft, Recorder, RequestError, RequestId, Role, Timer,
+    self, Applied, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder,
+    RequestError, RequestId, Role, Timer,
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Messages waiting in the actor's mailbox; more are dropped.
 pub const INBOUND_QUEUE_LEN_MAX: usize = 4096;
+/// A joining node repeats its request this often, at most this many times.
+pub const JOIN_RETRY_INTERVAL_MS: u64 = 500;
+pub const JOIN_ATTEMPTS_MAX: u32 = 600;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
     pub data_dir: PathBuf,
-    /// Every voter's peer address, this node's included.
+    /// The initial cluster: every voter's peer address, this node's
+    /// included. Empty when joining a running cluster.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// A member's peer address to ask for admission (as a learner, promoted
+    /// once caught up). This node's own address is its listener's.
+    pub join: Option<SocketAddr>,
     pub raft: raft::Config,
 }
 
@@ -42,6 +52,8 @@ pub struct NodeStatus {
     pub commit_index: raft::Index,
     pub applied_index: raft::Index,
     pub last_index: raft::Index,
+    /// The configuration in effect.
+    pub membership: Membership,
     /// Digest of the applied state machine (equal on nodes at equal index).
     pub digest: u64,
     /// Commands applied, in order (bounded by the Recorder).
@@ -60,9 +72,10 @@ impl Node {
     /// current actix system, serving peers on `listener`.
     pub fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, RuntimeError> {
         let id = config.id;
-        if !config.peers.contains_key(&id) {
+        if config.join.is_none() && !config.peers.contains_key(&id) {
             return Err(RuntimeError::NotInCluster(id));
         }
+        let own_addr = listener.local_addr()?;
         let dir = FsDir::open(&config.data_dir).map_err(|source| RuntimeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -72,32 +85,27 @@ impl Node {
             node = id,
             term = recovered.hard_state.term,
             entries = recovered.entries.len(),
+            snapshot = recovered.snapshot.as_ref().map_or(0, |s| s.index),
             records = report.records,
             torn_tail_bytes = report.torn_tail_bytes,
             "recovered"
         );
-        let voters = config.peers.keys().copied().collect();
+        let bootstrap =
+            Membership::voters_at(config.peers.iter().map(|(&id, a)| (id, a.to_string())));
         let raft = Raft::new(
             id,
-            voters,
+            bootstrap,
             config.raft.clone(),
             recovered,
             Recorder::new(),
             entropy_seed(id),
         )?;
 
-        let mut tasks = Vec::new();
-        let mut peers = BTreeMap::new();
-        for (&peer, &addr) in config.peers.iter().filter(|(&p, _)| p != id) {
-            let (sender, task) = PeerSender::spawn(peer, addr);
-            peers.insert(peer, sender);
-            tasks.push(task);
-        }
         let actor = RaftNode {
             id,
             raft,
             store,
-            peers,
+            peers: BTreeMap::new(),
             origin: std::time::Instant::now(),
             timers: BTreeMap::new(),
             timer_handle: None,
@@ -111,14 +119,24 @@ impl Node {
             actor
         });
         let inbound = addr.clone();
-        tasks.push(tokio::task::spawn_local(accept_loop(
+        let mut tasks = vec![tokio::task::spawn_local(accept_loop(
             listener,
             move |env: Envelope| {
-                if env.to == id && inbound.try_send(Inbound(env)).is_err() {
+                // `to == 0` is a join request addressed to whoever answers.
+                let for_us = env.to == id || env.to == 0;
+                if for_us && inbound.try_send(Inbound(env)).is_err() {
                     tracing::debug!(node = id, "inbound queue full; dropping a peer message");
                 }
             },
-        )));
+        ))];
+        if let Some(join) = config.join {
+            tasks.push(tokio::task::spawn_local(ask_to_join(
+                id,
+                own_addr,
+                join,
+                addr.clone(),
+            )));
+        }
         Ok(Node { id, addr, tasks })
     }
 
@@ -126,29 +144,33 @@ impl Node {
         self.id
     }
 
-    /// Proposes a command; resolves once it is applied (or fails).
-    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ClientError> {
+    async fn request(&self, request: Request) -> Result<Applied, ClientError> {
         self.addr
-            .send(Request::Propose(command))
+            .send(request)
             .await
             .map_err(|_| ClientError::Stopped)?
     }
 
+    /// Proposes a command; resolves once it is applied (or fails).
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ClientError> {
+        self.request(Request::Propose(command)).await
+    }
+
     /// A linearizable read (ReadIndex); any node can serve it.
     pub async fn read(&self, query: Vec<u8>) -> Result<Applied, ClientError> {
-        self.addr
-            .send(Request::Read(query))
-            .await
-            .map_err(|_| ClientError::Stopped)?
+        self.request(Request::Read(query)).await
     }
 
     /// Asks this node, if leader, to hand leadership to `to`. Resolves when
     /// the target has been told to campaign (or the transfer failed).
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<Applied, ClientError> {
-        self.addr
-            .send(Request::Transfer(to))
-            .await
-            .map_err(|_| ClientError::Stopped)?
+        self.request(Request::Transfer(to)).await
+    }
+
+    /// Asks this node, if leader, to change membership by one server;
+    /// resolves once the new configuration commits.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Applied, ClientError> {
+        self.request(Request::Change(change)).await
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
@@ -168,6 +190,35 @@ impl Node {
     }
 }
 
+/// A joining node repeats its request until it is a voter.
+async fn ask_to_join(id: NodeId, own: SocketAddr, join: SocketAddr, node: Addr<RaftNode>) {
+    let (sender, task) = PeerSender::spawn(0, join);
+    let msg = Message::Join {
+        id,
+        addr: own.to_string(),
+    };
+    for attempt in 1..=JOIN_ATTEMPTS_MAX {
+        if let Ok(s) = node.send(GetStatus).await {
+            // Until a voter: a new leader does not know to promote this
+            // learner, and the repeated request tells it.
+            if s.membership.is_voter(id) {
+                tracing::info!(node = id, attempt, "joined the cluster");
+                task.abort();
+                return;
+            }
+        }
+        tracing::info!(node = id, %join, attempt, "asking to join");
+        sender.send(&Envelope {
+            from: id,
+            to: 0,
+            msg: msg.clone(),
+        });
+        tokio::time::sleep(Duration::from_millis(JOIN_RETRY_INTERVAL_MS)).await;
+    }
+    tracing::error!(node = id, %join, "gave up joining after {JOIN_ATTEMPTS_MAX} attempts");
+    task.abort();
+}
+
 /// The election-timeout RNG only needs to differ between nodes and runs;
 /// the driver may read the clock, the actor may not.
 fn entropy_seed(id: NodeId) -> u64 {
@@ -181,7 +232,8 @@ struct RaftNode {
     id: NodeId,
     raft: Raft<Recorder>,
     store: RaftStore<FsDir>,
-    peers: BTreeMap<NodeId, PeerSender>,
+    /// One connection per other member, with its task and address.
+    peers: BTreeMap<NodeId, (PeerSender, JoinHandle<()>, String)>,
     origin: std::time::Instant,
     timers: BTreeMap<Timer, Instant>,
     timer_handle: Option<SpawnHandle>,
@@ -198,6 +250,12 @@ impl Actor for RaftNode {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.step(ctx, Input::Start);
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for (_, (_, task, _)) in std::mem::take(&mut self.peers) {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Message)]
@@ -210,6 +268,7 @@ enum Request {
     Propose(Vec<u8>),
     Read(Vec<u8>),
     Transfer(NodeId),
+    Change(ConfChange),
 }
 
 #[derive(Message)]
@@ -282,11 +341,12 @@ impl RaftNode {
                 "fsync"
             );
         }
+        self.connect_members();
         for effect in effects {
             match effect {
                 Effect::Persist { .. } => {}
                 Effect::Send { to, msg } => {
-                    if let Some(peer) = self.peers.get(&to) {
+                    if let Some((peer, _, _)) = self.peers.get(&to) {
                         peer.send(&Envelope {
                             from: self.id,
                             to,
@@ -308,6 +368,43 @@ impl RaftNode {
             }
         }
         self.arm_timer(ctx);
+    }
+
+    /// Keeps one connection per other member of the configuration in effect,
+    /// and to the current leader even if it is not one: a leader removing
+    /// itself replicates until that commits (thesis 4.2.2), so it needs the
+    /// acknowledgements of followers that already dropped it.
+    fn connect_members(&mut self) {
+        let members = &self.raft.membership().members;
+        let leader = self.raft.leader();
+        let stale: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(&id, _)| Some(id) != leader)
+            .filter(|(id, (_, _, addr))| members.get(id).is_none_or(|m| &m.addr != addr))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            if let Some((_, task, _)) = self.peers.remove(&id) {
+                task.abort();
+            }
+        }
+        let wanted: Vec<(NodeId, String)> = members
+            .iter()
+            .filter(|(&id, _)| id != self.id && !self.peers.contains_key(&id))
+            .map(|(&id, m)| (id, m.addr.clone()))
+            .collect();
+        for (id, addr) in wanted {
+            match addr.parse::<SocketAddr>() {
+                Ok(sock) => {
+                    let (sender, task) = PeerSender::spawn(id, sock);
+                    self.peers.insert(id, (sender, task, addr));
+                }
+                Err(e) => {
+                    tracing::error!(node = self.id, peer = id, %addr, error = %e, "member address does not parse")
+                }
+            }
+        }
     }
 
     /// One actix timer for the earliest deadline.
@@ -367,6 +464,7 @@ impl Handler<Request> for RaftNode {
             Request::Propose(command) => Input::Propose { id, command },
             Request::Read(query) => Input::Read { id, query },
             Request::Transfer(to) => Input::TransferLeadership { id, to },
+            Request::Change(change) => Input::ChangeMembership { id, change },
         };
         self.step(ctx, input);
         Box::pin(async move {
@@ -390,6 +488,7 @@ impl Handler<GetStatus> for RaftNode {
             commit_index: self.raft.commit_index(),
             applied_index: self.raft.applied_index(),
             last_index: self.raft.log().last_index(),
+            membership: self.raft.membership().clone(),
             digest: sm.digest(),
             applied: sm.applied().iter().map(|(_, c)| c.clone()).collect(),
         })

@@ -67,6 +67,9 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
         let stream = match TcpStream::connect(addr).await {
             Ok(s) => s,
             Err(e) => {
+                if rx.is_closed() {
+                    return;
+                }
                 tracing::debug!(peer, %addr, error = %e, ?backoff, "connect failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(RECONNECT_BACKOFF_MS_MAX));

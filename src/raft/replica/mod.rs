@@ -9,6 +9,7 @@
 
 use super::config::{Config, ConfigError};
 use super::log::Log;
+use super::membership::{ConfChange, Membership, MembershipError};
 use super::message::{
     AppendRequest, AppendResponse, AppendResult, Entry, Index, InstallSnapshotRequest,
     InstallSnapshotResponse, Message, Payload, Snapshot, Term, VoteRequest, VoteResponse,
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
+mod members;
 mod read;
 mod snapshot;
 mod transfer;
@@ -28,6 +30,9 @@ mod transfer;
 use read::{FollowerRead, LeaderRead};
 use snapshot::Incoming;
 use transfer::Transfer;
+
+/// Heartbeats without an answer before a snapshot chunk is sent again.
+pub const SNAPSHOT_RESEND_TICKS: u32 = 4;
 
 /// Correlates a client proposal with its reply; chosen by the driver.
 pub type RequestId = u64;
@@ -63,6 +68,12 @@ pub enum Input {
     TransferLeadership {
         id: RequestId,
         to: NodeId,
+    },
+    /// Change membership by one server (thesis 4.1); answered once the
+    /// new configuration commits.
+    ChangeMembership {
+        id: RequestId,
+        change: ConfChange,
     },
 }
 
@@ -117,6 +128,10 @@ pub enum RequestError {
     UnknownNode(NodeId),
     #[error("leadership transfer did not complete within an election timeout")]
     TransferFailed,
+    #[error("node {0} has not caught up with the log yet")]
+    NotCaughtUp(NodeId),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,11 +194,35 @@ struct Progress {
     read_round_acked: u64,
     /// (snapshot index, next offset) while sending it a snapshot.
     snapshot: Option<(Index, u64)>,
+    /// Heartbeats since the last snapshot chunk went out unanswered.
+    snapshot_silent_ticks: u32,
+}
+
+impl Progress {
+    fn new(next: Index) -> Self {
+        Progress {
+            next,
+            matched: 0,
+            replicating: false,
+            inflight: VecDeque::new(),
+            matched_at_last_tick: 0,
+            read_round_acked: 0,
+            snapshot: None,
+            snapshot_silent_ticks: 0,
+        }
+    }
 }
 
 pub struct Raft<S> {
     id: NodeId,
-    voters: Vec<NodeId>,
+    /// The configuration in effect: the latest in the log (thesis 4.1),
+    /// the index of the entry that set it (or of the snapshot), and the one
+    /// at the snapshot point (or the bootstrap one).
+    membership: Membership,
+    membership_index: Index,
+    base_membership: Membership,
+    /// Learners that asked to join, promoted once caught up.
+    auto_promote: BTreeSet<NodeId>,
     config: Config,
     rng: ChaCha8Rng,
 
@@ -225,11 +264,13 @@ pub struct Raft<S> {
 }
 
 impl<S: StateMachine> Raft<S> {
-    /// Builds a replica from its recovered durable state. `voters` is the
-    /// whole cluster including `id`. `seed` feeds the election-timeout RNG.
+    /// Builds a replica from its recovered durable state. `bootstrap` is the
+    /// initial configuration, used until the log or a snapshot holds one;
+    /// a server joining a running cluster starts with an empty one.
+    /// `seed` feeds the election-timeout RNG.
     pub fn new(
         id: NodeId,
-        voters: Vec<NodeId>,
+        bootstrap: Membership,
         config: Config,
         recovered: Recovered,
         sm: S,
@@ -239,12 +280,18 @@ impl<S: StateMachine> Raft<S> {
         if id == 0 {
             return Err(RaftError::ZeroId);
         }
-        let mut voters = voters;
-        voters.sort_unstable();
-        voters.dedup();
-        if !voters.contains(&id) {
-            return Err(RaftError::NotAVoter(id, voters));
+        let logged = recovered.snapshot.is_some()
+            || recovered
+                .entries
+                .iter()
+                .any(|e| matches!(e.payload, Payload::Config(_)));
+        if !logged && !bootstrap.is_empty() && !bootstrap.contains(id) {
+            return Err(RaftError::NotAVoter(id, bootstrap.voters().collect()));
         }
+        let base_membership = match &recovered.snapshot {
+            Some(snap) => snap.membership.clone(),
+            None => bootstrap,
+        };
         let mut sm = sm;
         let (base_index, base_term) = match &recovered.snapshot {
             Some(snap) => {
@@ -261,9 +308,12 @@ impl<S: StateMachine> Raft<S> {
         {
             return Err(RaftError::GappedLog(pos));
         }
-        Ok(Raft {
+        let mut raft = Raft {
             id,
-            voters,
+            membership: base_membership.clone(),
+            membership_index: base_index,
+            base_membership,
+            auto_promote: BTreeSet::new(),
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
             term: recovered.hard_state.term,
@@ -290,7 +340,9 @@ impl<S: StateMachine> Raft<S> {
             heartbeat_at: None,
             sm,
             out: Vec::new(),
-        })
+        };
+        raft.refresh_membership();
+        Ok(raft)
     }
 
     // ---- observation (drivers, checkers, status pages) ----
@@ -319,8 +371,9 @@ impl<S: StateMachine> Raft<S> {
     pub fn log(&self) -> &Log {
         &self.log
     }
-    pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+    /// The configuration in effect (the latest in the log).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
     pub fn state_machine(&self) -> &S {
         &self.sm
@@ -347,7 +400,9 @@ impl<S: StateMachine> Raft<S> {
             Input::Propose { id, command } => self.handle_propose(id, command),
             Input::Read { id, query } => self.handle_read(now, id, query),
             Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
+            Input::ChangeMembership { id, change } => self.handle_change(id, change),
         }
+        self.step_down_if_removed(now);
         self.emit_timer_changes(timers_before);
         self.check_invariants();
         std::mem::take(&mut self.out)
@@ -398,9 +453,22 @@ impl<S: StateMachine> Raft<S> {
             // CheckQuorum (thesis 6.2): a leader that has not heard from a
             // majority within an election timeout steps down, so a leader cut
             // off by a partition stops acting as one.
-            let heard = self.heard_since_check.len() + 1;
+            let membership = &self.membership;
+            let heard = self
+                .heard_since_check
+                .iter()
+                .filter(|&&id| membership.is_voter(id))
+                .count()
+                + usize::from(membership.is_voter(self.id));
             self.heard_since_check.clear();
             if heard < self.quorum() {
+                tracing::info!(
+                    node = self.id,
+                    term = self.term,
+                    heard,
+                    quorum = self.quorum(),
+                    "CheckQuorum failed; stepping down"
+                );
                 self.become_follower(now, self.term, None);
             } else {
                 self.election_at = Some(now + self.config.election_timeout_min);
@@ -429,11 +497,22 @@ impl<S: StateMachine> Raft<S> {
             self.send_append(peer, true);
         }
         self.end_transfer(Some(now));
+        self.promote_caught_up_learners();
         self.heartbeat_at = Some(now + self.config.heartbeat_interval);
     }
 
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
-        if from == self.id || !self.voters.contains(&from) {
+        if from == self.id {
+            return;
+        }
+        // From outside the configuration only leader traffic (judged by its
+        // term, and needed by a joining server) and join requests count: a
+        // removed or misconfigured server cannot push terms up (thesis 4.2.3).
+        let leader_traffic = matches!(
+            msg,
+            Message::Append(_) | Message::InstallSnapshot(_) | Message::Join { .. }
+        );
+        if !self.membership.contains(from) && !leader_traffic {
             return;
         }
         if let Message::Append(req) = &msg {
@@ -483,6 +562,7 @@ impl<S: StateMachine> Raft<S> {
                 self.handle_install_snapshot_response(from, resp)
             }
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
+            Message::Join { id, addr } => self.handle_join(id, addr),
             Message::ReadIndex { id, .. } => self.handle_read_index(from, id),
             Message::ReadIndexResponse { id, index, .. } => {
                 self.handle_read_index_response(from, id, index)
@@ -505,7 +585,11 @@ impl<S: StateMachine> Raft<S> {
     }
 
     fn handle_pre_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
-        if self.role != Role::PreCandidate || !resp.granted || resp.term != self.term + 1 {
+        if self.role != Role::PreCandidate
+            || !resp.granted
+            || resp.term != self.term + 1
+            || !self.membership.is_voter(from)
+        {
             return;
         }
         self.votes.insert(from);
@@ -539,7 +623,11 @@ impl<S: StateMachine> Raft<S> {
     }
 
     fn handle_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
-        if self.role != Role::Candidate || resp.term != self.term || !resp.granted {
+        if self.role != Role::Candidate
+            || resp.term != self.term
+            || !resp.granted
+            || !self.membership.is_voter(from)
+        {
             return;
         }
         self.votes.insert(from);
@@ -636,6 +724,7 @@ impl<S: StateMachine> Raft<S> {
             Some(_) => {}
         }
         let mut new_entries = Vec::new();
+        let mut membership_changed = false;
         for entry in &req.entries {
             match self.log.term_at(entry.index) {
                 Some(t) if t == entry.term => continue,
@@ -649,14 +738,19 @@ impl<S: StateMachine> Raft<S> {
                     );
                     self.log.truncate_from(entry.index);
                     self.persist(PersistOp::TruncateFrom(entry.index));
+                    membership_changed = true;
                 }
                 None => {}
             }
+            membership_changed |= matches!(entry.payload, Payload::Config(_));
             self.log.append(entry.clone());
             new_entries.push(entry.clone());
         }
         if !new_entries.is_empty() {
             self.persist(PersistOp::Append(new_entries));
+        }
+        if membership_changed {
+            self.refresh_membership();
         }
         let last_new = req.prev_index + req.entries.len() as u64;
         let commit = req.leader_commit.min(last_new);
@@ -729,6 +823,11 @@ impl<S: StateMachine> Raft<S> {
     // ---- transitions ----
 
     fn start_pre_vote(&mut self, now: Instant) {
+        if !self.membership.is_voter(self.id) {
+            // Learners, removed and joining servers never campaign.
+            self.reset_election_timer(now);
+            return;
+        }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.fail_reads();
@@ -738,7 +837,7 @@ impl<S: StateMachine> Raft<S> {
             return self.start_election(now, false);
         }
         let req = self.vote_request(self.term + 1, false);
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(peer, Message::PreVote(req.clone()));
         }
     }
@@ -757,7 +856,7 @@ impl<S: StateMachine> Raft<S> {
             return self.become_leader(now);
         }
         let req = self.vote_request(self.term, transfer);
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(peer, Message::Vote(req.clone()));
         }
     }
@@ -789,20 +888,7 @@ impl<S: StateMachine> Raft<S> {
         let next = self.log.last_index() + 1;
         self.progress = self
             .peers()
-            .map(|peer| {
-                (
-                    peer,
-                    Progress {
-                        next,
-                        matched: 0,
-                        replicating: false,
-                        inflight: VecDeque::new(),
-                        matched_at_last_tick: 0,
-                        read_round_acked: 0,
-                        snapshot: None,
-                    },
-                )
-            })
+            .map(|peer| (peer, Progress::new(next)))
             .collect();
         // Thesis 6.4: a no-op of the new term lets the leader learn the
         // commit index, since only current-term entries commit by counting.
@@ -816,6 +902,7 @@ impl<S: StateMachine> Raft<S> {
     // ---- leader helpers ----
 
     fn append_as_leader(&mut self, payload: Payload) -> Index {
+        let is_config = matches!(payload, Payload::Config(_));
         let entry = Entry {
             term: self.term,
             index: self.log.last_index() + 1,
@@ -824,6 +911,9 @@ impl<S: StateMachine> Raft<S> {
         let index = entry.index;
         self.log.append(entry.clone());
         self.persist(PersistOp::Append(vec![entry]));
+        if is_config {
+            self.refresh_membership();
+        }
         index
     }
 
@@ -848,8 +938,16 @@ impl<S: StateMachine> Raft<S> {
         };
         if p.next <= snapshot_index || p.snapshot.is_some() {
             // What this follower needs next is compacted away (paper 7).
-            // A heartbeat resends the current chunk in case it was lost.
+            // The current chunk is resent after a few silent heartbeats, in
+            // case it was lost: not at every one, since chunks are large.
+            if heartbeat && p.snapshot.is_some() {
+                p.snapshot_silent_ticks += 1;
+                if p.snapshot_silent_ticks < SNAPSHOT_RESEND_TICKS {
+                    return;
+                }
+            }
             if heartbeat || p.snapshot.is_none() {
+                p.snapshot_silent_ticks = 0;
                 self.send_snapshot_chunk(peer);
             }
             return;
@@ -899,10 +997,22 @@ impl<S: StateMachine> Raft<S> {
     /// Paper 5.3/5.4.2: advance the commit index to the highest index stored
     /// on a majority, but only by counting replicas of a current-term entry.
     fn maybe_commit(&mut self) {
-        let mut matched: Vec<Index> = self.progress.values().map(|p| p.matched).collect();
-        matched.push(self.log.last_index());
+        // Thesis 4.2.2: only voters of the configuration in effect count,
+        // the leader itself included only if it is one.
+        let membership = &self.membership;
+        let mut matched: Vec<Index> = self
+            .progress
+            .iter()
+            .filter(|(&id, _)| membership.is_voter(id))
+            .map(|(_, p)| p.matched)
+            .collect();
+        if membership.is_voter(self.id) {
+            matched.push(self.log.last_index());
+        }
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let Some(&candidate) = matched.get(self.quorum() - 1) else {
+            return;
+        };
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
             self.apply_committed();
@@ -928,7 +1038,7 @@ impl<S: StateMachine> Raft<S> {
             };
             let output = match &entry.payload {
                 Payload::Command(cmd) => self.sm.apply(index, cmd),
-                Payload::Noop => Vec::new(),
+                Payload::Noop | Payload::Config(_) => Vec::new(),
             };
             self.applied = index;
             if let Some(id) = self.pending.remove(&index) {
@@ -987,13 +1097,22 @@ impl<S: StateMachine> Raft<S> {
         self.out.push(Effect::Send { to, msg });
     }
 
+    /// Every other member, learners included: replication targets.
     fn peers(&self) -> impl Iterator<Item = NodeId> + 'static {
         let me = self.id;
-        self.voters.clone().into_iter().filter(move |&v| v != me)
+        let ids: Vec<NodeId> = self.membership.members.keys().copied().collect();
+        ids.into_iter().filter(move |&v| v != me)
+    }
+
+    /// Every other voter: whom to ask for votes.
+    fn voter_peers(&self) -> impl Iterator<Item = NodeId> + 'static {
+        let me = self.id;
+        let ids: Vec<NodeId> = self.membership.voters().collect();
+        ids.into_iter().filter(move |&v| v != me)
     }
 
     fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        self.membership.quorum()
     }
 
     /// Postconditions of every step (TigerBeetle style: assert, don't hope).

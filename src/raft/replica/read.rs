@@ -130,10 +130,18 @@ impl<S: StateMachine> Raft<S> {
 
     /// The highest read round a majority (this leader included) answered.
     fn confirmed_read_round(&self) -> u64 {
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round_acked).collect();
-        rounds.push(self.read_round);
+        let membership = &self.membership;
+        let mut rounds: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(&id, _)| membership.is_voter(id))
+            .map(|(_, p)| p.read_round_acked)
+            .collect();
+        if membership.is_voter(self.id) {
+            rounds.push(self.read_round);
+        }
         rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds[self.quorum() - 1]
+        rounds.get(self.quorum() - 1).copied().unwrap_or(0)
     }
 
     /// Answers every read that is confirmed and applied, in order.

@@ -27,9 +27,11 @@ impl<S: StateMachine> Raft<S> {
         let Some(term) = self.log.term_at(self.applied) else {
             return;
         };
+        let (_, membership) = self.membership_at(self.applied);
         let snapshot = Snapshot {
             index: self.applied,
             term,
+            membership,
             data: self.sm.snapshot(),
         };
         self.log.compact(snapshot.index);
@@ -37,6 +39,7 @@ impl<S: StateMachine> Raft<S> {
     }
 
     fn persist_snapshot(&mut self, snapshot: Snapshot) {
+        self.base_membership = snapshot.membership.clone();
         let hard_state = HardState {
             term: self.term,
             voted_for: self.voted_for,
@@ -69,6 +72,7 @@ impl<S: StateMachine> Raft<S> {
             term,
             last_index: snap.index,
             last_term: snap.term,
+            membership: snap.membership.clone(),
             offset,
             data: snap.data[start..end].to_vec(),
             done: end == snap.data.len(),
@@ -162,8 +166,10 @@ impl<S: StateMachine> Raft<S> {
         self.persist_snapshot(Snapshot {
             index: inc.index,
             term: inc.term,
+            membership: req.membership.clone(),
             data: inc.data,
         });
+        self.refresh_membership();
         respond(self, received as u64, true);
         self.complete_reads();
     }

@@ -35,7 +35,7 @@ impl<S: StateMachine> Raft<S> {
             });
             return;
         }
-        if !self.voters.contains(&to) || self.transfer.is_some() {
+        if !self.membership.is_voter(to) || self.transfer.is_some() {
             let error = if self.transfer.is_some() {
                 RequestError::Busy
             } else {
