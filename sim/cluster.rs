@@ -12,8 +12,8 @@ use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
-    self, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
-    RequestId, Timer,
+    self, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft, Recorder,
+    RequestError, RequestId, Timer,
 };
 use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
@@ -297,6 +297,14 @@ impl NodeLoop {
     }
 
     async fn step(&mut self, input: Input) {
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            next = self.step_once(input).await;
+        }
+    }
+
+    /// One input; returns the `Persisted` report to feed back, if any.
+    async fn step_once(&mut self, input: Input) -> Option<Input> {
         let shared = self.shared.clone();
         let g = shared.elapsed();
         let now = lock(&shared.clocks)[&self.id].local(g);
@@ -320,24 +328,54 @@ impl NodeLoop {
             }
             self.applied_seen = raft.applied_index();
         }
-        // Persist everything first, one fsync for the step, then let the rest
-        // out: the effect-order contract of `raftlock::actor`.
+        // AppendEntries requests may leave before this node's own fsync
+        // (thesis 10.2.1); everything else waits for it: the effect-order
+        // contract of `raftlock::actor`.
+        let (early, effects): (Vec<Effect>, Vec<Effect>) = effects.into_iter().partition(|e| {
+            matches!(
+                e,
+                Effect::Send {
+                    msg: Message::Append(_),
+                    ..
+                }
+            )
+        });
+        self.execute(early).await;
         let mut sync = false;
+        let mut end = None;
         for effect in &effects {
             if let Effect::Persist { op, sync: s } = effect {
                 self.store.write(op).expect("sim disk write");
                 sync |= *s;
+                end = match op {
+                    PersistOp::Append(es) => es.last().map(|e| (e.index, e.term)),
+                    PersistOp::Snapshot { snapshot, tail, .. } => Some(
+                        tail.last()
+                            .map_or((snapshot.index, snapshot.term), |e| (e.index, e.term)),
+                    ),
+                    PersistOp::TruncateFrom(_) => None,
+                    PersistOp::HardState(_) => end,
+                };
             }
         }
         self.store.flush().expect("sim disk flush");
         if sync {
             // The fsync takes time, and a crash may land while it runs: the
-            // written bytes are then lost or torn. Nothing of this step has
-            // left the node yet, so that must be harmless.
+            // written bytes are then lost or torn. Only AppendEntries of this
+            // step may have left the node, so that must be harmless.
             let latency = madsim::rand::thread_rng().gen_range(FSYNC_US_MIN..FSYNC_US_MAX);
             madsim::time::sleep(Duration::from_micros(latency)).await;
             self.store.sync().expect("sim disk sync");
         }
+        self.execute(effects).await;
+        match end {
+            Some((index, term)) if sync => Some(Input::Persisted { index, term }),
+            _ => None,
+        }
+    }
+
+    async fn execute(&mut self, effects: Vec<Effect>) {
+        let shared = self.shared.clone();
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {

@@ -14,10 +14,14 @@
 //! seed replay bit for bit. See `docs/ARCHITECTURE.md`.
 //!
 //! **Effect order is a contract.** A driver executes an actor's effects in the
-//! order they were emitted, with one allowed relaxation: it may hold back
+//! order they were emitted, with two allowed relaxations. It may hold back
 //! sends and replies until after later persists and their fsync (delaying a
-//! message is indistinguishable from network latency). It may never let a send
-//! or reply overtake a `Persist { sync: true }` that was emitted before it.
+//! message is indistinguishable from network latency). And it may send an
+//! AppendEntries request before the persists emitted ahead of it are durable
+//! (thesis 10.2.1): a leader counts its own log toward commit only up to the
+//! point the driver reports durable with `Input::Persisted`. Nothing else may
+//! overtake a `Persist { sync: true }` emitted before it: a vote or an
+//! acknowledgement is only given for state that is on disk.
 
 use serde::{Deserialize, Serialize};
 use std::ops::Add;

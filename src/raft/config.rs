@@ -13,7 +13,7 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Entries per AppendEntries message.
 pub const APPEND_ENTRIES_MAX_DEFAULT: usize = 256;
 /// AppendEntries messages carrying entries in flight per follower.
-pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 8;
+pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 32;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.

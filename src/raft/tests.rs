@@ -106,7 +106,15 @@ fn granted(term: Term, granted: bool) -> VoteResponse {
     VoteResponse { term, granted }
 }
 
-/// Makes node 1 leader of term 1 over an empty log, via PreVote and Vote.
+/// What a driver does after an fsync: report the log durable to its end.
+fn durable(r: &mut Raft<Recorder>, now: u64) -> Vec<Effect> {
+    let index = r.log().last_index();
+    let term = r.log().last_term();
+    r.handle(ms(now), Input::Persisted { index, term })
+}
+
+/// Makes node 1 leader of term 1 over an empty log, via PreVote and Vote,
+/// with its no-op durable.
 fn leader() -> Raft<Recorder> {
     let mut r = replica(1, 0, vec![]);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
@@ -123,6 +131,7 @@ fn leader() -> Raft<Recorder> {
         Message::VoteResponse(granted(1, true)),
     );
     assert_eq!(r.role(), Role::Leader);
+    durable(&mut r, MIN_MS + 2);
     r
 }
 
@@ -468,6 +477,7 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
         0,
         "index 1 is from term 2: not committed by counting"
     );
+    durable(&mut r, MIN_MS + 2);
     msg(&mut r, MIN_MS + 2, 2, success(3, 2));
     assert_eq!(r.commit_index(), 2);
     assert_eq!(r.state_machine().applied(), &[(1, vec![1])]);
@@ -510,6 +520,11 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
             ),
         ],
         "node 3 is still probing with its first AppendEntries in flight, so nothing goes to it yet"
+    );
+    assert_eq!(
+        durable(&mut r, 202),
+        vec![],
+        "the leader alone is no majority"
     );
     let effects = msg(&mut r, 202, 2, success(1, 2));
     assert_eq!(
@@ -731,13 +746,14 @@ fn a_single_node_cluster_elects_itself_and_commits_alone() {
     r.handle(ms(0), Input::Start);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
     assert_eq!(r.role(), Role::Leader);
-    let effects = r.handle(
+    r.handle(
         ms(MIN_MS + 1),
         Input::Propose {
             id: 1,
             command: b"a".to_vec(),
         },
     );
+    let effects = durable(&mut r, MIN_MS + 1);
     assert!(matches!(
         effects.last(),
         Some(Effect::Reply {
@@ -1221,6 +1237,7 @@ fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() 
             command: b"x".to_vec(),
         },
     );
+    durable(&mut r, 200);
     let effects = msg(&mut r, 201, 2, success(1, 2));
     assert!(
         effects.iter().any(|e| matches!(e, Effect::Persist { op: PersistOp::Snapshot { snapshot, .. }, sync: true } if snapshot.index == 2)),
@@ -1405,6 +1422,7 @@ fn a_learner_does_not_count_towards_commit_and_never_campaigns() {
             addr: "n4".into(),
         },
     );
+    durable(&mut r, 202);
     msg(&mut r, 203, 4, success(1, 2));
     assert_eq!(
         r.commit_index(),
@@ -1457,6 +1475,7 @@ fn promoting_a_learner_that_lags_is_refused() {
         Message::PreVoteResponse(granted(1, true)),
     );
     msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    durable(&mut r, 200);
     msg(&mut r, 201, 2, success(1, 1));
     change(
         &mut r,
@@ -1467,6 +1486,7 @@ fn promoting_a_learner_that_lags_is_refused() {
             addr: "n4".into(),
         },
     );
+    durable(&mut r, 202);
     msg(&mut r, 203, 2, success(1, 2));
     for i in 0..3 {
         r.handle(
@@ -1476,6 +1496,7 @@ fn promoting_a_learner_that_lags_is_refused() {
                 command: vec![],
             },
         );
+        durable(&mut r, 204 + i);
         msg(&mut r, 204 + i, 2, success(1, 3 + i));
     }
     let effects = change(&mut r, 210, 2, ConfChange::Promote { id: 4 });
@@ -1530,4 +1551,60 @@ fn a_join_request_reaching_a_follower_goes_to_the_leader() {
         addr: "n9".into(),
     };
     assert_eq!(msg(&mut r, 11, 9, join.clone()), vec![send(1, join)]);
+}
+
+#[test]
+fn the_leader_counts_itself_only_once_its_own_log_is_durable() {
+    // Thesis 10.2.1: the leader may replicate before its own fsync, but its
+    // log counts toward a majority only once durable; two followers make a
+    // majority without it.
+    let mut r = leader();
+    msg(&mut r, 200, 2, success(1, 1));
+    msg(&mut r, 200, 3, success(1, 1));
+    r.handle(
+        ms(201),
+        Input::Propose {
+            id: 7,
+            command: b"p".to_vec(),
+        },
+    );
+    assert_eq!(
+        msg(&mut r, 202, 2, success(1, 2)),
+        vec![],
+        "not durable on the leader yet"
+    );
+    let effects = durable(&mut r, 203);
+    assert!(
+        matches!(
+            &effects[..],
+            [Effect::Reply {
+                id: 7,
+                result: Ok(Applied { index: 2, .. })
+            }]
+        ),
+        "{effects:?}"
+    );
+
+    r.handle(
+        ms(204),
+        Input::Propose {
+            id: 8,
+            command: b"q".to_vec(),
+        },
+    );
+    msg(&mut r, 205, 2, success(1, 3));
+    let effects = msg(&mut r, 206, 3, success(1, 3));
+    assert!(
+        matches!(
+            &effects[..],
+            [Effect::Reply {
+                id: 8,
+                result: Ok(Applied { index: 3, .. })
+            }]
+        ),
+        "two followers suffice: {effects:?}"
+    );
+    // A durability report for an entry that was since replaced proves nothing.
+    let stale = r.handle(ms(207), Input::Persisted { index: 3, term: 9 });
+    assert_eq!(stale, vec![]);
 }

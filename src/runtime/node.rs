@@ -2,17 +2,18 @@
 //!
 //! Inputs (peer messages, client requests, timers) are stepped through the
 //! actor as they arrive; their effects are queued and executed by one
-//! `Flush` that runs after the mailbox drains. A flush writes every queued
-//! persist, fsyncs once, and only then lets the queued sends and replies
-//! out: group commit, and the effect-order contract of `crate::actor`.
-//! Peer connections follow the configuration in effect.
+//! `Flush` that runs after the mailbox drains. A flush sends AppendEntries
+//! and replies at once, writes every queued persist and fsyncs once (group
+//! commit), then lets the other sends out and reports the fsync back as
+//! `Input::Persisted`: the effect-order contract of `crate::actor`. Peer
+//! connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
 use crate::raft::{
-    self, Applied, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder,
-    RequestError, RequestId, Role, Timer,
+    self, Applied, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft,
+    Recorder, RequestError, RequestId, Role, Timer,
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
@@ -306,53 +307,46 @@ impl RaftNode {
         }
     }
 
+    /// Executes the effects queued since the last flush (see the module
+    /// doc): AppendEntries and replies go out at once, persists are written
+    /// and fsynced once for the whole batch, then the other sends leave, and
+    /// the fsync is reported back to the actor as `Input::Persisted`.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         let effects = std::mem::take(&mut self.queued);
-        let mut sync = false;
-        let mut written = Ok(());
-        for effect in &effects {
-            if let Effect::Persist { op, sync: s } = effect {
-                sync |= *s;
-                if written.is_ok() {
-                    written = self.store.write(op);
-                }
-            }
-        }
-        let started = std::time::Instant::now();
-        let durable = written.and_then(|()| {
-            if sync {
-                self.store.sync()
-            } else {
-                self.store.flush()
-            }
-        });
-        if let Err(e) = durable {
-            // A node that cannot make its state durable must not answer for
-            // it: stop, and let the rest of the cluster carry on.
-            tracing::error!(node = self.id, error = %e, "storage failed; stopping the node");
-            ctx.stop();
-            return;
-        }
-        if sync {
-            tracing::trace!(
-                node = self.id,
-                micros = started.elapsed().as_micros() as u64,
-                "fsync"
-            );
-        }
         self.connect_members();
+        let mut wrote = false;
+        let mut end = None;
+        let mut after_sync = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Persist { .. } => {}
-                Effect::Send { to, msg } => {
-                    if let Some((peer, _, _)) = self.peers.get(&to) {
-                        peer.send(&Envelope {
-                            from: self.id,
-                            to,
-                            msg,
-                        });
+                // Thesis 10.2.1: the leader's entries may leave before its
+                // own fsync; it counts itself only once `Persisted` says so.
+                Effect::Send {
+                    to,
+                    msg: msg @ Message::Append(_),
+                } => self.send_to(to, msg),
+                Effect::Send { to, msg } => after_sync.push((to, msg)),
+                // A reply reports committed or rejected state, which no local
+                // write still pending can change.
+                Effect::Reply { id, result } => {
+                    if let Some(tx) = self.clients.remove(&id) {
+                        let _ = tx.send(result);
                     }
+                }
+                Effect::Persist { op, .. } => {
+                    if let Err(e) = self.store.write(&op) {
+                        return self.storage_failed(ctx, &e);
+                    }
+                    wrote = true;
+                    end = match &op {
+                        PersistOp::Append(es) => es.last().map(|e| (e.index, e.term)).or(end),
+                        PersistOp::Snapshot { snapshot, tail, .. } => Some(
+                            tail.last()
+                                .map_or((snapshot.index, snapshot.term), |e| (e.index, e.term)),
+                        ),
+                        PersistOp::TruncateFrom(_) | PersistOp::HardState(_) => end,
+                    };
                 }
                 Effect::SetTimer { timer, at } => {
                     self.timers.insert(timer, at);
@@ -360,14 +354,43 @@ impl RaftNode {
                 Effect::CancelTimer(timer) => {
                     self.timers.remove(&timer);
                 }
-                Effect::Reply { id, result } => {
-                    if let Some(tx) = self.clients.remove(&id) {
-                        let _ = tx.send(result);
-                    }
-                }
             }
         }
+        if wrote {
+            let started = std::time::Instant::now();
+            if let Err(e) = self.store.sync() {
+                return self.storage_failed(ctx, &e);
+            }
+            tracing::trace!(
+                node = self.id,
+                micros = started.elapsed().as_micros() as u64,
+                "fsync"
+            );
+        }
+        for (to, msg) in after_sync {
+            self.send_to(to, msg);
+        }
+        if let Some((index, term)) = end {
+            self.step(ctx, Input::Persisted { index, term });
+        }
         self.arm_timer(ctx);
+    }
+
+    fn storage_failed(&mut self, ctx: &mut Context<Self>, e: &dyn std::fmt::Display) {
+        // A node that cannot make its state durable must not answer for it:
+        // stop, and let the rest of the cluster carry on.
+        tracing::error!(node = self.id, error = %e, "storage failed; stopping the node");
+        ctx.stop();
+    }
+
+    fn send_to(&self, to: NodeId, msg: Message) {
+        if let Some((peer, _, _)) = self.peers.get(&to) {
+            peer.send(&Envelope {
+                from: self.id,
+                to,
+                msg,
+            });
+        }
     }
 
     /// Keeps one connection per other member of the configuration in effect,

@@ -75,6 +75,13 @@ pub enum Input {
         id: RequestId,
         change: ConfChange,
     },
+    /// The driver made the log durable up to this entry. A leader counts
+    /// itself toward commit only up to here, which lets it send entries
+    /// before its own fsync (thesis 10.2.1).
+    Persisted {
+        index: Index,
+        term: Term,
+    },
 }
 
 /// Durable state as recovered from storage at start-up.
@@ -235,6 +242,8 @@ pub struct Raft<S> {
     leader: Option<NodeId>,
     commit: Index,
     applied: Index,
+    /// The log is durable up to here (reported by the driver).
+    persisted: Index,
     /// When this node last heard from a leader of its current term; a node
     /// that has refuses (pre-)votes for a while (thesis 4.2.3, 9.6).
     leader_contact: Option<Instant>,
@@ -323,6 +332,7 @@ impl<S: StateMachine> Raft<S> {
             leader: None,
             commit: base_index,
             applied: base_index,
+            persisted: 0,
             leader_contact: None,
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
@@ -342,6 +352,8 @@ impl<S: StateMachine> Raft<S> {
             out: Vec::new(),
         };
         raft.refresh_membership();
+        // Everything recovered from disk is durable.
+        raft.persisted = raft.log.last_index();
         Ok(raft)
     }
 
@@ -401,6 +413,7 @@ impl<S: StateMachine> Raft<S> {
             Input::Read { id, query } => self.handle_read(now, id, query),
             Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
             Input::ChangeMembership { id, change } => self.handle_change(id, change),
+            Input::Persisted { index, term } => self.handle_persisted(index, term),
         }
         self.step_down_if_removed(now);
         self.emit_timer_changes(timers_before);
@@ -417,6 +430,17 @@ impl<S: StateMachine> Raft<S> {
                 Some(at) if after != before => self.out.push(Effect::SetTimer { timer, at }),
                 None if before.is_some() => self.out.push(Effect::CancelTimer(timer)),
                 _ => {}
+            }
+        }
+    }
+
+    fn handle_persisted(&mut self, index: Index, term: Term) {
+        // A report from before a truncation names an entry no longer in the
+        // log (same index, other term): it proves nothing now.
+        if index > self.persisted && self.log.term_at(index) == Some(term) {
+            self.persisted = index;
+            if self.role == Role::Leader {
+                self.maybe_commit();
             }
         }
     }
@@ -737,6 +761,7 @@ impl<S: StateMachine> Raft<S> {
                         entry.index
                     );
                     self.log.truncate_from(entry.index);
+                    self.persisted = self.persisted.min(entry.index - 1);
                     self.persist(PersistOp::TruncateFrom(entry.index));
                     membership_changed = true;
                 }
@@ -1007,7 +1032,8 @@ impl<S: StateMachine> Raft<S> {
             .map(|(_, p)| p.matched)
             .collect();
         if membership.is_voter(self.id) {
-            matched.push(self.log.last_index());
+            // Only what is durable here counts (thesis 10.2.1).
+            matched.push(self.persisted.min(self.log.last_index()));
         }
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&candidate) = matched.get(self.quorum() - 1) else {
@@ -1119,6 +1145,7 @@ impl<S: StateMachine> Raft<S> {
     fn check_invariants(&self) {
         debug_assert!(self.applied <= self.commit);
         debug_assert!(self.commit <= self.log.last_index());
+        debug_assert!(self.persisted <= self.log.last_index() || self.log.entries().is_empty());
         debug_assert!(self.role != Role::Leader || self.leader == Some(self.id));
         debug_assert!(self.role == Role::Leader || self.pending.is_empty());
         debug_assert!(self.pending.len() <= self.config.pending_proposals_max);

@@ -160,6 +160,7 @@ impl<S: StateMachine> Raft<S> {
             self.log.compact(inc.index);
         } else {
             self.log.reset(inc.index, inc.term);
+            self.persisted = self.persisted.min(inc.index);
         }
         self.commit = inc.index;
         self.applied = inc.index;
