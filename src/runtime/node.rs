@@ -27,6 +27,12 @@ use tokio::task::JoinHandle;
 
 /// Messages waiting in the actor's mailbox; more are dropped.
 pub const INBOUND_QUEUE_LEN_MAX: usize = 4096;
+/// Inputs stepped before a flush is forced (actix runs a self-notified
+/// flush only once the mailbox is empty).
+pub const FLUSH_STEPS_MAX: u32 = 64;
+/// Write-and-fsync rounds per flush: a batch, then what its `Persisted`
+/// report produces (a snapshot, say), and so on.
+const FLUSH_ROUNDS_MAX: u32 = 4;
 /// A joining node repeats its request this often, at most this many times.
 pub const JOIN_RETRY_INTERVAL_MS: u64 = 500;
 pub const JOIN_ATTEMPTS_MAX: u32 = 600;
@@ -112,6 +118,7 @@ impl Node {
             timer_handle: None,
             queued: Vec::new(),
             flush_scheduled: false,
+            steps_since_flush: 0,
             clients: BTreeMap::new(),
             next_request: 0,
         };
@@ -241,6 +248,7 @@ struct RaftNode {
     /// Effects of steps taken since the last flush, in order.
     queued: Vec<Effect>,
     flush_scheduled: bool,
+    steps_since_flush: u32,
     clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
     next_request: RequestId,
 }
@@ -289,7 +297,8 @@ impl RaftNode {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
 
-    fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
+    /// Feeds one input to the replica, logging role changes.
+    fn handle(&mut self, input: Input) -> Vec<Effect> {
         let before = (self.raft.role(), self.raft.term());
         let effects = {
             let _span =
@@ -300,8 +309,19 @@ impl RaftNode {
         if before != after {
             tracing::info!(node = self.id, term = after.1, role = ?after.0, leader = ?self.raft.leader(), "role change");
         }
+        effects
+    }
+
+    /// Steps an input and queues its effects for the next flush, which runs
+    /// once the mailbox is drained or after `FLUSH_STEPS_MAX` inputs, so a
+    /// steady flood of messages cannot hold a batch back for long.
+    fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
+        let effects = self.handle(input);
         self.queued.extend(effects);
-        if !self.flush_scheduled {
+        self.steps_since_flush += 1;
+        if self.steps_since_flush >= FLUSH_STEPS_MAX {
+            self.flush(ctx);
+        } else if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
@@ -309,12 +329,41 @@ impl RaftNode {
 
     /// Executes the effects queued since the last flush (see the module
     /// doc): AppendEntries and replies go out at once, persists are written
-    /// and fsynced once for the whole batch, then the other sends leave, and
-    /// the fsync is reported back to the actor as `Input::Persisted`.
+    /// and fsynced once for the whole batch, then the other sends leave. The
+    /// fsync is reported to the replica as `Input::Persisted` right away, and
+    /// what that produces (commits, replies) goes out in the same flush.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        let effects = std::mem::take(&mut self.queued);
+        self.steps_since_flush = 0;
         self.connect_members();
+        let mut effects = std::mem::take(&mut self.queued);
+        for round in 1..=FLUSH_ROUNDS_MAX {
+            let Some(end) = self.execute(ctx, effects) else {
+                break;
+            };
+            effects = self.handle(Input::Persisted {
+                index: end.0,
+                term: end.1,
+            });
+            if effects.is_empty() {
+                break;
+            }
+            if round == FLUSH_ROUNDS_MAX {
+                // Bounded work per flush: the rest waits for the next one.
+                self.queued.extend(std::mem::take(&mut effects));
+                self.flush_scheduled = true;
+                ctx.notify(Flush);
+            }
+        }
+        self.arm_timer(ctx);
+    }
+
+    /// Executes one batch of effects; returns the log end it made durable.
+    fn execute(
+        &mut self,
+        ctx: &mut Context<Self>,
+        effects: Vec<Effect>,
+    ) -> Option<(raft::Index, raft::Term)> {
         let mut wrote = false;
         let mut end = None;
         let mut after_sync = Vec::new();
@@ -336,7 +385,8 @@ impl RaftNode {
                 }
                 Effect::Persist { op, .. } => {
                     if let Err(e) = self.store.write(&op) {
-                        return self.storage_failed(ctx, &e);
+                        self.storage_failed(ctx, &e);
+                        return None;
                     }
                     wrote = true;
                     end = match &op {
@@ -359,7 +409,8 @@ impl RaftNode {
         if wrote {
             let started = std::time::Instant::now();
             if let Err(e) = self.store.sync() {
-                return self.storage_failed(ctx, &e);
+                self.storage_failed(ctx, &e);
+                return None;
             }
             tracing::trace!(
                 node = self.id,
@@ -370,10 +421,7 @@ impl RaftNode {
         for (to, msg) in after_sync {
             self.send_to(to, msg);
         }
-        if let Some((index, term)) = end {
-            self.step(ctx, Input::Persisted { index, term });
-        }
-        self.arm_timer(ctx);
+        end
     }
 
     fn storage_failed(&mut self, ctx: &mut Context<Self>, e: &dyn std::fmt::Display) {
