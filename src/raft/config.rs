@@ -18,6 +18,8 @@ pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 32;
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
+/// Command bytes kept in the log before a snapshot replaces them.
+pub const SNAPSHOT_THRESHOLD_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// Bytes of snapshot per InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
 /// Largest snapshot a follower accepts from a leader.
@@ -34,7 +36,10 @@ pub struct Config {
     pub inflight_appends_max: usize,
     pub pending_proposals_max: usize,
     pub pending_reads_max: usize,
+    /// A replica snapshots once its log holds this many applied entries,
+    /// or this many bytes of commands, whichever comes first.
     pub snapshot_threshold_entries: u64,
+    pub snapshot_threshold_bytes: usize,
     pub snapshot_chunk_bytes: usize,
     pub snapshot_bytes_max: usize,
     /// Deliberate bugs for the simulator's negative controls. Only built with
@@ -82,6 +87,7 @@ impl Default for Config {
             pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
+            snapshot_threshold_bytes: SNAPSHOT_THRESHOLD_BYTES_DEFAULT,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
             #[cfg(feature = "sim")]
@@ -113,6 +119,7 @@ impl Config {
                 "snapshot_threshold_entries",
                 self.snapshot_threshold_entries as usize,
             ),
+            ("snapshot_threshold_bytes", self.snapshot_threshold_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("snapshot_bytes_max", self.snapshot_bytes_max),
         ] {

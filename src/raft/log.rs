@@ -11,6 +11,16 @@ pub struct Log {
     /// has been compacted away; snapshots move it forward).
     prev_index: Index,
     prev_term: Term,
+    /// Command payload bytes held in `entries` (kept up to date, so the
+    /// byte snapshot threshold costs nothing to check).
+    payload_bytes: usize,
+}
+
+fn payload_len(entry: &Entry) -> usize {
+    match &entry.payload {
+        Payload::Command(c) => c.len(),
+        Payload::Noop | Payload::Config(_) => 0,
+    }
 }
 
 impl Log {
@@ -21,10 +31,12 @@ impl Log {
             .iter()
             .enumerate()
             .all(|(i, e)| e.index == prev_index + i as u64 + 1));
+        let payload_bytes = entries.iter().map(payload_len).sum();
         Log {
             entries,
             prev_index,
             prev_term,
+            payload_bytes,
         }
     }
 
@@ -34,11 +46,7 @@ impl Log {
             .iter()
             .enumerate()
             .all(|(i, e)| e.index == i as u64 + 1));
-        Log {
-            entries,
-            prev_index: 0,
-            prev_term: 0,
-        }
+        Self::from_parts(0, 0, entries)
     }
 
     /// The last index a snapshot covers (0 if none): entries up to here
@@ -53,7 +61,12 @@ impl Log {
             return;
         };
         let drop = index.saturating_sub(self.prev_index) as usize;
-        self.entries.drain(..drop.min(self.entries.len()));
+        let dropped: usize = self
+            .entries
+            .drain(..drop.min(self.entries.len()))
+            .map(|e| payload_len(&e))
+            .sum();
+        self.payload_bytes -= dropped;
         self.prev_index = index;
         self.prev_term = term;
     }
@@ -62,6 +75,7 @@ impl Log {
     /// log does not contain the snapshot's last entry).
     pub fn reset(&mut self, index: Index, term: Term) {
         self.entries.clear();
+        self.payload_bytes = 0;
         self.prev_index = index;
         self.prev_term = term;
     }
@@ -128,24 +142,27 @@ impl Log {
     pub fn append(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
         debug_assert!(entry.term >= self.last_term());
+        self.payload_bytes += payload_len(&entry);
         self.entries.push(entry);
     }
 
-    /// Approximate bytes of command payload held in memory.
+    /// Bytes of command payload held in memory.
     pub fn payload_bytes(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|e| match &e.payload {
-                Payload::Command(c) => c.len(),
-                Payload::Noop | Payload::Config(_) => 0,
-            })
-            .sum()
+        self.payload_bytes
     }
 
     /// Drops every entry at `index` and after.
     pub fn truncate_from(&mut self, index: Index) {
         debug_assert!(index > self.prev_index);
         let keep = index.saturating_sub(self.prev_index + 1) as usize;
+        let dropped: usize = self
+            .entries
+            .get(keep..)
+            .unwrap_or(&[])
+            .iter()
+            .map(payload_len)
+            .sum();
+        self.payload_bytes -= dropped;
         self.entries.truncate(keep);
     }
 
@@ -213,6 +230,24 @@ mod tests {
             (log.last_index(), log.last_term(), log.entries().len()),
             (9, 3, 0)
         );
+        assert_eq!(log.payload_bytes(), 0);
+    }
+
+    #[test]
+    fn payload_bytes_follow_appends_truncations_and_compaction() {
+        let mut log = Log::default();
+        for i in 1..=4u64 {
+            log.append(Entry {
+                term: 1,
+                index: i,
+                payload: Payload::Command(vec![0; i as usize]),
+            });
+        }
+        assert_eq!(log.payload_bytes(), 1 + 2 + 3 + 4);
+        log.truncate_from(4);
+        assert_eq!(log.payload_bytes(), 1 + 2 + 3);
+        log.compact(2);
+        assert_eq!(log.payload_bytes(), 3);
     }
 
     #[test]

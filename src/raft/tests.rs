@@ -1608,3 +1608,50 @@ fn the_leader_counts_itself_only_once_its_own_log_is_durable() {
     let stale = r.handle(ms(207), Input::Persisted { index: 3, term: 9 });
     assert_eq!(stale, vec![]);
 }
+
+#[test]
+fn a_byte_threshold_triggers_a_snapshot_before_the_entry_count_does() {
+    // Paper 7: compaction when the log grows too large, here by bytes.
+    let mut cfg = snapshot_config(1_000, 1024);
+    cfg.snapshot_threshold_bytes = 100;
+    let mut r = Raft::new(
+        1,
+        members(&[1]),
+        cfg,
+        Recovered::default(),
+        Recorder::new(),
+        1,
+    )
+    .unwrap();
+    r.handle(ms(0), Input::Start);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    durable(&mut r, MIN_MS);
+    r.handle(
+        ms(MIN_MS + 1),
+        Input::Propose {
+            id: 1,
+            command: vec![7; 60],
+        },
+    );
+    let effects = durable(&mut r, MIN_MS + 1);
+    assert!(!effects.iter().any(|e| matches!(
+        e,
+        Effect::Persist {
+            op: PersistOp::Snapshot { .. },
+            ..
+        }
+    )));
+    r.handle(
+        ms(MIN_MS + 2),
+        Input::Propose {
+            id: 2,
+            command: vec![7; 60],
+        },
+    );
+    let effects = durable(&mut r, MIN_MS + 2);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Persist { op: PersistOp::Snapshot { snapshot, .. }, .. } if snapshot.index == 3)),
+        "120 bytes of commands pass the 100-byte threshold: {effects:?}"
+    );
+    assert_eq!(r.log().payload_bytes(), 0);
+}

@@ -20,8 +20,11 @@ pub(super) struct Incoming {
 impl<S: StateMachine> Raft<S> {
     /// Takes a snapshot if enough applied entries have accumulated.
     pub(super) fn maybe_snapshot(&mut self) {
-        let threshold = self.config.snapshot_threshold_entries;
-        if self.applied.saturating_sub(self.log.snapshot_index()) < threshold {
+        let entries = self.applied.saturating_sub(self.log.snapshot_index());
+        let by_count = entries >= self.config.snapshot_threshold_entries;
+        let by_bytes =
+            entries > 0 && self.log.payload_bytes() >= self.config.snapshot_threshold_bytes;
+        if !by_count && !by_bytes {
             return;
         }
         let Some(term) = self.log.term_at(self.applied) else {
