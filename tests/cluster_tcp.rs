@@ -91,18 +91,7 @@ async fn propose(nodes: &BTreeMap<u64, Node>, command: &[u8]) -> u64 {
 #[actix_rt::test]
 async fn three_nodes_elect_replicate_and_survive_losing_the_leader() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut listeners = Vec::new();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(id, l.local_addr().unwrap());
-        listeners.push(l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        nodes.insert(id, start(id, dirs[i].path(), &peers, l));
-    }
+    let (mut nodes, peers) = three_node_cluster(&dirs).await;
 
     // One leader is elected.
     let (first_leader, first_term) = wait_for("a leader", || leader(&nodes)).await;
@@ -186,7 +175,10 @@ async fn a_node_outside_the_cluster_map_is_refused() {
     ));
 }
 
-async fn three_node_cluster(dirs: &[tempfile::TempDir]) -> BTreeMap<u64, Node> {
+/// Three nodes on ephemeral 127.0.0.1 ports, and their peer addresses.
+async fn three_node_cluster(
+    dirs: &[tempfile::TempDir],
+) -> (BTreeMap<u64, Node>, BTreeMap<u64, SocketAddr>) {
     let mut listeners = Vec::new();
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
@@ -199,13 +191,13 @@ async fn three_node_cluster(dirs: &[tempfile::TempDir]) -> BTreeMap<u64, Node> {
         let id = i as u64 + 1;
         nodes.insert(id, start(id, dirs[i].path(), &peers, l));
     }
-    nodes
+    (nodes, peers)
 }
 
 #[actix_rt::test]
 async fn follower_reads_see_completed_writes_and_leadership_transfers() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = three_node_cluster(&dirs).await;
+    let (nodes, _) = three_node_cluster(&dirs).await;
     let (leader_id, term) = wait_for("a leader", || leader(&nodes)).await;
     let written = propose(&nodes, b"w1").await;
 
@@ -268,7 +260,7 @@ async fn nodes_join_a_running_cluster_and_the_leader_can_be_removed() {
         .with_test_writer()
         .try_init();
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = three_node_cluster(&dirs[..3]).await;
+    let (mut nodes, _) = three_node_cluster(&dirs[..3]).await;
     wait_for("a leader", || async { leader_of(&nodes).await }).await;
     propose(&nodes, b"before-join").await;
 

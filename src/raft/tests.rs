@@ -113,6 +113,31 @@ fn durable(r: &mut Raft<Recorder>, now: u64) -> Vec<Effect> {
     r.handle(ms(now), Input::Persisted { index, term })
 }
 
+/// Node 1 of three as leader of term 1 under `cfg`, its no-op durable.
+fn leader_with(cfg: Config) -> Raft<Recorder> {
+    let mut r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        cfg,
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    r.handle(ms(0), Input::Start);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    msg(
+        &mut r,
+        MIN_MS,
+        2,
+        Message::PreVoteResponse(granted(1, true)),
+    );
+    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    assert_eq!(r.role(), Role::Leader);
+    durable(&mut r, MIN_MS);
+    r
+}
+
 /// Makes node 1 leader of term 1 over an empty log, via PreVote and Vote,
 /// with its no-op durable.
 fn leader() -> Raft<Recorder> {
@@ -1212,24 +1237,7 @@ fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() 
     // entry was discarded; chunks follow the follower's reported offset.
     let mut cfg = snapshot_config(2, 4);
     cfg.pending_proposals_max = 16;
-    let mut r = Raft::new(
-        1,
-        members(&[1, 2, 3]),
-        cfg,
-        Recovered::default(),
-        Recorder::new(),
-        7,
-    )
-    .unwrap();
-    r.handle(ms(0), Input::Start);
-    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(
-        &mut r,
-        MIN_MS,
-        2,
-        Message::PreVoteResponse(granted(1, true)),
-    );
-    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    let mut r = leader_with(cfg);
     r.handle(
         ms(200),
         Input::Propose {
@@ -1457,25 +1465,7 @@ fn promoting_a_learner_that_lags_is_refused() {
     let mut cfg = config();
     cfg.append_entries_max = 1;
     cfg.pending_proposals_max = 16;
-    let mut r = Raft::new(
-        1,
-        members(&[1, 2, 3]),
-        cfg,
-        Recovered::default(),
-        Recorder::new(),
-        7,
-    )
-    .unwrap();
-    r.handle(ms(0), Input::Start);
-    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(
-        &mut r,
-        MIN_MS,
-        2,
-        Message::PreVoteResponse(granted(1, true)),
-    );
-    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
-    durable(&mut r, 200);
+    let mut r = leader_with(cfg);
     msg(&mut r, 201, 2, success(1, 1));
     change(
         &mut r,

@@ -449,14 +449,18 @@ impl<S: StateMachine> Raft<S> {
         self.reset_election_timer(now);
     }
 
+    /// Answers a request only a leader can serve with where to go instead.
+    fn reply_not_leader(&mut self, id: RequestId) {
+        let leader = self.leader;
+        self.out.push(Effect::Reply {
+            id,
+            result: Err(RequestError::NotLeader { leader }),
+        });
+    }
+
     fn handle_propose(&mut self, id: RequestId, command: Vec<u8>) {
         if self.role != Role::Leader {
-            let leader = self.leader;
-            self.out.push(Effect::Reply {
-                id,
-                result: Err(RequestError::NotLeader { leader }),
-            });
-            return;
+            return self.reply_not_leader(id);
         }
         // A leader handing over leadership takes no new writes (thesis 3.10).
         if self.pending.len() >= self.config.pending_proposals_max || self.transferring() {

@@ -17,12 +17,7 @@ pub(super) struct Transfer {
 impl<S: StateMachine> Raft<S> {
     pub(super) fn handle_transfer(&mut self, now: Instant, id: RequestId, to: NodeId) {
         if self.role != Role::Leader {
-            let leader = self.leader;
-            self.out.push(Effect::Reply {
-                id,
-                result: Err(RequestError::NotLeader { leader }),
-            });
-            return;
+            return self.reply_not_leader(id);
         }
         if to == self.id {
             let index = self.log.last_index();
