@@ -101,7 +101,10 @@ mod app {
     }
 
     pub fn main() -> ExitCode {
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "info".into()),
@@ -147,11 +150,19 @@ mod app {
         };
         let node = Node::start(config, listener).map_err(|e| e.to_string())?;
         tracing::info!(node = args.id, peer = %args.listen_peer, "serving; Ctrl-C to stop");
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-        node.stop();
+        wait_for_stop_signal().await?;
+        node.shutdown().await;
         Ok(())
+    }
+
+    /// Ctrl-C or SIGTERM (what systemd and `kill` send).
+    async fn wait_for_stop_signal() -> Result<(), String> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
+            _ = term.recv() => Ok(()),
+        }
     }
 
     async fn dev(args: DevArgs) -> Result<(), String> {

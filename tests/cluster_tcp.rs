@@ -321,3 +321,30 @@ async fn nodes_join_a_running_cluster_and_the_leader_can_be_removed() {
         n.stop();
     }
 }
+
+#[actix_rt::test]
+async fn a_leader_shutting_down_hands_over_leadership_first() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, _) = three_node_cluster(&dirs).await;
+    let (leader, term) = wait_for("a leader", || leader(&nodes)).await;
+    propose(&nodes, b"before").await;
+    let handed_over = nodes.remove(&leader).unwrap().shutdown().await;
+    assert!(handed_over, "leadership moved before the node stopped");
+    // The two survivors are a majority of three: they keep committing.
+    let (next, next_term) = wait_for("the successor to lead", || async {
+        let all = statuses(&nodes).await;
+        let l = all.iter().find(|s| s.role == Role::Leader)?;
+        let followers = all
+            .iter()
+            .filter(|s| s.leader == Some(l.id) && s.term == l.term)
+            .count();
+        (followers == 2).then_some((l.id, l.term))
+    })
+    .await;
+    assert_ne!(next, leader);
+    assert!(next_term > term);
+    propose(&nodes, b"after").await;
+    for (_, n) in nodes {
+        n.stop();
+    }
+}

@@ -33,6 +33,10 @@ pub const FLUSH_STEPS_MAX: u32 = 64;
 /// Write-and-fsync rounds per flush: a batch, then what its `Persisted`
 /// report produces (a snapshot, say), and so on.
 const FLUSH_ROUNDS_MAX: u32 = 4;
+/// How long a leader shutting down waits for leadership to move, and how
+/// often it looks.
+pub const SHUTDOWN_HANDOVER_MS: u64 = 2_000;
+const SHUTDOWN_POLL_MS: u64 = 10;
 /// A joining node repeats its request this often, at most this many times.
 pub const JOIN_RETRY_INTERVAL_MS: u64 = 500;
 pub const JOIN_ATTEMPTS_MAX: u32 = 600;
@@ -188,6 +192,37 @@ impl Node {
             .map_err(|_| ClientError::Stopped)
     }
 
+    /// Graceful stop: a leader first hands leadership to its most caught-up
+    /// voter (thesis 3.10) and waits, at most `SHUTDOWN_HANDOVER_MS`, for
+    /// it to move, so the cluster does not wait out an election timeout.
+    /// Returns whether leadership moved (false for a follower).
+    pub async fn shutdown(self) -> bool {
+        let mut handed_over = false;
+        if let Ok(status) = self.status().await {
+            if status.role == Role::Leader {
+                if let Some(to) = self.addr.send(BestSuccessor).await.ok().flatten() {
+                    tracing::info!(
+                        node = self.id,
+                        to,
+                        "handing over leadership before shutdown"
+                    );
+                    let _ = self.transfer_leadership(to).await;
+                    let deadline =
+                        std::time::Instant::now() + Duration::from_millis(SHUTDOWN_HANDOVER_MS);
+                    while std::time::Instant::now() < deadline {
+                        if self.status().await.map_or(true, |s| s.role != Role::Leader) {
+                            handed_over = true;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+                    }
+                }
+            }
+        }
+        self.stop();
+        handed_over
+    }
+
     /// Stops the actor and closes every connection, like a crash without
     /// losing fsynced data.
     pub fn stop(self) {
@@ -283,6 +318,11 @@ enum Request {
 #[derive(Message)]
 #[rtype(result = "NodeStatus")]
 struct GetStatus;
+
+/// The voter a leader would hand over to: the one with the longest log.
+#[derive(Message)]
+#[rtype(result = "Option<NodeId>")]
+struct BestSuccessor;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -563,6 +603,13 @@ impl Handler<GetStatus> for RaftNode {
             digest: sm.digest(),
             applied: sm.applied().iter().map(|(_, c)| c.clone()).collect(),
         })
+    }
+}
+
+impl Handler<BestSuccessor> for RaftNode {
+    type Result = Option<NodeId>;
+    fn handle(&mut self, _: BestSuccessor, _: &mut Context<Self>) -> Option<NodeId> {
+        self.raft.best_successor()
     }
 }
 

@@ -91,6 +91,19 @@ impl<S: StateMachine> Raft<S> {
         self.transfer = None;
     }
 
+    /// On a leader: the voter whose log matches furthest, the natural
+    /// target of a handover before shutdown.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.progress
+            .iter()
+            .filter(|(&id, _)| self.membership.is_voter(id))
+            .max_by_key(|(&id, p)| (p.matched, std::cmp::Reverse(id)))
+            .map(|(&id, _)| id)
+    }
+
     pub(super) fn transferring(&self) -> bool {
         self.transfer.is_some()
     }
