@@ -19,4 +19,4 @@ pub use replica::{
     Applied, Effect, HardState, Input, PersistOp, Raft, RaftError, Recovered, RequestError,
     RequestId, Role, Timer,
 };
-pub use state_machine::{Recorder, RestoreError, StateMachine};
+pub use state_machine::{Recorder, RestoreError, SnapshotError, StateMachine};

@@ -9,6 +9,11 @@ use thiserror::Error;
 #[error("cannot restore the state machine from a snapshot: {0}")]
 pub struct RestoreError(pub String);
 
+/// The state machine could not serialize itself.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("cannot snapshot the state machine: {0}")]
+pub struct SnapshotError(pub String);
+
 /// A deterministic state machine. `apply` is called exactly once per
 /// committed command, in log order, on every replica; it must depend on
 /// nothing but its own state, the index and the command.
@@ -19,8 +24,9 @@ pub trait StateMachine {
     /// the read is linearizable (ReadIndex confirmed and applied).
     fn query(&self, query: &[u8]) -> Vec<u8>;
 
-    /// The whole state, as bytes `restore` accepts (paper 7).
-    fn snapshot(&self) -> Vec<u8>;
+    /// The whole state, as bytes `restore` accepts (paper 7). On error the
+    /// replica keeps its log and tries again at the next threshold.
+    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError>;
 
     /// Replaces the whole state by a snapshot's.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
@@ -78,8 +84,9 @@ impl StateMachine for Recorder {
         self.last_index.to_le_bytes().to_vec()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.digest, self.last_index, &self.applied)).unwrap_or_default()
+    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_allocvec(&(self.digest, self.last_index, &self.applied))
+            .map_err(|e| SnapshotError(e.to_string()))
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {

@@ -1192,7 +1192,7 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
         membership: members(&[1, 2, 3]),
         index: 2,
         term: 1,
-        data: donor.snapshot(),
+        data: donor.snapshot().unwrap(),
     };
     let recovered = Recovered {
         hard_state: HardState {
@@ -1288,7 +1288,7 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
     // the last one replaces the state machine and the log.
     let mut donor = Recorder::new();
     donor.apply(1, b"a");
-    let data = donor.snapshot();
+    let data = donor.snapshot().unwrap();
     let mut r = replica(2, 1, vec![]);
     let chunk = |offset: usize, end: usize| {
         Message::InstallSnapshot(InstallSnapshotRequest {

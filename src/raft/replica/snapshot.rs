@@ -30,12 +30,19 @@ impl<S: StateMachine> Raft<S> {
         let Some(term) = self.log.term_at(self.applied) else {
             return;
         };
+        let data = match self.sm.snapshot() {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!(node = self.id, error = %e, "snapshot failed; keeping the log");
+                return;
+            }
+        };
         let (_, membership) = self.membership_at(self.applied);
         let snapshot = Snapshot {
             index: self.applied,
             term,
             membership,
-            data: self.sm.snapshot(),
+            data,
         };
         self.log.compact(snapshot.index);
         self.persist_snapshot(snapshot);
