@@ -90,6 +90,25 @@ fn scenario(name: &str) -> Option<Scenario> {
                 20,
             )
         },
+        "neg_count_learners" => Scenario {
+            bugs: Bugs {
+                count_learners: true,
+                ..Bugs::default()
+            },
+            spare_nodes: 2,
+            snapshot_threshold_entries: 30,
+            ..s(
+                3,
+                &[
+                    Fault::RemoveVoter,
+                    Fault::Crash,
+                    Fault::CrashMidWrite,
+                    Fault::IsolateLeader,
+                    Fault::Partition,
+                ],
+                20,
+            )
+        },
         "neg_stale_reads" => Scenario {
             bugs: Bugs {
                 stale_reads: true,
@@ -158,6 +177,7 @@ const SCENARIOS: &[&str] = &[
 const VOTE_TWICE_SEED: u64 = 3;
 const SKIP_FSYNC_SEED: u64 = 2;
 const STALE_READS_SEED: u64 = 1;
+const COUNT_LEARNERS_SEED: u64 = 77;
 const SKIP_CONSISTENCY_CHECK_SEED: u64 = 3;
 
 fn seeds(default_num: u64) -> (u64, u64) {
@@ -292,6 +312,18 @@ fn tests() -> Vec<(String, TestFn)> {
     }));
     t.push(("neg_stale_reads".into(), |n| {
         negative(n, &["read-linearizability"], STALE_READS_SEED)
+    }));
+    t.push(("neg_count_learners".into(), |n| {
+        negative(
+            n,
+            &[
+                "committed-entry-durability",
+                "state-machine-safety",
+                "leader-completeness",
+                "log-matching",
+            ],
+            COUNT_LEARNERS_SEED,
+        )
     }));
     t.push(("determinism".into(), determinism));
     t.push(("clock_model".into(), |_| crate::clock::self_check()));

@@ -62,6 +62,9 @@ pub struct Bugs {
     /// Answer reads from local state without confirming leadership or
     /// asking the leader (a stale read).
     pub stale_reads: bool,
+    /// Count learners' acknowledgements toward commit (thesis 4.2.1 says
+    /// they are not part of majorities).
+    pub count_learners: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -147,6 +150,13 @@ impl Config {
     pub(crate) fn stale_reads(&self) -> bool {
         #[cfg(feature = "sim")]
         return self.bugs.stale_reads;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
+    pub(crate) fn count_learners(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.count_learners;
         #[cfg(not(feature = "sim"))]
         false
     }

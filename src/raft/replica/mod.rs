@@ -1029,10 +1029,11 @@ impl<S: StateMachine> Raft<S> {
         // Thesis 4.2.2: only voters of the configuration in effect count,
         // the leader itself included only if it is one.
         let membership = &self.membership;
+        let learners_count = self.config.count_learners();
         let mut matched: Vec<Index> = self
             .progress
             .iter()
-            .filter(|(&id, _)| membership.is_voter(id))
+            .filter(|(&id, _)| membership.is_voter(id) || learners_count)
             .map(|(_, p)| p.matched)
             .collect();
         if membership.is_voter(self.id) {
