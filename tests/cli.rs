@@ -1,0 +1,132 @@
+//! The `raftlock` binary as a user runs it: bad flags and a damaged data
+//! directory give a clear error and exit code 2, and touch nothing.
+#![cfg(not(madsim))]
+
+use std::process::Command;
+
+fn raftlock(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_raftlock"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run raftlock");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_node_missing_from_its_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").display().to_string();
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "4",
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        "127.0.0.1:0",
+        "--initial-cluster",
+        "1=127.0.0.1:7401,2=127.0.0.1:7402",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--id 4 is not in --initial-cluster"),
+        "{text}"
+    );
+}
+
+#[test]
+fn malformed_flags_name_what_is_wrong() {
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "x",
+        "--listen-peer",
+        "nope",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+    ]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--listen-peer"), "{text}");
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "x",
+        "--listen-peer",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1,1=127.0.0.1:2",
+    ]);
+    assert_eq!(code, 2);
+    assert!(text.contains("node 1 is listed twice"), "{text}");
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "x",
+        "--listen-peer",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("--initial-cluster") || text.contains("--join"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_corrupt_journal_stops_start_up_naming_file_and_offset_and_is_left_as_it_was() {
+    use raftlock::raft::{Entry, Payload, PersistOp};
+    use raftlock::storage::raft_store::JOURNAL_FILE;
+    use raftlock::storage::{FsDir, RaftStore};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut store, _, _) = RaftStore::open(FsDir::open(dir.path()).unwrap()).unwrap();
+        for i in 1..=3u64 {
+            let entry = Entry {
+                term: 1,
+                index: i,
+                payload: Payload::Command(vec![i as u8; 8]),
+            };
+            store.write(&PersistOp::Append(vec![entry])).unwrap();
+        }
+        store.sync().unwrap();
+    }
+    let path = dir.path().join(JOURNAL_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0xff; // inside the first record; two valid ones follow
+    std::fs::write(&path, &bytes).unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let data = dir.path().display().to_string();
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        &addr,
+        "--initial-cluster",
+        &format!("1={addr}"),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("raft.journal is corrupt at byte offset 0"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "nothing was truncated or rewritten"
+    );
+}
