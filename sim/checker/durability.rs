@@ -1,7 +1,10 @@
 //! No committed entry is lost across crashes: every committed entry stays in
 //! the logs of a majority of the voters of the latest committed
-//! configuration, counting a crashed node by what its disk gave back on
-//! restart. Losing it is what an ack-before-fsync bug looks like.
+//! configuration, or of a configuration appended after it (a configuration
+//! is in effect once appended, thesis 4.1, and single-server changes keep
+//! the majorities of consecutive configurations overlapping), counting a
+//! crashed node by what its disk gave back on restart. Losing it is what an
+//! ack-before-fsync bug looks like.
 
 use super::EntryId;
 use raftlock::actor::NodeId;
@@ -18,18 +21,21 @@ impl Durability {
         &self,
         committed: &BTreeMap<Index, EntryId>,
         logs: &BTreeMap<NodeId, Vec<EntryId>>,
-        voters: &[NodeId],
+        voter_sets: &[Vec<NodeId>],
     ) -> Result<(), String> {
-        let quorum = voters.len() / 2 + 1;
         for (&index, &id) in committed {
-            let holders = voters
+            let holds = |v: &NodeId| {
+                logs.get(v)
+                    .is_some_and(|log| log.get(index as usize - 1) == Some(&id))
+            };
+            let majority_somewhere = voter_sets
                 .iter()
-                .filter_map(|v| logs.get(v))
-                .filter(|log| log.get(index as usize - 1) == Some(&id))
-                .count();
-            if holders < quorum {
+                .any(|voters| voters.iter().filter(|v| holds(v)).count() > voters.len() / 2);
+            if !majority_somewhere {
+                let voters = &voter_sets[0];
+                let holders: Vec<NodeId> = voters.iter().copied().filter(|v| holds(v)).collect();
                 return Err(format!(
-                    "committed entry {index} ({id:?}) survives on {holders} node(s), fewer than a majority of {quorum}"
+                    "committed entry {index} ({id:?}) survives on voters {holders:?} of {voters:?}, a majority of no configuration in effect"
                 ));
             }
         }

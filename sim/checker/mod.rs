@@ -68,6 +68,8 @@ pub struct Checker {
     pub now: Duration,
     /// The latest configuration known committed, and its index.
     committed_config: (Index, Membership),
+    /// Configurations seen appended to any log after it, by index.
+    pending_configs: BTreeMap<Index, Membership>,
     /// Each node's log as the checker mirrors it from persist effects.
     logs: BTreeMap<NodeId, Vec<EntryId>>,
     roles: BTreeMap<NodeId, (Term, Role)>,
@@ -112,7 +114,19 @@ impl Checker {
         self.committed_config.1.voters().collect()
     }
 
+    /// Voter sets an entry may be committed by: the latest committed
+    /// configuration and any appended after it (in effect on some node,
+    /// thesis 4.1). With single-server changes their majorities overlap.
+    fn candidate_voters(&self) -> Vec<Vec<NodeId>> {
+        let mut sets = vec![self.voters()];
+        for (_, m) in self.pending_configs.range(self.committed_config.0 + 1..) {
+            sets.push(m.voters().collect());
+        }
+        sets
+    }
+
     fn note_committed_config(&mut self, index: Index, membership: &Membership) {
+        self.pending_configs = self.pending_configs.split_off(&(index + 1));
         if index > self.committed_config.0 {
             if membership != &self.committed_config.1 {
                 self.stats.config_changes += 1;
@@ -164,7 +178,7 @@ impl Checker {
         self.roles.remove(&node);
         if let Err(m) = self
             .durability
-            .check(&self.committed, &self.logs, &self.voters())
+            .check(&self.committed, &self.logs, &self.candidate_voters())
         {
             self.fail(
                 Durability::NAME,
@@ -217,6 +231,11 @@ impl Checker {
                             continue;
                         }
                         mirror.push(EntryId::of(e));
+                        if let Payload::Config(m) = &e.payload {
+                            if e.index > self.committed_config.0 {
+                                self.pending_configs.insert(e.index, m.clone());
+                            }
+                        }
                         if let Err(m) = self.matching.on_append(node, &self.logs[&node]) {
                             self.fail(LogMatching::NAME, m);
                         }
@@ -351,7 +370,7 @@ impl Checker {
     pub fn finish(&mut self) {
         if let Err(m) = self
             .durability
-            .check(&self.committed, &self.logs, &self.voters())
+            .check(&self.committed, &self.logs, &self.candidate_voters())
         {
             self.fail(Durability::NAME, format!("at the end of the run: {m}"));
         }
