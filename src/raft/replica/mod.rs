@@ -685,7 +685,9 @@ impl<S: StateMachine> Raft<S> {
         self.leader_contact = Some(now);
         self.reset_election_timer(now);
 
-        let result = self.append_from_leader(&req);
+        let Some(result) = self.append_from_leader(&req) else {
+            return;
+        };
         let term = self.term;
         self.send(
             from,
@@ -713,13 +715,14 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// Paper 5.3: the consistency check, conflict truncation, and append.
-    fn append_from_leader(&mut self, req: &AppendRequest) -> AppendResult {
+    /// None: the request contradicts a committed entry and is dropped.
+    fn append_from_leader(&mut self, req: &AppendRequest) -> Option<AppendResult> {
         let snapshot_index = self.log.snapshot_index();
         if req.prev_index < snapshot_index {
             // Entries up to this node's snapshot are committed, so they match
             // the leader's (leader completeness): check from the snapshot on.
             let Some(snapshot_term) = self.log.term_at(snapshot_index) else {
-                return AppendResult::StaleTerm;
+                return Some(AppendResult::StaleTerm);
             };
             let trimmed = AppendRequest {
                 prev_index: snapshot_index,
@@ -732,22 +735,31 @@ impl<S: StateMachine> Raft<S> {
                     .collect(),
                 ..req.clone()
             };
+            // A correct leader's entries after our snapshot have terms at
+            // least the snapshot's; anything else is dropped.
+            if !Self::well_formed(&trimmed) {
+                tracing::error!(
+                    node = self.id,
+                    "AppendEntries inconsistent with our snapshot; dropped"
+                );
+                return None;
+            }
             return self.append_from_leader(&trimmed);
         }
         match self.log.term_at(req.prev_index) {
             None => {
-                return AppendResult::Conflict {
+                return Some(AppendResult::Conflict {
                     prev_index: req.prev_index,
                     conflict_term: None,
                     first_index: self.log.last_index() + 1,
-                }
+                })
             }
             Some(t) if t != req.prev_term && !self.config.skip_consistency_check() => {
-                return AppendResult::Conflict {
+                return Some(AppendResult::Conflict {
                     prev_index: req.prev_index,
                     conflict_term: Some(t),
                     first_index: self.log.first_index_of_term(t, req.prev_index),
-                }
+                })
             }
             Some(_) => {}
         }
@@ -757,13 +769,18 @@ impl<S: StateMachine> Raft<S> {
             match self.log.term_at(entry.index) {
                 Some(t) if t == entry.term => continue,
                 Some(_) => {
-                    // Committed entries never conflict (leader completeness);
-                    // if this fires, safety is already lost.
-                    assert!(
-                        entry.index > self.commit,
-                        "conflict at committed index {}",
-                        entry.index
-                    );
+                    // Committed entries never conflict (leader completeness):
+                    // only a broken or hostile peer says otherwise. Keep the
+                    // committed entry and drop the message; nothing of it has
+                    // been applied yet (this is its first mismatch).
+                    if entry.index <= self.commit {
+                        tracing::error!(
+                            node = self.id,
+                            index = entry.index,
+                            "a peer contradicts a committed entry; message dropped"
+                        );
+                        return None;
+                    }
                     self.log.truncate_from(entry.index);
                     self.persisted = self.persisted.min(entry.index - 1);
                     self.persist(PersistOp::TruncateFrom(entry.index));
@@ -787,9 +804,9 @@ impl<S: StateMachine> Raft<S> {
             self.commit = commit;
             self.apply_committed();
         }
-        AppendResult::Success {
+        Some(AppendResult::Success {
             match_index: last_new,
-        }
+        })
     }
 
     fn handle_append_response(&mut self, from: NodeId, resp: AppendResponse) {
