@@ -15,6 +15,13 @@ fn raftlock(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `raftlock serve --id 1 --data-dir x` followed by `rest`.
+fn serve(rest: &[&str]) -> (i32, String) {
+    let mut args = vec!["serve", "--id", "1", "--data-dir", "x"];
+    args.extend_from_slice(rest);
+    raftlock(&args)
+}
+
 #[test]
 fn a_node_missing_from_its_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,12 +46,7 @@ fn a_node_missing_from_its_cluster_is_refused() {
 
 #[test]
 fn malformed_flags_name_what_is_wrong() {
-    let (code, text) = raftlock(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        "x",
+    let (code, text) = serve(&[
         "--listen-peer",
         "nope",
         "--initial-cluster",
@@ -52,12 +54,7 @@ fn malformed_flags_name_what_is_wrong() {
     ]);
     assert_eq!(code, 2);
     assert!(text.contains("--listen-peer"), "{text}");
-    let (code, text) = raftlock(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        "x",
+    let (code, text) = serve(&[
         "--listen-peer",
         "127.0.0.1:1",
         "--initial-cluster",
@@ -65,15 +62,7 @@ fn malformed_flags_name_what_is_wrong() {
     ]);
     assert_eq!(code, 2);
     assert!(text.contains("node 1 is listed twice"), "{text}");
-    let (code, text) = raftlock(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        "x",
-        "--listen-peer",
-        "127.0.0.1:1",
-    ]);
+    let (code, text) = serve(&["--listen-peer", "127.0.0.1:1"]);
     assert_eq!(code, 2);
     assert!(
         text.contains("--initial-cluster") || text.contains("--join"),

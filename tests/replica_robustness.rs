@@ -33,6 +33,23 @@ fn entry() -> impl Strategy<Value = Entry> {
         })
 }
 
+fn append_message(
+    term: u64,
+    prev_index: u64,
+    prev_term: u64,
+    entries: Vec<Entry>,
+    leader_commit: u64,
+) -> Message {
+    Message::Append(AppendRequest {
+        term,
+        prev_index,
+        prev_term,
+        entries,
+        leader_commit,
+        read_round: 1,
+    })
+}
+
 /// Mostly well-formed AppendEntries: contiguous after `prev_index`, terms
 /// rising from `prev_term` to the request's term (malformed ones come from
 /// `entry()` in the generic arm below).
@@ -61,14 +78,7 @@ fn append() -> impl Strategy<Value = Message> {
                         },
                     })
                     .collect();
-                Message::Append(AppendRequest {
-                    term,
-                    prev_index,
-                    prev_term,
-                    entries,
-                    leader_commit,
-                    read_round: 1,
-                })
+                append_message(term, prev_index, prev_term, entries, leader_commit)
             })
     })
 }
@@ -105,14 +115,7 @@ fn message() -> impl Strategy<Value = Message> {
             i.clone()
         )
             .prop_map(|(term, prev_index, prev_term, entries, leader_commit)| {
-                Message::Append(AppendRequest {
-                    term,
-                    prev_index,
-                    prev_term,
-                    entries,
-                    leader_commit,
-                    read_round: 1,
-                })
+                append_message(term, prev_index, prev_term, entries, leader_commit)
             }),
         (
             t.clone(),

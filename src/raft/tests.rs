@@ -89,6 +89,32 @@ fn hs(term: Term, voted_for: Option<u64>) -> Effect {
     }
 }
 
+/// An AppendEntries request outside any ReadIndex round.
+fn append_req(
+    term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: Vec<Entry>,
+    leader_commit: Index,
+) -> AppendRequest {
+    AppendRequest {
+        term,
+        prev_index,
+        prev_term,
+        entries,
+        leader_commit,
+        read_round: 0,
+    }
+}
+
+/// The reply refusing request `id` with `error`.
+fn refused(id: RequestId, error: RequestError) -> Effect {
+    Effect::Reply {
+        id,
+        result: Err(error),
+    }
+}
+
 fn send(to: u64, msg: Message) -> Effect {
     Effect::Send { to, msg }
 }
@@ -113,6 +139,14 @@ fn durable(r: &mut Raft<Recorder>, now: u64) -> Vec<Effect> {
     r.handle(ms(now), Input::Persisted { index, term })
 }
 
+/// Starts `r` and wins the election for `term` with node 2's votes.
+fn elect(r: &mut Raft<Recorder>, term: Term) {
+    r.handle(ms(0), Input::Start);
+    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
+    msg(r, MIN_MS, 2, Message::PreVoteResponse(granted(term, true)));
+    msg(r, MIN_MS, 2, Message::VoteResponse(granted(term, true)));
+}
+
 /// Node 1 of three as leader of term 1 under `cfg`, its no-op durable.
 fn leader_with(cfg: Config) -> Raft<Recorder> {
     let mut r = Raft::new(
@@ -124,15 +158,7 @@ fn leader_with(cfg: Config) -> Raft<Recorder> {
         7,
     )
     .unwrap();
-    r.handle(ms(0), Input::Start);
-    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(
-        &mut r,
-        MIN_MS,
-        2,
-        Message::PreVoteResponse(granted(1, true)),
-    );
-    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(1, true)));
+    elect(&mut r, 1);
     assert_eq!(r.role(), Role::Leader);
     durable(&mut r, MIN_MS);
     r
@@ -267,14 +293,7 @@ fn pre_vote_is_refused_while_a_leader_is_heard_and_changes_no_term() {
     // Thesis 9.6 with 4.2.3: a node hearing from a leader refuses to help
     // depose it, and a pre-vote never changes the receiver's term.
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 0, 0, vec![], 0);
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::PreVote(vote_req(2, 0, 0)));
     assert_eq!(
@@ -294,14 +313,7 @@ fn pre_vote_is_refused_while_a_leader_is_heard_and_changes_no_term() {
 fn vote_requests_with_higher_terms_are_ignored_while_a_leader_is_heard() {
     // Thesis 4.2.3: disruptive servers cannot force a new term.
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 0, 0, vec![], 0);
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = msg(&mut r, 20, 3, Message::Vote(vote_req(9, 0, 0)));
     assert_eq!(
@@ -329,14 +341,7 @@ fn a_new_leader_appends_a_noop_and_replicates_it() {
         2,
         Message::VoteResponse(granted(1, true)),
     );
-    let ae = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![noop(1, 1)],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let ae = append_req(1, 0, 0, vec![noop(1, 1)], 0);
     assert_eq!(
         effects,
         vec![
@@ -364,14 +369,7 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         3,
         vec![entry(1, 1), entry(2, 2), entry(3, 2), entry(4, 2)],
     );
-    let req = AppendRequest {
-        term: 3,
-        prev_index: 4,
-        prev_term: 3,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let req = append_req(3, 4, 3, vec![], 0);
     let effects = msg(&mut r, 10, 1, Message::Append(req));
     let result = AppendResult::Conflict {
         prev_index: 4,
@@ -393,14 +391,7 @@ fn consistency_check_failure_returns_a_fast_backoff_hint() {
         ]
     );
     // A log that is too short says where it ends.
-    let req = AppendRequest {
-        term: 3,
-        prev_index: 9,
-        prev_term: 3,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let req = append_req(3, 9, 3, vec![], 0);
     let effects = msg(&mut r, 11, 1, Message::Append(req));
     let result = AppendResult::Conflict {
         prev_index: 9,
@@ -426,14 +417,7 @@ fn conflicting_entries_are_truncated_then_replaced_durably_before_the_ack() {
     // existing entry and all that follow it"; figure 2: persist, then reply.
     let mut r = replica(2, 3, vec![entry(1, 1), entry(2, 2), entry(3, 2)]);
     let new = vec![entry(2, 3), entry(3, 3)];
-    let req = AppendRequest {
-        term: 3,
-        prev_index: 1,
-        prev_term: 1,
-        entries: new.clone(),
-        leader_commit: 2,
-        read_round: 0,
-    };
+    let req = append_req(3, 1, 1, new.clone(), 2);
     let effects = msg(&mut r, 10, 1, Message::Append(req));
     assert_eq!(
         effects,
@@ -483,15 +467,7 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
         7,
     )
     .unwrap();
-    r.handle(ms(0), Input::Start);
-    r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
-    msg(
-        &mut r,
-        MIN_MS,
-        2,
-        Message::PreVoteResponse(granted(3, true)),
-    );
-    msg(&mut r, MIN_MS, 2, Message::VoteResponse(granted(3, true)));
+    elect(&mut r, 3);
     assert_eq!(
         (r.role(), r.term(), r.log().last_index()),
         (Role::Leader, 3, 2)
@@ -532,17 +508,7 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
                 op: PersistOp::Append(vec![e2.clone()]),
                 sync: true
             },
-            send(
-                2,
-                Message::Append(AppendRequest {
-                    term: 1,
-                    prev_index: 1,
-                    prev_term: 1,
-                    entries: vec![e2],
-                    leader_commit: 1,
-                    read_round: 0,
-                })
-            ),
+            send(2, Message::Append(append_req(1, 1, 1, vec![e2], 1))),
         ],
         "node 3 is still probing with its first AppendEntries in flight, so nothing goes to it yet"
     );
@@ -567,14 +533,7 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
 #[test]
 fn proposals_are_refused_with_the_leader_hint_or_busy() {
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 0, 0, vec![], 0);
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = r.handle(
         ms(11),
@@ -585,10 +544,7 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Reply {
-            id: 1,
-            result: Err(RequestError::NotLeader { leader: Some(1) })
-        }]
+        vec![refused(1, RequestError::NotLeader { leader: Some(1) })]
     );
 
     let mut l = leader();
@@ -613,13 +569,7 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
             command: vec![],
         },
     );
-    assert_eq!(
-        effects,
-        vec![Effect::Reply {
-            id: 3,
-            result: Err(RequestError::Busy)
-        }]
-    );
+    assert_eq!(effects, vec![refused(3, RequestError::Busy)]);
 }
 
 #[test]
@@ -712,19 +662,9 @@ fn stepping_down_fails_pending_proposals_as_ambiguous() {
             command: vec![],
         },
     );
-    let hb = AppendRequest {
-        term: 2,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(2, 0, 0, vec![], 0);
     let effects = msg(&mut r, 201, 2, Message::Append(hb));
-    assert!(effects.contains(&Effect::Reply {
-        id: 9,
-        result: Err(RequestError::LeadershipLost)
-    }));
+    assert!(effects.contains(&refused(9, RequestError::LeadershipLost)));
     assert_eq!(r.role(), Role::Follower);
 }
 
@@ -848,32 +788,11 @@ fn malformed_append_entries_are_dropped_without_effects() {
     // Entries that do not follow prevLogIndex, or carry a term above the
     // request's, cannot come from a correct leader (paper 5.3, figure 2).
     let mut r = replica(2, 1, vec![]);
-    let gap = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![entry(2, 1)],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let gap = append_req(1, 0, 0, vec![entry(2, 1)], 0);
     assert_eq!(msg(&mut r, 1, 1, Message::Append(gap)), vec![]);
-    let future = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![entry(1, 5)],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let future = append_req(1, 0, 0, vec![entry(1, 5)], 0);
     assert_eq!(msg(&mut r, 2, 1, Message::Append(future)), vec![]);
-    let backwards = AppendRequest {
-        term: 3,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![entry(1, 2), entry(2, 1)],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let backwards = append_req(3, 0, 0, vec![entry(1, 2), entry(2, 1)], 0);
     assert_eq!(msg(&mut r, 3, 1, Message::Append(backwards)), vec![]);
     assert_eq!((r.term(), r.log().last_index()), (1, 0));
 }
@@ -941,14 +860,7 @@ fn a_follower_read_asks_the_leader_and_waits_until_applied() {
     // Thesis 6.4: followers serve reads at the leader's read index, once
     // they have applied up to it.
     let mut r = replica(2, 1, vec![entry(1, 1)]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 1,
-        prev_term: 1,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 1, 1, vec![], 0);
     msg(&mut r, 10, 1, Message::Append(hb));
     let effects = r.handle(
         ms(11),
@@ -972,14 +884,7 @@ fn a_follower_read_asks_the_leader_and_waits_until_applied() {
         },
     );
     assert_eq!(effects, vec![], "index 1 is not applied here yet");
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 1,
-        prev_term: 1,
-        entries: vec![],
-        leader_commit: 1,
-        read_round: 0,
-    };
+    let hb = append_req(1, 1, 1, vec![], 1);
     let effects = msg(&mut r, 13, 1, Message::Append(hb));
     let output = 1u64.to_le_bytes().to_vec();
     assert!(effects.contains(&Effect::Reply {
@@ -998,19 +903,9 @@ fn pending_reads_fail_when_leadership_is_lost() {
             query: vec![],
         },
     );
-    let hb = AppendRequest {
-        term: 2,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(2, 0, 0, vec![], 0);
     let effects = msg(&mut r, 201, 2, Message::Append(hb));
-    assert!(effects.contains(&Effect::Reply {
-        id: 5,
-        result: Err(RequestError::LeadershipLost)
-    }));
+    assert!(effects.contains(&refused(5, RequestError::LeadershipLost)));
 }
 
 #[test]
@@ -1031,13 +926,7 @@ fn transfer_sends_timeout_now_once_the_target_is_up_to_date() {
             command: vec![],
         },
     );
-    assert_eq!(
-        effects,
-        vec![Effect::Reply {
-            id: 4,
-            result: Err(RequestError::Busy)
-        }]
-    );
+    assert_eq!(effects, vec![refused(4, RequestError::Busy)]);
     let effects = msg(&mut r, 202, 2, ack(1, 1, 0));
     let done = Effect::Reply {
         id: 3,
@@ -1057,14 +946,7 @@ fn timeout_now_starts_an_election_that_voters_honour_despite_a_live_leader() {
     // Thesis 3.10: the target skips PreVote, and its RequestVote carries the
     // transfer flag so voters ignore their leader lease (thesis 4.2.3).
     let mut target = replica(2, 1, vec![]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 0, 0, vec![], 0);
     msg(&mut target, 10, 1, Message::Append(hb.clone()));
     let effects = msg(&mut target, 11, 1, Message::TimeoutNow { term: 1 });
     let req = VoteRequest {
@@ -1094,10 +976,7 @@ fn a_transfer_that_does_not_complete_in_an_election_timeout_is_abandoned() {
     let mut r = leader();
     r.handle(ms(200), Input::TransferLeadership { id: 3, to: 2 });
     let effects = r.handle(ms(200 + MIN_MS), Input::Timer(Timer::Heartbeat));
-    assert!(effects.contains(&Effect::Reply {
-        id: 3,
-        result: Err(RequestError::TransferFailed)
-    }));
+    assert!(effects.contains(&refused(3, RequestError::TransferFailed)));
     let effects = r.handle(
         ms(201 + MIN_MS),
         Input::Propose {
@@ -1106,18 +985,12 @@ fn a_transfer_that_does_not_complete_in_an_election_timeout_is_abandoned() {
         },
     );
     assert!(
-        !effects.contains(&Effect::Reply {
-            id: 4,
-            result: Err(RequestError::Busy)
-        }),
+        !effects.contains(&refused(4, RequestError::Busy)),
         "proposals resume"
     );
     assert_eq!(
         r.handle(ms(202 + MIN_MS), Input::TransferLeadership { id: 5, to: 9 }),
-        vec![Effect::Reply {
-            id: 5,
-            result: Err(RequestError::UnknownNode(9))
-        }]
+        vec![refused(5, RequestError::UnknownNode(9))]
     );
 }
 
@@ -1139,28 +1012,14 @@ fn a_follower_ahead_of_the_leaders_probe_checks_from_its_own_snapshot() {
     };
     let mut r = Raft::new(2, members(&[1, 2, 3]), cfg, recovered, Recorder::new(), 7).unwrap();
     r.handle(ms(0), Input::Start);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 3,
-        prev_term: 1,
-        entries: vec![],
-        leader_commit: 3,
-        read_round: 0,
-    };
+    let hb = append_req(1, 3, 1, vec![], 3);
     msg(&mut r, 1, 1, Message::Append(hb));
     assert_eq!(
         r.log().snapshot_index(),
         3,
         "applied 3 entries, threshold 2: compacted"
     );
-    let probe = AppendRequest {
-        term: 1,
-        prev_index: 1,
-        prev_term: 1,
-        entries: vec![entry(2, 1), entry(3, 1), entry(4, 1)],
-        leader_commit: 3,
-        read_round: 0,
-    };
+    let probe = append_req(1, 1, 1, vec![entry(2, 1), entry(3, 1), entry(4, 1)], 3);
     let effects = msg(&mut r, 2, 1, Message::Append(probe));
     let ok = AppendResponse {
         term: 1,
@@ -1364,10 +1223,7 @@ fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
     };
     assert_eq!(
         change(&mut r, 200, 1, add.clone()),
-        vec![Effect::Reply {
-            id: 1,
-            result: Err(RequestError::Busy)
-        }]
+        vec![refused(1, RequestError::Busy)]
     );
     msg(&mut r, 201, 2, success(1, 1));
     let effects = change(&mut r, 202, 2, add);
@@ -1406,13 +1262,7 @@ fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
     );
     // One change at a time.
     let promote = change(&mut r, 203, 3, ConfChange::Promote { id: 4 });
-    assert_eq!(
-        promote,
-        vec![Effect::Reply {
-            id: 3,
-            result: Err(RequestError::Busy)
-        }]
-    );
+    assert_eq!(promote, vec![refused(3, RequestError::Busy)]);
 }
 
 #[test]
@@ -1490,13 +1340,7 @@ fn promoting_a_learner_that_lags_is_refused() {
         msg(&mut r, 204 + i, 2, success(1, 3 + i));
     }
     let effects = change(&mut r, 210, 2, ConfChange::Promote { id: 4 });
-    assert_eq!(
-        effects,
-        vec![Effect::Reply {
-            id: 2,
-            result: Err(RequestError::NotCaughtUp(4))
-        }]
-    );
+    assert_eq!(effects, vec![refused(2, RequestError::NotCaughtUp(4))]);
 }
 
 #[test]
@@ -1527,14 +1371,7 @@ fn a_removed_leader_steps_down_once_its_removal_commits() {
 #[test]
 fn a_join_request_reaching_a_follower_goes_to_the_leader() {
     let mut r = replica(2, 1, vec![]);
-    let hb = AppendRequest {
-        term: 1,
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-        read_round: 0,
-    };
+    let hb = append_req(1, 0, 0, vec![], 0);
     msg(&mut r, 10, 1, Message::Append(hb));
     let join = Message::Join {
         id: 9,
