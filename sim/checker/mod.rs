@@ -90,12 +90,9 @@ pub struct Checker {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub leaders_elected: u64,
-    pub max_commit: Index,
-    pub restarts: u64,
     /// Snapshots persisted (compactions and installs).
     pub snapshots: u64,
-    /// InstallSnapshot chunks sent, and the last chunks among them.
-    pub snapshot_chunks: u64,
+    /// InstallSnapshot messages carrying a snapshot's last chunk.
     pub snapshots_sent: u64,
     /// Committed configurations that differ from the one before.
     pub config_changes: u64,
@@ -165,9 +162,6 @@ impl Checker {
 
     /// A node (re)started with this state recovered from its disk.
     pub fn on_recovered(&mut self, node: NodeId, recovered: &Recovered) {
-        if self.logs.contains_key(&node) {
-            self.stats.restarts += 1;
-        }
         let base = recovered.snapshot.as_ref().map_or(0, |s| s.index);
         let log = self.mirror_after_snapshot(base, &recovered.entries);
         self.mix(&[1, node, log.len() as u64, recovered.hard_state.term]);
@@ -203,7 +197,6 @@ impl Checker {
                 ..
             } = effect
             {
-                self.stats.snapshot_chunks += 1;
                 self.stats.snapshots_sent += u64::from(req.done);
             }
             let Effect::Persist { op, .. } = effect else {
@@ -337,7 +330,6 @@ impl Checker {
                 }
             }
         }
-        self.stats.max_commit = self.stats.max_commit.max(commit);
     }
 
     /// A node applied `entry` to its state machine.
