@@ -1,6 +1,7 @@
 //! What Raft applies committed commands to.
 
-use super::message::Index;
+use super::message::{Index, Term};
+use crate::actor::Instant;
 use thiserror::Error;
 
 /// A snapshot that does not decode: from disk, a corrupt data dir; from a
@@ -15,14 +16,25 @@ pub struct RestoreError(pub String);
 pub struct SnapshotError(pub String);
 
 /// A deterministic state machine. `apply` is called exactly once per
-/// committed command, in log order, on every replica; it must depend on
-/// nothing but its own state, the index and the command.
+/// committed command, in log order, on every replica. Its replicated state
+/// and its output must depend on nothing but its own state, the index and
+/// the command. `now` is this replica's local time of the apply: it may feed
+/// local, unreplicated bookkeeping only (the lock service records when it
+/// applied each lease renewal, docs/SAFETY.md rule 3).
 pub trait StateMachine {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
+    fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8>;
 
     /// Answers a read-only query against the applied state. Called only once
-    /// the read is linearizable (ReadIndex confirmed and applied).
-    fn query(&self, query: &[u8]) -> Vec<u8>;
+    /// the read is linearizable (ReadIndex confirmed and applied). `now` is
+    /// local time, for answers such as "expires in at most".
+    fn query(&self, now: Instant, query: &[u8]) -> Vec<u8>;
+
+    /// Called on the leader at every heartbeat: commands the leader should
+    /// propose on its own (the lock service's expiries). Nothing by default.
+    /// `term` lets the machine forget what it proposed under an older term.
+    fn leader_tick(&mut self, _now: Instant, _term: Term) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 
     /// The whole state, as bytes `restore` accepts (paper 7). On error the
     /// replica keeps its log and tries again at the next threshold.
@@ -65,7 +77,7 @@ impl Recorder {
 }
 
 impl StateMachine for Recorder {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, index: Index, _now: Instant, command: &[u8]) -> Vec<u8> {
         let mut h = crc32fast::Hasher::new();
         h.update(&self.digest.to_le_bytes());
         h.update(&index.to_le_bytes());
@@ -80,7 +92,7 @@ impl StateMachine for Recorder {
 
     /// Any query returns the index of the last applied command, so a reader
     /// can tell whether it saw a given write.
-    fn query(&self, _query: &[u8]) -> Vec<u8> {
+    fn query(&self, _now: Instant, _query: &[u8]) -> Vec<u8> {
         self.last_index.to_le_bytes().to_vec()
     }
 

@@ -1045,8 +1045,8 @@ fn snapshot_config(threshold: u64, chunk: usize) -> Config {
 fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
     // Paper 7: a server restarts from its snapshot plus the log after it.
     let mut donor = Recorder::new();
-    donor.apply(1, b"a");
-    donor.apply(2, b"b");
+    donor.apply(1, Instant::ZERO, b"a");
+    donor.apply(2, Instant::ZERO, b"b");
     let snapshot = Snapshot {
         membership: members(&[1, 2, 3]),
         index: 2,
@@ -1146,7 +1146,7 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
     // Paper 7 (figure 13): chunks are accepted at the expected offset only;
     // the last one replaces the state machine and the log.
     let mut donor = Recorder::new();
-    donor.apply(1, b"a");
+    donor.apply(1, Instant::ZERO, b"a");
     let data = donor.snapshot().unwrap();
     let mut r = replica(2, 1, vec![]);
     let chunk = |offset: usize, end: usize| {

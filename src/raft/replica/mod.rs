@@ -270,6 +270,8 @@ pub struct Raft<S> {
 
     sm: S,
     out: Vec<Effect>,
+    /// The local time of the input being handled, for the state machine.
+    now: Instant,
 }
 
 impl<S: StateMachine> Raft<S> {
@@ -350,6 +352,7 @@ impl<S: StateMachine> Raft<S> {
             heartbeat_at: None,
             sm,
             out: Vec::new(),
+            now: Instant::ZERO,
         };
         raft.refresh_membership();
         // Everything recovered from disk is durable.
@@ -387,6 +390,12 @@ impl<S: StateMachine> Raft<S> {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// For drivers that drain outputs the machine keeps (the lock
+    /// service's grant notifications).
+    pub fn state_machine_mut(&mut self) -> &mut S {
+        &mut self.sm
+    }
+
     pub fn state_machine(&self) -> &S {
         &self.sm
     }
@@ -395,6 +404,7 @@ impl<S: StateMachine> Raft<S> {
 
     /// Feeds one input at local time `now`; returns the effects, in order.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Effect> {
+        self.now = now;
         match input {
             Input::Timer(Timer::Election) => self.election_at = None,
             Input::Timer(Timer::Heartbeat) => self.heartbeat_at = None,
@@ -526,7 +536,29 @@ impl<S: StateMachine> Raft<S> {
         }
         self.end_transfer(Some(now));
         self.promote_caught_up_learners();
+        self.propose_machine_commands(now);
         self.heartbeat_at = Some(now + self.config.heartbeat_interval);
+    }
+
+    /// Proposes what the state machine asks its leader to (the lock
+    /// service's expiries), within the proposal bound; nobody waits for a
+    /// reply. Not while handing over: the successor will decide.
+    fn propose_machine_commands(&mut self, now: Instant) {
+        if self.transferring() {
+            return;
+        }
+        let commands = self.sm.leader_tick(now, self.term);
+        if commands.is_empty() {
+            return;
+        }
+        for command in commands {
+            if self.pending.len() >= self.config.pending_proposals_max {
+                break;
+            }
+            self.append_as_leader(Payload::Command(command));
+        }
+        self.maybe_commit();
+        self.broadcast_append();
     }
 
     fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
@@ -1085,7 +1117,7 @@ impl<S: StateMachine> Raft<S> {
                 break;
             };
             let output = match &entry.payload {
-                Payload::Command(cmd) => self.sm.apply(index, cmd),
+                Payload::Command(cmd) => self.sm.apply(index, self.now, cmd),
                 Payload::Noop | Payload::Config(_) => Vec::new(),
             };
             self.applied = index;

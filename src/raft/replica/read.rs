@@ -34,7 +34,7 @@ impl<S: StateMachine> Raft<S> {
     pub(super) fn handle_read(&mut self, now: Instant, id: RequestId, query: Vec<u8>) {
         if self.config.stale_reads() {
             // Negative control: answer from local state, unconfirmed.
-            let output = self.sm.query(&query);
+            let output = self.sm.query(self.now, &query);
             let index = self.applied;
             self.out.push(Effect::Reply {
                 id,
@@ -158,7 +158,7 @@ impl<S: StateMachine> Raft<S> {
                 let index = read.index;
                 match read.from {
                     ReadFrom::Client { id, query } => {
-                        let output = self.sm.query(&query);
+                        let output = self.sm.query(self.now, &query);
                         self.out.push(Effect::Reply {
                             id,
                             result: Ok(Applied { index, output }),
@@ -187,7 +187,7 @@ impl<S: StateMachine> Raft<S> {
             .collect();
         for fid in ready {
             if let Some(read) = self.follower_reads.remove(&fid) {
-                let output = self.sm.query(&read.query);
+                let output = self.sm.query(self.now, &read.query);
                 let index = read.index.unwrap_or(applied);
                 self.out.push(Effect::Reply {
                     id: read.id,

@@ -1,0 +1,230 @@
+//! What clients and the leader put in the log, and what comes back.
+//!
+//! Everything here is encoded with postcard: log entries are
+//! `postcard(Command)`, their outputs `postcard(Response)`, reads
+//! `postcard(Query)` answered by `postcard(QueryAnswer)`.
+
+use crate::raft::Index;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A session's id: the log index of the entry that opened it, so ids are
+/// never reused, even across restarts and snapshots.
+pub type SessionId = u64;
+/// A fencing token: distinct per grant and strictly increasing per lock.
+pub type Token = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    /// One holder (a writer).
+    Exclusive,
+    /// Any number of holders, none exclusive (readers).
+    Shared,
+    /// Up to `n` holders, each with its own token (a counting semaphore).
+    /// Every holder and waiter of a lock must agree on `n`.
+    Semaphore(u32),
+}
+
+/// One log entry of the lock service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Opens a session. `nonce` (client-chosen, random) makes a retried
+    /// open return the session the first one created.
+    Open { nonce: u64, ttl_ms: u64 },
+    /// A request within a session, applied exactly once.
+    Request(Request),
+    /// Proposed by a leader whose own clock says the session's lease is
+    /// over; `renewal` is the renewal entry that decision rests on, and the
+    /// expiry does nothing if the session was renewed since.
+    Expire { session: SessionId, renewal: Index },
+    /// Proposed by a leader once the lock-delay of a lock freed by the
+    /// expiry at index `freed` has passed.
+    Undelay { lock: String, freed: Index },
+}
+
+/// A session request. `seq` numbers requests per session from 1; every
+/// response with a sequence number `<= acked` has reached the client and
+/// may be forgotten (Raft thesis 6.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub session: SessionId,
+    pub seq: u64,
+    pub acked: u64,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Renews the session's lease.
+    KeepAlive,
+    /// Ends the session: releases what it holds, cancels its waits.
+    Close,
+    /// Takes a lock, or (`wait`) joins its FIFO queue.
+    Acquire {
+        lock: String,
+        mode: Mode,
+        wait: bool,
+    },
+    /// Leaves the queue of a lock (the client's wait timed out).
+    Cancel { lock: String },
+    /// Gives a held lock back; `token` proves which grant is released.
+    Release { lock: String, token: Token },
+    /// Appends to the fenced file guarded by the lock of the same name;
+    /// accepted only with the current exclusive holder's token.
+    Append {
+        file: String,
+        token: Token,
+        data: Vec<u8>,
+    },
+}
+
+/// What a command's entry produced.
+pub type Response = Result<Reply, LockError>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Opened {
+        session: SessionId,
+        ttl_ms: u64,
+    },
+    Renewed,
+    Closed,
+    Granted {
+        token: Token,
+    },
+    /// Waiting, `position` waiters ahead (0: next).
+    Queued {
+        position: u32,
+    },
+    Cancelled,
+    Released,
+    Appended {
+        offset: u64,
+    },
+    /// An expiry or undelay entry: whether it did anything.
+    Internal {
+        effective: bool,
+    },
+}
+
+/// Why a request was refused. The error is the request's one and only
+/// outcome: a retry gets the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum LockError {
+    #[error("session {0} does not exist (closed or expired)")]
+    SessionNotFound(SessionId),
+    #[error("request {seq} is older than the responses kept (acked {acked})")]
+    SequenceTooOld { seq: u64, acked: u64 },
+    #[error("request {seq} is more than {inflight_max} ahead of acked {acked}")]
+    TooManyInflight {
+        seq: u64,
+        acked: u64,
+        inflight_max: u64,
+    },
+    #[error("name of {len} bytes is empty or longer than {max}")]
+    BadName { len: usize, max: usize },
+    #[error("ttl {ttl_ms} ms is outside {min_ms}..={max_ms} ms")]
+    TtlOutOfRange {
+        ttl_ms: u64,
+        min_ms: u64,
+        max_ms: u64,
+    },
+    #[error("semaphore limit must be at least 1")]
+    ZeroLimit,
+    #[error("the cluster holds its maximum of {0} sessions")]
+    TooManySessions(usize),
+    #[error("the session holds or awaits its maximum of {0} locks")]
+    TooManyLocks(usize),
+    #[error("the lock has its maximum of {0} waiters")]
+    TooManyWaiters(usize),
+    #[error("the lock is taken (try-lock does not wait)")]
+    Busy,
+    #[error("the lock is a semaphore of {held}; asked for {asked}")]
+    LimitMismatch { held: u32, asked: u32 },
+    #[error("the session does not hold this lock with that token")]
+    NotHolder,
+    #[error("the session is not waiting for this lock")]
+    NotWaiting,
+    #[error("token {token} is not the current exclusive holder's of the guarding lock")]
+    StaleToken { token: Token },
+    #[error("the file would exceed {0} bytes")]
+    FileTooLarge(usize),
+    #[error("the cluster holds its maximum of {0} files")]
+    TooManyFiles(usize),
+    #[error("the command does not decode: {0}")]
+    Malformed(String),
+}
+
+/// A linearizable read, answered through ReadIndex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    Lock {
+        name: String,
+    },
+    Session {
+        session: SessionId,
+    },
+    /// The response to a request, if still kept: how a waiting client
+    /// polls for its grant.
+    Response {
+        session: SessionId,
+        seq: u64,
+    },
+    File {
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryAnswer {
+    Lock(LockInfo),
+    Session(Option<SessionInfo>),
+    Response(Option<Response>),
+    File(Option<FileInfo>),
+    Malformed(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub holders: Vec<HolderInfo>,
+    /// In queue order.
+    pub waiters: Vec<(SessionId, Mode)>,
+    /// Freed by an expiry and in its lock-delay.
+    pub delayed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    pub session: SessionId,
+    pub mode: Mode,
+    pub token: Token,
+    /// How long, at most, the answering node will wait before expiring the
+    /// holder's session if it is not renewed (its own clock, drift bound
+    /// included); `None` while unknown (just restored from a snapshot).
+    pub expires_in_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub ttl_ms: u64,
+    pub held: Vec<(String, Token)>,
+    pub waiting: Vec<String>,
+    pub expires_in_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The highest token that appended.
+    pub token: Token,
+    pub data: Vec<u8>,
+}
+
+/// A waiting acquire that another entry granted: the node serving that
+/// client pushes it (the client also polls, see `Query::Response`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub session: SessionId,
+    pub seq: u64,
+    pub lock: String,
+    pub token: Token,
+}

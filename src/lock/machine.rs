@@ -1,0 +1,715 @@
+//! The lock manager: a deterministic state machine applied by Raft.
+//!
+//! Replicated state (`State`, in snapshots) depends only on the log. Each
+//! replica also keeps `Local` bookkeeping from its own clock: when it
+//! applied each session's latest renewal and each lock-delay's start. Only
+//! the leader acts on it, by proposing `Expire` and `Undelay` entries
+//! (docs/SAFETY.md rules 1 and 3).
+
+use super::command::{
+    Command, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer, Reply,
+    Request, Response, SessionId, SessionInfo, Token,
+};
+use super::config::LockConfig;
+use crate::actor::Instant;
+use crate::raft::{Index, RestoreError, SnapshotError, StateMachine, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    sessions: BTreeMap<SessionId, Session>,
+    /// Open nonce -> session it created, while that session lives.
+    nonces: BTreeMap<u64, SessionId>,
+    locks: BTreeMap<String, Lock>,
+    files: BTreeMap<String, File>,
+    /// The last fencing token issued; tokens are 1, 2, 3... in grant order
+    /// across all locks, so strictly increasing per lock.
+    last_token: Token,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    ttl_ms: u64,
+    nonce: u64,
+    /// Index of the entry that last renewed the lease (open or keepalive).
+    renewal: Index,
+    held: BTreeMap<String, Token>,
+    /// Lock -> sequence number of the acquire waiting for it.
+    waiting: BTreeMap<String, u64>,
+    acked: u64,
+    /// Responses to requests after `acked` (exactly-once).
+    responses: BTreeMap<u64, Response>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Lock {
+    holders: BTreeMap<SessionId, (Mode, Token)>,
+    waiters: VecDeque<Waiter>,
+    /// Freed by the expiry at this index; no grants until its `Undelay`.
+    delayed_since: Option<Index>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Waiter {
+    session: SessionId,
+    seq: u64,
+    mode: Mode,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct File {
+    token: Token,
+    data: Vec<u8>,
+}
+
+/// This replica's own-clock records; never replicated, never in snapshots.
+/// A missing record (after a restore) counts as "now" when first needed,
+/// which only ever makes an expiry later.
+#[derive(Debug, Default)]
+struct Local {
+    renewed_at: BTreeMap<SessionId, Instant>,
+    delayed_at: BTreeMap<String, Instant>,
+    /// What this node proposed as leader in `term`, so it proposes once.
+    term: Term,
+    expiry_proposed: BTreeMap<SessionId, Index>,
+    undelay_proposed: BTreeMap<String, Index>,
+    grants: VecDeque<Grant>,
+}
+
+pub struct LockMachine {
+    config: LockConfig,
+    state: State,
+    local: Local,
+}
+
+impl LockMachine {
+    pub fn new(config: LockConfig) -> Self {
+        LockMachine {
+            config,
+            state: State::default(),
+            local: Local::default(),
+        }
+    }
+
+    pub fn config(&self) -> &LockConfig {
+        &self.config
+    }
+
+    /// Grants of waiting acquires made since the last call, for the driver
+    /// to push to the clients it serves.
+    pub fn take_grants(&mut self) -> Vec<Grant> {
+        self.local.grants.drain(..).collect()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.state.sessions.len()
+    }
+
+    pub fn last_token(&self) -> Token {
+        self.state.last_token
+    }
+
+    /// Applies a decoded command; `apply` wraps it in the wire encoding.
+    pub fn apply_command(&mut self, index: Index, now: Instant, command: Command) -> Response {
+        let response = match command {
+            Command::Open { nonce, ttl_ms } => self.open(index, now, nonce, ttl_ms),
+            Command::Request(req) => self.request(index, now, req),
+            Command::Expire { session, renewal } => {
+                let effective = self
+                    .state
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.renewal == renewal);
+                if effective {
+                    self.end_session(index, now, session, true);
+                }
+                Ok(Reply::Internal { effective })
+            }
+            Command::Undelay { lock, freed } => {
+                let effective = self
+                    .state
+                    .locks
+                    .get(&lock)
+                    .is_some_and(|l| l.delayed_since == Some(freed));
+                if effective {
+                    if let Some(l) = self.state.locks.get_mut(&lock) {
+                        l.delayed_since = None;
+                    }
+                    self.local.delayed_at.remove(&lock);
+                    self.grant_waiters(&lock);
+                    self.forget_if_idle(&lock);
+                }
+                Ok(Reply::Internal { effective })
+            }
+        };
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+        response
+    }
+
+    /// Answers a decoded query.
+    pub fn answer(&self, now: Instant, query: Query) -> QueryAnswer {
+        match query {
+            Query::Lock { name } => {
+                let Some(lock) = self.state.locks.get(&name) else {
+                    return QueryAnswer::Lock(LockInfo::default());
+                };
+                QueryAnswer::Lock(LockInfo {
+                    holders: lock
+                        .holders
+                        .iter()
+                        .map(|(&session, &(mode, token))| HolderInfo {
+                            session,
+                            mode,
+                            token,
+                            expires_in_ms: self.expires_in_ms(now, session),
+                        })
+                        .collect(),
+                    waiters: lock.waiters.iter().map(|w| (w.session, w.mode)).collect(),
+                    delayed: lock.delayed_since.is_some(),
+                })
+            }
+            Query::Session { session } => {
+                QueryAnswer::Session(self.state.sessions.get(&session).map(|s| SessionInfo {
+                    ttl_ms: s.ttl_ms,
+                    held: s.held.iter().map(|(l, &t)| (l.clone(), t)).collect(),
+                    waiting: s.waiting.keys().cloned().collect(),
+                    expires_in_ms: self.expires_in_ms(now, session),
+                }))
+            }
+            Query::Response { session, seq } => QueryAnswer::Response(
+                self.state
+                    .sessions
+                    .get(&session)
+                    .map(|s| s.responses.get(&seq).cloned())
+                    .unwrap_or(Some(Err(LockError::SessionNotFound(session)))),
+            ),
+            Query::File { name } => {
+                QueryAnswer::File(self.state.files.get(&name).map(|f| FileInfo {
+                    token: f.token,
+                    data: f.data.clone(),
+                }))
+            }
+        }
+    }
+
+    /// The leader's decisions at local time `now` (docs/SAFETY.md rule 3):
+    /// expire every session whose latest renewal this node applied more
+    /// than `TTL * (1 + ρ)` ago on its own clock, and end every lock-delay
+    /// that has run its course. Each is proposed once per term.
+    pub fn leader_commands(&mut self, now: Instant, term: Term) -> Vec<Command> {
+        if term != self.local.term {
+            self.local.term = term;
+            self.local.expiry_proposed.clear();
+            self.local.undelay_proposed.clear();
+        }
+        let budget = self.config.limits.leader_commands_per_tick_max;
+        let mut out = Vec::new();
+        for (&id, session) in &self.state.sessions {
+            if out.len() >= budget {
+                return out;
+            }
+            let renewed_at = *self.local.renewed_at.entry(id).or_insert(now);
+            let lease = self.config.stretch(Duration::from_millis(session.ttl_ms));
+            if now >= renewed_at + lease
+                && self.local.expiry_proposed.get(&id) != Some(&session.renewal)
+            {
+                self.local.expiry_proposed.insert(id, session.renewal);
+                out.push(Command::Expire {
+                    session: id,
+                    renewal: session.renewal,
+                });
+            }
+        }
+        for (name, lock) in &self.state.locks {
+            let Some(freed) = lock.delayed_since else {
+                continue;
+            };
+            if out.len() >= budget {
+                break;
+            }
+            let delayed_at = *self.local.delayed_at.entry(name.clone()).or_insert(now);
+            if now >= delayed_at + self.config.lock_delay
+                && self.local.undelay_proposed.get(name) != Some(&freed)
+            {
+                self.local.undelay_proposed.insert(name.clone(), freed);
+                out.push(Command::Undelay {
+                    lock: name.clone(),
+                    freed,
+                });
+            }
+        }
+        out
+    }
+
+    fn expires_in_ms(&self, now: Instant, session: SessionId) -> Option<u64> {
+        let s = self.state.sessions.get(&session)?;
+        let at = *self.local.renewed_at.get(&session)?
+            + self.config.stretch(Duration::from_millis(s.ttl_ms));
+        Some(at.saturating_since(now).as_millis() as u64)
+    }
+
+    fn open(&mut self, index: Index, now: Instant, nonce: u64, ttl_ms: u64) -> Response {
+        let limits = &self.config.limits;
+        if !(limits.ttl_ms_min..=limits.ttl_ms_max).contains(&ttl_ms) {
+            return Err(LockError::TtlOutOfRange {
+                ttl_ms,
+                min_ms: limits.ttl_ms_min,
+                max_ms: limits.ttl_ms_max,
+            });
+        }
+        if let Some(&session) = self.state.nonces.get(&nonce) {
+            let ttl_ms = self
+                .state
+                .sessions
+                .get(&session)
+                .map_or(ttl_ms, |s| s.ttl_ms);
+            return Ok(Reply::Opened { session, ttl_ms });
+        }
+        if self.state.sessions.len() >= limits.sessions_max {
+            return Err(LockError::TooManySessions(limits.sessions_max));
+        }
+        self.state.sessions.insert(
+            index,
+            Session {
+                ttl_ms,
+                nonce,
+                renewal: index,
+                held: BTreeMap::new(),
+                waiting: BTreeMap::new(),
+                acked: 0,
+                responses: BTreeMap::new(),
+            },
+        );
+        self.state.nonces.insert(nonce, index);
+        self.local.renewed_at.insert(index, now);
+        Ok(Reply::Opened {
+            session: index,
+            ttl_ms,
+        })
+    }
+
+    /// Exactly-once: a request already applied gets its kept response; one
+    /// older than what the client acknowledged gets an error, never a
+    /// second execution.
+    fn request(&mut self, index: Index, now: Instant, req: Request) -> Response {
+        let inflight_max = self.config.limits.requests_inflight_max;
+        let Some(session) = self.state.sessions.get_mut(&req.session) else {
+            return Err(LockError::SessionNotFound(req.session));
+        };
+        if req.seq <= session.acked {
+            return Err(LockError::SequenceTooOld {
+                seq: req.seq,
+                acked: session.acked,
+            });
+        }
+        if let Some(kept) = session.responses.get(&req.seq) {
+            return kept.clone();
+        }
+        // A client cannot have seen the response to the request it sends.
+        let acked = req.acked.min(req.seq - 1).max(session.acked);
+        session.acked = acked;
+        session.responses = session.responses.split_off(&(acked + 1));
+        if req.seq > acked + inflight_max {
+            return Err(LockError::TooManyInflight {
+                seq: req.seq,
+                acked,
+                inflight_max,
+            });
+        }
+        let response = self.execute(index, now, req.session, req.seq, req.op);
+        if let Some(session) = self.state.sessions.get_mut(&req.session) {
+            session.responses.insert(req.seq, response.clone());
+        }
+        response
+    }
+
+    fn execute(&mut self, index: Index, now: Instant, id: SessionId, seq: u64, op: Op) -> Response {
+        match op {
+            Op::KeepAlive => {
+                if let Some(s) = self.state.sessions.get_mut(&id) {
+                    s.renewal = index;
+                }
+                self.local.renewed_at.insert(id, now);
+                Ok(Reply::Renewed)
+            }
+            Op::Close => {
+                self.end_session(index, now, id, false);
+                Ok(Reply::Closed)
+            }
+            Op::Acquire { lock, mode, wait } => self.acquire(id, seq, lock, mode, wait),
+            Op::Cancel { lock } => self.cancel(id, lock),
+            Op::Release { lock, token } => self.release(id, lock, token),
+            Op::Append { file, token, data } => self.append(id, file, token, data),
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), LockError> {
+        let max = self.config.limits.name_bytes_max;
+        if name.is_empty() || name.len() > max {
+            return Err(LockError::BadName {
+                len: name.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn acquire(
+        &mut self,
+        id: SessionId,
+        seq: u64,
+        name: String,
+        mode: Mode,
+        wait: bool,
+    ) -> Response {
+        self.check_name(&name)?;
+        if mode == Mode::Semaphore(0) {
+            return Err(LockError::ZeroLimit);
+        }
+        let limits = &self.config.limits;
+        let session = self
+            .state
+            .sessions
+            .get(&id)
+            .ok_or(LockError::SessionNotFound(id))?;
+        if let Some(&token) = session.held.get(&name) {
+            return Ok(Reply::Granted { token });
+        }
+        if session.waiting.contains_key(&name) {
+            let position = self.state.locks.get(&name).map_or(0, |l| {
+                l.waiters.iter().position(|w| w.session == id).unwrap_or(0)
+            });
+            return Ok(Reply::Queued {
+                position: position as u32,
+            });
+        }
+        if session.held.len() + session.waiting.len() >= limits.locks_per_session_max {
+            return Err(LockError::TooManyLocks(limits.locks_per_session_max));
+        }
+        let waiters_max = limits.waiters_per_lock_max;
+        let lock = self.state.locks.get(&name);
+        if let Some(held) = lock.and_then(|l| semaphore_limit(l, mode)) {
+            if let Mode::Semaphore(asked) = mode {
+                return Err(LockError::LimitMismatch { held, asked });
+            }
+        }
+        let free = lock.is_none_or(|l| {
+            l.delayed_since.is_none() && l.waiters.is_empty() && admits(&l.holders, mode)
+        });
+        if free {
+            let token = self.grant(&name, id, mode);
+            return Ok(Reply::Granted { token });
+        }
+        if !wait {
+            return Err(LockError::Busy);
+        }
+        let lock = self.state.locks.entry(name.clone()).or_default();
+        if lock.waiters.len() >= waiters_max {
+            return Err(LockError::TooManyWaiters(waiters_max));
+        }
+        lock.waiters.push_back(Waiter {
+            session: id,
+            seq,
+            mode,
+        });
+        let position = (lock.waiters.len() - 1) as u32;
+        if let Some(s) = self.state.sessions.get_mut(&id) {
+            s.waiting.insert(name, seq);
+        }
+        Ok(Reply::Queued { position })
+    }
+
+    fn cancel(&mut self, id: SessionId, name: String) -> Response {
+        let session = self
+            .state
+            .sessions
+            .get_mut(&id)
+            .ok_or(LockError::SessionNotFound(id))?;
+        if let Some(&token) = session.held.get(&name) {
+            // Granted before the cancel: the client learns it holds the lock.
+            return Ok(Reply::Granted { token });
+        }
+        let Some(seq) = session.waiting.remove(&name) else {
+            return Err(LockError::NotWaiting);
+        };
+        // The acquire's own response now tells a poller it was cancelled.
+        if let Some(r) = session.responses.get_mut(&seq) {
+            *r = Ok(Reply::Cancelled);
+        }
+        if let Some(lock) = self.state.locks.get_mut(&name) {
+            lock.waiters.retain(|w| w.session != id);
+        }
+        // A cancelled head of queue may have been all that blocked others.
+        self.grant_waiters(&name);
+        self.forget_if_idle(&name);
+        Ok(Reply::Cancelled)
+    }
+
+    fn release(&mut self, id: SessionId, name: String, token: Token) -> Response {
+        let session = self
+            .state
+            .sessions
+            .get_mut(&id)
+            .ok_or(LockError::SessionNotFound(id))?;
+        if session.held.get(&name) != Some(&token) {
+            return Err(LockError::NotHolder);
+        }
+        session.held.remove(&name);
+        if let Some(lock) = self.state.locks.get_mut(&name) {
+            lock.holders.remove(&id);
+        }
+        self.grant_waiters(&name);
+        self.forget_if_idle(&name);
+        Ok(Reply::Released)
+    }
+
+    fn append(&mut self, id: SessionId, name: String, token: Token, data: Vec<u8>) -> Response {
+        self.check_name(&name)?;
+        let limits = &self.config.limits;
+        let current = self
+            .state
+            .locks
+            .get(&name)
+            .and_then(|l| l.holders.get(&id))
+            .is_some_and(|&(mode, t)| mode == Mode::Exclusive && t == token);
+        if !current {
+            return Err(LockError::StaleToken { token });
+        }
+        if !self.state.files.contains_key(&name) && self.state.files.len() >= limits.files_max {
+            return Err(LockError::TooManyFiles(limits.files_max));
+        }
+        let file_bytes_max = limits.file_bytes_max;
+        let file = self.state.files.entry(name).or_default();
+        if file.data.len() + data.len() > file_bytes_max {
+            return Err(LockError::FileTooLarge(file_bytes_max));
+        }
+        // The holder's token is the newest grant of the lock, so it is at
+        // least any token that appended before.
+        debug_assert!(token >= file.token, "fencing token went backwards");
+        if token < file.token {
+            return Err(LockError::StaleToken { token });
+        }
+        file.token = token;
+        let offset = file.data.len() as u64;
+        file.data.extend_from_slice(&data);
+        Ok(Reply::Appended { offset })
+    }
+
+    /// Removes a session: its locks are freed (after a lock-delay if it
+    /// expired) and its waits cancelled, granting whoever is next.
+    fn end_session(&mut self, index: Index, now: Instant, id: SessionId, expired: bool) {
+        let Some(session) = self.state.sessions.remove(&id) else {
+            return;
+        };
+        self.state.nonces.remove(&session.nonce);
+        self.local.renewed_at.remove(&id);
+        self.local.expiry_proposed.remove(&id);
+        let delay = expired && !self.config.lock_delay.is_zero();
+        for name in session.held.keys().chain(session.waiting.keys()) {
+            if let Some(lock) = self.state.locks.get_mut(name) {
+                let was_holder = lock.holders.remove(&id).is_some();
+                lock.waiters.retain(|w| w.session != id);
+                if delay && was_holder {
+                    lock.delayed_since = Some(index);
+                    self.local.delayed_at.insert(name.clone(), now);
+                }
+            }
+            self.grant_waiters(name);
+            self.forget_if_idle(name);
+        }
+    }
+
+    fn grant(&mut self, name: &str, id: SessionId, mode: Mode) -> Token {
+        self.state.last_token += 1;
+        let token = self.state.last_token;
+        self.state
+            .locks
+            .entry(name.to_string())
+            .or_default()
+            .holders
+            .insert(id, (mode, token));
+        if let Some(s) = self.state.sessions.get_mut(&id) {
+            s.held.insert(name.to_string(), token);
+        }
+        token
+    }
+
+    /// Grants waiters from the head of the queue while they fit: strict
+    /// FIFO (a reader behind a waiting writer waits), and only the waiters
+    /// granted are notified.
+    fn grant_waiters(&mut self, name: &str) {
+        loop {
+            let Some(lock) = self.state.locks.get_mut(name) else {
+                return;
+            };
+            if lock.delayed_since.is_some() {
+                return;
+            }
+            let Some(head) = lock.waiters.front() else {
+                return;
+            };
+            if !admits(&lock.holders, head.mode) {
+                return;
+            }
+            let Some(w) = lock.waiters.pop_front() else {
+                return;
+            };
+            let token = self.grant(name, w.session, w.mode);
+            if let Some(s) = self.state.sessions.get_mut(&w.session) {
+                s.waiting.remove(name);
+                if let Some(r) = s.responses.get_mut(&w.seq) {
+                    *r = Ok(Reply::Granted { token });
+                }
+            }
+            if self.local.grants.len() >= self.config.limits.grants_pending_max {
+                self.local.grants.pop_front();
+            }
+            self.local.grants.push_back(Grant {
+                session: w.session,
+                seq: w.seq,
+                lock: name.to_string(),
+                token,
+            });
+        }
+    }
+
+    fn forget_if_idle(&mut self, name: &str) {
+        let idle = self.state.locks.get(name).is_some_and(|l| {
+            l.holders.is_empty() && l.waiters.is_empty() && l.delayed_since.is_none()
+        });
+        if idle {
+            self.state.locks.remove(name);
+        }
+    }
+
+    /// Cross-checks the tables; `Err` names the first inconsistency.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let st = &self.state;
+        for (name, lock) in &st.locks {
+            if lock.holders.is_empty() && lock.waiters.is_empty() && lock.delayed_since.is_none() {
+                return Err(format!("idle lock {name} kept"));
+            }
+            let modes: Vec<Mode> = lock.holders.values().map(|&(m, _)| m).collect();
+            let exclusive = modes.iter().filter(|&&m| m == Mode::Exclusive).count();
+            if exclusive > 0 && modes.len() > 1 {
+                return Err(format!("lock {name}: exclusive holder shares it"));
+            }
+            if let Some(Mode::Semaphore(n)) = modes.first() {
+                if modes.len() > *n as usize || modes.iter().any(|m| m != &Mode::Semaphore(*n)) {
+                    return Err(format!("lock {name}: semaphore over its limit or mixed"));
+                }
+            }
+            if modes.contains(&Mode::Shared) && modes.iter().any(|&m| m != Mode::Shared) {
+                return Err(format!("lock {name}: readers share with non-readers"));
+            }
+            for (id, &(_, token)) in &lock.holders {
+                if token > st.last_token {
+                    return Err(format!("lock {name}: token {token} not issued yet"));
+                }
+                let held = st.sessions.get(id).and_then(|s| s.held.get(name));
+                if held != Some(&token) {
+                    return Err(format!("lock {name}: holder {id} does not know it"));
+                }
+            }
+            for w in &lock.waiters {
+                let known = st
+                    .sessions
+                    .get(&w.session)
+                    .is_some_and(|s| s.waiting.get(name) == Some(&w.seq));
+                if !known {
+                    return Err(format!("lock {name}: waiter {} unknown", w.session));
+                }
+            }
+        }
+        for (id, s) in &st.sessions {
+            if st.nonces.get(&s.nonce) != Some(id) {
+                return Err(format!("session {id}: nonce not indexed"));
+            }
+            for name in s.held.keys() {
+                if !st
+                    .locks
+                    .get(name)
+                    .is_some_and(|l| l.holders.contains_key(id))
+                {
+                    return Err(format!("session {id}: holds {name} unrecorded"));
+                }
+            }
+            if s.responses.len() as u64 > self.config.limits.requests_inflight_max {
+                return Err(format!("session {id}: too many kept responses"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a grant in `mode` fits next to `holders`.
+fn admits(holders: &BTreeMap<SessionId, (Mode, Token)>, mode: Mode) -> bool {
+    if holders.is_empty() {
+        return true;
+    }
+    match mode {
+        Mode::Exclusive => false,
+        Mode::Shared => holders.values().all(|&(m, _)| m == Mode::Shared),
+        Mode::Semaphore(n) => {
+            holders.values().all(|&(m, _)| m == Mode::Semaphore(n)) && holders.len() < n as usize
+        }
+    }
+}
+
+/// The semaphore limit a lock is already used with, if `mode` disagrees.
+fn semaphore_limit(lock: &Lock, mode: Mode) -> Option<u32> {
+    let Mode::Semaphore(asked) = mode else {
+        return None;
+    };
+    lock.holders
+        .values()
+        .map(|&(m, _)| m)
+        .chain(lock.waiters.iter().map(|w| w.mode))
+        .find_map(|m| match m {
+            Mode::Semaphore(n) if n != asked => Some(n),
+            _ => None,
+        })
+}
+
+impl StateMachine for LockMachine {
+    fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
+        let response = match postcard::from_bytes::<Command>(command) {
+            Ok(command) => self.apply_command(index, now, command),
+            Err(e) => Err(LockError::Malformed(e.to_string())),
+        };
+        encode(&response)
+    }
+
+    fn query(&self, now: Instant, query: &[u8]) -> Vec<u8> {
+        let answer = match postcard::from_bytes::<Query>(query) {
+            Ok(q) => self.answer(now, q),
+            Err(e) => QueryAnswer::Malformed(e.to_string()),
+        };
+        encode(&answer)
+    }
+
+    fn leader_tick(&mut self, now: Instant, term: Term) -> Vec<Vec<u8>> {
+        self.leader_commands(now, term).iter().map(encode).collect()
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_allocvec(&self.state).map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let state: State =
+            postcard::from_bytes(snapshot).map_err(|e| RestoreError(e.to_string()))?;
+        self.state = state;
+        // Own-clock records start over: unknown counts as "now" later.
+        self.local = Local::default();
+        self.check_invariants().map_err(RestoreError)
+    }
+}
+
+/// postcard of our own types into a Vec cannot fail (no maps with
+/// non-string keys, no unsized data); an empty output would mean a bug.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}

@@ -1,0 +1,17 @@
+//! The lock service's replicated state machine: sessions with leases,
+//! exclusive / shared / semaphore locks with FIFO queues, fencing tokens,
+//! exactly-once requests and fenced append-only files. See docs/SAFETY.md.
+
+mod command;
+mod config;
+pub mod fence;
+mod machine;
+#[cfg(test)]
+mod tests;
+
+pub use command::{
+    Command, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer, Reply,
+    Request, Response, SessionId, SessionInfo, Token,
+};
+pub use config::{Limits, LockConfig, DRIFT_PPM_DEFAULT, LOCK_DELAY_MS_DEFAULT};
+pub use machine::{encode, LockMachine};

@@ -1,0 +1,608 @@
+//! The lock machine's transitions, one behaviour per test, asserting the
+//! exact responses, tokens and notifications.
+
+use super::*;
+use crate::actor::Instant;
+use crate::raft::{Index, StateMachine};
+use std::time::Duration;
+
+const TTL_MS: u64 = 10_000;
+
+fn config(lock_delay_ms: u64) -> LockConfig {
+    LockConfig {
+        drift_ppm: 10_000,
+        lock_delay: Duration::from_millis(lock_delay_ms),
+        limits: Limits::default(),
+    }
+}
+
+fn ms(t: u64) -> Instant {
+    Instant::from_micros(t * 1000)
+}
+
+/// Drives a machine with consecutive log indexes.
+struct Harness {
+    m: LockMachine,
+    index: Index,
+    now: Instant,
+    seqs: std::collections::BTreeMap<SessionId, u64>,
+}
+
+impl Harness {
+    fn new(lock_delay_ms: u64) -> Self {
+        Harness {
+            m: LockMachine::new(config(lock_delay_ms)),
+            index: 0,
+            now: ms(1),
+            seqs: Default::default(),
+        }
+    }
+
+    fn apply(&mut self, c: Command) -> Response {
+        self.index += 1;
+        let bytes = encode(&c);
+        let out = self.m.apply(self.index, self.now, &bytes);
+        postcard::from_bytes(&out).unwrap()
+    }
+
+    fn open(&mut self, nonce: u64) -> SessionId {
+        match self.apply(Command::Open {
+            nonce,
+            ttl_ms: TTL_MS,
+        }) {
+            Ok(Reply::Opened { session, .. }) => session,
+            other => panic!("open: {other:?}"),
+        }
+    }
+
+    /// Sends the session's next request, acknowledging everything before.
+    fn req(&mut self, session: SessionId, op: Op) -> Response {
+        let seq = self.seqs.entry(session).or_insert(0);
+        *seq += 1;
+        let seq = *seq;
+        self.retry(session, seq, op)
+    }
+
+    fn retry(&mut self, session: SessionId, seq: u64, op: Op) -> Response {
+        self.apply(Command::Request(Request {
+            session,
+            seq,
+            acked: 0,
+            op,
+        }))
+    }
+
+    fn acquire(&mut self, s: SessionId, lock: &str, mode: Mode, wait: bool) -> Response {
+        self.req(
+            s,
+            Op::Acquire {
+                lock: lock.into(),
+                mode,
+                wait,
+            },
+        )
+    }
+
+    fn release(&mut self, s: SessionId, lock: &str, token: Token) -> Response {
+        self.req(
+            s,
+            Op::Release {
+                lock: lock.into(),
+                token,
+            },
+        )
+    }
+
+    fn info(&self, lock: &str) -> LockInfo {
+        match self.m.answer(self.now, Query::Lock { name: lock.into() }) {
+            QueryAnswer::Lock(i) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn holders(&self, lock: &str) -> Vec<(SessionId, Token)> {
+        self.info(lock)
+            .holders
+            .iter()
+            .map(|h| (h.session, h.token))
+            .collect()
+    }
+}
+
+fn granted(token: Token) -> Response {
+    Ok(Reply::Granted { token })
+}
+
+fn queued(position: u32) -> Response {
+    Ok(Reply::Queued { position })
+}
+
+#[test]
+fn exclusive_lock_queues_fifo_and_wakes_only_the_next_waiter() {
+    let mut h = Harness::new(0);
+    let (a, b, c) = (h.open(1), h.open(2), h.open(3));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, true), granted(1));
+    assert_eq!(
+        h.acquire(b, "x", Mode::Exclusive, false),
+        Err(LockError::Busy)
+    );
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    assert_eq!(h.acquire(c, "x", Mode::Exclusive, true), queued(1));
+    assert!(h.m.take_grants().is_empty());
+    assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
+    // Only b is woken, with a fresh, larger token.
+    assert_eq!(
+        h.m.take_grants(),
+        vec![Grant {
+            session: b,
+            seq: 2,
+            lock: "x".into(),
+            token: 2
+        }]
+    );
+    assert_eq!(h.holders("x"), vec![(b, 2)]);
+    assert_eq!(h.info("x").waiters, vec![(c, Mode::Exclusive)]);
+    // b's waiting acquire now answers with its grant (what a poller sees).
+    assert_eq!(
+        h.m.answer(h.now, Query::Response { session: b, seq: 2 }),
+        QueryAnswer::Response(Some(granted(2)))
+    );
+}
+
+#[test]
+fn readers_share_and_a_waiting_writer_blocks_later_readers() {
+    let mut h = Harness::new(0);
+    let (r1, r2, w, r3) = (h.open(1), h.open(2), h.open(3), h.open(4));
+    assert_eq!(h.acquire(r1, "x", Mode::Shared, true), granted(1));
+    assert_eq!(h.acquire(r2, "x", Mode::Shared, true), granted(2));
+    assert_eq!(h.acquire(w, "x", Mode::Exclusive, true), queued(0));
+    // No barging past the writer, neither waiting nor trying.
+    assert_eq!(
+        h.acquire(r3, "x", Mode::Shared, false),
+        Err(LockError::Busy)
+    );
+    assert_eq!(h.acquire(r3, "x", Mode::Shared, true), queued(1));
+    assert_eq!(h.release(r1, "x", 1), Ok(Reply::Released));
+    assert!(h.m.take_grants().is_empty());
+    assert_eq!(h.release(r2, "x", 2), Ok(Reply::Released));
+    assert_eq!(h.holders("x"), vec![(w, 3)]);
+    assert_eq!(h.release(w, "x", 3), Ok(Reply::Released));
+    assert_eq!(h.holders("x"), vec![(r3, 4)]);
+    let woken: Vec<SessionId> = h.m.take_grants().iter().map(|g| g.session).collect();
+    assert_eq!(woken, vec![w, r3]);
+}
+
+#[test]
+fn semaphore_grants_each_holder_its_own_token_up_to_its_limit() {
+    let mut h = Harness::new(0);
+    let (a, b, c) = (h.open(1), h.open(2), h.open(3));
+    assert_eq!(h.acquire(a, "s", Mode::Semaphore(2), false), granted(1));
+    assert_eq!(h.acquire(b, "s", Mode::Semaphore(2), false), granted(2));
+    assert_eq!(
+        h.acquire(c, "s", Mode::Semaphore(2), false),
+        Err(LockError::Busy)
+    );
+    assert_eq!(
+        h.acquire(c, "s", Mode::Semaphore(3), false),
+        Err(LockError::LimitMismatch { held: 2, asked: 3 })
+    );
+    assert_eq!(h.acquire(c, "s", Mode::Shared, false), Err(LockError::Busy));
+    assert_eq!(
+        h.acquire(c, "s", Mode::Semaphore(0), false),
+        Err(LockError::ZeroLimit)
+    );
+    assert_eq!(h.acquire(c, "s", Mode::Semaphore(2), true), queued(0));
+    assert_eq!(h.release(a, "s", 1), Ok(Reply::Released));
+    assert_eq!(h.holders("s"), vec![(b, 2), (c, 3)]);
+}
+
+#[test]
+fn a_retried_request_gets_its_first_answer_and_runs_once() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    let acquire = Op::Acquire {
+        lock: "x".into(),
+        mode: Mode::Exclusive,
+        wait: false,
+    };
+    assert_eq!(h.req(a, acquire.clone()), granted(1));
+    // The same (session, seq) again, as after a leader crash: same token,
+    // no new grant.
+    assert_eq!(h.retry(a, 1, acquire.clone()), granted(1));
+    assert_eq!(h.m.last_token(), 1);
+    // A retried release after someone else took the lock does not release
+    // theirs.
+    assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, false), granted(2));
+    assert_eq!(
+        h.retry(
+            a,
+            2,
+            Op::Release {
+                lock: "x".into(),
+                token: 1
+            }
+        ),
+        Ok(Reply::Released)
+    );
+    assert_eq!(h.holders("x"), vec![(b, 2)]);
+    // An acknowledged response is forgotten; its seq is refused, not rerun.
+    let r = h.apply(Command::Request(Request {
+        session: a,
+        seq: 3,
+        acked: 2,
+        op: Op::KeepAlive,
+    }));
+    assert_eq!(r, Ok(Reply::Renewed));
+    assert_eq!(
+        h.retry(a, 1, acquire),
+        Err(LockError::SequenceTooOld { seq: 1, acked: 2 })
+    );
+    assert_eq!(h.holders("x"), vec![(b, 2)]);
+}
+
+#[test]
+fn requests_far_ahead_of_the_acknowledged_are_refused_to_bound_kept_responses() {
+    let mut h = Harness::new(0);
+    let a = h.open(1);
+    let max = Limits::default().requests_inflight_max;
+    assert_eq!(
+        h.retry(a, max + 1, Op::KeepAlive),
+        Err(LockError::TooManyInflight {
+            seq: max + 1,
+            acked: 0,
+            inflight_max: max
+        })
+    );
+    assert_eq!(h.retry(a, max, Op::KeepAlive), Ok(Reply::Renewed));
+}
+
+#[test]
+fn release_needs_the_holders_session_and_token() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.release(b, "x", 1), Err(LockError::NotHolder));
+    assert_eq!(h.release(a, "x", 7), Err(LockError::NotHolder));
+    assert_eq!(h.release(a, "y", 1), Err(LockError::NotHolder));
+    assert_eq!(h.holders("x"), vec![(a, 1)]);
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+}
+
+#[test]
+fn expiry_frees_locks_after_a_lock_delay_but_a_clean_close_does_not_delay() {
+    let mut h = Harness::new(5_000);
+    let (a, b, c) = (h.open(1), h.open(2), h.open(3));
+    let a_open = 1;
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, true), granted(1));
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    assert_eq!(h.acquire(c, "y", Mode::Exclusive, true), granted(2));
+    let expire_at = h.index + 1;
+    assert_eq!(
+        h.apply(Command::Expire {
+            session: a,
+            renewal: a_open
+        }),
+        Ok(Reply::Internal { effective: true })
+    );
+    assert_eq!(
+        h.m.answer(h.now, Query::Session { session: a }),
+        QueryAnswer::Session(None)
+    );
+    let info = h.info("x");
+    assert!(info.delayed && info.holders.is_empty());
+    assert!(h.m.take_grants().is_empty());
+    // An undelay naming another expiry does nothing.
+    assert_eq!(
+        h.apply(Command::Undelay {
+            lock: "x".into(),
+            freed: expire_at + 100
+        }),
+        Ok(Reply::Internal { effective: false })
+    );
+    assert_eq!(
+        h.apply(Command::Undelay {
+            lock: "x".into(),
+            freed: expire_at
+        }),
+        Ok(Reply::Internal { effective: true })
+    );
+    assert_eq!(h.holders("x"), vec![(b, 3)]);
+    // c closes cleanly: y is free at once, no delay.
+    assert_eq!(h.req(c, Op::Close), Ok(Reply::Closed));
+    assert_eq!(h.info("y"), LockInfo::default());
+    assert_eq!(h.acquire(b, "y", Mode::Exclusive, false), granted(4));
+    // A closed or expired session's requests are refused.
+    assert_eq!(h.req(a, Op::KeepAlive), Err(LockError::SessionNotFound(a)));
+}
+
+#[test]
+fn an_expiry_decided_on_an_older_renewal_does_nothing() {
+    let mut h = Harness::new(0);
+    let a = h.open(1);
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.req(a, Op::KeepAlive), Ok(Reply::Renewed));
+    assert_eq!(
+        h.apply(Command::Expire {
+            session: a,
+            renewal: 1
+        }),
+        Ok(Reply::Internal { effective: false })
+    );
+    assert_eq!(h.holders("x"), vec![(a, 1)]);
+}
+
+#[test]
+fn the_leader_expires_a_session_ttl_times_one_plus_drift_after_it_applied_the_renewal() {
+    let mut h = Harness::new(0);
+    h.now = ms(1_000);
+    let a = h.open(1);
+    // 10 s TTL, 1% drift: expiry is due at 1 000 + 10 100 ms, not before.
+    assert_eq!(h.m.leader_commands(ms(11_099), 1), vec![]);
+    let due = vec![Command::Expire {
+        session: a,
+        renewal: 1,
+    }];
+    assert_eq!(h.m.leader_commands(ms(11_100), 1), due);
+    // Proposed once per term...
+    assert_eq!(h.m.leader_commands(ms(12_000), 1), vec![]);
+    // ...and again by the same node in a later term (the entry may be lost).
+    assert_eq!(h.m.leader_commands(ms(12_000), 2), due);
+    // A renewal applied here later moves the deadline from its apply time.
+    h.now = ms(11_500);
+    assert_eq!(h.req(a, Op::KeepAlive), Ok(Reply::Renewed));
+    assert_eq!(h.m.leader_commands(ms(21_599), 2), vec![]);
+    assert_eq!(
+        h.m.leader_commands(ms(21_600), 2),
+        vec![Command::Expire {
+            session: a,
+            renewal: 2
+        }]
+    );
+}
+
+#[test]
+fn a_restored_replica_measures_leases_from_when_it_first_looks_never_earlier() {
+    let mut h = Harness::new(5_000);
+    h.now = ms(1_000);
+    let a = h.open(1);
+    let snap = h.m.snapshot().unwrap();
+    let mut m = LockMachine::new(config(5_000));
+    m.restore(&snap).unwrap();
+    // The new leader has no record of when the renewal applied: it counts
+    // from its first look (50 s here), not from the old leader's clock.
+    assert_eq!(m.leader_commands(ms(50_000), 3), vec![]);
+    assert_eq!(m.leader_commands(ms(60_099), 3), vec![]);
+    assert_eq!(
+        m.leader_commands(ms(60_100), 3),
+        vec![Command::Expire {
+            session: a,
+            renewal: 1
+        }]
+    );
+}
+
+#[test]
+fn the_leader_ends_a_lock_delay_after_it_has_run_on_its_clock() {
+    let mut h = Harness::new(5_000);
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.req(b, Op::KeepAlive), Ok(Reply::Renewed));
+    h.now = ms(20_000);
+    assert_eq!(
+        h.apply(Command::Expire {
+            session: a,
+            renewal: 1
+        }),
+        Ok(Reply::Internal { effective: true })
+    );
+    let freed = h.index;
+    // b renewed at 1 ms, so it is due as well; x's delay is not over yet.
+    assert_eq!(
+        h.m.leader_commands(ms(24_999), 1),
+        vec![Command::Expire {
+            session: b,
+            renewal: 4
+        }]
+    );
+    assert_eq!(
+        h.m.leader_commands(ms(25_000), 1),
+        vec![Command::Undelay {
+            lock: "x".into(),
+            freed
+        }]
+    );
+}
+
+#[test]
+fn cancel_leaves_the_queue_and_may_unblock_those_behind() {
+    let mut h = Harness::new(0);
+    let (r1, w, r2) = (h.open(1), h.open(2), h.open(3));
+    assert_eq!(h.acquire(r1, "x", Mode::Shared, false), granted(1));
+    assert_eq!(h.acquire(w, "x", Mode::Exclusive, true), queued(0));
+    assert_eq!(h.acquire(r2, "x", Mode::Shared, true), queued(1));
+    assert_eq!(
+        h.req(w, Op::Cancel { lock: "x".into() }),
+        Ok(Reply::Cancelled)
+    );
+    assert_eq!(h.holders("x"), vec![(r1, 1), (r2, 2)]);
+    // The cancelled acquire's kept response says so.
+    assert_eq!(
+        h.m.answer(h.now, Query::Response { session: w, seq: 1 }),
+        QueryAnswer::Response(Some(Ok(Reply::Cancelled)))
+    );
+    assert_eq!(
+        h.req(w, Op::Cancel { lock: "x".into() }),
+        Err(LockError::NotWaiting)
+    );
+    // Cancelling after the grant landed tells the client it holds the lock.
+    assert_eq!(h.req(r2, Op::Cancel { lock: "x".into() }), granted(2));
+}
+
+#[test]
+fn the_fenced_file_accepts_only_the_current_exclusive_holders_token_once() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    let append = |token, data: &[u8]| Op::Append {
+        file: "f".into(),
+        token,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        h.req(a, append(1, b"early")),
+        Err(LockError::StaleToken { token: 1 })
+    );
+    assert_eq!(h.acquire(a, "f", Mode::Exclusive, false), granted(1));
+    assert_eq!(
+        h.req(a, append(1, b"a1")),
+        Ok(Reply::Appended { offset: 0 })
+    );
+    let seq = h.seqs[&a];
+    // A retried append does not append twice.
+    assert_eq!(
+        h.retry(a, seq, append(1, b"a1")),
+        Ok(Reply::Appended { offset: 0 })
+    );
+    assert_eq!(h.release(a, "f", 1), Ok(Reply::Released));
+    assert_eq!(h.acquire(b, "f", Mode::Exclusive, false), granted(2));
+    // a's stale token is refused even from a's own session.
+    assert_eq!(
+        h.req(a, append(1, b"stale")),
+        Err(LockError::StaleToken { token: 1 })
+    );
+    assert_eq!(
+        h.req(b, append(2, b"b2")),
+        Ok(Reply::Appended { offset: 2 })
+    );
+    assert_eq!(
+        h.m.answer(h.now, Query::File { name: "f".into() }),
+        QueryAnswer::File(Some(FileInfo {
+            token: 2,
+            data: b"a1b2".to_vec()
+        }))
+    );
+    // Readers cannot append.
+    assert_eq!(h.release(b, "f", 2), Ok(Reply::Released));
+    assert_eq!(h.acquire(b, "f", Mode::Shared, false), granted(3));
+    assert_eq!(
+        h.req(b, append(3, b"r")),
+        Err(LockError::StaleToken { token: 3 })
+    );
+}
+
+#[test]
+fn bounds_are_enforced_with_clear_errors() {
+    let mut h = Harness::new(0);
+    h.m = LockMachine::new(LockConfig {
+        limits: Limits {
+            sessions_max: 2,
+            locks_per_session_max: 1,
+            waiters_per_lock_max: 1,
+            file_bytes_max: 4,
+            ..Limits::default()
+        },
+        ..config(0)
+    });
+    assert_eq!(
+        h.apply(Command::Open {
+            nonce: 9,
+            ttl_ms: 10
+        }),
+        Err(LockError::TtlOutOfRange {
+            ttl_ms: 10,
+            min_ms: 1_000,
+            max_ms: 3_600_000
+        })
+    );
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(
+        h.apply(Command::Open {
+            nonce: 3,
+            ttl_ms: TTL_MS
+        }),
+        Err(LockError::TooManySessions(2))
+    );
+    // A retried open returns the session it created, even at the bound.
+    assert_eq!(
+        h.apply(Command::Open {
+            nonce: 2,
+            ttl_ms: TTL_MS
+        }),
+        Ok(Reply::Opened {
+            session: b,
+            ttl_ms: TTL_MS
+        })
+    );
+    let long = "n".repeat(257);
+    assert_eq!(
+        h.acquire(a, &long, Mode::Exclusive, false),
+        Err(LockError::BadName { len: 257, max: 256 })
+    );
+    assert_eq!(
+        h.acquire(a, "", Mode::Exclusive, false),
+        Err(LockError::BadName { len: 0, max: 256 })
+    );
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(
+        h.acquire(a, "y", Mode::Exclusive, false),
+        Err(LockError::TooManyLocks(1))
+    );
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    let c = {
+        assert_eq!(h.req(a, Op::Close), Ok(Reply::Closed));
+        h.open(3)
+    };
+    assert_eq!(h.holders("x"), vec![(b, 2)]);
+    assert_eq!(h.acquire(c, "x", Mode::Exclusive, true), queued(0));
+    assert_eq!(
+        h.req(
+            b,
+            Op::Append {
+                file: "x".into(),
+                token: 2,
+                data: b"12345".to_vec()
+            }
+        ),
+        Err(LockError::FileTooLarge(4))
+    );
+    // Rejected commands changed nothing.
+    assert_eq!(h.m.check_invariants(), Ok(()));
+    assert_eq!(h.m.sessions(), 2);
+}
+
+#[test]
+fn undecodable_commands_and_queries_are_errors_not_panics() {
+    let mut m = LockMachine::new(config(0));
+    let out = m.apply(1, ms(0), &[0xff, 0xff, 0xff]);
+    let r: Response = postcard::from_bytes(&out).unwrap();
+    assert!(matches!(r, Err(LockError::Malformed(_))), "{r:?}");
+    let out = m.query(ms(0), &[0xff]);
+    let q: QueryAnswer = postcard::from_bytes(&out).unwrap();
+    assert!(matches!(q, QueryAnswer::Malformed(_)), "{q:?}");
+}
+
+#[test]
+fn a_snapshot_restores_the_same_state_and_tokens_keep_increasing() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    let snap = h.m.snapshot().unwrap();
+    let mut m = LockMachine::new(config(0));
+    m.restore(&snap).unwrap();
+    assert_eq!(m.snapshot().unwrap(), snap);
+    h.m = m;
+    assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
+    assert_eq!(h.holders("x"), vec![(b, 2)]);
+    assert!(LockMachine::new(config(0)).restore(&[1, 2, 3]).is_err());
+}
+
+#[test]
+fn holders_report_how_long_this_node_would_wait_before_expiring_them() {
+    let mut h = Harness::new(0);
+    h.now = ms(1_000);
+    let a = h.open(1);
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    h.now = ms(3_000);
+    assert_eq!(h.info("x").holders[0].expires_in_ms, Some(8_100));
+}
