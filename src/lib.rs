@@ -9,6 +9,7 @@ pub mod actor;
 pub mod lock;
 pub mod net;
 pub mod raft;
+pub mod session;
 pub mod storage;
 
 #[cfg(not(madsim))]

@@ -219,12 +219,17 @@ pub struct FileInfo {
     pub data: Vec<u8>,
 }
 
-/// A waiting acquire that another entry granted: the node serving that
-/// client pushes it (the client also polls, see `Query::Response`).
+/// A grant, as it happened at log index `index`. `queued` grants were made
+/// by another entry (a release, cancel or expiry) to a waiting acquire: the
+/// node serving that client pushes them (the client also polls, see
+/// `Query::Response`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
+    pub index: Index,
     pub session: SessionId,
     pub seq: u64,
     pub lock: String,
+    pub mode: Mode,
     pub token: Token,
+    pub queued: bool,
 }

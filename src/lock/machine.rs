@@ -97,8 +97,8 @@ impl LockMachine {
         &self.config
     }
 
-    /// Grants of waiting acquires made since the last call, for the driver
-    /// to push to the clients it serves.
+    /// Grants made since the last call, in order: drivers push the queued
+    /// ones to the clients they serve; the simulator checks them all.
     pub fn take_grants(&mut self) -> Vec<Grant> {
         self.local.grants.drain(..).collect()
     }
@@ -138,7 +138,7 @@ impl LockMachine {
                         l.delayed_since = None;
                     }
                     self.local.delayed_at.remove(&lock);
-                    self.grant_waiters(&lock);
+                    self.grant_waiters(index, &lock);
                     self.forget_if_idle(&lock);
                 }
                 Ok(Reply::Internal { effective })
@@ -338,9 +338,9 @@ impl LockMachine {
                 self.end_session(index, now, id, false);
                 Ok(Reply::Closed)
             }
-            Op::Acquire { lock, mode, wait } => self.acquire(id, seq, lock, mode, wait),
-            Op::Cancel { lock } => self.cancel(id, lock),
-            Op::Release { lock, token } => self.release(id, lock, token),
+            Op::Acquire { lock, mode, wait } => self.acquire(index, id, seq, lock, mode, wait),
+            Op::Cancel { lock } => self.cancel(index, id, lock),
+            Op::Release { lock, token } => self.release(index, id, lock, token),
             Op::Append { file, token, data } => self.append(id, file, token, data),
         }
     }
@@ -358,6 +358,7 @@ impl LockMachine {
 
     fn acquire(
         &mut self,
+        index: Index,
         id: SessionId,
         seq: u64,
         name: String,
@@ -399,7 +400,7 @@ impl LockMachine {
             l.delayed_since.is_none() && l.waiters.is_empty() && admits(&l.holders, mode)
         });
         if free {
-            let token = self.grant(&name, id, mode);
+            let token = self.grant(index, &name, id, seq, mode, false);
             return Ok(Reply::Granted { token });
         }
         if !wait {
@@ -421,7 +422,7 @@ impl LockMachine {
         Ok(Reply::Queued { position })
     }
 
-    fn cancel(&mut self, id: SessionId, name: String) -> Response {
+    fn cancel(&mut self, index: Index, id: SessionId, name: String) -> Response {
         let session = self
             .state
             .sessions
@@ -442,12 +443,12 @@ impl LockMachine {
             lock.waiters.retain(|w| w.session != id);
         }
         // A cancelled head of queue may have been all that blocked others.
-        self.grant_waiters(&name);
+        self.grant_waiters(index, &name);
         self.forget_if_idle(&name);
         Ok(Reply::Cancelled)
     }
 
-    fn release(&mut self, id: SessionId, name: String, token: Token) -> Response {
+    fn release(&mut self, index: Index, id: SessionId, name: String, token: Token) -> Response {
         let session = self
             .state
             .sessions
@@ -460,7 +461,7 @@ impl LockMachine {
         if let Some(lock) = self.state.locks.get_mut(&name) {
             lock.holders.remove(&id);
         }
-        self.grant_waiters(&name);
+        self.grant_waiters(index, &name);
         self.forget_if_idle(&name);
         Ok(Reply::Released)
     }
@@ -516,12 +517,20 @@ impl LockMachine {
                     self.local.delayed_at.insert(name.clone(), now);
                 }
             }
-            self.grant_waiters(name);
+            self.grant_waiters(index, name);
             self.forget_if_idle(name);
         }
     }
 
-    fn grant(&mut self, name: &str, id: SessionId, mode: Mode) -> Token {
+    fn grant(
+        &mut self,
+        index: Index,
+        name: &str,
+        id: SessionId,
+        seq: u64,
+        mode: Mode,
+        queued: bool,
+    ) -> Token {
         self.state.last_token += 1;
         let token = self.state.last_token;
         self.state
@@ -533,13 +542,25 @@ impl LockMachine {
         if let Some(s) = self.state.sessions.get_mut(&id) {
             s.held.insert(name.to_string(), token);
         }
+        if self.local.grants.len() >= self.config.limits.grants_pending_max {
+            self.local.grants.pop_front();
+        }
+        self.local.grants.push_back(Grant {
+            index,
+            session: id,
+            seq,
+            lock: name.to_string(),
+            mode,
+            token,
+            queued,
+        });
         token
     }
 
     /// Grants waiters from the head of the queue while they fit: strict
     /// FIFO (a reader behind a waiting writer waits), and only the waiters
     /// granted are notified.
-    fn grant_waiters(&mut self, name: &str) {
+    fn grant_waiters(&mut self, index: Index, name: &str) {
         loop {
             let Some(lock) = self.state.locks.get_mut(name) else {
                 return;
@@ -556,22 +577,13 @@ impl LockMachine {
             let Some(w) = lock.waiters.pop_front() else {
                 return;
             };
-            let token = self.grant(name, w.session, w.mode);
+            let token = self.grant(index, name, w.session, w.seq, w.mode, true);
             if let Some(s) = self.state.sessions.get_mut(&w.session) {
                 s.waiting.remove(name);
                 if let Some(r) = s.responses.get_mut(&w.seq) {
                     *r = Ok(Reply::Granted { token });
                 }
             }
-            if self.local.grants.len() >= self.config.limits.grants_pending_max {
-                self.local.grants.pop_front();
-            }
-            self.local.grants.push_back(Grant {
-                session: w.session,
-                seq: w.seq,
-                lock: name.to_string(),
-                token,
-            });
         }
     }
 

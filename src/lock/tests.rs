@@ -128,16 +128,22 @@ fn exclusive_lock_queues_fifo_and_wakes_only_the_next_waiter() {
     );
     assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
     assert_eq!(h.acquire(c, "x", Mode::Exclusive, true), queued(1));
-    assert!(h.m.take_grants().is_empty());
+    // The immediate grant is reported too, not flagged as queued.
+    let immediate = h.m.take_grants();
+    assert_eq!(immediate.len(), 1);
+    assert!(!immediate[0].queued && immediate[0].token == 1 && immediate[0].session == a);
     assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
     // Only b is woken, with a fresh, larger token.
     assert_eq!(
         h.m.take_grants(),
         vec![Grant {
+            index: h.index,
             session: b,
             seq: 2,
             lock: "x".into(),
-            token: 2
+            mode: Mode::Exclusive,
+            token: 2,
+            queued: true,
         }]
     );
     assert_eq!(h.holders("x"), vec![(b, 2)]);
@@ -162,6 +168,7 @@ fn readers_share_and_a_waiting_writer_blocks_later_readers() {
         Err(LockError::Busy)
     );
     assert_eq!(h.acquire(r3, "x", Mode::Shared, true), queued(1));
+    h.m.take_grants();
     assert_eq!(h.release(r1, "x", 1), Ok(Reply::Released));
     assert!(h.m.take_grants().is_empty());
     assert_eq!(h.release(r2, "x", 2), Ok(Reply::Released));
@@ -289,6 +296,7 @@ fn expiry_frees_locks_after_a_lock_delay_but_a_clean_close_does_not_delay() {
         h.m.answer(h.now, Query::Session { session: a }),
         QueryAnswer::Session(None)
     );
+    h.m.take_grants();
     let info = h.info("x");
     assert!(info.delayed && info.holders.is_empty());
     assert!(h.m.take_grants().is_empty());

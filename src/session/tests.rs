@@ -1,0 +1,342 @@
+//! The session actor against an in-process lock machine standing in for
+//! the cluster: every effect is checked, and messages are delivered, lost
+//! or redirected by the test.
+
+use super::*;
+use crate::actor::{Instant, NodeId};
+use crate::lock::{
+    encode, Command, Grant, LockConfig, LockMachine, Mode, Op, Query, QueryAnswer, Reply, Request,
+    Response, SessionId, Token,
+};
+use crate::raft::StateMachine;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn ms(t: u64) -> Instant {
+    Instant::from_micros(t * 1000)
+}
+
+/// A one-machine "cluster" whose leader is node 2.
+struct World {
+    m: LockMachine,
+    index: u64,
+    leader: NodeId,
+    session: Session,
+    /// Completed calls, Lost and SessionLost effects, in order.
+    events: Vec<Effect>,
+    wake: Option<Instant>,
+    /// Messages held back (the test delivers or drops them).
+    inflight: Vec<(NodeId, RpcId, ToNode)>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut config = SessionConfig::new(vec![1, 2, 3], TTL);
+        config.drift_ppm = 10_000;
+        World {
+            m: LockMachine::new(LockConfig::default()),
+            index: 0,
+            leader: 2,
+            session: Session::new(config, 7),
+            events: Vec::new(),
+            wake: None,
+            inflight: Vec::new(),
+        }
+    }
+
+    fn input(&mut self, now: Instant, input: Input) {
+        for e in self.session.handle(now, input) {
+            match e {
+                Effect::Send { to, rpc, msg } => self.inflight.push((to, rpc, msg)),
+                Effect::WakeAt(at) => self.wake = Some(at),
+                other => self.events.push(other),
+            }
+        }
+    }
+
+    /// Delivers every message in flight (and what they cause) at `now`.
+    fn deliver(&mut self, now: Instant) {
+        for _ in 0..10 {
+            let batch = std::mem::take(&mut self.inflight);
+            if batch.is_empty() {
+                return;
+            }
+            for (to, rpc, msg) in batch {
+                let reply = self.serve(now, to, msg);
+                self.input(now, Input::Reply { rpc, reply });
+            }
+        }
+    }
+
+    fn serve(&mut self, now: Instant, to: NodeId, msg: ToNode) -> NodeReply {
+        if to != self.leader {
+            return NodeReply::NotLeader(Some(self.leader));
+        }
+        match msg {
+            ToNode::Propose(c) => {
+                self.index += 1;
+                NodeReply::Output(self.m.apply(self.index, now, &c))
+            }
+            ToNode::Read(q) => NodeReply::Output(self.m.query(now, &q)),
+        }
+    }
+
+    fn start(&mut self, now: Instant) -> crate::lock::SessionId {
+        self.input(now, Input::Start);
+        self.deliver(now);
+        match self.events.pop() {
+            Some(Effect::Opened(id)) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn call(&mut self, now: Instant, id: CallId, call: Call) {
+        self.input(now, Input::Call { id, call });
+    }
+
+    /// Applies a command straight to the machine, as another client would.
+    fn apply(&mut self, now: Instant, command: Command) -> Response {
+        self.index += 1;
+        let out = self.m.apply(self.index, now, &encode(&command));
+        postcard::from_bytes(&out).unwrap()
+    }
+
+    /// Another client's session takes `lock`; returns that session.
+    fn other_takes(&mut self, now: Instant, lock: &str) -> SessionId {
+        let opened = self.apply(
+            now,
+            Command::Open {
+                nonce: 99,
+                ttl_ms: 60_000,
+            },
+        );
+        let Ok(Reply::Opened { session, .. }) = opened else {
+            panic!("{opened:?}")
+        };
+        let op = Op::Acquire {
+            lock: lock.into(),
+            mode: Mode::Exclusive,
+            wait: false,
+        };
+        let r = self.apply(
+            now,
+            Command::Request(Request {
+                session,
+                seq: 1,
+                acked: 0,
+                op,
+            }),
+        );
+        assert_eq!(
+            r,
+            Ok(Reply::Granted {
+                token: self.m.last_token()
+            })
+        );
+        session
+    }
+
+    fn other_releases(&mut self, now: Instant, session: SessionId, lock: &str, token: Token) {
+        let op = Op::Release {
+            lock: lock.into(),
+            token,
+        };
+        let r = self.apply(
+            now,
+            Command::Request(Request {
+                session,
+                seq: 2,
+                acked: 1,
+                op,
+            }),
+        );
+        assert_eq!(r, Ok(Reply::Released));
+    }
+
+    fn take_events(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+fn acquire(lock: &str, wait: Option<Duration>) -> Call {
+    Call::Acquire {
+        lock: lock.into(),
+        mode: Mode::Exclusive,
+        wait,
+    }
+}
+
+fn done(id: CallId, result: Result<Done, CallError>) -> Effect {
+    Effect::Done { id, result }
+}
+
+#[test]
+fn the_lease_is_trusted_from_the_send_of_the_acknowledged_renewal_minus_drift() {
+    let mut w = World::new();
+    w.start(ms(1_000));
+    // Opened: trusted until 1 000 + 10 000 * 0.99 ms.
+    assert_eq!(w.session.lease_until(), Some(ms(10_900)));
+    // The keepalive goes at ttl/3; its reply comes later, but the lease
+    // counts from the send.
+    assert_eq!(w.wake, Some(Instant::from_micros(4_333_333)));
+    w.input(ms(4_334), Input::Tick);
+    assert_eq!(w.inflight.len(), 1);
+    w.deliver(ms(6_000));
+    assert_eq!(
+        w.session.lease_until(),
+        Some(ms(4_334) + Duration::from_millis(9_900))
+    );
+}
+
+#[test]
+fn holds_answers_only_while_the_lease_is_valid_and_a_lapse_reports_the_lock_lost() {
+    let mut w = World::new();
+    w.start(ms(0));
+    w.call(ms(0), 1, acquire("x", None));
+    w.deliver(ms(0));
+    assert_eq!(
+        w.take_events(),
+        vec![done(1, Ok(Done::Granted { token: 1 }))]
+    );
+    assert_eq!(w.session.holds("x", ms(9_899)), Some(1));
+    // Keepalives are lost from here on; a pending call will be lost too.
+    w.input(ms(3_400), Input::Tick);
+    w.call(ms(3_500), 2, Call::Query(Query::Lock { name: "x".into() }));
+    w.inflight.clear();
+    assert_eq!(w.session.holds("x", ms(9_900)), None);
+    w.input(ms(9_900), Input::Tick);
+    assert_eq!(
+        w.take_events(),
+        vec![
+            Effect::Lost {
+                lock: "x".into(),
+                token: 1
+            },
+            done(2, Err(CallError::SessionLost)),
+            Effect::SessionLost,
+        ]
+    );
+    assert_eq!(w.session.session_id(), None);
+}
+
+#[test]
+fn a_redirect_and_a_timeout_resend_the_same_request_which_applies_once() {
+    let mut w = World::new();
+    w.leader = 3;
+    w.start(ms(0)); // node 1 redirects to 3
+    w.call(ms(0), 1, acquire("x", None));
+    // The first attempt reaches the leader, but its reply is lost.
+    let (to, _, msg) = w.inflight.pop().unwrap();
+    assert_eq!(to, 3);
+    let _ = w.serve(ms(0), to, msg);
+    // After the request timeout the same (session, seq) goes again...
+    w.input(ms(500), Input::Tick);
+    let resent = w.inflight.clone();
+    assert_eq!(resent.len(), 1);
+    w.leader = 1; // ...to the next node, which now leads.
+    w.deliver(ms(500));
+    // ...and gets the first execution's token; nothing was granted twice.
+    assert_eq!(
+        w.take_events(),
+        vec![done(1, Ok(Done::Granted { token: 1 }))]
+    );
+    assert_eq!(w.m.last_token(), 1);
+}
+
+#[test]
+fn a_queued_acquire_completes_on_the_pushed_grant() {
+    let mut w = World::new();
+    w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    assert!(w.take_events().is_empty(), "queued, not done");
+    // The holder releases; the node serving us pushes the grant.
+    w.other_releases(ms(20), other, "x", 1);
+    let grants: Vec<Grant> = w.m.take_grants().into_iter().filter(|g| g.queued).collect();
+    assert_eq!(grants.len(), 1);
+    w.input(ms(20), Input::Pushed(grants[0].clone()));
+    assert_eq!(
+        w.take_events(),
+        vec![done(5, Ok(Done::Granted { token: 2 }))]
+    );
+    assert_eq!(w.session.holds("x", ms(20)), Some(2));
+    // A duplicate push changes nothing.
+    w.input(ms(21), Input::Pushed(grants[0].clone()));
+    assert!(w.take_events().is_empty());
+}
+
+#[test]
+fn a_queued_acquire_whose_push_is_lost_learns_its_grant_by_polling() {
+    let mut w = World::new();
+    let me = w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    w.other_releases(ms(20), other, "x", 1);
+    assert!(w.take_events().is_empty());
+    // The poll goes at the poll interval and finds the grant.
+    assert_eq!(w.wake, Some(ms(510)));
+    w.input(ms(510), Input::Tick);
+    w.deliver(ms(510));
+    assert_eq!(
+        w.take_events(),
+        vec![done(5, Ok(Done::Granted { token: 2 }))]
+    );
+    assert!(matches!(
+        w.m.answer(ms(510), Query::Lock { name: "x".into() }),
+        QueryAnswer::Lock(info) if info.holders[0].session == me
+    ));
+}
+
+#[test]
+fn a_wait_that_times_out_cancels_its_place_in_the_queue() {
+    let mut w = World::new();
+    w.start(ms(0));
+    w.other_takes(ms(0), "x");
+    w.call(ms(0), 5, acquire("x", Some(Duration::from_millis(300))));
+    w.deliver(ms(0));
+    assert_eq!(w.wake, Some(ms(300)));
+    w.input(ms(300), Input::Tick);
+    w.deliver(ms(300));
+    assert_eq!(w.take_events(), vec![done(5, Err(CallError::Timeout))]);
+    assert!(matches!(
+        w.m.answer(ms(300), Query::Lock { name: "x".into() }),
+        QueryAnswer::Lock(info) if info.waiters.is_empty()
+    ));
+}
+
+#[test]
+fn a_wait_granted_just_before_its_cancel_applies_is_a_grant_not_a_timeout() {
+    let mut w = World::new();
+    w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(0), 5, acquire("x", Some(Duration::from_millis(300))));
+    w.deliver(ms(0));
+    w.input(ms(300), Input::Tick); // the cancel is sent...
+    w.other_releases(ms(301), other, "x", 1); // ...and the grant lands first
+    w.deliver(ms(302));
+    assert_eq!(
+        w.take_events(),
+        vec![done(5, Ok(Done::Granted { token: 2 }))]
+    );
+    assert_eq!(w.session.holds("x", ms(302)), Some(2));
+}
+
+#[test]
+fn calls_before_the_session_opens_wait_for_it_and_a_closed_session_refuses_calls() {
+    let mut w = World::new();
+    w.input(ms(0), Input::Start);
+    w.call(ms(0), 1, acquire("x", None));
+    w.deliver(ms(0));
+    let events = w.take_events();
+    assert!(matches!(events[0], Effect::Opened(_)), "{events:?}");
+    assert_eq!(events[1], done(1, Ok(Done::Granted { token: 1 })));
+    w.call(ms(1), 2, Call::Close);
+    w.deliver(ms(1));
+    assert_eq!(w.take_events(), vec![done(2, Ok(Done::Closed))]);
+    w.call(ms(2), 3, acquire("x", None));
+    assert_eq!(w.take_events(), vec![done(3, Err(CallError::Closed))]);
+    assert_eq!(w.session.holds("x", ms(2)), None);
+}
