@@ -233,3 +233,28 @@ pub struct Grant {
     pub token: Token,
     pub queued: bool,
 }
+
+/// What applying an entry did, as a replica saw it: for drivers (push
+/// queued grants to clients) and for the simulator's checkers. Kept per
+/// replica, never replicated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Granted(Grant),
+    /// A request ran (a retry answered from the kept response does not).
+    Executed {
+        index: Index,
+        session: SessionId,
+        seq: u64,
+    },
+    /// A session ended: closed by its client, or expired by the leader.
+    Ended {
+        index: Index,
+        session: SessionId,
+        expired: bool,
+        held: Vec<(String, Token)>,
+    },
+    Undelayed {
+        index: Index,
+        lock: String,
+    },
+}

@@ -33,9 +33,9 @@ pub struct Limits {
     pub files_max: usize,
     /// Expiries and undelays a leader proposes per heartbeat.
     pub leader_commands_per_tick_max: usize,
-    /// Grant notifications kept for the driver to push; older ones are
-    /// dropped (clients also poll for their grants).
-    pub grants_pending_max: usize,
+    /// Events kept for the driver to drain; older ones are dropped (clients
+    /// also poll for their grants).
+    pub events_pending_max: usize,
 }
 
 /// Consul's default lock-delay.
@@ -67,7 +67,7 @@ impl Default for Limits {
             file_bytes_max: 1 << 20,
             files_max: 1024,
             leader_commands_per_tick_max: 256,
-            grants_pending_max: 4096,
+            events_pending_max: 4096,
         }
     }
 }

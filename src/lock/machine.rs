@@ -7,8 +7,8 @@
 //! (docs/SAFETY.md rules 1 and 3).
 
 use super::command::{
-    Command, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer, Reply,
-    Request, Response, SessionId, SessionInfo, Token,
+    Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer,
+    Reply, Request, Response, SessionId, SessionInfo, Token,
 };
 use super::config::LockConfig;
 use crate::actor::Instant;
@@ -75,7 +75,7 @@ struct Local {
     term: Term,
     expiry_proposed: BTreeMap<SessionId, Index>,
     undelay_proposed: BTreeMap<String, Index>,
-    grants: VecDeque<Grant>,
+    events: VecDeque<Event>,
 }
 
 pub struct LockMachine {
@@ -97,10 +97,17 @@ impl LockMachine {
         &self.config
     }
 
-    /// Grants made since the last call, in order: drivers push the queued
-    /// ones to the clients they serve; the simulator checks them all.
-    pub fn take_grants(&mut self) -> Vec<Grant> {
-        self.local.grants.drain(..).collect()
+    /// What applies did since the last call, in order: drivers push the
+    /// queued grants to the clients they serve; the simulator checks all.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.local.events.drain(..).collect()
+    }
+
+    fn record(&mut self, event: Event) {
+        if self.local.events.len() >= self.config.limits.events_pending_max {
+            self.local.events.pop_front();
+        }
+        self.local.events.push_back(event);
     }
 
     pub fn sessions(&self) -> usize {
@@ -138,6 +145,10 @@ impl LockMachine {
                         l.delayed_since = None;
                     }
                     self.local.delayed_at.remove(&lock);
+                    self.record(Event::Undelayed {
+                        index,
+                        lock: lock.clone(),
+                    });
                     self.grant_waiters(index, &lock);
                     self.forget_if_idle(&lock);
                 }
@@ -318,6 +329,11 @@ impl LockMachine {
                 inflight_max,
             });
         }
+        self.record(Event::Executed {
+            index,
+            session: req.session,
+            seq: req.seq,
+        });
         let response = self.execute(index, now, req.session, req.seq, req.op);
         if let Some(session) = self.state.sessions.get_mut(&req.session) {
             session.responses.insert(req.seq, response.clone());
@@ -505,6 +521,12 @@ impl LockMachine {
             return;
         };
         self.state.nonces.remove(&session.nonce);
+        self.record(Event::Ended {
+            index,
+            session: id,
+            expired,
+            held: session.held.iter().map(|(l, &t)| (l.clone(), t)).collect(),
+        });
         self.local.renewed_at.remove(&id);
         self.local.expiry_proposed.remove(&id);
         let delay = expired && !self.config.lock_delay.is_zero();
@@ -542,10 +564,7 @@ impl LockMachine {
         if let Some(s) = self.state.sessions.get_mut(&id) {
             s.held.insert(name.to_string(), token);
         }
-        if self.local.grants.len() >= self.config.limits.grants_pending_max {
-            self.local.grants.pop_front();
-        }
-        self.local.grants.push_back(Grant {
+        self.record(Event::Granted(Grant {
             index,
             session: id,
             seq,
@@ -553,7 +572,7 @@ impl LockMachine {
             mode,
             token,
             queued,
-        });
+        }));
         token
     }
 

@@ -7,11 +7,11 @@ mod config;
 pub mod fence;
 mod machine;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use command::{
-    Command, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer, Reply,
-    Request, Response, SessionId, SessionInfo, Token,
+    Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer,
+    Reply, Request, Response, SessionId, SessionInfo, Token,
 };
 pub use config::{Limits, LockConfig, DRIFT_PPM_DEFAULT, LOCK_DELAY_MS_DEFAULT};
 pub use machine::{encode, LockMachine};

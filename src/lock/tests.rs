@@ -8,6 +8,17 @@ use std::time::Duration;
 
 const TTL_MS: u64 = 10_000;
 
+/// The grants among the machine's events.
+pub(crate) fn grants(m: &mut LockMachine) -> Vec<Grant> {
+    m.take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Granted(g) => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
 fn config(lock_delay_ms: u64) -> LockConfig {
     LockConfig {
         drift_ppm: 10_000,
@@ -129,13 +140,13 @@ fn exclusive_lock_queues_fifo_and_wakes_only_the_next_waiter() {
     assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
     assert_eq!(h.acquire(c, "x", Mode::Exclusive, true), queued(1));
     // The immediate grant is reported too, not flagged as queued.
-    let immediate = h.m.take_grants();
+    let immediate = grants(&mut h.m);
     assert_eq!(immediate.len(), 1);
     assert!(!immediate[0].queued && immediate[0].token == 1 && immediate[0].session == a);
     assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
     // Only b is woken, with a fresh, larger token.
     assert_eq!(
-        h.m.take_grants(),
+        grants(&mut h.m),
         vec![Grant {
             index: h.index,
             session: b,
@@ -168,14 +179,14 @@ fn readers_share_and_a_waiting_writer_blocks_later_readers() {
         Err(LockError::Busy)
     );
     assert_eq!(h.acquire(r3, "x", Mode::Shared, true), queued(1));
-    h.m.take_grants();
+    grants(&mut h.m);
     assert_eq!(h.release(r1, "x", 1), Ok(Reply::Released));
-    assert!(h.m.take_grants().is_empty());
+    assert!(grants(&mut h.m).is_empty());
     assert_eq!(h.release(r2, "x", 2), Ok(Reply::Released));
     assert_eq!(h.holders("x"), vec![(w, 3)]);
     assert_eq!(h.release(w, "x", 3), Ok(Reply::Released));
     assert_eq!(h.holders("x"), vec![(r3, 4)]);
-    let woken: Vec<SessionId> = h.m.take_grants().iter().map(|g| g.session).collect();
+    let woken: Vec<SessionId> = grants(&mut h.m).iter().map(|g| g.session).collect();
     assert_eq!(woken, vec![w, r3]);
 }
 
@@ -217,6 +228,20 @@ fn a_retried_request_gets_its_first_answer_and_runs_once() {
     // no new grant.
     assert_eq!(h.retry(a, 1, acquire.clone()), granted(1));
     assert_eq!(h.m.last_token(), 1);
+    // One execution, one grant, though two entries carried the request.
+    let executed: Vec<Event> =
+        h.m.take_events()
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Granted(_)))
+            .collect();
+    assert_eq!(
+        executed,
+        vec![Event::Executed {
+            index: h.index - 1,
+            session: a,
+            seq: 1
+        }]
+    );
     // A retried release after someone else took the lock does not release
     // theirs.
     assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
@@ -296,10 +321,16 @@ fn expiry_frees_locks_after_a_lock_delay_but_a_clean_close_does_not_delay() {
         h.m.answer(h.now, Query::Session { session: a }),
         QueryAnswer::Session(None)
     );
-    h.m.take_grants();
+    assert!(h.m.take_events().contains(&Event::Ended {
+        index: expire_at,
+        session: a,
+        expired: true,
+        held: vec![("x".into(), 1)]
+    }));
+    grants(&mut h.m);
     let info = h.info("x");
     assert!(info.delayed && info.holders.is_empty());
-    assert!(h.m.take_grants().is_empty());
+    assert!(grants(&mut h.m).is_empty());
     // An undelay naming another expiry does nothing.
     assert_eq!(
         h.apply(Command::Undelay {

@@ -254,7 +254,10 @@ fn a_queued_acquire_completes_on_the_pushed_grant() {
     assert!(w.take_events().is_empty(), "queued, not done");
     // The holder releases; the node serving us pushes the grant.
     w.other_releases(ms(20), other, "x", 1);
-    let grants: Vec<Grant> = w.m.take_grants().into_iter().filter(|g| g.queued).collect();
+    let grants: Vec<Grant> = crate::lock::tests::grants(&mut w.m)
+        .into_iter()
+        .filter(|g| g.queued)
+        .collect();
     assert_eq!(grants.len(), 1);
     w.input(ms(20), Input::Pushed(grants[0].clone()));
     assert_eq!(
