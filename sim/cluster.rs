@@ -10,10 +10,11 @@ use futures::StreamExt;
 use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
+use raftlock::lock::{Command, Event, Grant, LockConfig, LockMachine, SessionId};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
     self, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft, Recorder,
-    RequestError, RequestId, Timer,
+    RequestError, RequestId, StateMachine, Timer,
 };
 use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
@@ -55,6 +56,56 @@ pub enum SimFrame {
         id: u64,
         result: Result<(u64, Vec<u8>), RequestError>,
     },
+    /// A queued acquire was granted (pushed to the session's client).
+    Pushed(Grant),
+}
+
+/// Sessions whose client address a node remembers for pushes.
+pub const PUSH_SESSIONS_MAX: usize = 1024;
+
+/// What the simulation needs of a state machine beyond `StateMachine`.
+pub trait SimMachine: StateMachine + Sized + 'static {
+    fn create(shared: &Shared) -> Self;
+    /// After a step: report what applies did to the checkers; returns the
+    /// grants to push to clients.
+    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Grant>;
+    /// The session a proposed command belongs to, if any.
+    fn session_of(command: &[u8]) -> Option<SessionId>;
+}
+
+impl SimMachine for Recorder {
+    fn create(_: &Shared) -> Self {
+        Recorder::new()
+    }
+    fn drain(&mut self, _: NodeId, _: &mut Checker, _: &Shared) -> Vec<Grant> {
+        Vec::new()
+    }
+    fn session_of(_: &[u8]) -> Option<SessionId> {
+        None
+    }
+}
+
+impl SimMachine for LockMachine {
+    fn create(shared: &Shared) -> Self {
+        LockMachine::new(shared.lock_config.clone())
+    }
+    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Grant> {
+        let events = self.take_events();
+        checker.on_lock_events(node, &events, &shared.lin_locks);
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Granted(g) if g.queued => Some(g),
+                _ => None,
+            })
+            .collect()
+    }
+    fn session_of(command: &[u8]) -> Option<SessionId> {
+        match postcard::from_bytes::<Command>(command) {
+            Ok(Command::Request(r)) => Some(r.session),
+            _ => None,
+        }
+    }
 }
 
 /// Out-of-band admin requests from the supervisor to a node.
@@ -77,6 +128,14 @@ pub struct Shared {
     pub controls: Mutex<BTreeMap<NodeId, Vec<Control>>>,
     /// Transfers a leader reported as handed over (TimeoutNow sent).
     pub transfers_done: Mutex<u64>,
+    pub lock_config: LockConfig,
+    /// Nodes run the lock machine (else the Raft test recorder).
+    pub lock_workload: bool,
+    /// Locks whose histories are checked for linearizability.
+    pub lin_locks: Vec<String>,
+    pub resource: Mutex<crate::lock_client::SimResource>,
+    /// One per simulated lock client (index = client number).
+    pub client_views: Vec<Mutex<crate::lock_client::ClientView>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +184,7 @@ async fn recv_loop(ep: Arc<Endpoint>, mut tx: mpsc::Sender<(SimFrame, SocketAddr
 }
 
 /// One node's life: recover from its disk, then step the actor forever.
-pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
+pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
     let ep = Arc::new(
         Endpoint::bind(addr_of(id))
             .await
@@ -147,7 +206,7 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
         bootstrap,
         shared.config.clone(),
         recovered,
-        Recorder::new(),
+        S::create(&shared),
         seed,
     )
     .expect("valid raft config");
@@ -162,6 +221,7 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
         shared: shared.clone(),
         timers: BTreeMap::new(),
         clients: BTreeMap::new(),
+        sessions: BTreeMap::new(),
         controls: BTreeMap::new(),
         next_request: 0,
         applied_seen: 0,
@@ -204,10 +264,15 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
                     SimFrame::Request {
                         id: client_id,
                         command,
-                    } => Input::Propose {
-                        id: node.client_request(from_addr, client_id),
-                        command,
-                    },
+                    } => {
+                        if let Some(session) = S::session_of(&command) {
+                            node.remember_session(session, from_addr);
+                        }
+                        Input::Propose {
+                            id: node.client_request(from_addr, client_id),
+                            command,
+                        }
+                    }
                     SimFrame::Read {
                         id: client_id,
                         query,
@@ -237,14 +302,16 @@ pub async fn run_node(id: NodeId, disk: SimDisk, shared: Arc<Shared>) {
     }
 }
 
-struct NodeLoop {
+struct NodeLoop<S> {
     id: NodeId,
-    raft: Raft<Recorder>,
+    raft: Raft<S>,
     store: RaftStore<SimDisk>,
     ep: Arc<Endpoint>,
     shared: Arc<Shared>,
     timers: BTreeMap<Timer, raftlock::actor::Instant>,
     clients: BTreeMap<RequestId, (SocketAddr, u64)>,
+    /// Where to push a session's grants: the client that last wrote here.
+    sessions: BTreeMap<SessionId, SocketAddr>,
     /// Requests that came from the supervisor's control channel.
     controls: BTreeMap<RequestId, Control>,
     next_request: RequestId,
@@ -252,7 +319,15 @@ struct NodeLoop {
     last_join: Option<Duration>,
 }
 
-impl NodeLoop {
+impl<S: SimMachine> NodeLoop<S> {
+    fn remember_session(&mut self, session: SessionId, addr: SocketAddr) {
+        if self.sessions.len() >= PUSH_SESSIONS_MAX && !self.sessions.contains_key(&session) {
+            // Forget the oldest session; its client still polls.
+            self.sessions.pop_first();
+        }
+        self.sessions.insert(session, addr);
+    }
+
     /// A node that is not a voter asks a bootstrap member to add it, every
     /// `JOIN_RETRY_MS`: the production `--join` flow.
     async fn maybe_ask_to_join(&mut self, g: Duration) {
@@ -309,7 +384,7 @@ impl NodeLoop {
         let g = shared.elapsed();
         let now = lock(&shared.clocks)[&self.id].local(g);
         let effects = self.raft.handle(now, input);
-        {
+        let pushes = {
             let mut checker = lock(&shared.checker);
             checker.now = g;
             let raft = &self.raft;
@@ -327,6 +402,14 @@ impl NodeLoop {
                 }
             }
             self.applied_seen = raft.applied_index();
+            self.raft
+                .state_machine_mut()
+                .drain(self.id, &mut checker, &shared)
+        };
+        for grant in pushes {
+            if let Some(&addr) = self.sessions.get(&grant.session) {
+                send(&self.ep, addr, &SimFrame::Pushed(grant)).await;
+            }
         }
         // AppendEntries requests may leave before this node's own fsync
         // (thesis 10.2.1); everything else waits for it: the effect-order

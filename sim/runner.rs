@@ -6,7 +6,7 @@
 //! `MADSIM_TEST_NUM` how many (default: the test's own, 1 if only a seed is
 //! given). Every failure prints the seed and the command that replays it.
 
-use crate::scenario::{run_seed, Fault, Outcome, Scenario, ALL_FAULTS};
+use crate::scenario::{run_seed, Fault, LockControls, Outcome, Scenario, Workload, ALL_FAULTS};
 use raftlock::raft::config::Bugs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -27,6 +27,16 @@ fn scenario(name: &str) -> Option<Scenario> {
         snapshot_threshold_entries: 100,
         snapshot_chunk_bytes: 1024,
         spare_nodes: 0,
+        workload: Workload::Raft,
+        lock_controls: LockControls::default(),
+    };
+    let locks = |nodes, clients, faults: &'static [Fault]| Scenario {
+        workload: Workload::Locks { clients },
+        ..s(nodes, faults, 20)
+    };
+    let control = |controls, faults: &'static [Fault]| Scenario {
+        lock_controls: controls,
+        ..locks(3, 3, faults)
     };
     Some(match name {
         "chaos_3" => s(3, ALL_FAULTS, 20),
@@ -88,6 +98,58 @@ fn scenario(name: &str) -> Option<Scenario> {
                     Fault::Loss,
                 ],
                 20,
+            )
+        },
+        "locks_chaos_3" => locks(3, 3, LOCK_FAULTS),
+        "locks_chaos_5" => locks(5, 4, LOCK_FAULTS),
+        "locks_crash_restart_3" => locks(3, 3, &[Fault::Crash, Fault::CrashMidWrite]),
+        "locks_partitions_5" => locks(
+            5,
+            3,
+            &[
+                Fault::Partition,
+                Fault::OneWay,
+                Fault::IsolateLeader,
+                Fault::IsolateClient,
+                Fault::Loss,
+            ],
+        ),
+        "locks_gc_pause_3" => locks(3, 3, GC_PAUSE_FAULTS),
+        "neg_unfenced_resource" => control(
+            LockControls {
+                unfenced_resource: true,
+                ..LockControls::default()
+            },
+            GC_PAUSE_FAULTS,
+        ),
+        "neg_no_drift_margin" => control(
+            LockControls {
+                no_drift_margin: true,
+                ..LockControls::default()
+            },
+            GC_PAUSE_FAULTS,
+        ),
+        "neg_skip_dedup" => control(
+            LockControls {
+                skip_dedup: true,
+                ..LockControls::default()
+            },
+            LOCK_FAULTS,
+        ),
+        "neg_lock_stale_reads" => Scenario {
+            bugs: Bugs {
+                stale_reads: true,
+                ..Bugs::default()
+            },
+            ..locks(
+                3,
+                3,
+                &[
+                    Fault::IsolateLeader,
+                    Fault::Partition,
+                    Fault::Pause,
+                    Fault::Loss,
+                ],
             )
         },
         "neg_count_learners" => Scenario {
@@ -159,6 +221,32 @@ fn scenario(name: &str) -> Option<Scenario> {
     })
 }
 
+/// Every fault, plus the client-side ones.
+const LOCK_FAULTS: &[Fault] = &[
+    Fault::Crash,
+    Fault::CrashMidWrite,
+    Fault::Partition,
+    Fault::OneWay,
+    Fault::IsolateLeader,
+    Fault::Loss,
+    Fault::Latency,
+    Fault::Pause,
+    Fault::ClockDrift,
+    Fault::TransferLeader,
+    Fault::PauseClient,
+    Fault::IsolateClient,
+];
+
+/// The headline case: clients pause past their TTL (aimed at the moment
+/// between the lease check and the write), clocks skew and drift.
+const GC_PAUSE_FAULTS: &[Fault] = &[
+    Fault::PauseClient,
+    Fault::PauseClient,
+    Fault::ClockDrift,
+    Fault::Pause,
+    Fault::IsolateClient,
+];
+
 const SCENARIOS: &[&str] = &[
     "chaos_3",
     "chaos_5",
@@ -169,6 +257,11 @@ const SCENARIOS: &[&str] = &[
     "reads_and_transfers_3",
     "snapshots_3",
     "membership_5",
+    "locks_chaos_3",
+    "locks_chaos_5",
+    "locks_crash_restart_3",
+    "locks_partitions_5",
+    "locks_gc_pause_3",
 ];
 
 /// Seeds found by the negative controls, pinned so they stay caught. If a
@@ -179,6 +272,10 @@ const SKIP_FSYNC_SEED: u64 = 2;
 const STALE_READS_SEED: u64 = 1;
 const COUNT_LEARNERS_SEED: u64 = 77;
 const SKIP_CONSISTENCY_CHECK_SEED: u64 = 3;
+const UNFENCED_RESOURCE_SEED: u64 = 4;
+const NO_DRIFT_MARGIN_SEED: u64 = 2;
+const SKIP_DEDUP_SEED: u64 = 2;
+const LOCK_STALE_READS_SEED: u64 = 158;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -217,6 +314,8 @@ fn sweep(name: &str) -> Result<String, String> {
     let (mut reads, mut transfers, mut snapshots, mut installs, mut mid_compaction) =
         (0, 0, 0, 0, 0);
     let mut configs = 0;
+    let mut inconclusive = 0;
+    let mut locks = crate::scenario::LockStats::default();
     for seed in first..first + num {
         let outcome = run_caught(&sc, seed)
             .map_err(|e| format!("seed {seed}: {e}\n    reproduce: {}", repro(name, seed)))?;
@@ -237,10 +336,33 @@ fn sweep(name: &str) -> Result<String, String> {
         mid_compaction += outcome.crashes_mid_compaction;
         installs += outcome.stats.snapshots_sent;
         configs += outcome.stats.config_changes;
+        let l = &outcome.locks;
+        locks.grants += l.grants;
+        locks.requests += l.requests;
+        locks.writes_accepted += l.writes_accepted;
+        locks.stale_writes_rejected += l.stale_writes_rejected;
+        locks.expiries_checked += l.expiries_checked;
+        locks.linearizability_ops += l.linearizability_ops;
+        locks.client_pauses_past_ttl += l.client_pauses_past_ttl;
+        inconclusive += outcome.stats.linearizability_inconclusive;
     }
+    let lock_line = if sc.workload == Workload::Raft {
+        String::new()
+    } else {
+        format!(
+            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({inconclusive} histories inconclusive)",
+            locks.grants,
+            locks.requests,
+            locks.writes_accepted,
+            locks.stale_writes_rejected,
+            locks.client_pauses_past_ttl,
+            locks.expiries_checked,
+            locks.linearizability_ops
+        )
+    };
     let wall = started.elapsed().as_secs_f64();
     Ok(format!(
-        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write, {mid_compaction} mid-compaction), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked, {snapshots} snapshots persisted, {installs} snapshot sends, {configs} membership changes",
+        "{num} seeds ({first}..{}), {:.1} seeds/s, {:.0} simulated s, {faults} faults ({mid_write} crashes mid-write, {mid_compaction} mid-compaction), {leaders} leaders elected ({transfers} by transfer), {committed} commits, {reads} linearizable reads checked, {snapshots} snapshots persisted, {installs} snapshot sends, {configs} membership changes{lock_line}",
         first + num - 1,
         num as f64 / wall.max(1e-9),
         sim_time.as_secs_f64()
@@ -355,6 +477,18 @@ fn tests() -> Vec<(String, TestFn)> {
             ],
             COUNT_LEARNERS_SEED,
         )
+    }));
+    t.push(("neg_unfenced_resource".into(), |n| {
+        negative(n, &["fenced-mutual-exclusion"], UNFENCED_RESOURCE_SEED)
+    }));
+    t.push(("neg_no_drift_margin".into(), |n| {
+        negative(n, &["lease-safety"], NO_DRIFT_MARGIN_SEED)
+    }));
+    t.push(("neg_skip_dedup".into(), |n| {
+        negative(n, &["exactly-once"], SKIP_DEDUP_SEED)
+    }));
+    t.push(("neg_lock_stale_reads".into(), |n| {
+        negative(n, &["linearizability"], LOCK_STALE_READS_SEED)
     }));
     t.push(("regressions".into(), regressions));
     t.push(("determinism".into(), determinism));

@@ -5,10 +5,13 @@
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
 use crate::cluster::{self, lock, run_client, run_node, Control, Shared, CLIENT_ADDR};
+use crate::lock_client::{self, run_lock_client, ClientView, SimResource, CLIENT_ID_BASE};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
 use raftlock::actor::NodeId;
+use raftlock::lock::{LockConfig, LockMachine};
+use raftlock::raft::Recorder;
 use raftlock::raft::{self, Membership, Role};
 use raftlock::storage::raft_store::JOURNAL_TMP_FILE;
 use raftlock::storage::{Dir, SimDisk};
@@ -43,6 +46,32 @@ pub enum Fault {
     /// Waits for a node caught between a write and its fsync (a compaction
     /// in progress, preferably) and crashes it right then.
     CrashMidWrite,
+    /// Pauses a lock client, preferably one about to write to the fenced
+    /// resource, for longer than its session TTL: the GC-pause case.
+    PauseClient,
+    /// Cuts a lock client off from every node for a while.
+    IsolateClient,
+}
+
+/// What runs against the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// The Raft checks: a client proposing opaque commands and reading.
+    Raft,
+    /// The lock service, with `clients` session clients.
+    Locks { clients: u64 },
+}
+
+/// Deliberate mistakes for the lock checkers' negative controls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockControls {
+    /// The protected resource accepts any token.
+    pub unfenced_resource: bool,
+    /// Cluster and clients forget the drift bound (ρ = 0) while clocks
+    /// still drift.
+    pub no_drift_margin: bool,
+    /// The lock machine executes retried requests again.
+    pub skip_dedup: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -70,7 +99,29 @@ pub struct Scenario {
     pub snapshot_chunk_bytes: usize,
     /// Nodes outside the initial configuration; they ask to join.
     pub spare_nodes: u64,
+    pub workload: Workload,
+    pub lock_controls: LockControls,
 }
+
+/// The lock service's settings in simulation: the drift bound covers the
+/// largest drift the simulator gives any clock.
+pub fn lock_config(controls: LockControls) -> LockConfig {
+    LockConfig {
+        drift_ppm: if controls.no_drift_margin {
+            0
+        } else {
+            CLOCK_DRIFT_PPM_MAX as u32
+        },
+        lock_delay: Duration::from_millis(500),
+        bugs: raftlock::lock::LockBugs {
+            skip_dedup: controls.skip_dedup,
+        },
+        ..LockConfig::default()
+    }
+}
+
+/// Locks whose histories are checked for linearizability (try-locks only).
+const LIN_LOCKS: &[&str] = &["lin-0", "lin-1"];
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -85,6 +136,18 @@ pub struct Outcome {
     pub reads: u64,
     pub transfers: u64,
     pub stats: crate::checker::Stats,
+    pub locks: LockStats,
+}
+
+#[derive(Debug, Default)]
+pub struct LockStats {
+    pub grants: u64,
+    pub requests: u64,
+    pub writes_accepted: u64,
+    pub stale_writes_rejected: u64,
+    pub expiries_checked: u64,
+    pub linearizability_ops: u64,
+    pub client_pauses_past_ttl: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -122,6 +185,8 @@ struct Faults {
     injected: u64,
     /// Crashes that caught unsynced bytes on the disk (lost or torn).
     crashes_mid_write: u64,
+    clients: BTreeMap<u64, madsim::runtime::NodeHandle>,
+    client_pauses_past_ttl: u64,
     /// Of those, crashes while a compacted journal was not yet renamed.
     crashes_mid_compaction: u64,
 }
@@ -130,6 +195,8 @@ struct Faults {
 enum Heal {
     Restart(NodeId),
     Resume(NodeId),
+    ResumeClient(u64),
+    UnclogRaw(Vec<(madsim::task::NodeId, madsim::task::NodeId)>),
     Unclog(Vec<(NodeId, NodeId)>),
     Loss,
     Latency,
@@ -163,6 +230,16 @@ impl Faults {
             Heal::Restart(n) => {
                 if self.down.remove(&n) {
                     self.handle.restart(self.ids[&n].id());
+                }
+            }
+            Heal::UnclogRaw(links) => {
+                for (a, b) in links {
+                    self.net.unclog_link(a, b);
+                }
+            }
+            Heal::ResumeClient(k) => {
+                if let Some(node) = self.clients.get(&k) {
+                    self.handle.resume(node.id());
                 }
             }
             Heal::Resume(n) => {
@@ -214,13 +291,29 @@ async fn supervise(scenario: Scenario) -> Outcome {
     let bootstrap = Membership::voters_at(
         (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
     );
-    let clocks = node_ids
+    let lock_clients = match scenario.workload {
+        Workload::Raft => 0,
+        Workload::Locks { clients } => clients,
+    };
+    let mut clocks: BTreeMap<NodeId, Clock> = node_ids
         .iter()
         .map(|&id| {
             let offset = rng.gen_range(0..1_000_000_000_000u64);
             (id, Clock::new(offset, 1.0))
         })
         .collect();
+    // Clients' clocks are skewed and drift too, within the bound, for
+    // the whole run (the lease checker converts their readings to real time).
+    for k in 1..=lock_clients {
+        let offset = rng.gen_range(0..1_000_000_000_000u64);
+        let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
+        let rate = if rng.gen_bool(0.5) {
+            1.0 + ppm / 1e6
+        } else {
+            1.0 - ppm / 1e6
+        };
+        clocks.insert(CLIENT_ID_BASE + k, Clock::new(offset, rate));
+    }
     let shared = Arc::new(Shared {
         checker: Mutex::new(Checker::new(bootstrap.clone())),
         bootstrap,
@@ -234,6 +327,13 @@ async fn supervise(scenario: Scenario) -> Outcome {
         config: raft_config(&scenario),
         controls: Mutex::new(BTreeMap::new()),
         transfers_done: Mutex::new(0),
+        lock_config: lock_config(scenario.lock_controls),
+        lock_workload: lock_clients > 0,
+        lin_locks: LIN_LOCKS.iter().map(|s| s.to_string()).collect(),
+        resource: Mutex::new(SimResource::new(!scenario.lock_controls.unfenced_resource)),
+        client_views: (0..=lock_clients)
+            .map(|_| Mutex::new(ClientView::default()))
+            .collect(),
     });
     let mut faults = Faults {
         handle: handle.clone(),
@@ -247,6 +347,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
         injected: 0,
         crashes_mid_write: 0,
         crashes_mid_compaction: 0,
+        clients: BTreeMap::new(),
+        client_pauses_past_ttl: 0,
     };
     for &id in &node_ids {
         let disk = SimDisk::new();
@@ -256,17 +358,37 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .create_node()
             .name(format!("n{id}"))
             .ip(cluster::addr_of(id).ip())
-            .init(move || run_node(id, disk.clone(), shared.clone()))
+            .init(move || {
+                let (disk, shared) = (disk.clone(), shared.clone());
+                async move {
+                    match shared.lock_workload {
+                        true => run_node::<LockMachine>(id, disk, shared).await,
+                        false => run_node::<Recorder>(id, disk, shared).await,
+                    }
+                }
+            })
             .build();
         faults.ids.insert(id, node);
     }
-    let client_shared = shared.clone();
-    handle
-        .create_node()
-        .name("client")
-        .ip(CLIENT_ADDR.ip())
-        .init(move || run_client(client_shared.clone()))
-        .build();
+    if lock_clients == 0 {
+        let client_shared = shared.clone();
+        handle
+            .create_node()
+            .name("client")
+            .ip(CLIENT_ADDR.ip())
+            .init(move || run_client(client_shared.clone()))
+            .build();
+    }
+    for k in 1..=lock_clients {
+        let client_shared = shared.clone();
+        let node = handle
+            .create_node()
+            .name(format!("client{k}"))
+            .ip(lock_client::client_addr(k).ip())
+            .init(move || run_lock_client(k, client_shared.clone()))
+            .build();
+        faults.clients.insert(k, node);
+    }
 
     // Fault phase: the seed picks what breaks, where, and for how long.
     while shared.elapsed() < scenario.fault_phase && !scenario.faults.is_empty() {
@@ -331,6 +453,45 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 faults.crashes_mid_write += 1;
                 faults.down.insert(n);
                 faults.heals.push((now + heal_after, Heal::Restart(n)));
+            }
+            Fault::IsolateClient => {
+                let Some((_, node)) = faults
+                    .clients
+                    .iter()
+                    .nth(rng.gen_range(0..faults.clients.len().max(1)))
+                else {
+                    continue;
+                };
+                let client = node.id();
+                let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = faults
+                    .ids
+                    .values()
+                    .flat_map(|n| [(client, n.id()), (n.id(), client)])
+                    .collect();
+                for &(a, b) in &links {
+                    faults.net.clog_link(a, b);
+                }
+                faults
+                    .heals
+                    .push((now + heal_after, Heal::UnclogRaw(links)));
+            }
+            Fault::PauseClient => {
+                let working: Vec<u64> = (1..=lock_clients)
+                    .filter(|&k| lock_client::lock_view(&shared, k).working)
+                    .collect();
+                let Some(&k) = working.choose(&mut rng).or(faults.clients.keys().next()) else {
+                    continue;
+                };
+                // Longer than the TTL, the drift margin and the lock-delay:
+                // the session expires and someone else may take the lock.
+                let ttl = lock_client::SIM_TTL_MS;
+                let pause = Duration::from_millis(rng.gen_range(ttl * 3 / 2..ttl * 3));
+                let Some(node) = faults.clients.get(&k) else {
+                    continue;
+                };
+                handle.pause(node.id());
+                faults.client_pauses_past_ttl += 1;
+                faults.heals.push((now + pause, Heal::ResumeClient(k)));
             }
             Fault::Pause => {
                 let Some(&n) = up.choose(&mut rng) else {
@@ -450,6 +611,19 @@ async fn supervise(scenario: Scenario) -> Outcome {
         if lock(&shared.checker).first_violation().is_some() {
             break;
         }
+        if lock_clients > 0 {
+            // Every client's waits end and every client gets a lock again.
+            let clients: Vec<u64> = (1..=lock_clients).map(|k| CLIENT_ID_BASE + k).collect();
+            let mut checker = lock(&shared.checker);
+            checker.now = shared.elapsed();
+            if checker.check_waiters(&clients, healed_at, bound) {
+                break;
+            }
+            if checker.first_violation().is_some() {
+                break;
+            }
+            continue;
+        }
         let stats = lock(&shared.client);
         if stats.last_commit_invoked.is_some_and(|t| t >= healed_at) {
             break;
@@ -465,7 +639,20 @@ async fn supervise(scenario: Scenario) -> Outcome {
         }
     }
     let mut checker = lock(&shared.checker);
+    checker.now = shared.elapsed();
     checker.finish();
+    if lock_clients > 0 {
+        checker.finish_locks();
+    }
+    let locks = LockStats {
+        grants: checker.locks.tokens.grants() as u64,
+        requests: checker.locks.once.requests() as u64,
+        writes_accepted: checker.locks.writes_accepted,
+        stale_writes_rejected: lock(&shared.resource).stale_rejected,
+        expiries_checked: checker.locks.leases.expiries_checked,
+        linearizability_ops: checker.locks.linearizability_ops,
+        client_pauses_past_ttl: faults.client_pauses_past_ttl,
+    };
     let (committed, reads) = {
         let client = lock(&shared.client);
         (client.committed, client.reads)
@@ -483,6 +670,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         reads,
         transfers,
         stats: checker.stats.clone(),
+        locks,
     };
     outcome
 }

@@ -6,6 +6,7 @@
 //! TCP, fsync) in production, and the madsim simulator in `sim/`.
 
 pub mod actor;
+pub mod check;
 pub mod lock;
 pub mod net;
 pub mod raft;

@@ -4,10 +4,16 @@
 
 mod durability;
 mod election_safety;
+mod exactly_once;
+mod fenced_exclusion;
 mod leader_completeness;
+mod lease_safety;
+mod locks;
 mod log_matching;
 mod read_linearizability;
 mod state_machine_safety;
+mod token_order;
+mod waiter_liveness;
 
 use raftlock::actor::NodeId;
 use raftlock::raft::{
@@ -21,6 +27,7 @@ use std::time::Duration;
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
+pub use locks::LockChecks;
 pub use log_matching::LogMatching;
 pub use read_linearizability::ReadLinearizability;
 pub use state_machine_safety::StateMachineSafety;
@@ -81,6 +88,7 @@ pub struct Checker {
     state_machine: StateMachineSafety,
     durability: Durability,
     pub reads: ReadLinearizability,
+    pub locks: LockChecks,
     violations: Vec<Violation>,
     /// Rolling hash of everything observed: equal across two runs of one seed.
     trace_hash: u64,
@@ -96,6 +104,8 @@ pub struct Stats {
     pub snapshots_sent: u64,
     /// Committed configurations that differ from the one before.
     pub config_changes: u64,
+    /// Lock histories too costly to decide within the step bound.
+    pub linearizability_inconclusive: u64,
 }
 
 impl Checker {

@@ -14,6 +14,19 @@ pub struct LockConfig {
     /// clean release), nobody gets it for this long (Chubby, Consul).
     pub lock_delay: Duration,
     pub limits: Limits,
+    /// Deliberate bugs for the simulator's negative controls; only built
+    /// with the `sim` feature.
+    #[cfg(feature = "sim")]
+    pub bugs: LockBugs,
+}
+
+/// Rules a negative control may break to prove the lock checkers can fail.
+#[cfg(feature = "sim")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockBugs {
+    /// Execute a retried request again instead of answering it from the
+    /// kept response.
+    pub skip_dedup: bool,
 }
 
 /// Every table and queue of the lock service has its bound here.
@@ -50,6 +63,8 @@ impl Default for LockConfig {
             drift_ppm: DRIFT_PPM_DEFAULT,
             lock_delay: Duration::from_millis(LOCK_DELAY_MS_DEFAULT),
             limits: Limits::default(),
+            #[cfg(feature = "sim")]
+            bugs: LockBugs::default(),
         }
     }
 }
@@ -73,6 +88,13 @@ impl Default for Limits {
 }
 
 impl LockConfig {
+    pub(crate) fn skip_dedup(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.skip_dedup;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
     /// `d` stretched by the drift bound: a wait of `stretch(d)` on any
     /// clock within the bound lasts at least `d` of real time.
     pub fn stretch(&self, d: Duration) -> Duration {

@@ -13,5 +13,7 @@ pub use command::{
     Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer,
     Reply, Request, Response, SessionId, SessionInfo, Token,
 };
+#[cfg(feature = "sim")]
+pub use config::LockBugs;
 pub use config::{Limits, LockConfig, DRIFT_PPM_DEFAULT, LOCK_DELAY_MS_DEFAULT};
 pub use machine::{encode, LockMachine};

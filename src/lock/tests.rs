@@ -23,7 +23,7 @@ fn config(lock_delay_ms: u64) -> LockConfig {
     LockConfig {
         drift_ppm: 10_000,
         lock_delay: Duration::from_millis(lock_delay_ms),
-        limits: Limits::default(),
+        ..LockConfig::default()
     }
 }
 

@@ -1,0 +1,151 @@
+//! Feeds the lock-service checkers (one file each) from what replicas and
+//! clients report, and keeps the history the linearizability check reads.
+
+use super::exactly_once::ExactlyOnce;
+use super::fenced_exclusion::FencedExclusion;
+use super::lease_safety::LeaseSafety;
+use super::token_order::TokenOrder;
+use super::waiter_liveness::WaiterLiveness;
+use super::Checker;
+use raftlock::check::linearizability::{self as lin, Verdict};
+use raftlock::lock::Event;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Operations recorded for the linearizability check; more are not
+/// recorded (the check's cost grows fast with history length).
+pub const HISTORY_OPS_MAX: usize = 20_000;
+
+#[derive(Default)]
+pub struct LockChecks {
+    pub fenced: FencedExclusion,
+    pub tokens: TokenOrder,
+    pub leases: LeaseSafety,
+    pub once: ExactlyOnce,
+    pub waiters: WaiterLiveness,
+    pub history: Vec<lin::Event>,
+    /// Log indexes of expiries and undelays already recorded in history.
+    recorded: BTreeSet<(u64, String)>,
+    pub writes_accepted: u64,
+    pub linearizability_ops: u64,
+}
+
+impl Checker {
+    /// A replica applied entries that did these things.
+    pub fn on_lock_events(&mut self, node: u64, events: &[Event], lin_locks: &[String]) {
+        let now = self.now;
+        for e in events {
+            let result = match e {
+                Event::Granted(g) => {
+                    self.mix(&[5, node, g.index, g.token]);
+                    self.locks
+                        .tokens
+                        .on_grant(node, g)
+                        .map_err(|m| (TokenOrder::NAME, m))
+                }
+                Event::Executed {
+                    index,
+                    session,
+                    seq,
+                } => self
+                    .locks
+                    .once
+                    .on_executed(node, *session, *seq, *index)
+                    .map_err(|m| (ExactlyOnce::NAME, m)),
+                Event::Ended {
+                    index,
+                    session,
+                    expired,
+                    ..
+                } => {
+                    if *expired {
+                        let first = self.locks.recorded.insert((*index, String::new()));
+                        if first {
+                            // An expiry is a certain operation at the moment
+                            // the first replica applies it (the leader,
+                            // right as it commits).
+                            for lock in lin_locks {
+                                self.record(lin::Event {
+                                    lock: lock.clone(),
+                                    op: lin::Op::Expire { session: *session },
+                                    invoked: now.as_nanos() as u64,
+                                    completed: now.as_nanos() as u64,
+                                    outcome: lin::Outcome::Done,
+                                });
+                            }
+                            self.locks
+                                .leases
+                                .on_expired(*session, now)
+                                .map_err(|m| (LeaseSafety::NAME, m))
+                        } else {
+                            Ok(())
+                        }
+                    } else {
+                        Ok(())
+                    }
+                }
+                Event::Undelayed { index, lock } => {
+                    if lin_locks.contains(lock)
+                        && self.locks.recorded.insert((*index, lock.clone()))
+                    {
+                        self.record(lin::Event {
+                            lock: lock.clone(),
+                            op: lin::Op::Undelay,
+                            invoked: now.as_nanos() as u64,
+                            completed: now.as_nanos() as u64,
+                            outcome: lin::Outcome::Done,
+                        });
+                    }
+                    Ok(())
+                }
+            };
+            if let Err((checker, m)) = result {
+                self.fail(checker, m);
+            }
+        }
+    }
+
+    /// The protected resource accepted a write.
+    pub fn on_resource_write(&mut self, resource: &str, token: u64, client: u64) {
+        self.locks.writes_accepted += 1;
+        if let Err(m) = self.locks.fenced.on_accepted(resource, token, client) {
+            self.fail(FencedExclusion::NAME, m);
+        }
+    }
+
+    pub fn record(&mut self, event: lin::Event) {
+        if self.locks.history.len() < HISTORY_OPS_MAX {
+            self.locks.history.push(event);
+        }
+    }
+
+    /// End of a lock run: the linearizability check over the history.
+    pub fn finish_locks(&mut self) {
+        self.locks.linearizability_ops = self.locks.history.len() as u64;
+        let limits = lin::Limits {
+            steps_max: lin::LINEARIZABILITY_STEPS_MAX,
+        };
+        match lin::check(&self.locks.history, &limits) {
+            Verdict::Linearizable => {}
+            Verdict::Violation { lock, detail } => {
+                self.fail("linearizability", format!("lock {lock}: {detail}"));
+            }
+            // Too costly to decide is not a failure, but it is counted.
+            Verdict::Inconclusive { .. } => self.stats.linearizability_inconclusive += 1,
+        }
+    }
+
+    pub fn check_waiters(&mut self, clients: &[u64], healed: Duration, bound: Duration) -> bool {
+        let done = self.locks.waiters.all_granted_since(clients, healed);
+        if !done && self.now > healed + bound {
+            let stuck = self.locks.waiters.stuck(healed);
+            self.fail(
+                WaiterLiveness::NAME,
+                format!(
+                    "within {bound:?} after faults healed at {healed:?}, not every client got a lock (calls outstanding since before healing: {stuck:?})"
+                ),
+            );
+        }
+        done
+    }
+}

@@ -1,0 +1,546 @@
+//! A simulated lock-service client: the production client-session actor
+//! (`raftlock::session`) driven by a madsim task, with a workload that
+//! takes locks, does fenced work on a protected resource, and records a
+//! history of try-lock / release / query operations for the
+//! linearizability check.
+
+use crate::checker::Checker;
+use crate::cluster::{lock, Shared, SimFrame};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use madsim::net::Endpoint;
+use madsim::time::timeout;
+use raftlock::actor::NodeId;
+use raftlock::check::linearizability as lin;
+use raftlock::lock::fence::FenceVerifier;
+use raftlock::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
+use raftlock::net::{decode_frame, encode_frame};
+use raftlock::raft::RequestError;
+use raftlock::session::{
+    Call, CallError, CallId, Done, Effect, Input, NodeReply, Session, SessionConfig, ToNode,
+};
+use rand::Rng;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TAG: u64 = 1;
+/// Clients' clock ids start here (node ids are small).
+pub const CLIENT_ID_BASE: u64 = 100;
+/// Frames queued for a client's loop.
+const CLIENT_INBOX_LEN_MAX: usize = 1024;
+/// How long an idle client loop sleeps at most.
+const CLIENT_POLL_MS: u64 = 50;
+/// The session TTL simulated clients ask for.
+pub const SIM_TTL_MS: u64 = 2_000;
+/// Locks with fenced work on the protected resource.
+pub const FENCED_LOCKS: &[&str] = &["res-0", "res-1"];
+
+pub fn client_addr(k: u64) -> SocketAddr {
+    SocketAddr::from(([10, 0, 2, k as u8], 9000))
+}
+
+/// The protected resource: accepts a write only with a token at least the
+/// highest it has seen (`FenceVerifier`), unless the negative control
+/// turned the check off.
+pub struct SimResource {
+    verifier: FenceVerifier,
+    pub check_tokens: bool,
+    pub stale_rejected: u64,
+}
+
+impl SimResource {
+    pub fn new(check_tokens: bool) -> Self {
+        SimResource {
+            verifier: FenceVerifier::default(),
+            check_tokens,
+            stale_rejected: 0,
+        }
+    }
+}
+
+/// A write to the resource; true if accepted.
+fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) -> bool {
+    {
+        let mut r = lock(&shared.resource);
+        if r.check_tokens && r.verifier.check(resource, token).is_err() {
+            r.stale_rejected += 1;
+            return false;
+        }
+    }
+    lock(&shared.checker).on_resource_write(resource, token, client);
+    true
+}
+
+#[derive(Clone, Debug)]
+enum What {
+    /// Exclusive lock on a fenced resource, then work, write, append.
+    Fenced {
+        lock: String,
+    },
+    /// Any mode, held a while then released.
+    Hold {
+        lock: String,
+    },
+    /// A try-lock, release or query on a checked lock.
+    Lin {
+        event: lin::Event,
+    },
+    Append {
+        lock: String,
+        token: Token,
+    },
+    Release,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Idle {
+        at: Duration,
+    },
+    Calling {
+        id: CallId,
+        what: What,
+        invoked: Duration,
+    },
+    /// Holds `lock`; at `until` it acts (write, or release).
+    Holding {
+        lock: String,
+        token: Token,
+        until: Duration,
+        fenced: bool,
+    },
+}
+
+pub struct Client {
+    k: u64,
+    id: u64,
+    shared: Arc<Shared>,
+    ep: Arc<Endpoint>,
+    session: Session,
+    wake: Option<raftlock::actor::Instant>,
+    step: Step,
+    next_call: CallId,
+    /// Locks from the checked set this client believes it holds.
+    lin_held: BTreeMap<String, Token>,
+    trusted_until: Option<raftlock::actor::Instant>,
+    restart_at: Option<Duration>,
+    inputs: VecDeque<Input>,
+    data_seq: u64,
+}
+
+/// Per-client facts the supervisor reads (to aim GC pauses).
+#[derive(Clone, Debug, Default)]
+pub struct ClientView {
+    /// Holding a fenced lock with a write pending.
+    pub working: bool,
+}
+
+pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
+    let ep = Arc::new(
+        Endpoint::bind(client_addr(k))
+            .await
+            .expect("bind client endpoint"),
+    );
+    let (tx, mut rx) = mpsc::channel(CLIENT_INBOX_LEN_MAX);
+    madsim::task::spawn(recv_loop(ep.clone(), tx));
+    let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let mut config = SessionConfig::new(nodes, Duration::from_millis(SIM_TTL_MS));
+    config.drift_ppm = shared.lock_config.drift_ppm;
+    config.request_timeout = Duration::from_millis(300);
+    config.poll_interval = Duration::from_millis(300);
+    let mut c = Client {
+        k,
+        id: CLIENT_ID_BASE + k,
+        shared: shared.clone(),
+        ep,
+        session: Session::new(config, madsim::rand::random()),
+        wake: None,
+        step: Step::Idle { at: Duration::ZERO },
+        next_call: 0,
+        lin_held: BTreeMap::new(),
+        trusted_until: None,
+        restart_at: None,
+        inputs: VecDeque::from([Input::Start]),
+        data_seq: 0,
+    };
+    c.run_inputs().await;
+    loop {
+        let g = shared.elapsed();
+        c.user_step(g).await;
+        let g = shared.elapsed();
+        let clock = c.clock();
+        if c.wake.is_some_and(|w| clock.local(g) >= w) {
+            c.wake = None;
+            c.inputs.push_back(Input::Tick);
+            c.run_inputs().await;
+        }
+        if c.restart_at.is_some_and(|t| g >= t) {
+            c.restart_at = None;
+            c.inputs.push_back(Input::Start);
+            c.run_inputs().await;
+        }
+        let g = shared.elapsed();
+        let mut wait = Duration::from_millis(CLIENT_POLL_MS);
+        if let Some(w) = c.wake {
+            wait = wait.min(clock.global_until(g, w));
+        }
+        if let Step::Idle { at } | Step::Holding { until: at, .. } = c.step {
+            wait = wait.min(at.saturating_sub(g));
+        }
+        match timeout(wait, rx.next()).await {
+            Ok(Some(frame)) => {
+                let input = match frame {
+                    SimFrame::Reply { id, result } => Input::Reply {
+                        rpc: id,
+                        reply: match result {
+                            Ok((_, output)) => NodeReply::Output(output),
+                            Err(RequestError::NotLeader { leader }) => NodeReply::NotLeader(leader),
+                            Err(_) => NodeReply::Unavailable,
+                        },
+                    },
+                    SimFrame::Pushed(g) => Input::Pushed(g),
+                    _ => continue,
+                };
+                c.inputs.push_back(input);
+                c.run_inputs().await;
+            }
+            Ok(None) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+async fn recv_loop(ep: Arc<Endpoint>, mut tx: mpsc::Sender<SimFrame>) {
+    while let Ok((payload, _)) = ep.recv_from_raw(TAG).await {
+        let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
+            continue;
+        };
+        if let Ok(Some((frame, _))) = decode_frame::<SimFrame>(&bytes) {
+            let _ = tx.try_send(frame);
+        }
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+impl Client {
+    fn clock(&self) -> crate::clock::Clock {
+        lock(&self.shared.clocks)[&self.id].clone()
+    }
+
+    fn checker(&self) -> std::sync::MutexGuard<'_, Checker> {
+        lock(&self.shared.checker)
+    }
+
+    /// Feeds queued inputs to the session actor and carries out effects.
+    async fn run_inputs(&mut self) {
+        while let Some(input) = self.inputs.pop_front() {
+            let g = self.shared.elapsed();
+            let clock = self.clock();
+            let now = clock.local(g);
+            let effects = self.session.handle(now, input);
+            for effect in effects {
+                match effect {
+                    Effect::Send { to, rpc, msg } => {
+                        let frame = match msg {
+                            ToNode::Propose(command) => SimFrame::Request { id: rpc, command },
+                            ToNode::Read(query) => SimFrame::Read { id: rpc, query },
+                        };
+                        if let (Some(&addr), Ok(bytes)) =
+                            (self.shared.addrs.get(&to), encode_frame(&frame))
+                        {
+                            let _ = self.ep.send_to_raw(addr, TAG, Box::new(bytes)).await;
+                        }
+                    }
+                    Effect::WakeAt(at) => self.wake = Some(at),
+                    Effect::Done { id, result } => self.on_done(id, result),
+                    Effect::Opened(_) => {}
+                    Effect::Lost { lock, .. } => {
+                        self.lin_held.remove(&lock);
+                        // The application learns in time: it drops the work.
+                        if matches!(&self.step, Step::Holding { lock: l, .. } if *l == lock) {
+                            self.set_idle(g);
+                        }
+                    }
+                    Effect::SessionLost => {
+                        self.lin_held.clear();
+                        self.restart_at = Some(g + Duration::from_millis(50));
+                    }
+                }
+            }
+            // Tell the lease checker how long this client trusts its lease,
+            // in real time, through its own drifting clock.
+            let until = self.session.lease_until();
+            if until != self.trusted_until {
+                self.trusted_until = until;
+                if let (Some(until), Some(session)) = (until, self.session.session_id()) {
+                    let real = g + clock.global_until(g, until);
+                    self.checker().locks.leases.on_trusted_until(session, real);
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, g: Duration, call: Call, what: What) {
+        self.next_call += 1;
+        let id = self.next_call;
+        self.checker().locks.waiters.on_call(self.id, g);
+        self.step = Step::Calling {
+            id,
+            what,
+            invoked: g,
+        };
+        self.inputs.push_back(Input::Call { id, call });
+    }
+
+    fn set_idle(&mut self, g: Duration) {
+        let pause = madsim::rand::thread_rng().gen_range(1..30);
+        self.step = Step::Idle {
+            at: g + Duration::from_millis(pause),
+        };
+        lock_view(&self.shared, self.k).working = false;
+    }
+
+    /// The workload's next move, when one is due.
+    async fn user_step(&mut self, g: Duration) {
+        match self.step.clone() {
+            Step::Idle { at } if g >= at => {
+                if self.session.session_id().is_none() {
+                    return;
+                }
+                self.start_operation(g);
+            }
+            Step::Holding {
+                lock,
+                token,
+                until,
+                fenced,
+            } if g >= until => {
+                if fenced {
+                    // No check of the lease here: this is the moment a GC
+                    // pause makes stale. The resource's token check is what
+                    // protects it.
+                    write_resource(&self.shared, &lock, token, self.id);
+                    lock_view(&self.shared, self.k).working = false;
+                    self.data_seq += 1;
+                    let data = format!("c{}-{}-t{token};", self.k, self.data_seq).into_bytes();
+                    let file = lock.clone();
+                    self.call(
+                        g,
+                        Call::Append { file, token, data },
+                        What::Append { lock, token },
+                    );
+                } else {
+                    self.call(
+                        g,
+                        Call::Release {
+                            lock: lock.clone(),
+                            token,
+                        },
+                        What::Release,
+                    );
+                }
+            }
+            _ => return,
+        }
+        self.run_inputs().await;
+    }
+
+    fn start_operation(&mut self, g: Duration) {
+        let mut rng = madsim::rand::thread_rng();
+        let wait = Some(Duration::from_millis(rng.gen_range(300..3000)));
+        let roll = rng.gen_range(0..100);
+        if roll < 35 {
+            let lock = FENCED_LOCKS[rng.gen_range(0..FENCED_LOCKS.len())].to_string();
+            let call = Call::Acquire {
+                lock: lock.clone(),
+                mode: Mode::Exclusive,
+                wait,
+            };
+            self.call(g, call, What::Fenced { lock });
+        } else if roll < 55 {
+            let (lock, mode) = match rng.gen_range(0..3) {
+                0 => ("rw", Mode::Exclusive),
+                1 => ("rw", Mode::Shared),
+                _ => ("sem", Mode::Semaphore(2)),
+            };
+            let call = Call::Acquire {
+                lock: lock.into(),
+                mode,
+                wait,
+            };
+            self.call(g, call, What::Hold { lock: lock.into() });
+        } else {
+            self.lin_operation(g, &mut rng);
+        }
+    }
+
+    fn lin_operation(&mut self, g: Duration, rng: &mut impl Rng) {
+        let Some(session) = self.session.session_id() else {
+            return;
+        };
+        let locks = self.shared.lin_locks.clone();
+        let lock = locks[rng.gen_range(0..locks.len())].clone();
+        let (call, op) = match (rng.gen_range(0..10), self.lin_held.get(&lock)) {
+            (0..=3, Some(&token)) => (
+                Call::Release {
+                    lock: lock.clone(),
+                    token,
+                },
+                lin::Op::Release { session, token },
+            ),
+            (0..=5, _) => {
+                let mode = if rng.gen_bool(0.5) {
+                    Mode::Exclusive
+                } else {
+                    Mode::Shared
+                };
+                let lin_mode = match mode {
+                    Mode::Exclusive => lin::Mode::Exclusive,
+                    _ => lin::Mode::Shared,
+                };
+                (
+                    Call::Acquire {
+                        lock: lock.clone(),
+                        mode,
+                        wait: None,
+                    },
+                    lin::Op::Acquire {
+                        session,
+                        mode: lin_mode,
+                    },
+                )
+            }
+            (6, _) if rng.gen_bool(0.2) => (Call::Close, lin::Op::Close { session }),
+            _ => (
+                Call::Query(Query::Lock { name: lock.clone() }),
+                lin::Op::Query,
+            ),
+        };
+        let event = lin::Event {
+            lock,
+            op,
+            invoked: ns(g),
+            completed: 0,
+            outcome: lin::Outcome::Unknown,
+        };
+        self.call(g, call, What::Lin { event });
+    }
+
+    fn on_done(&mut self, id: CallId, result: Result<Done, CallError>) {
+        let g = self.shared.elapsed();
+        let Step::Calling {
+            id: expected,
+            what,
+            invoked,
+        } = self.step.clone()
+        else {
+            return;
+        };
+        if id != expected {
+            return;
+        }
+        let granted = matches!(result, Ok(Done::Granted { .. }));
+        self.checker()
+            .locks
+            .waiters
+            .on_done(self.id, invoked, granted);
+        let mut rng = madsim::rand::thread_rng();
+        match (what, result) {
+            (What::Fenced { lock }, Ok(Done::Granted { token })) => {
+                // Check the lease, then work a while and write.
+                let now = self.clock().local(g);
+                if self.session.holds(&lock, now) == Some(token) {
+                    lock_view(&self.shared, self.k).working = true;
+                    self.step = Step::Holding {
+                        lock,
+                        token,
+                        until: g + Duration::from_millis(rng.gen_range(20..300)),
+                        fenced: true,
+                    };
+                } else {
+                    self.set_idle(g);
+                }
+            }
+            (What::Hold { lock }, Ok(Done::Granted { token })) => {
+                self.step = Step::Holding {
+                    lock,
+                    token,
+                    until: g + Duration::from_millis(rng.gen_range(10..200)),
+                    fenced: false,
+                };
+            }
+            (What::Append { lock, token }, _) => {
+                self.step = Step::Holding {
+                    lock,
+                    token,
+                    until: g,
+                    fenced: false,
+                };
+            }
+            (What::Lin { mut event }, result) => {
+                event.completed = ns(g);
+                event.outcome = self.lin_outcome(&event, result);
+                if let lin::Op::Close { .. } = event.op {
+                    // A close lets go of every lock: each lock's history
+                    // gets it. A finished close needs a new session.
+                    if event.outcome == lin::Outcome::Done {
+                        self.restart_at = Some(g + Duration::from_millis(50));
+                    }
+                    for lock in self.shared.lin_locks.clone() {
+                        let e = lin::Event {
+                            lock,
+                            ..event.clone()
+                        };
+                        self.checker().record(e);
+                    }
+                } else {
+                    self.checker().record(event);
+                }
+                self.set_idle(g);
+            }
+            _ => self.set_idle(g),
+        }
+    }
+
+    fn lin_outcome(&mut self, event: &lin::Event, result: Result<Done, CallError>) -> lin::Outcome {
+        use lin::Outcome as O;
+        match (&event.op, result) {
+            (lin::Op::Acquire { .. }, Ok(Done::Granted { token })) => {
+                self.lin_held.insert(event.lock.clone(), token);
+                O::Granted(token)
+            }
+            (lin::Op::Acquire { .. }, Err(CallError::Lock(LockError::Busy))) => O::Busy,
+            (lin::Op::Acquire { .. }, Err(CallError::Lock(LockError::LimitMismatch { .. }))) => {
+                O::LimitMismatch
+            }
+            (lin::Op::Release { .. }, Ok(Done::Released)) => {
+                self.lin_held.remove(&event.lock);
+                O::Released
+            }
+            (lin::Op::Release { .. }, Err(CallError::Lock(LockError::NotHolder))) => O::NotHolder,
+            (lin::Op::Query, Ok(Done::Answer(QueryAnswer::Lock(info)))) => {
+                let mut holders: Vec<(SessionId, Token)> =
+                    info.holders.iter().map(|h| (h.session, h.token)).collect();
+                holders.sort();
+                O::Holders(holders)
+            }
+            (lin::Op::Close { .. }, Ok(Done::Closed)) => {
+                self.lin_held.clear();
+                O::Done
+            }
+            // Lost with the session, or any other failure: the operation
+            // may or may not have happened.
+            _ => O::Unknown,
+        }
+    }
+}
+
+pub fn lock_view(shared: &Shared, k: u64) -> std::sync::MutexGuard<'_, ClientView> {
+    let views = &shared.client_views;
+    lock(&views[k as usize])
+}
