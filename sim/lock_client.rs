@@ -279,7 +279,10 @@ impl Client {
                 self.trusted_until = until;
                 if let (Some(until), Some(session)) = (until, self.session.session_id()) {
                     let real = g + clock.global_until(g, until);
-                    self.checker().locks.leases.on_trusted_until(session, real);
+                    let mut checker = self.checker();
+                    if let Err(m) = checker.locks.leases.on_trusted_until(session, real) {
+                        checker.fail_lease(m);
+                    }
                 }
             }
         }
@@ -459,7 +462,7 @@ impl Client {
                     self.step = Step::Holding {
                         lock,
                         token,
-                        until: g + Duration::from_millis(rng.gen_range(20..300)),
+                        until: g + Duration::from_millis(rng.gen_range(5..150)),
                         fenced: true,
                     };
                 } else {
@@ -470,7 +473,7 @@ impl Client {
                 self.step = Step::Holding {
                     lock,
                     token,
-                    until: g + Duration::from_millis(rng.gen_range(10..200)),
+                    until: g + Duration::from_millis(rng.gen_range(5..100)),
                     fenced: false,
                 };
             }

@@ -105,6 +105,10 @@ impl Checker {
         }
     }
 
+    pub fn fail_lease(&mut self, message: String) {
+        self.fail(LeaseSafety::NAME, message);
+    }
+
     /// The protected resource accepted a write.
     pub fn on_resource_write(&mut self, resource: &str, token: u64, client: u64) {
         self.locks.writes_accepted += 1;

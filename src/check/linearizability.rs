@@ -10,6 +10,11 @@
 //! Ops whose client timed out (`Outcome::Unknown`) may take effect at any time
 //! after their invocation, or never: they never bound the search window, and
 //! the search succeeds once every op with a definite outcome is placed.
+//! Because they stay placeable forever, they would make the search
+//! exponential; two sound reductions keep that in check: a node whose placed
+//! unknown ops are a superset of an already-visited node's (same definite
+//! ops, same state) is pruned, as it has fewer options; and of identical
+//! unknown ops only the earliest unplaced one is tried.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -619,7 +624,7 @@ fn violation_detail(
     definite: usize,
 ) -> String {
     let mut out = format!(
-        "not linearizable: longest linearizable prefix places {placed_definite} of {definite} definite ops ({} ops in all)",
+        "not linearizable: longest linearizable prefix places {placed_definite} of {definite} definite ops (prefix length {}, unknown ops included)",
         best.len()
     );
     let skip = best.len().saturating_sub(DETAIL_PREFIX_OPS_MAX);

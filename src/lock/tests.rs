@@ -401,6 +401,23 @@ fn the_leader_expires_a_session_ttl_times_one_plus_drift_after_it_applied_the_re
 }
 
 #[test]
+fn a_new_leader_counts_from_when_it_applied_the_renewal_not_from_its_election() {
+    // This replica applied the open as a follower at 1 s; it becomes
+    // leader (term 5) much later, at 11.1 s: the session is due at once,
+    // it does not get a fresh TTL from the election (etcd #9395, #9888).
+    let mut h = Harness::new(0);
+    h.now = ms(1_000);
+    let a = h.open(1);
+    assert_eq!(
+        h.m.leader_commands(ms(11_100), 5),
+        vec![Command::Expire {
+            session: a,
+            renewal: 1
+        }]
+    );
+}
+
+#[test]
 fn a_restored_replica_measures_leases_from_when_it_first_looks_never_earlier() {
     let mut h = Harness::new(5_000);
     h.now = ms(1_000);
