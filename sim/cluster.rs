@@ -383,7 +383,29 @@ impl<S: SimMachine> NodeLoop<S> {
         let shared = self.shared.clone();
         let g = shared.elapsed();
         let now = lock(&shared.clocks)[&self.id].local(g);
+        let trace = std::env::var_os("SIM_TRACE").is_some();
+        let input_text = if trace {
+            format!("{input:?}")
+        } else {
+            String::new()
+        };
         let effects = self.raft.handle(now, input);
+        if trace {
+            let cut = |s: String| s.chars().take(400).collect::<String>();
+            eprintln!(
+                "{:?} n{} t{} {:?} c{} last{} <- {}",
+                g,
+                self.id,
+                self.raft.term(),
+                self.raft.role(),
+                self.raft.commit_index(),
+                self.raft.log().last_index(),
+                cut(input_text)
+            );
+            for e in &effects {
+                eprintln!("      -> {}", cut(format!("{e:?}")));
+            }
+        }
         let pushes = {
             let mut checker = lock(&shared.checker);
             checker.now = g;

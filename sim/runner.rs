@@ -136,6 +136,13 @@ fn scenario(name: &str) -> Option<Scenario> {
             },
             LOCK_FAULTS,
         ),
+        "neg_reset_tokens" => control(
+            LockControls {
+                reset_tokens_on_restore: true,
+                ..LockControls::default()
+            },
+            &[Fault::Crash, Fault::IsolateLeader, Fault::Partition],
+        ),
         "neg_lock_stale_reads" => Scenario {
             bugs: Bugs {
                 stale_reads: true,
@@ -276,6 +283,7 @@ const UNFENCED_RESOURCE_SEED: u64 = 1;
 const NO_DRIFT_MARGIN_SEED: u64 = 2;
 const SKIP_DEDUP_SEED: u64 = 2;
 const LOCK_STALE_READS_SEED: u64 = 6;
+const RESET_TOKENS_SEED: u64 = 14;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -404,6 +412,11 @@ const REGRESSIONS: &[(&str, u64, &str)] = &[
         "follower snapshot ahead of the leader's probe: livelock",
     ),
     (
+        "locks_gc_pause_3",
+        2285,
+        "a paused candidate won term 4 after a term-5 leader committed a term-3 entry it lacked: the checker dated commits by the entry's term",
+    ),
+    (
         "membership_5",
         3_000_768,
         "entry committed by the new configuration's majority flagged by a too-strict checker",
@@ -494,6 +507,9 @@ fn tests() -> Vec<(String, TestFn)> {
     }));
     t.push(("neg_skip_dedup".into(), |n| {
         negative(n, &["exactly-once"], SKIP_DEDUP_SEED)
+    }));
+    t.push(("neg_reset_tokens".into(), |n| {
+        negative(n, &["token-order"], RESET_TOKENS_SEED)
     }));
     t.push(("neg_lock_stale_reads".into(), |n| {
         negative(n, &["linearizability"], LOCK_STALE_READS_SEED)

@@ -72,6 +72,8 @@ pub struct LockControls {
     pub no_drift_margin: bool,
     /// The lock machine executes retried requests again.
     pub skip_dedup: bool,
+    /// The lock machine forgets its token counter on restore.
+    pub reset_tokens_on_restore: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -115,6 +117,7 @@ pub fn lock_config(controls: LockControls) -> LockConfig {
         lock_delay: Duration::from_millis(500),
         bugs: raftlock::lock::LockBugs {
             skip_dedup: controls.skip_dedup,
+            reset_tokens_on_restore: controls.reset_tokens_on_restore,
         },
         ..LockConfig::default()
     }

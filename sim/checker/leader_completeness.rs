@@ -1,5 +1,8 @@
 //! Leader completeness (paper figure 3): a leader's log holds every entry
-//! committed before its term.
+//! committed in an earlier term. "Committed in" is the term of the node
+//! that first reported the commit, not the entry's own term: an entry of
+//! term 3 that only a term-5 leader got onto a majority was not committed
+//! when a (paused, stale) node won term 4, and need not be in its log.
 
 use super::EntryId;
 use raftlock::actor::NodeId;
@@ -17,12 +20,14 @@ impl LeaderCompleteness {
         node: NodeId,
         term: Term,
         committed: &BTreeMap<Index, EntryId>,
+        commit_terms: &BTreeMap<Index, Term>,
         log: &Log,
     ) -> Result<(), String> {
         for (&index, &id) in committed {
             // Entries inside the leader's snapshot are committed by
             // construction (a snapshot only covers applied entries).
-            if id.term >= term || index < log.first_index() {
+            let committed_in = commit_terms.get(&index).copied().unwrap_or(id.term);
+            if committed_in >= term || index < log.first_index() {
                 continue;
             }
             let has = log.get(index).map(EntryId::of);

@@ -82,6 +82,10 @@ pub struct Checker {
     roles: BTreeMap<NodeId, (Term, Role)>,
     /// Entries known committed: index -> id (from any node's commit index).
     committed: BTreeMap<Index, EntryId>,
+    /// The term of the node that first reported each commit: an entry of
+    /// an older term may be committed only later, by a later leader, and a
+    /// leader of a term in between need not hold it (paper figure 3).
+    commit_terms: BTreeMap<Index, Term>,
     election: ElectionSafety,
     matching: LogMatching,
     completeness: LeaderCompleteness,
@@ -258,6 +262,7 @@ impl Checker {
                         };
                         if let BTreeEntry::Vacant(slot) = self.committed.entry(index) {
                             slot.insert(id);
+                            self.commit_terms.insert(index, term);
                             self.mix(&[3, index, id.term, u64::from(id.digest)]);
                         }
                     }
@@ -276,15 +281,15 @@ impl Checker {
             if let Err(m) = self.election.on_leader(node, term) {
                 self.fail(ElectionSafety::NAME, m);
             }
-            if let Err(m) = self
-                .completeness
-                .on_leader(node, term, &self.committed, log)
+            if let Err(m) =
+                self.completeness
+                    .on_leader(node, term, &self.committed, &self.commit_terms, log)
             {
                 self.fail(LeaderCompleteness::NAME, m);
             }
         }
         if commit > 0 {
-            self.on_commit(node, commit, log);
+            self.on_commit(node, term, commit, log);
         }
     }
 
@@ -299,7 +304,7 @@ impl Checker {
         log
     }
 
-    fn on_commit(&mut self, node: NodeId, commit: Index, log: &Log) {
+    fn on_commit(&mut self, node: NodeId, term: Term, commit: Index, log: &Log) {
         let known = self
             .committed
             .range(..=commit)
@@ -336,6 +341,7 @@ impl Checker {
                         self.note_committed_config(index, m);
                     }
                     self.committed.insert(index, id);
+                    self.commit_terms.insert(index, term);
                     self.mix(&[3, index, id.term, u64::from(id.digest)]);
                 }
             }

@@ -27,6 +27,8 @@ pub struct LockBugs {
     /// Execute a retried request again instead of answering it from the
     /// kept response.
     pub skip_dedup: bool,
+    /// Forget the token counter when restoring a snapshot.
+    pub reset_tokens_on_restore: bool,
 }
 
 /// Every table and queue of the lock service has its bound here.
@@ -88,6 +90,13 @@ impl Default for Limits {
 }
 
 impl LockConfig {
+    pub(crate) fn reset_tokens_on_restore(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.reset_tokens_on_restore;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
     pub(crate) fn skip_dedup(&self) -> bool {
         #[cfg(feature = "sim")]
         return self.bugs.skip_dedup;

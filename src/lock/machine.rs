@@ -735,6 +735,9 @@ impl StateMachine for LockMachine {
         let state: State =
             postcard::from_bytes(snapshot).map_err(|e| RestoreError(e.to_string()))?;
         self.state = state;
+        if self.config.reset_tokens_on_restore() {
+            self.state.last_token = 0;
+        }
         // Own-clock records start over: unknown counts as "now" later.
         self.local = Local::default();
         self.check_invariants().map_err(RestoreError)
