@@ -147,6 +147,19 @@ pub enum Message {
         id: u64,
         index: Option<Index>,
     },
+    /// Follower to leader: a client's proposal, to append.
+    Forward {
+        term: Term,
+        id: u64,
+        command: Vec<u8>,
+    },
+    /// Leader to follower: the index the forwarded command was appended at
+    /// (in the leader's term), or None if it was not taken.
+    ForwardResponse {
+        term: Term,
+        id: u64,
+        at: Option<Index>,
+    },
 }
 
 impl Message {
@@ -160,7 +173,9 @@ impl Message {
             Message::InstallSnapshotResponse(m) => m.term,
             Message::TimeoutNow { term }
             | Message::ReadIndex { term, .. }
-            | Message::ReadIndexResponse { term, .. } => *term,
+            | Message::ReadIndexResponse { term, .. }
+            | Message::Forward { term, .. }
+            | Message::ForwardResponse { term, .. } => *term,
             Message::Join { .. } => 0,
         }
     }

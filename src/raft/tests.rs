@@ -532,9 +532,8 @@ fn a_proposal_is_answered_after_a_majority_stores_it() {
 
 #[test]
 fn proposals_are_refused_with_the_leader_hint_or_busy() {
+    // No leader known: nowhere to forward to.
     let mut r = replica(2, 1, vec![]);
-    let hb = append_req(1, 0, 0, vec![], 0);
-    msg(&mut r, 10, 1, Message::Append(hb));
     let effects = r.handle(
         ms(11),
         Input::Propose {
@@ -544,7 +543,32 @@ fn proposals_are_refused_with_the_leader_hint_or_busy() {
     );
     assert_eq!(
         effects,
-        vec![refused(1, RequestError::NotLeader { leader: Some(1) })]
+        vec![refused(1, RequestError::NotLeader { leader: None })]
+    );
+    // The leader does not take a forwarded proposal: the client is told
+    // who leads, to go there.
+    let hb = append_req(1, 0, 0, vec![], 0);
+    msg(&mut r, 10, 1, Message::Append(hb));
+    r.handle(
+        ms(11),
+        Input::Propose {
+            id: 2,
+            command: vec![],
+        },
+    );
+    let effects = msg(
+        &mut r,
+        12,
+        1,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: None,
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![refused(2, RequestError::NotLeader { leader: Some(1) })]
     );
 
     let mut l = leader();
@@ -1481,4 +1505,135 @@ fn a_byte_threshold_triggers_a_snapshot_before_the_entry_count_does() {
         "120 bytes of commands pass the 100-byte threshold: {effects:?}"
     );
     assert_eq!(r.log().payload_bytes(), 0);
+}
+
+/// Proposals on a follower are forwarded to the leader (as etcd does): the
+/// leader appends and says where; the follower answers once it applied that
+/// index, with its own state machine's output.
+#[test]
+fn a_follower_forwards_a_proposal_and_answers_once_it_applies_it() {
+    let mut f = replica(2, 1, vec![]);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    let effects = f.handle(
+        ms(11),
+        Input::Propose {
+            id: 7,
+            command: b"x".to_vec(),
+        },
+    );
+    let forward = Message::Forward {
+        term: 1,
+        id: 1,
+        command: b"x".to_vec(),
+    };
+    assert_eq!(effects, vec![send(1, forward.clone())]);
+
+    // The leader appends it like its own proposal and says where.
+    let mut l = leader();
+    let effects = msg(&mut l, 200, 2, forward);
+    assert!(effects.contains(&send(
+        2,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: Some(2)
+        }
+    )));
+    assert_eq!(l.log().last_index(), 2);
+
+    // The answer, then the entry committed: the follower replies.
+    assert!(msg(
+        &mut f,
+        12,
+        1,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: Some(1)
+        }
+    )
+    .is_empty());
+    let e = Entry {
+        index: 1,
+        term: 1,
+        payload: Payload::Command(b"x".to_vec()),
+    };
+    msg(
+        &mut f,
+        13,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![e], 0)),
+    );
+    let effects = msg(
+        &mut f,
+        14,
+        1,
+        Message::Append(append_req(1, 1, 1, vec![], 1)),
+    );
+    let replies: Vec<&Effect> = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Reply { .. }))
+        .collect();
+    assert_eq!(
+        replies,
+        vec![&Effect::Reply {
+            id: 7,
+            result: Ok(Applied {
+                index: 1,
+                output: 1u64.to_le_bytes().to_vec()
+            })
+        }]
+    );
+}
+
+#[test]
+fn a_forwarded_proposal_whose_index_another_entry_took_has_an_unknown_outcome() {
+    let mut f = replica(2, 1, vec![]);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    f.handle(
+        ms(11),
+        Input::Propose {
+            id: 7,
+            command: b"x".to_vec(),
+        },
+    );
+    msg(
+        &mut f,
+        12,
+        1,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: Some(1),
+        },
+    );
+    // A new leader of term 2 commits something else at index 1.
+    let other = Entry {
+        index: 1,
+        term: 2,
+        payload: Payload::Command(b"y".to_vec()),
+    };
+    msg(
+        &mut f,
+        20,
+        3,
+        Message::Append(append_req(2, 0, 0, vec![other], 0)),
+    );
+    let effects = msg(
+        &mut f,
+        21,
+        3,
+        Message::Append(append_req(2, 1, 2, vec![], 1)),
+    );
+    assert!(effects.contains(&refused(7, RequestError::LeadershipLost)));
 }

@@ -22,11 +22,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
+mod forward;
 mod members;
 mod read;
 mod snapshot;
 mod transfer;
 
+use forward::Forwarded;
+pub use forward::FORWARD_OUTPUTS_KEPT_MAX;
 use read::{FollowerRead, LeaderRead};
 use snapshot::Incoming;
 use transfer::Transfer;
@@ -259,6 +262,10 @@ pub struct Raft<S> {
     leader_reads: VecDeque<LeaderRead>,
     follower_reads: BTreeMap<u64, FollowerRead>,
     next_forward_id: u64,
+    /// Proposals this follower forwarded to its leader (forward.rs), and
+    /// recent outputs for those whose answer is late: (index, term, output).
+    forwarded: BTreeMap<u64, Forwarded>,
+    forward_outputs: VecDeque<(Index, Term, Vec<u8>)>,
     transfer: Option<Transfer>,
     /// The latest snapshot, kept to send to followers that need it.
     snapshot: Option<Snapshot>,
@@ -345,6 +352,8 @@ impl<S: StateMachine> Raft<S> {
             leader_reads: VecDeque::new(),
             follower_reads: BTreeMap::new(),
             next_forward_id: 0,
+            forwarded: BTreeMap::new(),
+            forward_outputs: VecDeque::new(),
             transfer: None,
             snapshot: recovered.snapshot,
             incoming: None,
@@ -414,12 +423,15 @@ impl<S: StateMachine> Raft<S> {
         if !self.follower_reads.is_empty() {
             self.expire_follower_reads(now);
         }
+        if !self.forwarded.is_empty() {
+            self.expire_forwarded(now);
+        }
         match input {
             Input::Start => self.handle_start(now),
             Input::Message { from, msg } => self.handle_message(now, from, msg),
             Input::Timer(Timer::Election) => self.handle_election_timer(now),
             Input::Timer(Timer::Heartbeat) => self.handle_heartbeat_timer(now),
-            Input::Propose { id, command } => self.handle_propose(id, command),
+            Input::Propose { id, command } => self.handle_propose(now, id, command),
             Input::Read { id, query } => self.handle_read(now, id, query),
             Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
             Input::ChangeMembership { id, change } => self.handle_change(id, change),
@@ -468,9 +480,9 @@ impl<S: StateMachine> Raft<S> {
         });
     }
 
-    fn handle_propose(&mut self, id: RequestId, command: Vec<u8>) {
+    fn handle_propose(&mut self, now: Instant, id: RequestId, command: Vec<u8>) {
         if self.role != Role::Leader {
-            return self.reply_not_leader(id);
+            return self.forward_proposal(now, id, command);
         }
         // A leader handing over leadership takes no new writes (thesis 3.10).
         if self.pending.len() >= self.config.pending_proposals_max || self.transferring() {
@@ -624,6 +636,10 @@ impl<S: StateMachine> Raft<S> {
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::Join { id, addr } => self.handle_join(id, addr),
             Message::ReadIndex { id, .. } => self.handle_read_index(from, id),
+            Message::Forward { id, command, .. } => self.handle_forward(from, id, command),
+            Message::ForwardResponse { term, id, at } => {
+                self.handle_forward_response(from, term, id, at)
+            }
             Message::ReadIndexResponse { id, index, .. } => {
                 self.handle_read_index_response(from, id, index)
             }
@@ -909,6 +925,7 @@ impl<S: StateMachine> Raft<S> {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.fail_reads();
+        self.fail_unplaced_forwards();
         self.votes = BTreeSet::from([self.id]);
         self.reset_election_timer(now);
         if self.votes.len() >= self.quorum() {
@@ -941,6 +958,7 @@ impl<S: StateMachine> Raft<S> {
 
     fn become_follower(&mut self, now: Instant, term: Term, leader: Option<NodeId>) {
         debug_assert!(term >= self.term);
+        let new_term = term > self.term;
         if term > self.term {
             self.term = term;
             self.voted_for = None;
@@ -953,6 +971,9 @@ impl<S: StateMachine> Raft<S> {
         self.heard_since_check.clear();
         self.fail_pending();
         self.fail_reads();
+        if leader.is_none() || new_term {
+            self.fail_unplaced_forwards();
+        }
         self.end_transfer(None);
         self.heartbeat_at = None;
         self.reset_election_timer(now);
@@ -1116,11 +1137,13 @@ impl<S: StateMachine> Raft<S> {
             let Some(entry) = self.log.get(index) else {
                 break;
             };
+            let term = entry.term;
             let output = match &entry.payload {
                 Payload::Command(cmd) => self.sm.apply(index, self.now, cmd),
                 Payload::Noop | Payload::Config(_) => Vec::new(),
             };
             self.applied = index;
+            self.complete_forwarded(index, term, &output);
             if let Some(id) = self.pending.remove(&index) {
                 self.out.push(Effect::Reply {
                     id,
