@@ -9,5 +9,5 @@ mod node;
 mod transport;
 
 pub use error::{ClientError, RuntimeError};
-pub use node::{Node, NodeConfig, NodeStatus};
+pub use node::{Node, NodeConfig, NodeMachine, NodeStatus, EVENTS_CHANNEL_LEN_MAX};
 pub use transport::{PEER_SEND_QUEUE_LEN_MAX, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN};

@@ -11,9 +11,10 @@
 use super::error::{ClientError, RuntimeError};
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
+use crate::lock::{Event, LockMachine};
 use crate::raft::{
     self, Applied, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft,
-    Recorder, RequestError, RequestId, Role, Timer,
+    Recorder, RequestError, RequestId, Role, StateMachine, Timer,
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 /// Messages waiting in the actor's mailbox; more are dropped.
@@ -40,6 +41,31 @@ const SHUTDOWN_POLL_MS: u64 = 10;
 /// A joining node repeats its request this often, at most this many times.
 pub const JOIN_RETRY_INTERVAL_MS: u64 = 500;
 pub const JOIN_ATTEMPTS_MAX: u32 = 600;
+/// Machine events buffered for subscribers (the HTTP layer's waiters); a
+/// subscriber that falls further behind misses some and polls instead.
+pub const EVENTS_CHANNEL_LEN_MAX: usize = 4096;
+
+/// What the production driver needs of a state machine beyond
+/// `StateMachine`: the events its applies produce, published to
+/// subscribers after every flush.
+pub trait NodeMachine: StateMachine + Unpin + 'static {
+    type Event: Clone + Send + 'static;
+    fn take_events(&mut self) -> Vec<Self::Event>;
+}
+
+impl NodeMachine for Recorder {
+    type Event = ();
+    fn take_events(&mut self) -> Vec<()> {
+        Vec::new()
+    }
+}
+
+impl NodeMachine for LockMachine {
+    type Event = Event;
+    fn take_events(&mut self) -> Vec<Event> {
+        LockMachine::take_events(self)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -65,23 +91,38 @@ pub struct NodeStatus {
     pub last_index: raft::Index,
     /// The configuration in effect.
     pub membership: Membership,
-    /// Digest of the applied state machine (equal on nodes at equal index).
-    pub digest: u64,
-    /// Commands applied, in order (bounded by the Recorder).
-    pub applied: Vec<Vec<u8>>,
 }
 
 /// A running node. Dropping it does not stop it; call `stop`.
-pub struct Node {
+pub struct Node<S: NodeMachine = Recorder> {
     id: NodeId,
-    addr: Addr<RaftNode>,
+    addr: Addr<RaftNode<S>>,
     tasks: Vec<JoinHandle<()>>,
+    events: broadcast::Sender<S::Event>,
 }
 
-impl Node {
+impl Node<Recorder> {
+    /// A node applying the test `Recorder` (see `start_with`).
+    pub fn start(config: NodeConfig, listener: TcpListener) -> Result<Self, RuntimeError> {
+        Node::start_with(config, listener, Recorder::new())
+    }
+
+    /// Commands applied, in order (bounded by the Recorder).
+    pub async fn applied(&self) -> Result<Vec<Vec<u8>>, ClientError> {
+        self.inspect(|r| r.applied().iter().map(|(_, c)| c.clone()).collect())
+            .await
+    }
+}
+
+impl<S: NodeMachine> Node<S> {
     /// Recovers the node from `config.data_dir` and starts it on the
-    /// current actix system, serving peers on `listener`.
-    pub fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, RuntimeError> {
+    /// current actix system, serving peers on `listener`, applying to
+    /// `machine`.
+    pub fn start_with(
+        config: NodeConfig,
+        listener: TcpListener,
+        machine: S,
+    ) -> Result<Self, RuntimeError> {
         let id = config.id;
         if config.join.is_none() && !config.peers.contains_key(&id) {
             return Err(RuntimeError::NotInCluster(id));
@@ -108,9 +149,10 @@ impl Node {
             bootstrap,
             config.raft.clone(),
             recovered,
-            Recorder::new(),
+            machine,
             entropy_seed(id),
         )?;
+        let (events, _) = broadcast::channel(EVENTS_CHANNEL_LEN_MAX);
 
         let actor = RaftNode {
             id,
@@ -125,6 +167,7 @@ impl Node {
             steps_since_flush: 0,
             clients: BTreeMap::new(),
             next_request: 0,
+            events: events.clone(),
         };
         let addr = RaftNode::create(|ctx| {
             ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
@@ -149,7 +192,28 @@ impl Node {
                 addr.clone(),
             )));
         }
-        Ok(Node { id, addr, tasks })
+        Ok(Node {
+            id,
+            addr,
+            tasks,
+            events,
+        })
+    }
+
+    /// Events of the entries this node applies from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<S::Event> {
+        self.events.subscribe()
+    }
+
+    /// Runs `f` on the node's state machine, between two steps.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut S) -> R + Send + 'static,
+    ) -> Result<R, ClientError> {
+        self.addr
+            .send(Inspect(Box::new(f)))
+            .await
+            .map_err(|_| ClientError::Stopped)
     }
 
     pub fn id(&self) -> NodeId {
@@ -234,7 +298,12 @@ impl Node {
 }
 
 /// A joining node repeats its request until it is a voter.
-async fn ask_to_join(id: NodeId, own: SocketAddr, join: SocketAddr, node: Addr<RaftNode>) {
+async fn ask_to_join<S: NodeMachine>(
+    id: NodeId,
+    own: SocketAddr,
+    join: SocketAddr,
+    node: Addr<RaftNode<S>>,
+) {
     let (sender, task) = PeerSender::spawn(0, join);
     let msg = Message::Join {
         id,
@@ -271,9 +340,9 @@ fn entropy_seed(id: NodeId) -> u64 {
     nanos ^ id.rotate_left(32) ^ u64::from(std::process::id())
 }
 
-struct RaftNode {
+struct RaftNode<S: NodeMachine> {
     id: NodeId,
-    raft: Raft<Recorder>,
+    raft: Raft<S>,
     store: RaftStore<FsDir>,
     /// One connection per other member, with its task and address.
     peers: BTreeMap<NodeId, (PeerSender, JoinHandle<()>, String)>,
@@ -286,9 +355,10 @@ struct RaftNode {
     steps_since_flush: u32,
     clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
     next_request: RequestId,
+    events: broadcast::Sender<S::Event>,
 }
 
-impl Actor for RaftNode {
+impl<S: NodeMachine> Actor for RaftNode<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -332,7 +402,22 @@ struct Flush;
 #[rtype(result = "()")]
 struct Stop;
 
-impl RaftNode {
+type InspectFn<S, R> = Box<dyn FnOnce(&mut S) -> R + Send>;
+
+struct Inspect<S, R>(InspectFn<S, R>);
+
+impl<S: 'static, R: Send + 'static> actix::Message for Inspect<S, R> {
+    type Result = R;
+}
+
+impl<S: NodeMachine, R: Send + 'static> Handler<Inspect<S, R>> for RaftNode<S> {
+    type Result = MessageResult<Inspect<S, R>>;
+    fn handle(&mut self, Inspect(f): Inspect<S, R>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(f(self.raft.state_machine_mut()))
+    }
+}
+
+impl<S: NodeMachine> RaftNode<S> {
     fn now(&self) -> Instant {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
@@ -394,6 +479,11 @@ impl RaftNode {
                 self.flush_scheduled = true;
                 ctx.notify(Flush);
             }
+        }
+        // Applied entries are committed: their events may go out now. With
+        // no subscriber they are dropped (send fails harmlessly).
+        for event in self.raft.state_machine_mut().take_events() {
+            let _ = self.events.send(event);
         }
         self.arm_timer(ctx);
     }
@@ -551,7 +641,7 @@ impl RaftNode {
     }
 }
 
-impl Handler<Inbound> for RaftNode {
+impl<S: NodeMachine> Handler<Inbound> for RaftNode<S> {
     type Result = ();
     fn handle(&mut self, Inbound(env): Inbound, ctx: &mut Context<Self>) {
         self.step(
@@ -564,7 +654,7 @@ impl Handler<Inbound> for RaftNode {
     }
 }
 
-impl Handler<Request> for RaftNode {
+impl<S: NodeMachine> Handler<Request> for RaftNode<S> {
     type Result = ResponseFuture<Result<Applied, ClientError>>;
     fn handle(&mut self, request: Request, ctx: &mut Context<Self>) -> Self::Result {
         self.next_request += 1;
@@ -587,10 +677,9 @@ impl Handler<Request> for RaftNode {
     }
 }
 
-impl Handler<GetStatus> for RaftNode {
+impl<S: NodeMachine> Handler<GetStatus> for RaftNode<S> {
     type Result = MessageResult<GetStatus>;
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        let sm = self.raft.state_machine();
         MessageResult(NodeStatus {
             id: self.id,
             role: self.raft.role(),
@@ -600,27 +689,25 @@ impl Handler<GetStatus> for RaftNode {
             applied_index: self.raft.applied_index(),
             last_index: self.raft.log().last_index(),
             membership: self.raft.membership().clone(),
-            digest: sm.digest(),
-            applied: sm.applied().iter().map(|(_, c)| c.clone()).collect(),
         })
     }
 }
 
-impl Handler<BestSuccessor> for RaftNode {
+impl<S: NodeMachine> Handler<BestSuccessor> for RaftNode<S> {
     type Result = Option<NodeId>;
     fn handle(&mut self, _: BestSuccessor, _: &mut Context<Self>) -> Option<NodeId> {
         self.raft.best_successor()
     }
 }
 
-impl Handler<Flush> for RaftNode {
+impl<S: NodeMachine> Handler<Flush> for RaftNode<S> {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         self.flush(ctx);
     }
 }
 
-impl Handler<Stop> for RaftNode {
+impl<S: NodeMachine> Handler<Stop> for RaftNode<S> {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
