@@ -33,6 +33,10 @@ pub enum Command {
     Open { nonce: u64, ttl_ms: u64 },
     /// A request within a session, applied exactly once.
     Request(Request),
+    /// A request without a sequence number (plain HTTP calls such as
+    /// curl's): run every time it is applied, response not kept. A retry
+    /// may run twice; clients that retry use `Request`.
+    Unsequenced { session: SessionId, op: Op },
     /// Proposed by a leader whose own clock says the session's lease is
     /// over; `renewal` is the renewal entry that decision rests on, and the
     /// expiry does nothing if the session was renewed since.
@@ -143,6 +147,8 @@ pub enum LockError {
     LimitMismatch { held: u32, asked: u32 },
     #[error("the session does not hold this lock with that token")]
     NotHolder,
+    #[error("no such lock (nobody holds or awaits it)")]
+    UnknownLock,
     #[error("the session is not waiting for this lock")]
     NotWaiting,
     #[error("token {token} is not the current exclusive holder's of the guarding lock")]
@@ -173,6 +179,11 @@ pub enum Query {
     File {
         name: String,
     },
+    /// Live sessions, in id order after `after`, at most `limit`.
+    Sessions {
+        after: SessionId,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +192,7 @@ pub enum QueryAnswer {
     Session(Option<SessionInfo>),
     Response(Option<Response>),
     File(Option<FileInfo>),
+    Sessions(Vec<(SessionId, SessionInfo)>),
     Malformed(String),
 }
 

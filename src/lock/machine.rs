@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+/// Sessions one `Query::Sessions` lists at most.
+pub const SESSIONS_LISTED_MAX: u32 = 1000;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
     sessions: BTreeMap<SessionId, Session>,
@@ -123,6 +126,13 @@ impl LockMachine {
         let response = match command {
             Command::Open { nonce, ttl_ms } => self.open(index, now, nonce, ttl_ms),
             Command::Request(req) => self.request(index, now, req),
+            Command::Unsequenced { session, op } => {
+                if self.state.sessions.contains_key(&session) {
+                    self.execute(index, now, session, 0, op)
+                } else {
+                    Err(LockError::SessionNotFound(session))
+                }
+            }
             Command::Expire { session, renewal } => {
                 let effective = self
                     .state
@@ -181,14 +191,20 @@ impl LockMachine {
                     delayed: lock.delayed_since.is_some(),
                 })
             }
-            Query::Session { session } => {
-                QueryAnswer::Session(self.state.sessions.get(&session).map(|s| SessionInfo {
-                    ttl_ms: s.ttl_ms,
-                    held: s.held.iter().map(|(l, &t)| (l.clone(), t)).collect(),
-                    waiting: s.waiting.keys().cloned().collect(),
-                    expires_in_ms: self.expires_in_ms(now, session),
-                }))
-            }
+            Query::Session { session } => QueryAnswer::Session(
+                self.state
+                    .sessions
+                    .get(&session)
+                    .map(|s| self.session_info(now, session, s)),
+            ),
+            Query::Sessions { after, limit } => QueryAnswer::Sessions(
+                self.state
+                    .sessions
+                    .range(after.saturating_add(1)..)
+                    .take(limit.min(SESSIONS_LISTED_MAX) as usize)
+                    .map(|(&id, s)| (id, self.session_info(now, id, s)))
+                    .collect(),
+            ),
             Query::Response { session, seq } => QueryAnswer::Response(
                 self.state
                     .sessions
@@ -252,6 +268,15 @@ impl LockMachine {
             }
         }
         out
+    }
+
+    fn session_info(&self, now: Instant, id: SessionId, s: &Session) -> SessionInfo {
+        SessionInfo {
+            ttl_ms: s.ttl_ms,
+            held: s.held.iter().map(|(l, &t)| (l.clone(), t)).collect(),
+            waiting: s.waiting.keys().cloned().collect(),
+            expires_in_ms: self.expires_in_ms(now, id),
+        }
     }
 
     fn expires_in_ms(&self, now: Instant, session: SessionId) -> Option<u64> {
@@ -473,6 +498,9 @@ impl LockMachine {
             .get_mut(&id)
             .ok_or(LockError::SessionNotFound(id))?;
         if session.held.get(&name) != Some(&token) {
+            if !self.state.locks.contains_key(&name) {
+                return Err(LockError::UnknownLock);
+            }
             return Err(LockError::NotHolder);
         }
         session.held.remove(&name);

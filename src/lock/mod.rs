@@ -16,4 +16,4 @@ pub use command::{
 #[cfg(feature = "sim")]
 pub use config::LockBugs;
 pub use config::{Limits, LockConfig, DRIFT_PPM_DEFAULT, LOCK_DELAY_MS_DEFAULT};
-pub use machine::{encode, LockMachine};
+pub use machine::{encode, LockMachine, SESSIONS_LISTED_MAX};

@@ -296,7 +296,7 @@ fn release_needs_the_holders_session_and_token() {
     assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
     assert_eq!(h.release(b, "x", 1), Err(LockError::NotHolder));
     assert_eq!(h.release(a, "x", 7), Err(LockError::NotHolder));
-    assert_eq!(h.release(a, "y", 1), Err(LockError::NotHolder));
+    assert_eq!(h.release(a, "y", 1), Err(LockError::UnknownLock));
     assert_eq!(h.holders("x"), vec![(a, 1)]);
     assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
 }
@@ -661,4 +661,45 @@ fn holders_report_how_long_this_node_would_wait_before_expiring_them() {
     assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
     h.now = ms(3_000);
     assert_eq!(h.info("x").holders[0].expires_in_ms, Some(8_100));
+}
+
+#[test]
+fn unsequenced_requests_run_each_time_and_keep_no_response() {
+    let mut h = Harness::new(0);
+    let a = h.open(1);
+    let acquire = Op::Acquire {
+        lock: "x".into(),
+        mode: Mode::Shared,
+        wait: false,
+    };
+    let un = |op: Op| Command::Unsequenced { session: a, op };
+    assert_eq!(h.apply(un(acquire.clone())), granted(1));
+    let release = Op::Release {
+        lock: "x".into(),
+        token: 1,
+    };
+    assert_eq!(h.apply(un(release)), Ok(Reply::Released));
+    // The same command again is a new acquire, with a new token.
+    assert_eq!(h.apply(un(acquire)), granted(2));
+    assert_eq!(
+        h.m.answer(h.now, Query::Response { session: a, seq: 0 }),
+        QueryAnswer::Response(None)
+    );
+    let stray = Command::Unsequenced {
+        session: 99,
+        op: Op::KeepAlive,
+    };
+    assert_eq!(h.apply(stray), Err(LockError::SessionNotFound(99)));
+}
+
+#[test]
+fn sessions_are_listed_in_id_order_in_pages() {
+    let mut h = Harness::new(0);
+    let (a, b, c) = (h.open(1), h.open(2), h.open(3));
+    let page = |after, limit| match h.m.answer(h.now, Query::Sessions { after, limit }) {
+        QueryAnswer::Sessions(list) => list.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(page(0, 2), vec![a, b]);
+    assert_eq!(page(b, 2), vec![c]);
 }
