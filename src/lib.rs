@@ -14,4 +14,6 @@ pub mod session;
 pub mod storage;
 
 #[cfg(not(madsim))]
+pub mod http;
+#[cfg(not(madsim))]
 pub mod runtime;

@@ -15,13 +15,15 @@ fn main() -> std::process::ExitCode {
 mod app {
     use clap::{Parser, Subcommand};
     use raftlock::actor::NodeId;
-    use raftlock::raft::{self, Role};
+    use raftlock::http::{self, HttpConfig};
+    use raftlock::lock::{LockConfig, LockMachine};
+    use raftlock::raft;
     use raftlock::runtime::{Node, NodeConfig};
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::PathBuf;
     use std::process::ExitCode;
-    use std::time::Duration;
+    use std::sync::Arc;
     use tokio::net::TcpListener;
 
     #[derive(Parser)]
@@ -54,6 +56,9 @@ mod app {
         /// Address to accept peer connections on, e.g. 127.0.0.1:7001.
         #[arg(long, env = "RAFTLOCK_LISTEN_PEER")]
         listen_peer: SocketAddr,
+        /// Address to serve the HTTP API on.
+        #[arg(long, env = "RAFTLOCK_LISTEN_HTTP", default_value = "127.0.0.1:7201")]
+        listen_http: SocketAddr,
         /// Every member as id=host:port, comma-separated, this node included.
         #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster, required_unless_present = "join")]
         initial_cluster: Option<BTreeMap<NodeId, SocketAddr>>,
@@ -71,6 +76,9 @@ mod app {
         /// First of three consecutive peer ports on 127.0.0.1.
         #[arg(long, env = "RAFTLOCK_DEV_PEER_PORT", default_value_t = 7101)]
         peer_port: u16,
+        /// First of three consecutive HTTP API ports on 127.0.0.1.
+        #[arg(long, env = "RAFTLOCK_DEV_HTTP_PORT", default_value_t = 7201)]
+        http_port: u16,
     }
 
     fn parse_cluster(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
@@ -141,6 +149,8 @@ mod app {
         let listener = TcpListener::bind(args.listen_peer)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen_peer))?;
+        let http_listener = std::net::TcpListener::bind(args.listen_http)
+            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.listen_http))?;
         let config = NodeConfig {
             id: args.id,
             data_dir: args.data_dir,
@@ -148,9 +158,17 @@ mod app {
             join: args.join,
             raft: raft::Config::default(),
         };
-        let node = Node::start(config, listener).map_err(|e| e.to_string())?;
-        tracing::info!(node = args.id, peer = %args.listen_peer, "serving; Ctrl-C to stop");
+        let node = Arc::new(
+            Node::start_with(config, listener, LockMachine::new(LockConfig::default()))
+                .map_err(|e| e.to_string())?,
+        );
+        let server = http::serve(node.clone(), http_listener, HttpConfig::default())
+            .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
+        let server_handle = server.handle();
+        actix_rt::spawn(server);
+        tracing::info!(node = args.id, peer = %args.listen_peer, http = %args.listen_http, "serving; Ctrl-C to stop");
         wait_for_stop_signal().await?;
+        server_handle.stop(true).await;
         node.shutdown().await;
         Ok(())
     }
@@ -170,19 +188,22 @@ mod app {
         let mut listeners = Vec::new();
         for i in 0..3u16 {
             let id = NodeId::from(i) + 1;
-            let port = args
-                .peer_port
-                .checked_add(i)
-                .ok_or("--peer-port is too high")?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let port =
+                |base: u16, flag: &str| base.checked_add(i).ok_or(format!("{flag} is too high"));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port(args.peer_port, "--peer-port")?));
+            let http = SocketAddr::from(([127, 0, 0, 1], port(args.http_port, "--http-port")?));
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let h = std::net::TcpListener::bind(http)
+                .map_err(|e| format!("cannot listen on {http} for HTTP: {e}"))?;
             peers.insert(id, addr);
-            listeners.push((id, l));
+            listeners.push((id, l, h, http));
         }
         let mut nodes = Vec::new();
-        for (id, listener) in listeners {
+        let mut servers = Vec::new();
+        println!("raftlock dev: 3 nodes, data under {}", args.dir.display());
+        for (id, listener, http_listener, http) in listeners {
             let data_dir = args.dir.join(format!("node{id}"));
             let config = NodeConfig {
                 id,
@@ -191,40 +212,32 @@ mod app {
                 join: None,
                 raft: raft::Config::default(),
             };
-            nodes.push(Node::start(config, listener).map_err(|e| format!("node {id}: {e}"))?);
+            let node = Arc::new(
+                Node::start_with(config, listener, LockMachine::new(LockConfig::default()))
+                    .map_err(|e| format!("node {id}: {e}"))?,
+            );
+            let server = http::serve(node.clone(), http_listener, HttpConfig { workers: 1 })
+                .map_err(|e| format!("node {id}: cannot serve HTTP on {http}: {e}"))?;
+            servers.push(server.handle());
+            actix_rt::spawn(server);
+            println!("  node {id}: http://{http}  (peer {})", peers[&id]);
+            nodes.push(node);
         }
-        println!("raftlock dev: 3 nodes, data under {}", args.dir.display());
-        for (id, addr) in &peers {
-            println!("  node {id}: peer {addr}");
+        let first = SocketAddr::from(([127, 0, 0, 1], args.http_port));
+        println!();
+        println!("try:");
+        println!(
+            "  curl -s -X POST http://{first}/API/v1/locks/my-lock -d '{{\"ttl_ms\": 30000}}'"
+        );
+        println!("  curl -s http://{first}/API/v1/locks/my-lock");
+        println!("  curl -s http://{first}/API/v1/cluster");
+        println!("Ctrl-C to stop");
+        wait_for_stop_signal().await?;
+        for server in servers {
+            server.stop(true).await;
         }
-        println!("proposing one entry per second through the leader; Ctrl-C to stop");
-        let mut tick = 0u64;
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = interval.tick() => {
-                    tick += 1;
-                    let mut leader = None;
-                    for n in &nodes {
-                        if let Ok(s) = n.status().await {
-                            if s.role == Role::Leader {
-                                leader = Some((n, s));
-                            }
-                        }
-                    }
-                    match leader {
-                        Some((node, s)) => match node.propose(format!("tick-{tick}").into_bytes()).await {
-                            Ok(applied) => println!("leader {} term {}: committed tick-{tick} at index {}", s.id, s.term, applied.index),
-                            Err(e) => println!("leader {} term {}: tick-{tick} not committed: {e}", s.id, s.term),
-                        },
-                        None => println!("no leader yet"),
-                    }
-                }
-            }
-        }
-        for n in nodes {
-            n.stop();
+        for node in nodes {
+            node.stop_shared();
         }
         println!("stopped");
         Ok(())

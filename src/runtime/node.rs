@@ -260,7 +260,7 @@ impl<S: NodeMachine> Node<S> {
     /// voter (thesis 3.10) and waits, at most `SHUTDOWN_HANDOVER_MS`, for
     /// it to move, so the cluster does not wait out an election timeout.
     /// Returns whether leadership moved (false for a follower).
-    pub async fn shutdown(self) -> bool {
+    pub async fn shutdown(&self) -> bool {
         let mut handed_over = false;
         if let Ok(status) = self.status().await {
             if status.role == Role::Leader {
@@ -283,8 +283,17 @@ impl<S: NodeMachine> Node<S> {
                 }
             }
         }
-        self.stop();
+        self.stop_shared();
         handed_over
+    }
+
+    /// `stop` for a node shared with the HTTP server (which keeps its own
+    /// handle until it has stopped).
+    pub fn stop_shared(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.addr.do_send(Stop);
     }
 
     /// Stops the actor and closes every connection, like a crash without

@@ -1,0 +1,513 @@
+use super::error::ApiError;
+use crate::lock::{
+    Command, Event, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply, Response,
+    SessionId, SessionInfo, Token,
+};
+use crate::runtime::Node;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// TTL of a session the node opens for a session-less acquire.
+pub const TTL_MS_DEFAULT: u64 = 10_000;
+/// Longest an acquire may wait in the queue over HTTP.
+pub const WAIT_MS_MAX: u64 = 300_000;
+/// Worker threads serving HTTP (the Raft actor has its own thread).
+pub const HTTP_WORKERS: usize = 2;
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            workers: HTTP_WORKERS,
+        }
+    }
+}
+
+type Shared = web::Data<Arc<Node<LockMachine>>>;
+
+/// Serves the API for `node` on `listener` until the returned server stops.
+pub fn serve(
+    node: Arc<Node<LockMachine>>,
+    listener: std::net::TcpListener,
+    config: HttpConfig,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(node);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
+            .route("/health", web::get().to(health))
+            .route("/API/v1/cluster", web::get().to(cluster))
+            .route("/API/v1/locks/{name}", web::post().to(acquire))
+            .route("/API/v1/locks/{name}", web::delete().to(release))
+            .route("/API/v1/locks/{name}", web::get().to(lock_info))
+            .route("/API/v1/sessions", web::post().to(open_session))
+            .route("/API/v1/sessions", web::get().to(list_sessions))
+            .route("/API/v1/sessions/{id}", web::get().to(session_info))
+            .route("/API/v1/sessions/{id}", web::delete().to(close_session))
+            .route("/API/v1/sessions/{id}/keepalive", web::post().to(keepalive))
+            .route("/API/v1/files/{name}/append", web::post().to(append))
+            .route("/API/v1/files/{name}", web::get().to(file))
+            .default_service(web::to(not_found))
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route; see /docs".into()))
+}
+
+// ---- wire types ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ModeName {
+    Exclusive,
+    Shared,
+    Semaphore,
+}
+
+fn mode_of(mode: Option<ModeName>, limit: Option<u32>) -> Result<Mode, ApiError> {
+    match (mode.unwrap_or(ModeName::Exclusive), limit) {
+        (ModeName::Exclusive, None) => Ok(Mode::Exclusive),
+        (ModeName::Shared, None) => Ok(Mode::Shared),
+        (ModeName::Semaphore, Some(n)) => Ok(Mode::Semaphore(n)),
+        (ModeName::Semaphore, None) => Err(ApiError::BadRequest(
+            "mode \"semaphore\" needs \"limit\"".into(),
+        )),
+        (_, Some(_)) => Err(ApiError::BadRequest(
+            "\"limit\" goes with mode \"semaphore\" only".into(),
+        )),
+    }
+}
+
+fn mode_json(mode: Mode) -> serde_json::Value {
+    match mode {
+        Mode::Exclusive => serde_json::json!("exclusive"),
+        Mode::Shared => serde_json::json!("shared"),
+        Mode::Semaphore(n) => serde_json::json!({ "semaphore": n }),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireBody {
+    ttl_ms: Option<u64>,
+    wait_ms: Option<u64>,
+    mode: Option<ModeName>,
+    limit: Option<u32>,
+    session: Option<SessionId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseArgs {
+    token: Option<Token>,
+    session: Option<SessionId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    session: SessionId,
+    token: Token,
+    data: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    after: Option<SessionId>,
+    limit: Option<u32>,
+}
+
+/// An empty body means "all defaults"; anything else must be valid JSON.
+fn parse_body<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+fn parse_required<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+// ---- talking to the node ----
+
+async fn propose(node: &Node<LockMachine>, command: &Command) -> Result<Reply, ApiError> {
+    let applied = node.propose(crate::lock::encode(command)).await?;
+    let response: Response = postcard::from_bytes(&applied.output)
+        .map_err(|e| ApiError::Unavailable(format!("undecodable state machine output: {e}")))?;
+    Ok(response?)
+}
+
+async fn query(node: &Node<LockMachine>, query: &Query) -> Result<QueryAnswer, ApiError> {
+    let applied = node.read(crate::lock::encode(query)).await?;
+    postcard::from_bytes(&applied.output)
+        .map_err(|e| ApiError::Unavailable(format!("undecodable query answer: {e}")))
+}
+
+async fn request(node: &Node<LockMachine>, session: SessionId, op: Op) -> Result<Reply, ApiError> {
+    propose(node, &Command::Unsequenced { session, op }).await
+}
+
+async fn open(node: &Node<LockMachine>, ttl_ms: u64) -> Result<SessionId, ApiError> {
+    let nonce = fresh_nonce();
+    match propose(node, &Command::Open { nonce, ttl_ms }).await? {
+        Reply::Opened { session, .. } => Ok(session),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A session-open nonce: distinct across nodes and calls with
+/// overwhelming probability (a collision would hand one client another's
+/// session). splitmix64 over a per-process seed and a counter.
+fn fresh_nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ u64::from(std::process::id()).rotate_left(40)
+    });
+    let mut z = seed.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unexpected(reply: Reply) -> ApiError {
+    ApiError::Unavailable(format!("unexpected reply {reply:?}"))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let max = crate::lock::Limits::default().name_bytes_max;
+    if name.is_empty() || name.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "a name is 1 to {max} bytes; this one is {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+// ---- handlers ----
+
+async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
+    let s = node.status().await?;
+    let body = serde_json::json!({
+        "status": if s.leader.is_some() { "ok" } else { "no_leader" },
+        "id": s.id,
+        "role": format!("{:?}", s.role),
+        "leader": s.leader,
+    });
+    Ok(if s.leader.is_some() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", super::RETRY_AFTER_S.to_string()))
+            .json(body)
+    })
+}
+
+async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
+    let s = node.status().await?;
+    let members: Vec<serde_json::Value> = s
+        .membership
+        .members
+        .iter()
+        .map(|(id, m)| serde_json::json!({ "id": id, "peer_addr": m.addr, "voter": m.voter }))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": s.id,
+        "role": format!("{:?}", s.role),
+        "leader": s.leader,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "last_index": s.last_index,
+        "members": members,
+    })))
+}
+
+async fn acquire(
+    node: Shared,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name(&name)?;
+    let args: AcquireBody = parse_body(&body)?;
+    let mode = mode_of(args.mode, args.limit)?;
+    let wait_ms = args.wait_ms.unwrap_or(0);
+    if wait_ms > WAIT_MS_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "wait_ms is at most {WAIT_MS_MAX}"
+        )));
+    }
+    let ttl_ms = args.ttl_ms.unwrap_or(TTL_MS_DEFAULT);
+    let (session, created) = match args.session {
+        Some(s) => (s, false),
+        None => (open(&node, ttl_ms).await?, true),
+    };
+    // Subscribe before asking, so a grant cannot slip between the two.
+    let mut events = node.subscribe();
+    let op = Op::Acquire {
+        lock: name.clone(),
+        mode,
+        wait: wait_ms > 0,
+    };
+    let outcome = match request(&node, session, op).await {
+        Ok(Reply::Granted { token }) => Ok(token),
+        Ok(Reply::Queued { .. }) => {
+            let wait = Duration::from_millis(wait_ms);
+            let granted = tokio::time::timeout(wait, async {
+                loop {
+                    match events.recv().await {
+                        Ok(Event::Granted(g)) if g.session == session && g.lock == name => {
+                            return Some(g.token)
+                        }
+                        Ok(_) => {}
+                        // Missed events or a stopping node: ask directly.
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+                    }
+                }
+            })
+            .await;
+            match granted {
+                Ok(Some(token)) => Ok(token),
+                // Timed out (or lost track): cancel, which also tells us
+                // whether the grant won the race.
+                _ => match request(&node, session, Op::Cancel { lock: name.clone() }).await {
+                    Ok(Reply::Granted { token }) => Ok(token),
+                    Ok(_) => Err(ApiError::Conflict(format!(
+                        "lock {name} not granted within {wait_ms} ms"
+                    ))),
+                    Err(e) => Err(e),
+                },
+            }
+        }
+        Ok(other) => Err(unexpected(other)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(token) => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "name": name,
+            "token": token,
+            "session": session,
+            "mode": mode_json(mode),
+            "ttl_ms": ttl_ms,
+        }))),
+        Err(e) => {
+            if created {
+                // The one-lock session served nothing: do not leave it to expire.
+                let _ = request(&node, session, Op::Close).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn release(
+    node: Shared,
+    name: web::Path<String>,
+    args: web::Query<ReleaseArgs>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name(&name)?;
+    let from_body: ReleaseArgs = parse_body(&body)?;
+    let token = args.token.or(from_body.token);
+    let session = args.session.or(from_body.session);
+    let (Some(token), Some(session)) = (token, session) else {
+        return Err(ApiError::BadRequest(
+            "release needs \"token\" and \"session\" (query or body)".into(),
+        ));
+    };
+    match request(
+        &node,
+        session,
+        Op::Release {
+            lock: name.clone(),
+            token,
+        },
+    )
+    .await?
+    {
+        Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "name": name, "token": token, "session": session, "released": true
+        }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn lock_info(node: Shared, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name(&name)?;
+    match query(&node, &Query::Lock { name: name.clone() }).await? {
+        QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(lock_json(&name, &info))),
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+fn lock_json(name: &str, info: &LockInfo) -> serde_json::Value {
+    let holders: Vec<serde_json::Value> = info
+        .holders
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "session": h.session,
+                "mode": mode_json(h.mode),
+                "token": h.token,
+                "expires_in_ms": h.expires_in_ms,
+            })
+        })
+        .collect();
+    let waiters: Vec<serde_json::Value> = info
+        .waiters
+        .iter()
+        .map(|(s, m)| serde_json::json!({ "session": s, "mode": mode_json(*m) }))
+        .collect();
+    serde_json::json!({
+        "name": name,
+        "holders": holders,
+        "waiters": waiters,
+        "delayed": info.delayed,
+    })
+}
+
+fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
+    let held: Vec<serde_json::Value> = s
+        .held
+        .iter()
+        .map(|(l, t)| serde_json::json!({ "lock": l, "token": t }))
+        .collect();
+    serde_json::json!({
+        "session": id,
+        "ttl_ms": s.ttl_ms,
+        "held": held,
+        "waiting": s.waiting,
+        "expires_in_ms": s.expires_in_ms,
+    })
+}
+
+async fn open_session(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let args: SessionBody = parse_body(&body)?;
+    let ttl_ms = args.ttl_ms.unwrap_or(TTL_MS_DEFAULT);
+    let session = open(&node, ttl_ms).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
+}
+
+async fn list_sessions(node: Shared, args: web::Query<ListArgs>) -> Result<HttpResponse, ApiError> {
+    let q = Query::Sessions {
+        after: args.after.unwrap_or(0),
+        limit: args.limit.unwrap_or(crate::lock::SESSIONS_LISTED_MAX),
+    };
+    match query(&node, &q).await? {
+        QueryAnswer::Sessions(list) => {
+            let sessions: Vec<serde_json::Value> =
+                list.iter().map(|(id, s)| session_json(*id, s)).collect();
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+        }
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+async fn session_info(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match query(&node, &Query::Session { session: id }).await? {
+        QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(session_json(id, &s))),
+        QueryAnswer::Session(None) => Err(ApiError::Gone(id)),
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+async fn keepalive(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match request(&node, id, Op::KeepAlive).await? {
+        Reply::Renewed => Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn close_session(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match request(&node, id, Op::Close).await? {
+        Reply::Closed => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id, "closed": true })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn append(
+    node: Shared,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name(&name)?;
+    let args: AppendBody = parse_required(&body)?;
+    let op = Op::Append {
+        file: name.clone(),
+        token: args.token,
+        data: args.data.into_bytes(),
+    };
+    match request(&node, args.session, op).await? {
+        Reply::Appended { offset } => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "name": name, "offset": offset, "token": args.token
+        }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn file(node: Shared, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name(&name)?;
+    match query(&node, &Query::File { name: name.clone() }).await? {
+        QueryAnswer::File(Some(FileInfo { token, data })) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({
+                "name": name,
+                "token": token,
+                "data": String::from_utf8_lossy(&data),
+            })))
+        }
+        QueryAnswer::File(None) => Err(ApiError::NotFound(format!("no file {name}"))),
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,118 @@
+//! The HTTP layer's errors: every one becomes `{"code", "message"}` with a
+//! status that says who should act (400 the caller's input, 404/409/410 the
+//! state of the lock or session, 503 the cluster, retry later).
+
+use crate::lock::LockError;
+use crate::raft::RequestError;
+use crate::runtime::ClientError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("session {0} does not exist (closed or expired)")]
+    Gone(u64),
+    #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// No leader, leadership lost mid-request, overloaded, or stopping.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_S: u64 = 1;
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "session_expired",
+            ApiError::TooMany(_) => "limit_reached",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable(_)) {
+            response.insert_header(("Retry-After", RETRY_AFTER_S.to_string()));
+        }
+        response.json(ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<LockError> for ApiError {
+    fn from(e: LockError) -> Self {
+        let m = e.to_string();
+        match e {
+            LockError::SessionNotFound(id) => ApiError::Gone(id),
+            LockError::BadName { .. }
+            | LockError::TtlOutOfRange { .. }
+            | LockError::ZeroLimit
+            | LockError::Malformed(_)
+            | LockError::SequenceTooOld { .. } => ApiError::BadRequest(m),
+            LockError::TooManySessions(_)
+            | LockError::TooManyLocks(_)
+            | LockError::TooManyWaiters(_)
+            | LockError::TooManyFiles(_)
+            | LockError::TooManyInflight { .. } => ApiError::TooMany(m),
+            LockError::Busy
+            | LockError::LimitMismatch { .. }
+            | LockError::NotHolder
+            | LockError::NotWaiting
+            | LockError::StaleToken { .. } => ApiError::Conflict(m),
+            LockError::UnknownLock => ApiError::NotFound(m),
+            LockError::FileTooLarge(_) => ApiError::TooLarge(m),
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Rejected(RequestError::NotLeader { leader: None }) => {
+                ApiError::Unavailable("no leader at the moment; retry".into())
+            }
+            ClientError::Rejected(RequestError::LeadershipLost) => ApiError::Unavailable(
+                "leadership changed while the request was in flight; its outcome is unknown".into(),
+            ),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}

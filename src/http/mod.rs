@@ -1,0 +1,11 @@
+//! The HTTP API (actix-web, JSON), served by every node: locks, sessions,
+//! fenced files, cluster status and health. Routes follow kgantsov/dlock's
+//! (`/API/v1/locks/{name}`) and extend them. Any node answers any request:
+//! writes are forwarded to the leader inside Raft, reads use ReadIndex.
+//! See docs/API.md.
+
+mod api;
+mod error;
+
+pub use api::{serve, HttpConfig, BODY_BYTES_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};
+pub use error::{ApiError, RETRY_AFTER_S};
