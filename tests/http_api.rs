@@ -1,0 +1,299 @@
+#![cfg(not(madsim))]
+//! The HTTP API of a real 3-node cluster in one process on 127.0.0.1 (real
+//! TCP, real fsync), spoken to over plain HTTP/1.1. Waits poll with a
+//! deadline; nothing sleeps to synchronise.
+
+use raftlock::http::{self, HttpConfig};
+use raftlock::lock::{LockConfig, LockMachine};
+use raftlock::raft;
+use raftlock::runtime::{Node, NodeConfig};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT_S_MAX: u64 = 30;
+const POLL_MS: u64 = 20;
+
+struct Cluster {
+    http: Vec<SocketAddr>,
+    nodes: Vec<Arc<Node<LockMachine>>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster(lock_delay_ms: u64) -> Cluster {
+    let mut peers = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.push((id, l));
+    }
+    let mut c = Cluster {
+        http: Vec::new(),
+        nodes: Vec::new(),
+        _dirs: Vec::new(),
+    };
+    for (id, listener) in listeners {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig {
+            id,
+            data_dir: dir.path().to_path_buf(),
+            peers: peers.clone(),
+            join: None,
+            raft: raft::Config {
+                election_timeout_min: Duration::from_millis(150),
+                election_timeout_max: Duration::from_millis(300),
+                heartbeat_interval: Duration::from_millis(30),
+                ..raft::Config::default()
+            },
+        };
+        let machine = LockMachine::new(LockConfig {
+            lock_delay: Duration::from_millis(lock_delay_ms),
+            ..LockConfig::default()
+        });
+        let node = Arc::new(Node::start_with(cfg, listener, machine).unwrap());
+        let h = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        c.http.push(h.local_addr().unwrap());
+        let server = http::serve(node.clone(), h, HttpConfig { workers: 1 }).unwrap();
+        actix_rt::spawn(server);
+        c.nodes.push(node);
+        c._dirs.push(dir);
+    }
+    // Ready once some node reports a leader through /health.
+    wait_for("a leader", || async {
+        let (status, _) = call(c.http[0], "GET", "/health", "").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    c
+}
+
+/// One HTTP/1.1 exchange; the body parsed as JSON (Null if empty).
+async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+impl Cluster {
+    fn stop(self) {
+        for n in &self.nodes {
+            n.stop_shared();
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn locks_through_any_node_queue_fairly_and_tokens_increase() {
+    let c = cluster(0).await;
+    let [a, b, d] = [c.http[0], c.http[1], c.http[2]];
+
+    let (status, got) = call(a, "POST", "/API/v1/locks/job", r#"{"ttl_ms": 30000}"#).await;
+    assert_eq!(status, 200, "{got}");
+    let (s1, t1) = (
+        got["session"].as_u64().unwrap(),
+        got["token"].as_u64().unwrap(),
+    );
+    assert_eq!(got["mode"], json!("exclusive"));
+
+    // Taken: a try-lock through another node gets 409.
+    let (status, err) = call(b, "POST", "/API/v1/locks/job", "").await;
+    assert_eq!((status, err["code"].clone()), (409, json!("conflict")));
+
+    // A waiter through a third node is granted when the holder releases.
+    let waiter =
+        tokio::spawn(
+            async move { call(d, "POST", "/API/v1/locks/job", r#"{"wait_ms": 20000}"#).await },
+        );
+    wait_for("the waiter to queue", || async {
+        let (_, info) = call(a, "GET", "/API/v1/locks/job", "").await;
+        (info["waiters"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    let path = format!("/API/v1/locks/job?token={t1}&session={s1}");
+    let (status, _) = call(b, "DELETE", &path, "").await;
+    assert_eq!(status, 200);
+    let (status, got) = waiter.await.unwrap();
+    assert_eq!(status, 200, "{got}");
+    let t2 = got["token"].as_u64().unwrap();
+    assert!(t2 > t1, "tokens must increase: {t1} then {t2}");
+
+    // The old token no longer releases anything.
+    let (status, _) = call(a, "DELETE", &path, "").await;
+    assert_eq!(status, 409);
+    let (_, info) = call(b, "GET", "/API/v1/locks/job", "").await;
+    assert_eq!(info["holders"][0]["token"], json!(t2));
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn shared_locks_and_semaphores_over_http() {
+    let c = cluster(0).await;
+    let a = c.http[0];
+    for _ in 0..2 {
+        let (status, got) = call(a, "POST", "/API/v1/locks/rw", r#"{"mode": "shared"}"#).await;
+        assert_eq!(status, 200, "{got}");
+    }
+    let (status, _) = call(a, "POST", "/API/v1/locks/rw", "").await;
+    assert_eq!(status, 409, "a writer waits for the readers");
+    let sem = r#"{"mode": "semaphore", "limit": 2}"#;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (status, got) = call(a, "POST", "/API/v1/locks/pool", sem).await;
+        assert_eq!(status, 200, "{got}");
+        tokens.push(got["token"].as_u64().unwrap());
+    }
+    assert_ne!(tokens[0], tokens[1], "each grant has its own token");
+    let (status, _) = call(a, "POST", "/API/v1/locks/pool", sem).await;
+    assert_eq!(status, 409);
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn an_expired_session_loses_its_lock_and_its_stale_token_is_refused() {
+    let c = cluster(100).await;
+    let [a, b, _] = [c.http[0], c.http[1], c.http[2]];
+    let (_, got) = call(a, "POST", "/API/v1/locks/f", r#"{"ttl_ms": 1000}"#).await;
+    let (s1, t1) = (
+        got["session"].as_u64().unwrap(),
+        got["token"].as_u64().unwrap(),
+    );
+    let body = json!({"session": s1, "token": t1, "data": "one;"}).to_string();
+    let (status, got) = call(b, "POST", "/API/v1/files/f/append", &body).await;
+    assert_eq!(status, 200, "{got}");
+
+    // No keepalives: the session expires, the lock goes to someone else.
+    let (s2, t2) = wait_for("another client to get the lock", || async {
+        let (status, got) = call(b, "POST", "/API/v1/locks/f", r#"{"ttl_ms": 30000}"#).await;
+        (status == 200).then(|| {
+            (
+                got["session"].as_u64().unwrap(),
+                got["token"].as_u64().unwrap(),
+            )
+        })
+    })
+    .await;
+    assert!(t2 > t1);
+    let (status, err) = call(a, "POST", &format!("/API/v1/sessions/{s1}/keepalive"), "").await;
+    assert_eq!(
+        (status, err["code"].clone()),
+        (410, json!("session_expired"))
+    );
+
+    // The paused holder wakes up and writes with its stale token: refused.
+    let stale = json!({"session": s1, "token": t1, "data": "stale;"}).to_string();
+    let (status, _) = call(a, "POST", "/API/v1/files/f/append", &stale).await;
+    assert_eq!(status, 410, "its session is gone");
+    let fresh = json!({"session": s2, "token": t2, "data": "two;"}).to_string();
+    let (status, _) = call(a, "POST", "/API/v1/files/f/append", &fresh).await;
+    assert_eq!(status, 200);
+    let (_, file) = call(b, "GET", "/API/v1/files/f", "").await;
+    assert_eq!(file["data"], json!("one;two;"));
+    assert_eq!(file["token"], json!(t2));
+    c.stop();
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
+    let c = cluster(0).await;
+    let a = c.http[0];
+    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        (
+            "POST",
+            "/API/v1/locks/x".into(),
+            "{not json",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/API/v1/locks/x".into(),
+            r#"{"bogus": 1}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/API/v1/locks/x".into(),
+            r#"{"ttl_ms": 5}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            format!("/API/v1/locks/{}", "n".repeat(300)),
+            "",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/API/v1/locks/x".into(),
+            r#"{"mode": "shared", "limit": 3}"#,
+            400,
+            "bad_request",
+        ),
+        ("DELETE", "/API/v1/locks/x".into(), "", 400, "bad_request"),
+        (
+            "DELETE",
+            "/API/v1/locks/none?token=1&session=1".into(),
+            "",
+            410,
+            "session_expired",
+        ),
+        (
+            "POST",
+            "/API/v1/sessions/12345/keepalive".into(),
+            "",
+            410,
+            "session_expired",
+        ),
+        ("GET", "/API/v1/files/none".into(), "", 404, "not_found"),
+        ("GET", "/no/such/route".into(), "", 404, "not_found"),
+    ];
+    for (method, path, body, want, code) in cases {
+        let (status, err) = call(a, method, &path, body).await;
+        assert_eq!(status, want, "{method} {path} {body}: {err}");
+        assert_eq!(err["code"], json!(code), "{method} {path}: {err}");
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let big = format!(r#"{{"ttl_ms": 1000, "pad": "{}"}}"#, "x".repeat(2 << 20));
+    let (status, _) = call(a, "POST", "/API/v1/sessions", &big).await;
+    assert_eq!(status, 413);
+    // Nothing was created by the refused calls.
+    let (_, list) = call(a, "GET", "/API/v1/sessions", "").await;
+    assert_eq!(list["sessions"], json!([]));
+    c.stop();
+}
