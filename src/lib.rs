@@ -14,6 +14,8 @@ pub mod session;
 pub mod storage;
 
 #[cfg(not(madsim))]
+pub mod bench;
+#[cfg(not(madsim))]
 pub mod http;
 #[cfg(not(madsim))]
 pub mod runtime;

@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
 mod app {
     use clap::{Parser, Subcommand};
     use raftlock::actor::NodeId;
+    use raftlock::bench::{self, Target, Workload};
     use raftlock::http::{self, HttpConfig};
     use raftlock::lock::{LockConfig, LockMachine};
     use raftlock::raft;
@@ -24,6 +25,7 @@ mod app {
     use std::path::PathBuf;
     use std::process::ExitCode;
     use std::sync::Arc;
+    use std::time::Duration;
     use tokio::net::TcpListener;
 
     #[derive(Parser)]
@@ -43,6 +45,34 @@ mod app {
         Serve(ServeArgs),
         /// Run a local 3-node cluster on 127.0.0.1 in this process.
         Dev(DevArgs),
+        /// Measure acquire+release throughput and latency of a running
+        /// cluster (raftlock, or etcd for comparison).
+        Bench(BenchArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct BenchArgs {
+        /// HTTP endpoints of the cluster (etcd: its client URLs).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203"
+        )]
+        endpoints: Vec<SocketAddr>,
+        /// What the endpoints are.
+        #[arg(long, default_value = "raftlock", value_parser = ["raftlock", "etcd"])]
+        target: String,
+        /// Seconds per workload.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Workloads: a (sequential), bN (N clients, own locks), cN (N
+        /// clients, one lock).
+        #[arg(long, value_delimiter = ',', default_value = "a,b1,b16,b64,c16")]
+        workloads: Vec<String>,
+        /// Spread clients over every endpoint instead of sending all to the
+        /// leader.
+        #[arg(long)]
+        spread: bool,
     }
 
     #[derive(clap::Args)]
@@ -123,6 +153,7 @@ mod app {
         let result = match cli.command {
             Command::Serve(args) => system.block_on(serve(args)),
             Command::Dev(args) => system.block_on(dev(args)),
+            Command::Bench(args) => system.block_on(bench(args)),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -170,6 +201,68 @@ mod app {
         wait_for_stop_signal().await?;
         server_handle.stop(true).await;
         node.shutdown().await;
+        Ok(())
+    }
+
+    fn parse_workload(w: &str) -> Result<Workload, String> {
+        let n = |rest: &str| {
+            rest.parse::<usize>()
+                .map_err(|_| format!("workload '{w}': expected a client count after the letter"))
+        };
+        match w.split_at(w.len().min(1)) {
+            ("a", "") => Ok(Workload::Sequential),
+            ("b", rest) => Ok(Workload::OwnLocks(n(rest)?)),
+            ("c", rest) => Ok(Workload::Contended(n(rest)?)),
+            _ => Err(format!("unknown workload '{w}' (a, bN or cN)")),
+        }
+    }
+
+    async fn bench(args: BenchArgs) -> Result<(), String> {
+        let target = if args.target == "etcd" {
+            Target::Etcd
+        } else {
+            Target::Raftlock
+        };
+        let workloads: Vec<Workload> = args
+            .workloads
+            .iter()
+            .map(|w| parse_workload(w))
+            .collect::<Result<_, _>>()?;
+        let endpoints = if args.spread {
+            args.endpoints.clone()
+        } else {
+            match bench::find_leader(target, &args.endpoints).await {
+                Some(leader) => vec![leader],
+                None => return Err("no endpoint says it is the leader (is the cluster up?)".into()),
+            }
+        };
+        println!(
+            "{} at {}, {} s per workload",
+            args.target,
+            endpoints
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            args.secs
+        );
+        println!(
+            "{:<28} {:>12} {:>12} {:>12} {:>8}",
+            "workload", "pairs/s", "p50 ms", "p99 ms", "errors"
+        );
+        for w in workloads {
+            let r = bench::run(target, &endpoints, w, Duration::from_secs_f64(args.secs))
+                .await
+                .map_err(|e| format!("{}: {e}", w.name()))?;
+            println!(
+                "{:<28} {:>12.0} {:>12.2} {:>12.2} {:>8}",
+                w.name(),
+                r.pairs_per_s(),
+                r.acquire_p50_ms,
+                r.acquire_p99_ms,
+                r.errors
+            );
+        }
         Ok(())
     }
 

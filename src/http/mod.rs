@@ -5,6 +5,7 @@
 //! See docs/API.md.
 
 mod api;
+pub mod client;
 mod error;
 
 pub use api::{serve, HttpConfig, BODY_BYTES_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};

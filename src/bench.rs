@@ -1,0 +1,301 @@
+//! `raftlock bench`: acquire+release workloads against raftlock's HTTP API
+//! or, for comparison, etcd's v3 Lock API through its JSON gateway. Every
+//! client has its own session (raftlock) or lease (etcd), hold time zero.
+//! See docs/PERFORMANCE.md.
+
+use crate::http::client::{HttpClient, HttpClientError};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Session / lease TTL of benchmark clients: outlives any run.
+pub const BENCH_TTL_S: u64 = 120;
+/// How long a contended acquire may wait.
+pub const BENCH_WAIT_MS: u64 = 60_000;
+/// Clients one workload may run.
+pub const BENCH_CLIENTS_MAX: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Raftlock,
+    Etcd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// (a) one client, one lock, acquire then release, sequentially.
+    Sequential,
+    /// (b) `n` clients, each on its own lock.
+    OwnLocks(usize),
+    /// (c) `n` clients on one lock: handoffs.
+    Contended(usize),
+}
+
+impl Workload {
+    pub fn name(&self) -> String {
+        match self {
+            Workload::Sequential => "(a) 1 client, 1 lock".into(),
+            Workload::OwnLocks(n) => format!("(b) {n} clients, own locks"),
+            Workload::Contended(n) => format!("(c) {n} clients, 1 lock"),
+        }
+    }
+
+    fn clients(&self) -> usize {
+        match self {
+            Workload::Sequential => 1,
+            Workload::OwnLocks(n) | Workload::Contended(n) => *n,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub workload: Workload,
+    pub pairs: u64,
+    pub secs: f64,
+    pub acquire_p50_ms: f64,
+    pub acquire_p99_ms: f64,
+    pub errors: u64,
+}
+
+impl Report {
+    pub fn pairs_per_s(&self) -> f64 {
+        self.pairs as f64 / self.secs.max(1e-9)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Http(#[from] HttpClientError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("at most {BENCH_CLIENTS_MAX} clients")]
+    TooManyClients,
+}
+
+/// One benchmark client: its connection, and its session or lease.
+struct Client {
+    target: Target,
+    http: HttpClient,
+    /// raftlock session id, or etcd lease id.
+    owner: String,
+}
+
+impl Client {
+    async fn open(target: Target, addr: SocketAddr) -> Result<Client, BenchError> {
+        let mut http = HttpClient::new(addr);
+        let owner = match target {
+            Target::Raftlock => {
+                let (status, v) = http
+                    .json(
+                        "POST",
+                        "/API/v1/sessions",
+                        &json!({ "ttl_ms": BENCH_TTL_S * 1000 }),
+                    )
+                    .await?;
+                field(status, &v, "session")?
+            }
+            Target::Etcd => {
+                let (status, v) = http
+                    .json("POST", "/v3/lease/grant", &json!({ "TTL": BENCH_TTL_S }))
+                    .await?;
+                field(status, &v, "ID")?
+            }
+        };
+        Ok(Client {
+            target,
+            http,
+            owner,
+        })
+    }
+
+    /// Acquires `lock`; returns what `release` needs.
+    async fn acquire(&mut self, lock: &str) -> Result<String, BenchError> {
+        match self.target {
+            Target::Raftlock => {
+                let body = json!({ "session": self.owner.parse::<u64>().unwrap_or(0), "wait_ms": BENCH_WAIT_MS });
+                let (status, v) = self
+                    .http
+                    .json("POST", &format!("/API/v1/locks/{lock}"), &body)
+                    .await?;
+                field(status, &v, "token")
+            }
+            Target::Etcd => {
+                let body = json!({ "name": base64(lock.as_bytes()), "lease": self.owner });
+                let (status, v) = self.http.json("POST", "/v3/lock/lock", &body).await?;
+                field(status, &v, "key")
+            }
+        }
+    }
+
+    async fn release(&mut self, lock: &str, held: &str) -> Result<(), BenchError> {
+        let (status, v) = match self.target {
+            Target::Raftlock => {
+                let path = format!("/API/v1/locks/{lock}?token={held}&session={}", self.owner);
+                self.http.json("DELETE", &path, &Value::Null).await?
+            }
+            Target::Etcd => {
+                self.http
+                    .json("POST", "/v3/lock/unlock", &json!({ "key": held }))
+                    .await?
+            }
+        };
+        if status != 200 {
+            return Err(BenchError::Refused(format!("release: {status} {v}")));
+        }
+        Ok(())
+    }
+}
+
+/// A string or number field of a 200 answer, as a string.
+fn field(status: u16, v: &Value, name: &str) -> Result<String, BenchError> {
+    if status != 200 {
+        return Err(BenchError::Refused(format!("{status} {v}")));
+    }
+    match &v[name] {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(BenchError::Refused(format!("no \"{name}\" in {v}"))),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The endpoint of the current leader, if the cluster says which it is:
+/// clients there skip the follower-to-leader hop (raftlock forwards, etcd
+/// proxies; both cost a round trip).
+pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+    for &addr in endpoints {
+        let mut http = HttpClient::new(addr);
+        let (own, leader) = match target {
+            Target::Raftlock => {
+                let (_, v) = http
+                    .json("GET", "/API/v1/cluster", &Value::Null)
+                    .await
+                    .ok()?;
+                (
+                    v["id"].as_u64()?.to_string(),
+                    v["leader"].as_u64()?.to_string(),
+                )
+            }
+            Target::Etcd => {
+                let (_, v) = http
+                    .json("POST", "/v3/maintenance/status", &json!({}))
+                    .await
+                    .ok()?;
+                (
+                    v["header"]["member_id"].as_str()?.to_string(),
+                    v["leader"].as_str()?.to_string(),
+                )
+            }
+        };
+        if own == leader {
+            return Some(addr);
+        }
+    }
+    None
+}
+
+/// Runs one workload for `duration` with clients spread over `endpoints`.
+pub async fn run(
+    target: Target,
+    endpoints: &[SocketAddr],
+    workload: Workload,
+    duration: Duration,
+) -> Result<Report, BenchError> {
+    let n = workload.clients();
+    if n > BENCH_CLIENTS_MAX {
+        return Err(BenchError::TooManyClients);
+    }
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let addr = endpoints[i % endpoints.len().max(1)];
+        clients.push(Client::open(target, addr).await?);
+    }
+    let run_id = std::process::id();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let lock = match workload {
+                Workload::Contended(_) => format!("bench-{run_id}-shared"),
+                _ => format!("bench-{run_id}-{i}"),
+            };
+            actix_rt::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match c.acquire(&lock).await {
+                        Ok(held) => {
+                            latencies.push(t.elapsed());
+                            if c.release(&lock, &held).await.is_err() {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[i.min(all.len() - 1)].as_secs_f64() * 1000.0
+    };
+    Ok(Report {
+        workload,
+        pairs: all.len() as u64,
+        secs,
+        acquire_p50_ms: pct(0.50),
+        acquire_p99_ms: pct(0.99),
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(super::base64(b"bench"), "YmVuY2g=");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b"abc"), "YWJj");
+    }
+}

@@ -1,0 +1,185 @@
+//! A small HTTP/1.1 client with one kept-alive connection, for the
+//! benchmark and the command-line client. It speaks exactly what the API
+//! (and etcd's JSON gateway) answer: `Content-Length` bodies, no chunking.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Largest response header block and body read.
+pub const RESPONSE_HEADER_BYTES_MAX: usize = 16 << 10;
+pub const RESPONSE_BODY_BYTES_MAX: usize = 16 << 20;
+/// How long one exchange may take.
+pub const EXCHANGE_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, Error)]
+pub enum HttpClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("I/O with {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr} sent a malformed response: {what}")]
+    Malformed { addr: SocketAddr, what: String },
+    #[error("{addr} did not answer within {EXCHANGE_TIMEOUT_MS} ms")]
+    Timeout { addr: SocketAddr },
+}
+
+pub struct HttpClient {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        HttpClient { addr, conn: None }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// One request; reconnects once if the kept-alive connection was closed.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), HttpClientError> {
+        let addr = self.addr;
+        let fresh = self.conn.is_none();
+        match tokio::time::timeout(
+            Duration::from_millis(EXCHANGE_TIMEOUT_MS),
+            self.exchange(method, path, body),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) if !fresh => {
+                // The server may have closed an idle connection: once more.
+                self.conn = None;
+                self.exchange(method, path, body).await
+            }
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(HttpClientError::Timeout { addr })
+            }
+        }
+    }
+
+    /// `call` with a JSON body, answer parsed as JSON (Null if empty).
+    pub async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), HttpClientError> {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let (status, raw) = self.call(method, path, &bytes).await?;
+        let value = if raw.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&raw).map_err(|e| HttpClientError::Malformed {
+                addr: self.addr,
+                what: format!("body is not JSON: {e}"),
+            })?
+        };
+        Ok((status, value))
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), HttpClientError> {
+        let addr = self.addr;
+        let io = |source| HttpClientError::Io { addr, source };
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|source| HttpClientError::Connect { addr, source })?;
+            let _ = stream.set_nodelay(true);
+            self.conn = Some(BufReader::new(stream));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(HttpClientError::Malformed {
+                addr,
+                what: "no connection".into(),
+            });
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .map_err(io)?;
+        conn.get_mut().write_all(body).await.map_err(io)?;
+        let malformed = |what: &str| HttpClientError::Malformed {
+            addr,
+            what: what.to_string(),
+        };
+        let mut status = None;
+        let mut length = 0usize;
+        let mut close = false;
+        let mut header_bytes = 0usize;
+        loop {
+            let mut line = String::new();
+            let n = conn.read_line(&mut line).await.map_err(io)?;
+            if n == 0 {
+                return Err(malformed("connection closed mid-response"));
+            }
+            header_bytes += n;
+            if header_bytes > RESPONSE_HEADER_BYTES_MAX {
+                return Err(malformed("headers too long"));
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status.is_none() {
+                status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+                if status.is_none() {
+                    return Err(malformed("no status line"));
+                }
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                if k == "content-length" {
+                    length = v.parse().map_err(|_| malformed("bad Content-Length"))?;
+                } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if k == "transfer-encoding" {
+                    return Err(malformed("chunked bodies are not supported"));
+                }
+            }
+        }
+        if length > RESPONSE_BODY_BYTES_MAX {
+            return Err(malformed("body too large"));
+        }
+        let mut body = vec![0u8; length];
+        conn.read_exact(&mut body).await.map_err(io)?;
+        if close {
+            self.conn = None;
+        }
+        Ok((status.unwrap_or(0), body))
+    }
+}
