@@ -16,6 +16,8 @@ pub mod storage;
 #[cfg(not(madsim))]
 pub mod bench;
 #[cfg(not(madsim))]
+pub mod client;
+#[cfg(not(madsim))]
 pub mod http;
 #[cfg(not(madsim))]
 pub mod runtime;

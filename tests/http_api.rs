@@ -297,3 +297,67 @@ async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     assert_eq!(list["sessions"], json!([]));
     c.stop();
 }
+
+mod client_library {
+    use super::*;
+    use raftlock::client::{Client, ClientError};
+    use raftlock::lock::LockError;
+    use raftlock::session::CallError;
+
+    #[actix_rt::test]
+    async fn guards_hold_locks_queue_for_them_and_release_on_drop() {
+        let c = cluster(0).await;
+        let ttl = Duration::from_secs(10);
+        let alice = Client::connect(c.http.clone(), ttl).await.unwrap();
+        let bob = Client::connect(c.http[1..].to_vec(), ttl).await.unwrap();
+        let g = alice.lock("res").acquire().await.unwrap();
+        let busy = bob.lock("res").acquire().await;
+        assert!(
+            matches!(
+                busy,
+                Err(ClientError::Call(CallError::Lock(LockError::Busy)))
+            ),
+            "{:?}",
+            busy.err()
+        );
+        let first = g.token();
+        let waiting = tokio::spawn(async move {
+            let g2 = bob
+                .lock("res")
+                .wait(Duration::from_secs(20))
+                .acquire()
+                .await;
+            (g2.map(|g| g.token()), bob)
+        });
+        // Give the waiter time to queue, then let go by dropping the guard.
+        wait_for("the waiter to queue", || async {
+            let (_, info) = call(c.http[0], "GET", "/API/v1/locks/res", "").await;
+            (info["waiters"].as_array()?.len() == 1).then_some(())
+        })
+        .await;
+        drop(g);
+        let (second, _bob) = waiting.await.unwrap();
+        let second = second.unwrap();
+        assert!(second > first, "{first} then {second}");
+        // The fenced file takes the holder's token only.
+        let offset = alice.append("res", first, b"stale".to_vec()).await;
+        assert!(offset.is_err(), "a released token must not append");
+        c.stop();
+    }
+
+    #[actix_rt::test]
+    async fn a_guard_reports_its_lock_lost_when_the_lease_runs_out() {
+        let c = cluster(0).await;
+        let client = Client::connect(c.http.clone(), Duration::from_millis(1_000))
+            .await
+            .unwrap();
+        let g = client.lock("res").acquire().await.unwrap();
+        assert!(!g.is_lost());
+        // The cluster goes away: keepalives fail and the lease runs out.
+        c.stop();
+        tokio::time::timeout(Duration::from_secs(WAIT_S_MAX), g.lost())
+            .await
+            .expect("lost() resolves once the lease is over");
+        assert!(g.is_lost());
+    }
+}

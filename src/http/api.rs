@@ -57,6 +57,8 @@ pub fn serve(
             .route("/API/v1/sessions/{id}/keepalive", web::post().to(keepalive))
             .route("/API/v1/files/{name}/append", web::post().to(append))
             .route("/API/v1/files/{name}", web::get().to(file))
+            .route("/API/v1/native/propose", web::post().to(native_propose))
+            .route("/API/v1/native/read", web::post().to(native_read))
             .default_service(web::to(not_found))
     })
     .workers(config.workers.max(1))
@@ -510,4 +512,45 @@ async fn file(node: Shared, name: web::Path<String>) -> Result<HttpResponse, Api
             "unexpected answer {other:?}"
         ))),
     }
+}
+
+/// The native protocol's answer to one message (postcard): what the client
+/// session actor needs to tell apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NativeReply {
+    /// The state machine's output: a `Response` or a `QueryAnswer`.
+    Output(Vec<u8>),
+    NotLeader(Option<u64>),
+    /// Retry, maybe elsewhere; for a proposal the outcome is unknown.
+    Unavailable(String),
+}
+
+fn native(result: Result<crate::raft::Applied, crate::runtime::ClientError>) -> HttpResponse {
+    use crate::raft::RequestError;
+    use crate::runtime::ClientError;
+    let reply = match result {
+        Ok(applied) => NativeReply::Output(applied.output),
+        Err(ClientError::Rejected(RequestError::NotLeader { leader })) => {
+            NativeReply::NotLeader(leader)
+        }
+        Err(e) => NativeReply::Unavailable(e.to_string()),
+    };
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(crate::lock::encode(&reply))
+}
+
+/// Native protocol: the body is a postcard `Command`, proposed as is (the
+/// client session actor numbers its requests for exactly-once).
+async fn native_propose(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    postcard::from_bytes::<Command>(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a command: {e}")))?;
+    Ok(native(node.propose(body.to_vec()).await))
+}
+
+/// Native protocol: the body is a postcard `Query`, read through ReadIndex.
+async fn native_read(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    postcard::from_bytes::<Query>(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a query: {e}")))?;
+    Ok(native(node.read(body.to_vec()).await))
 }
