@@ -12,7 +12,11 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(not(madsim))]
+mod cli;
+
+#[cfg(not(madsim))]
 mod app {
+    use crate::cli;
     use clap::{Parser, Subcommand};
     use raftlock::actor::NodeId;
     use raftlock::bench::{self, Target, Workload};
@@ -37,6 +41,8 @@ mod app {
     struct Cli {
         #[command(subcommand)]
         command: Command,
+        #[command(flatten)]
+        endpoints: cli::Endpoints,
     }
 
     #[derive(Subcommand)]
@@ -48,6 +54,21 @@ mod app {
         /// Measure acquire+release throughput and latency of a running
         /// cluster (raftlock, or etcd for comparison).
         Bench(BenchArgs),
+        /// Hold a lock while a command runs: `raftlock lock NAME -- CMD ARGS`.
+        Lock(cli::LockArgs),
+        /// Acquire a lock and print the grant (session, token).
+        Acquire(cli::AcquireArgs),
+        /// Release a lock by its token and session.
+        Release(cli::ReleaseArgs),
+        /// Who holds a lock, with which tokens and until when, and who waits.
+        Status { name: String },
+        /// The cluster's live sessions.
+        Sessions,
+        /// Cluster membership and leadership.
+        Cluster {
+            #[command(subcommand)]
+            command: cli::ClusterCommand,
+        },
     }
 
     #[derive(clap::Args)]
@@ -89,6 +110,10 @@ mod app {
         /// Address to serve the HTTP API on.
         #[arg(long, env = "RAFTLOCK_LISTEN_HTTP", default_value = "127.0.0.1:7201")]
         listen_http: SocketAddr,
+        /// After a lock is freed by an expired session, nobody gets it for
+        /// this long (0 disables; every node must use the same value).
+        #[arg(long, env = "RAFTLOCK_LOCK_DELAY_MS", default_value_t = raftlock::lock::LOCK_DELAY_MS_DEFAULT)]
+        lock_delay_ms: u64,
         /// Every member as id=host:port, comma-separated, this node included.
         #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster, required_unless_present = "join")]
         initial_cluster: Option<BTreeMap<NodeId, SocketAddr>>,
@@ -150,13 +175,21 @@ mod app {
             .init();
         let cli = Cli::parse();
         let system = actix_rt::System::new();
+        let e = cli.endpoints;
+        let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
         let result = match cli.command {
-            Command::Serve(args) => system.block_on(serve(args)),
-            Command::Dev(args) => system.block_on(dev(args)),
-            Command::Bench(args) => system.block_on(bench(args)),
+            Command::Serve(args) => done(system.block_on(serve(args))),
+            Command::Dev(args) => done(system.block_on(dev(args))),
+            Command::Bench(args) => done(system.block_on(bench(args))),
+            Command::Lock(args) => system.block_on(cli::lock(&e, args)),
+            Command::Acquire(args) => system.block_on(cli::acquire(&e, args)),
+            Command::Release(args) => system.block_on(cli::release(&e, args)),
+            Command::Status { name } => system.block_on(cli::status(&e, &name)),
+            Command::Sessions => system.block_on(cli::sessions(&e)),
+            Command::Cluster { command } => system.block_on(cli::cluster(&e, command)),
         };
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => code,
             Err(e) => {
                 eprintln!("raftlock: {e}");
                 ExitCode::from(2)
@@ -189,8 +222,12 @@ mod app {
             join: args.join,
             raft: raft::Config::default(),
         };
+        let lock_config = LockConfig {
+            lock_delay: Duration::from_millis(args.lock_delay_ms),
+            ..LockConfig::default()
+        };
         let node = Arc::new(
-            Node::start_with(config, listener, LockMachine::new(LockConfig::default()))
+            Node::start_with(config, listener, LockMachine::new(lock_config))
                 .map_err(|e| e.to_string())?,
         );
         let server = http::serve(node.clone(), http_listener, HttpConfig::default())

@@ -43,6 +43,18 @@ impl Drop for Cluster {
     }
 }
 
+/// A child killed (after a SIGCONT, in case it is stopped) when the test
+/// ends, pass or fail.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal(&self.0, libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -92,6 +104,7 @@ impl Cluster {
             .args(["--listen-peer", &p.peer.to_string()])
             .args(["--listen-http", &p.http.to_string()])
             .args(["--initial-cluster", &self.cluster_flag])
+            .args(["--lock-delay-ms", "200"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -254,4 +267,67 @@ fn a_leader_stopped_past_its_election_timeout_steps_down_and_no_lock_is_granted_
         let held = wait_for("holders", || holders(&c, i, "x"));
         assert_eq!(held, vec![(s1, t1)], "node {}", i + 1);
     }
+}
+
+#[test]
+fn a_client_process_stopped_past_its_ttl_loses_its_lock_and_its_stale_token_is_refused() {
+    let c = Cluster::start();
+    wait_for("a leader", || c.leader(&[0, 1, 2]));
+    let endpoints = c
+        .procs
+        .iter()
+        .map(|p| p.http.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    // `raftlock lock` holds f while its command runs.
+    let mut holder = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_raftlock"))
+            .args(["lock", "f", "--ttl-ms", "1000", "--endpoints", &endpoints])
+            .args(["--", "sleep", "60"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (s1, t1) = wait_for("the lock command to hold f", || {
+        holders(&c, 0, "f")?.first().copied()
+    });
+    // Its first append, with its token, is accepted.
+    let body = json!({"session": s1, "token": t1, "data": "first;"}).to_string();
+    assert_eq!(
+        call(c.procs[1].http, "POST", "/API/v1/files/f/append", &body).map(|r| r.0),
+        Some(200)
+    );
+
+    // The client process stops (a GC pause, a frozen VM) past its TTL.
+    signal(&holder.0, libc::SIGSTOP);
+    let (s2, t2) = acquire(&c, 1, "f");
+    assert!(t2 > t1);
+    // It wakes up and tries to write with its stale token: refused.
+    signal(&holder.0, libc::SIGCONT);
+    let stale = json!({"session": s1, "token": t1, "data": "stale;"}).to_string();
+    let (status, _) = call(c.procs[2].http, "POST", "/API/v1/files/f/append", &stale).unwrap();
+    assert!(
+        status == 410 || status == 409,
+        "stale write answered {status}"
+    );
+    let fresh = json!({"session": s2, "token": t2, "data": "second;"}).to_string();
+    assert_eq!(
+        call(c.procs[0].http, "POST", "/API/v1/files/f/append", &fresh).map(|r| r.0),
+        Some(200)
+    );
+    let (_, file) = call(c.procs[0].http, "GET", "/API/v1/files/f", "").unwrap();
+    assert_eq!(file["data"], json!("first;second;"));
+    // The lock command notices its lease is gone, kills its command and
+    // exits with status 3.
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    let status = loop {
+        if let Some(s) = holder.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the lock command did not exit");
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    };
+    assert_eq!(status.code(), Some(3));
 }

@@ -1,0 +1,213 @@
+//! The client subcommands of the `raftlock` binary: `lock` (hold a lock
+//! while a command runs), `acquire`, `release`, `status`, `sessions`,
+//! `cluster status`. They talk to the HTTP API of any node.
+
+use clap::{Args, Subcommand};
+use raftlock::client::{Client, ClientError};
+use raftlock::http::client::HttpClient;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit status when the cluster refused (409, 404, 410...).
+const EXIT_REFUSED: u8 = 1;
+/// Exit status when `lock` lost its lock and killed the command.
+const EXIT_LOST: u8 = 3;
+
+#[derive(Args, Clone)]
+pub struct Endpoints {
+    /// HTTP API addresses of the cluster's nodes; any one answers.
+    #[arg(
+        long,
+        env = "RAFTLOCK_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7201,127.0.0.1:7202,127.0.0.1:7203",
+        global = true
+    )]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct LockArgs {
+    /// The lock to hold.
+    pub name: String,
+    /// Session TTL: how long the lock outlives this process if it dies.
+    #[arg(long, default_value_t = 10_000)]
+    pub ttl_ms: u64,
+    /// How long to wait for the lock (0: fail at once if taken).
+    #[arg(long, default_value_t = 3_600_000)]
+    pub wait_ms: u64,
+    /// Take it shared (a reader) instead of exclusive.
+    #[arg(long)]
+    pub shared: bool,
+    /// The command to run while holding the lock, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct AcquireArgs {
+    pub name: String,
+    #[arg(long)]
+    pub ttl_ms: Option<u64>,
+    #[arg(long)]
+    pub wait_ms: Option<u64>,
+    #[arg(long)]
+    pub shared: bool,
+    /// A session to acquire in (else the node opens a one-lock session).
+    #[arg(long)]
+    pub session: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct ReleaseArgs {
+    pub name: String,
+    #[arg(long)]
+    pub token: u64,
+    #[arg(long)]
+    pub session: u64,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term and indexes, as one node sees them.
+    Status,
+}
+
+/// Tries each endpoint in turn; the first that answers decides.
+async fn http(
+    endpoints: &[SocketAddr],
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<(u16, Value), String> {
+    let mut last = String::from("no endpoints");
+    for &addr in endpoints {
+        match HttpClient::new(addr).json(method, path, &body).await {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+fn print(status: u16, v: &Value) -> ExitCode {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    if status == 200 {
+        println!("{text}");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("raftlock: {status}: {text}");
+        ExitCode::from(EXIT_REFUSED)
+    }
+}
+
+pub async fn acquire(e: &Endpoints, a: AcquireArgs) -> Result<ExitCode, String> {
+    let mut body = json!({});
+    if let Some(t) = a.ttl_ms {
+        body["ttl_ms"] = json!(t);
+    }
+    if let Some(w) = a.wait_ms {
+        body["wait_ms"] = json!(w);
+    }
+    if a.shared {
+        body["mode"] = json!("shared");
+    }
+    if let Some(s) = a.session {
+        body["session"] = json!(s);
+    }
+    let (status, v) = http(
+        &e.endpoints,
+        "POST",
+        &format!("/API/v1/locks/{}", a.name),
+        body,
+    )
+    .await?;
+    Ok(print(status, &v))
+}
+
+pub async fn release(e: &Endpoints, a: ReleaseArgs) -> Result<ExitCode, String> {
+    let path = format!(
+        "/API/v1/locks/{}?token={}&session={}",
+        a.name, a.token, a.session
+    );
+    let (status, v) = http(&e.endpoints, "DELETE", &path, Value::Null).await?;
+    Ok(print(status, &v))
+}
+
+pub async fn status(e: &Endpoints, name: &str) -> Result<ExitCode, String> {
+    let (status, v) = http(
+        &e.endpoints,
+        "GET",
+        &format!("/API/v1/locks/{name}"),
+        Value::Null,
+    )
+    .await?;
+    Ok(print(status, &v))
+}
+
+pub async fn sessions(e: &Endpoints) -> Result<ExitCode, String> {
+    let (status, v) = http(&e.endpoints, "GET", "/API/v1/sessions", Value::Null).await?;
+    Ok(print(status, &v))
+}
+
+pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, String> {
+    match c {
+        ClusterCommand::Status => {
+            let (status, v) = http(&e.endpoints, "GET", "/API/v1/cluster", Value::Null).await?;
+            Ok(print(status, &v))
+        }
+    }
+}
+
+/// Holds the lock while the command runs: the token goes to the command as
+/// `RAFTLOCK_TOKEN`; the lock is released when the command exits, and the
+/// command is killed if the lock is lost (exit status 3).
+pub async fn lock(e: &Endpoints, a: LockArgs) -> Result<ExitCode, String> {
+    let client = Client::connect(e.endpoints.clone(), Duration::from_millis(a.ttl_ms))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut builder = client.lock(&a.name);
+    if a.shared {
+        builder = builder.shared();
+    }
+    if a.wait_ms > 0 {
+        builder = builder.wait(Duration::from_millis(a.wait_ms));
+    }
+    let guard = match builder.acquire().await {
+        Ok(g) => g,
+        Err(ClientError::Call(err)) => {
+            eprintln!("raftlock: lock {} not acquired: {err}", a.name);
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    let Some((program, args)) = a.command.split_first() else {
+        return Err("no command given after --".into());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("RAFTLOCK_LOCK", &a.name)
+        .env("RAFTLOCK_TOKEN", guard.token().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
+            guard.release().await.map_err(|e| e.to_string())?;
+            let _ = client.close().await;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        _ = guard.lost() => {
+            let _ = child.kill().await;
+            eprintln!(
+                "raftlock: lost lock {} (token {}): its lease ran out; killed {program}",
+                a.name,
+                guard.token()
+            );
+            Ok(ExitCode::from(EXIT_LOST))
+        }
+    }
+}
