@@ -73,6 +73,14 @@ pub struct ReleaseArgs {
 pub enum ClusterCommand {
     /// Members, leader, term and indexes, as one node sees them.
     Status,
+    /// Admit a new node (start it with `serve --join` or an empty data dir
+    /// and this node's peer address); it joins as a learner and becomes a
+    /// voter once caught up.
+    Add { id: u64, peer_addr: String },
+    /// Remove a node from the configuration.
+    Remove { id: u64 },
+    /// Hand leadership to another voter.
+    TransferLeader { to: u64 },
 }
 
 /// Tries each endpoint in turn; the first that answers decides.
@@ -94,7 +102,7 @@ async fn http(
 
 fn print(status: u16, v: &Value) -> ExitCode {
     let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
-    if status == 200 {
+    if status == 200 || status == 202 {
         println!("{text}");
         ExitCode::SUCCESS
     } else {
@@ -153,12 +161,37 @@ pub async fn sessions(e: &Endpoints) -> Result<ExitCode, String> {
 }
 
 pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, String> {
-    match c {
+    let (method, path, body) = match c {
         ClusterCommand::Status => {
             let (status, v) = http(&e.endpoints, "GET", "/API/v1/cluster", Value::Null).await?;
-            Ok(print(status, &v))
+            return Ok(print(status, &v));
+        }
+        ClusterCommand::Add { id, peer_addr } => (
+            "POST",
+            "/API/v1/cluster/members".to_string(),
+            json!({ "id": id, "peer_addr": peer_addr }),
+        ),
+        ClusterCommand::Remove { id } => (
+            "DELETE",
+            format!("/API/v1/cluster/members/{id}"),
+            Value::Null,
+        ),
+        ClusterCommand::TransferLeader { to } => (
+            "POST",
+            "/API/v1/cluster/leader".to_string(),
+            json!({ "to": to }),
+        ),
+    };
+    // Admin calls must reach the leader: try each endpoint until one is.
+    let mut last = (503, json!({"message": "no endpoint answered"}));
+    for &addr in &e.endpoints {
+        match HttpClient::new(addr).json(method, &path, &body).await {
+            Ok((421, v)) => last = (421, v),
+            Ok((status, v)) => return Ok(print(status, &v)),
+            Err(err) => last = (503, json!({ "message": err.to_string() })),
         }
     }
+    Ok(print(last.0, &last.1))
 }
 
 /// Holds the lock while the command runs: the token goes to the command as

@@ -361,3 +361,27 @@ mod client_library {
         assert!(g.is_lost());
     }
 }
+
+#[actix_rt::test]
+async fn admin_calls_go_to_the_leader_and_move_leadership() {
+    let c = cluster(0).await;
+    let (_, s) = call(c.http[0], "GET", "/API/v1/cluster", "").await;
+    let leader = s["leader"].as_u64().unwrap();
+    let follower = (1..=3u64).find(|&i| i != leader).unwrap();
+    let at = |id: u64| c.http[(id - 1) as usize];
+    // A follower says who leads instead (421), and changes nothing.
+    let body = json!({ "to": follower }).to_string();
+    let (status, err) = call(at(follower), "POST", "/API/v1/cluster/leader", &body).await;
+    assert_eq!((status, err["code"].clone()), (421, json!("not_leader")));
+    // The leader hands over.
+    let (status, got) = call(at(leader), "POST", "/API/v1/cluster/leader", &body).await;
+    assert_eq!(status, 200, "{got}");
+    wait_for("the new leader", || async {
+        let (_, s) = call(at(follower), "GET", "/API/v1/cluster", "").await;
+        (s["leader"].as_u64() == Some(follower) && s["role"] == json!("Leader")).then_some(())
+    })
+    .await;
+    let (status, err) = call(at(follower), "DELETE", "/API/v1/cluster/members/9", "").await;
+    assert_eq!((status, err["code"].clone()), (409, json!("conflict")));
+    c.stop();
+}

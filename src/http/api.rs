@@ -47,6 +47,12 @@ pub fn serve(
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/API/v1/cluster", web::get().to(cluster))
+            .route("/API/v1/cluster/members", web::post().to(add_member))
+            .route(
+                "/API/v1/cluster/members/{id}",
+                web::delete().to(remove_member),
+            )
+            .route("/API/v1/cluster/leader", web::post().to(transfer_leader))
             .route("/API/v1/locks/{name}", web::post().to(acquire))
             .route("/API/v1/locks/{name}", web::delete().to(release))
             .route("/API/v1/locks/{name}", web::get().to(lock_info))
@@ -553,4 +559,73 @@ async fn native_read(node: Shared, body: web::Bytes) -> Result<HttpResponse, Api
     postcard::from_bytes::<Query>(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a query: {e}")))?;
     Ok(native(node.read(body.to_vec()).await))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    id: u64,
+    peer_addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    to: u64,
+}
+
+/// Admin calls go to the leader: anything else says where it is (421).
+async fn leader_only(node: &Node<LockMachine>) -> Result<(), ApiError> {
+    let s = node.status().await?;
+    if s.role != crate::raft::Role::Leader {
+        return Err(ApiError::NotLeader(s.leader));
+    }
+    Ok(())
+}
+
+fn admin_error(e: crate::runtime::ClientError) -> ApiError {
+    use crate::raft::RequestError;
+    use crate::runtime::ClientError;
+    match e {
+        ClientError::Rejected(RequestError::NotLeader { leader }) => ApiError::NotLeader(leader),
+        ClientError::Rejected(
+            e @ (RequestError::Membership(_)
+            | RequestError::UnknownNode(_)
+            | RequestError::NotCaughtUp(_)
+            | RequestError::TransferFailed),
+        ) => ApiError::Conflict(e.to_string()),
+        other => other.into(),
+    }
+}
+
+async fn add_member(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let m: AddMember = parse_required(&body)?;
+    if m.id == 0 {
+        return Err(ApiError::BadRequest("node id 0 is reserved".into()));
+    }
+    m.peer_addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| ApiError::BadRequest(format!("peer_addr {}: {e}", m.peer_addr)))?;
+    leader_only(&node).await?;
+    node.admit(m.id, m.peer_addr.clone());
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "id": m.id,
+        "peer_addr": m.peer_addr,
+        "status": "joining as a learner; promoted to voter once caught up",
+    })))
+}
+
+async fn remove_member(node: Shared, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    leader_only(&node).await?;
+    let change = crate::raft::ConfChange::Remove { id };
+    let applied = node.change_membership(change).await.map_err(admin_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": id, "index": applied.index })))
+}
+
+async fn transfer_leader(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let t: Transfer = parse_required(&body)?;
+    leader_only(&node).await?;
+    node.transfer_leadership(t.to).await.map_err(admin_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "to": t.to, "status": "handed over" })))
 }

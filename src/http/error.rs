@@ -27,6 +27,9 @@ pub enum ApiError {
     /// No leader, leadership lost mid-request, overloaded, or stopping.
     #[error("{0}")]
     Unavailable(String),
+    /// Admin requests go to the leader; this node is not it.
+    #[error("this node is not the leader; the leader is node {0:?}")]
+    NotLeader(Option<u64>),
 }
 
 #[derive(Serialize)]
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::TooMany(_) => "limit_reached",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotLeader(_) => "not_leader",
         }
     }
 }
@@ -62,6 +66,7 @@ impl ResponseError for ApiError {
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotLeader(_) => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 

@@ -249,6 +249,17 @@ impl<S: NodeMachine> Node<S> {
         self.request(Request::Change(change)).await
     }
 
+    /// Asks this node, if leader, to admit `id` at peer address `addr`: it
+    /// joins as a learner and is promoted once caught up (what `--join`
+    /// asks for from the new node's side).
+    pub fn admit(&self, id: NodeId, addr: String) {
+        self.addr.do_send(Inbound(Envelope {
+            from: id,
+            to: self.id,
+            msg: Message::Join { id, addr },
+        }));
+    }
+
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.addr
             .send(GetStatus)
