@@ -385,3 +385,31 @@ async fn admin_calls_go_to_the_leader_and_move_leadership() {
     assert_eq!((status, err["code"].clone()), (409, json!("conflict")));
     c.stop();
 }
+
+#[actix_rt::test]
+async fn metrics_count_operations_and_report_the_lock_tables() {
+    let c = cluster(0).await;
+    let a = c.http[0];
+    let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
+    assert_eq!(status, 200);
+    let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
+    assert_eq!(status, 409);
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    for want in [
+        "raftlock_operations_total{op=\"acquire\",result=\"granted\"} 1",
+        "raftlock_operations_total{op=\"acquire\",result=\"not_granted\"} 1",
+        // The refused try-lock's one-lock session was closed again.
+        "raftlock_sessions 1",
+        "raftlock_locks 1",
+        "raftlock_commit_seconds_count",
+        "raftlock_fsync_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(raw.contains(want), "missing {want} in:\n{raw}");
+    }
+    c.stop();
+}

@@ -46,6 +46,7 @@ pub fn serve(
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
             .route("/API/v1/cluster", web::get().to(cluster))
             .route("/API/v1/cluster/members", web::post().to(add_member))
             .route(
@@ -245,6 +246,55 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
+async fn metrics(node: Shared) -> Result<HttpResponse, ApiError> {
+    let s = node.status().await?;
+    let (sessions, locks, waiters, files) = node.inspect(|m| m.sizes()).await?;
+    let is_leader = if s.role == crate::raft::Role::Leader {
+        1.0
+    } else {
+        0.0
+    };
+    let gauges = [
+        ("raftlock_term", "Current Raft term.", s.term as f64),
+        ("raftlock_is_leader", "1 if this node leads.", is_leader),
+        (
+            "raftlock_commit_index",
+            "Highest index known committed.",
+            s.commit_index as f64,
+        ),
+        (
+            "raftlock_applied_index",
+            "Highest index applied here.",
+            s.applied_index as f64,
+        ),
+        (
+            "raftlock_last_index",
+            "Last index of the local log.",
+            s.last_index as f64,
+        ),
+        ("raftlock_sessions", "Live sessions.", sessions as f64),
+        (
+            "raftlock_locks",
+            "Locks held, awaited or in lock-delay.",
+            locks as f64,
+        ),
+        (
+            "raftlock_waiters",
+            "Queued acquires, all locks.",
+            waiters as f64,
+        ),
+        ("raftlock_files", "Fenced files.", files as f64),
+        (
+            "raftlock_grant_waits",
+            "HTTP acquires on this node waiting for a grant.",
+            node.subscribers() as f64,
+        ),
+    ];
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(node.metrics().render(&gauges)))
+}
+
 async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let members: Vec<serde_json::Value> = s
@@ -325,6 +375,12 @@ async fn acquire(
         Ok(other) => Err(unexpected(other)),
         Err(e) => Err(e),
     };
+    let result = match &outcome {
+        Ok(_) => "granted",
+        Err(ApiError::Conflict(_)) => "not_granted",
+        Err(_) => "error",
+    };
+    node.metrics().operation("acquire", result);
     match outcome {
         Ok(token) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name,
@@ -359,16 +415,19 @@ async fn release(
             "release needs \"token\" and \"session\" (query or body)".into(),
         ));
     };
-    match request(
-        &node,
-        session,
-        Op::Release {
-            lock: name.clone(),
-            token,
-        },
-    )
-    .await?
-    {
+    let op = Op::Release {
+        lock: name.clone(),
+        token,
+    };
+    let released = request(&node, session, op).await;
+    let result = match &released {
+        Ok(_) => "released",
+        Err(ApiError::Conflict(_)) => "not_holder",
+        Err(ApiError::NotFound(_)) => "unknown_lock",
+        Err(_) => "error",
+    };
+    node.metrics().operation("release", result);
+    match released? {
         Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "token": token, "session": session, "released": true
         }))),

@@ -117,6 +117,17 @@ impl LockMachine {
         self.state.sessions.len()
     }
 
+    /// (sessions, locks, waiters, files), for metrics.
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        let waiters = self.state.locks.values().map(|l| l.waiters.len()).sum();
+        (
+            self.state.sessions.len(),
+            self.state.locks.len(),
+            waiters,
+            self.state.files.len(),
+        )
+    }
+
     pub fn last_token(&self) -> Token {
         self.state.last_token
     }

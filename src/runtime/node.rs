@@ -9,6 +9,7 @@
 //! connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
+use super::metrics::Metrics;
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
 use crate::lock::{Event, LockMachine};
@@ -21,6 +22,7 @@ use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
@@ -99,6 +101,7 @@ pub struct Node<S: NodeMachine = Recorder> {
     addr: Addr<RaftNode<S>>,
     tasks: Vec<JoinHandle<()>>,
     events: broadcast::Sender<S::Event>,
+    metrics: Arc<Metrics>,
 }
 
 impl Node<Recorder> {
@@ -153,6 +156,7 @@ impl<S: NodeMachine> Node<S> {
             entropy_seed(id),
         )?;
         let (events, _) = broadcast::channel(EVENTS_CHANNEL_LEN_MAX);
+        let metrics = Arc::new(Metrics::default());
 
         let actor = RaftNode {
             id,
@@ -168,6 +172,7 @@ impl<S: NodeMachine> Node<S> {
             clients: BTreeMap::new(),
             next_request: 0,
             events: events.clone(),
+            metrics: metrics.clone(),
         };
         let addr = RaftNode::create(|ctx| {
             ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
@@ -197,7 +202,17 @@ impl<S: NodeMachine> Node<S> {
             addr,
             tasks,
             events,
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Subscribers to this node's events (HTTP requests waiting for a grant).
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
     }
 
     /// Events of the entries this node applies from now on.
@@ -376,6 +391,7 @@ struct RaftNode<S: NodeMachine> {
     clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
     next_request: RequestId,
     events: broadcast::Sender<S::Event>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: NodeMachine> Actor for RaftNode<S> {
@@ -445,12 +461,19 @@ impl<S: NodeMachine> RaftNode<S> {
     /// Feeds one input to the replica, logging role changes.
     fn handle(&mut self, input: Input) -> Vec<Effect> {
         let before = (self.raft.role(), self.raft.term());
+        let leader_before = self.raft.leader();
         let effects = {
             let _span =
                 tracing::debug_span!("raft", node = self.id, term = self.raft.term()).entered();
             self.raft.handle(self.now(), input)
         };
         let after = (self.raft.role(), self.raft.term());
+        let leader_after = self.raft.leader();
+        if leader_after.is_some() && leader_after != leader_before {
+            self.metrics
+                .leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if before != after {
             tracing::info!(node = self.id, term = after.1, role = ?after.0, leader = ?self.raft.leader(), "role change");
         }
@@ -562,6 +585,7 @@ impl<S: NodeMachine> RaftNode<S> {
                 self.storage_failed(ctx, &e);
                 return None;
             }
+            self.metrics.fsync.observe(started.elapsed());
             tracing::trace!(
                 node = self.id,
                 micros = started.elapsed().as_micros() as u64,
@@ -688,8 +712,12 @@ impl<S: NodeMachine> Handler<Request> for RaftNode<S> {
             Request::Change(change) => Input::ChangeMembership { id, change },
         };
         self.step(ctx, input);
+        let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
         Box::pin(async move {
-            match rx.await {
+            let result = rx.await;
+            metrics.commit.observe(started.elapsed());
+            match result {
                 Ok(result) => result.map_err(ClientError::Rejected),
                 Err(_) => Err(ClientError::Stopped),
             }
