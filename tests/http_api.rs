@@ -413,3 +413,36 @@ async fn metrics_count_operations_and_report_the_lock_tables() {
     }
     c.stop();
 }
+
+#[actix_rt::test]
+async fn the_api_describes_itself_offline() {
+    let c = cluster(0).await;
+    let (status, spec) = call(c.http[0], "GET", "/openapi.json", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(spec["openapi"], json!("3.0.3"));
+    // Every route the spec names is served (not the 404 of unknown routes).
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "n").replace("{id}", "1");
+        for method in item.as_object().unwrap().keys() {
+            if method == "parameters" {
+                continue;
+            }
+            let (status, body) = call(c.http[0], &method.to_uppercase(), &concrete, "").await;
+            assert!(
+                !(status == 404 && body["message"] == json!("no such route; see /docs")),
+                "{method} {path} is in openapi.json but not routed"
+            );
+        }
+    }
+    let mut s = TcpStream::connect(c.http[0]).await.unwrap();
+    s.write_all(b"GET /docs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap();
+    assert!(
+        page.contains("raftlock HTTP API") && !page.contains("http://cdn"),
+        "{page}"
+    );
+    c.stop();
+}

@@ -47,6 +47,8 @@ pub fn serve(
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
+            .route("/docs", web::get().to(docs_page))
+            .route("/openapi.json", web::get().to(openapi))
             .route("/API/v1/cluster", web::get().to(cluster))
             .route("/API/v1/cluster/members", web::post().to(add_member))
             .route(
@@ -73,6 +75,31 @@ pub fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// The API reference, served from the binary (no network needed).
+const API_MD: &str = include_str!("../../docs/API.md");
+const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
+async fn docs_page() -> HttpResponse {
+    let escaped = API_MD
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>raftlock API</title>\
+         <style>body{{max-width:60rem;margin:2rem auto;font:15px/1.5 sans-serif}}\
+         pre{{white-space:pre-wrap}}</style></head><body><pre>{escaped}</pre>\
+         <p><a href=\"/openapi.json\">openapi.json</a></p></body></html>"
+        ))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI_JSON)
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
