@@ -213,8 +213,6 @@ mod app {
         let listener = TcpListener::bind(args.listen_peer)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen_peer))?;
-        let http_listener = std::net::TcpListener::bind(args.listen_http)
-            .map_err(|e| format!("cannot listen on {} for HTTP: {e}", args.listen_http))?;
         let config = NodeConfig {
             id: args.id,
             data_dir: args.data_dir,
@@ -230,6 +228,16 @@ mod app {
             Node::start_with(config, listener, LockMachine::new(lock_config))
                 .map_err(|e| e.to_string())?,
         );
+        let http_listener = match std::net::TcpListener::bind(args.listen_http) {
+            Ok(l) => l,
+            Err(e) => {
+                node.stop_shared();
+                return Err(format!(
+                    "cannot listen on {} for HTTP: {e}",
+                    args.listen_http
+                ));
+            }
+        };
         let server = http::serve(node.clone(), http_listener, HttpConfig::default())
             .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
         let server_handle = server.handle();

@@ -119,3 +119,26 @@ fn a_corrupt_journal_stops_start_up_naming_file_and_offset_and_is_left_as_it_was
         "nothing was truncated or rewritten"
     );
 }
+
+#[test]
+fn a_data_dir_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("raftlock.node"), "node_id=1\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let data = dir.path().display().to_string();
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "2",
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        &addr,
+        "--initial-cluster",
+        &format!("2={addr}"),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("belongs to node 1, not node 2"), "{text}");
+}

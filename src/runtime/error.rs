@@ -19,6 +19,16 @@ pub enum RuntimeError {
     Raft(#[from] RaftError),
     #[error("node {0} is not in the cluster map")]
     NotInCluster(u64),
+    #[error(
+        "data dir {path} belongs to node {found}, not node {expected}: wrong --id or --data-dir"
+    )]
+    WrongNode {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("cannot read the node identity file {path}: {detail}")]
+    Identity { path: PathBuf, detail: String },
     #[error("network: {0}")]
     Io(#[from] io::Error),
 }

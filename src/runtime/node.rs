@@ -135,6 +135,7 @@ impl<S: NodeMachine> Node<S> {
             path: config.data_dir.clone(),
             source,
         })?;
+        check_identity(&config.data_dir, id)?;
         let (store, recovered, report) = RaftStore::open(dir)?;
         tracing::info!(
             node = id,
@@ -364,6 +365,49 @@ async fn ask_to_join<S: NodeMachine>(
     }
     tracing::error!(node = id, %join, "gave up joining after {JOIN_ATTEMPTS_MAX} attempts");
     task.abort();
+}
+
+/// File in the data dir naming the node it belongs to.
+pub const IDENTITY_FILE: &str = "raftlock.node";
+
+/// A data dir remembers which node it belongs to: starting node 2 on node
+/// 1's data (a wrong `--id` or `--data-dir`) would make it vote and ack as
+/// someone it is not. The file is written, fsynced, on first start.
+fn check_identity(dir: &std::path::Path, id: NodeId) -> Result<(), RuntimeError> {
+    let path = dir.join(IDENTITY_FILE);
+    let bad = |detail: String| RuntimeError::Identity {
+        path: path.clone(),
+        detail,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix("node_id=")
+                .and_then(|n| n.parse::<NodeId>().ok())
+                .ok_or_else(|| bad(format!("expected node_id=N, found {:?}", text.trim())))?;
+            if found != id {
+                return Err(RuntimeError::WrongNode {
+                    path: dir.to_path_buf(),
+                    found,
+                    expected: id,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).map_err(|e| bad(e.to_string()))?;
+            f.write_all(format!("node_id={id}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| bad(e.to_string()))?;
+            // The new file's directory entry must survive a crash too.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| bad(e.to_string()))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 /// The election-timeout RNG only needs to differ between nodes and runs;
