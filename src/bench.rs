@@ -30,6 +30,9 @@ pub enum Workload {
     OwnLocks(usize),
     /// (c) `n` clients on one lock: handoffs.
     Contended(usize),
+    /// `n` sessions kept alive (every TTL/3) for the whole run: counts
+    /// spurious expiries (raftlock only).
+    Sessions(usize),
 }
 
 impl Workload {
@@ -38,6 +41,7 @@ impl Workload {
             Workload::Sequential => "(a) 1 client, 1 lock".into(),
             Workload::OwnLocks(n) => format!("(b) {n} clients, own locks"),
             Workload::Contended(n) => format!("(c) {n} clients, 1 lock"),
+            Workload::Sessions(n) => format!("{n} sessions kept alive"),
         }
     }
 
@@ -45,6 +49,7 @@ impl Workload {
         match self {
             Workload::Sequential => 1,
             Workload::OwnLocks(n) | Workload::Contended(n) => *n,
+            Workload::Sessions(_) => 0,
         }
     }
 }
@@ -215,6 +220,101 @@ pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<Soc
         }
     }
     None
+}
+
+/// Connections the session workload uses.
+pub const SESSION_CONNECTIONS: usize = 32;
+/// Sessions a session workload may keep.
+pub const BENCH_SESSIONS_MAX: usize = 1_000_000;
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionReport {
+    pub opened: u64,
+    pub open_secs: f64,
+    pub keepalives: u64,
+    /// Keepalives answered "session expired": a session was lost although
+    /// it was renewed in time.
+    pub expired: u64,
+    pub errors: u64,
+}
+
+/// Opens `n` sessions with `ttl`, then renews each every `ttl / 3` for
+/// `duration`, over `SESSION_CONNECTIONS` connections.
+pub async fn sessions(
+    endpoint: SocketAddr,
+    n: usize,
+    ttl: Duration,
+    duration: Duration,
+) -> Result<SessionReport, BenchError> {
+    if n > BENCH_SESSIONS_MAX {
+        return Err(BenchError::TooManyClients);
+    }
+    let started = Instant::now();
+    let per = n.div_ceil(SESSION_CONNECTIONS);
+    let ttl_ms = ttl.as_millis() as u64;
+    let openers: Vec<_> = (0..SESSION_CONNECTIONS)
+        .map(|_| {
+            actix_rt::spawn(async move {
+                let mut http = HttpClient::new(endpoint);
+                let mut ids = Vec::new();
+                for _ in 0..per {
+                    let r = http
+                        .json("POST", "/API/v1/sessions", &json!({ "ttl_ms": ttl_ms }))
+                        .await;
+                    if let Ok((200, v)) = r {
+                        if let Some(id) = v["session"].as_u64() {
+                            ids.push(id);
+                        }
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut groups = Vec::new();
+    for o in openers {
+        groups.push(o.await.unwrap_or_default());
+    }
+    let mut report = SessionReport {
+        opened: groups.iter().map(|g| g.len() as u64).sum(),
+        open_secs: started.elapsed().as_secs_f64(),
+        ..SessionReport::default()
+    };
+    let period = ttl / 3;
+    let deadline = Instant::now() + duration;
+    let renewers: Vec<_> = groups
+        .into_iter()
+        .map(|ids| {
+            actix_rt::spawn(async move {
+                let mut http = HttpClient::new(endpoint);
+                let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let round = Instant::now();
+                    for id in &ids {
+                        let path = format!("/API/v1/sessions/{id}/keepalive");
+                        match http.json("POST", &path, &Value::Null).await {
+                            Ok((200, _)) => ok += 1,
+                            Ok((410, _)) => expired += 1,
+                            _ => errors += 1,
+                        }
+                    }
+                    let spent = round.elapsed();
+                    if spent < period {
+                        tokio::time::sleep(period - spent).await;
+                    }
+                }
+                (ok, expired, errors)
+            })
+        })
+        .collect();
+    for r in renewers {
+        if let Ok((ok, expired, errors)) = r.await {
+            report.keepalives += ok;
+            report.expired += expired;
+            report.errors += errors;
+        }
+    }
+    Ok(report)
 }
 
 /// Runs one workload for `duration` with clients spread over `endpoints`.

@@ -94,6 +94,9 @@ mod app {
         /// leader.
         #[arg(long)]
         spread: bool,
+        /// Session TTL for the sN workload.
+        #[arg(long, default_value_t = 30_000)]
+        ttl_ms: u64,
     }
 
     #[derive(clap::Args)]
@@ -258,6 +261,7 @@ mod app {
             ("a", "") => Ok(Workload::Sequential),
             ("b", rest) => Ok(Workload::OwnLocks(n(rest)?)),
             ("c", rest) => Ok(Workload::Contended(n(rest)?)),
+            ("s", rest) => Ok(Workload::Sessions(n(rest)?)),
             _ => Err(format!("unknown workload '{w}' (a, bN or cN)")),
         }
     }
@@ -296,6 +300,24 @@ mod app {
             "workload", "pairs/s", "p50 ms", "p99 ms", "errors"
         );
         for w in workloads {
+            if let Workload::Sessions(n) = w {
+                let ttl = Duration::from_millis(args.ttl_ms);
+                let r = bench::sessions(endpoints[0], n, ttl, Duration::from_secs_f64(args.secs))
+                    .await
+                    .map_err(|e| format!("{}: {e}", w.name()))?;
+                println!(
+                    "{}: opened {} in {:.1} s, {} keepalives over {} s ({:.0}/s), {} spurious expiries, {} errors",
+                    w.name(),
+                    r.opened,
+                    r.open_secs,
+                    r.keepalives,
+                    args.secs,
+                    r.keepalives as f64 / args.secs,
+                    r.expired,
+                    r.errors
+                );
+                continue;
+            }
             let r = bench::run(target, &endpoints, w, Duration::from_secs_f64(args.secs))
                 .await
                 .map_err(|e| format!("{}: {e}", w.name()))?;
