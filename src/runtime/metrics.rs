@@ -53,7 +53,6 @@ pub struct Metrics {
     pub fsync: Histogram,
     /// From a proposal reaching the node to its reply (commit and apply).
     pub commit: Histogram,
-    pub proposals_pending: AtomicU64,
     operations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
