@@ -45,12 +45,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let alice = Client::connect(endpoints.clone(), ttl).await?;
     let bob = Client::connect(endpoints, ttl).await?;
 
-    let a = alice.lock("audit").wait(Duration::from_secs(5)).acquire().await?;
+    let a = alice
+        .lock("audit")
+        .wait(Duration::from_secs(5))
+        .acquire()
+        .await?;
     let alice_token = a.token();
     resource.write(alice_token, "alice was here")?;
     a.release().await?;
 
-    let b = bob.lock("audit").wait(Duration::from_secs(5)).acquire().await?;
+    let b = bob
+        .lock("audit")
+        .wait(Duration::from_secs(5))
+        .acquire()
+        .await?;
     resource.write(b.token(), "bob was here")?;
     // Alice, who paused with her old token, tries again: refused.
     match resource.write(alice_token, "alice, late") {

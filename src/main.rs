@@ -117,6 +117,9 @@ mod app {
         /// this long (0 disables; every node must use the same value).
         #[arg(long, env = "RAFTLOCK_LOCK_DELAY_MS", default_value_t = raftlock::lock::LOCK_DELAY_MS_DEFAULT)]
         lock_delay_ms: u64,
+        /// Threads serving HTTP.
+        #[arg(long, env = "RAFTLOCK_HTTP_WORKERS", default_value_t = raftlock::http::HTTP_WORKERS)]
+        http_workers: usize,
         /// Every member as id=host:port, comma-separated, this node included.
         #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster, required_unless_present = "join")]
         initial_cluster: Option<BTreeMap<NodeId, SocketAddr>>,
@@ -241,7 +244,10 @@ mod app {
                 ));
             }
         };
-        let server = http::serve(node.clone(), http_listener, HttpConfig::default())
+        let http_config = HttpConfig {
+            workers: args.http_workers,
+        };
+        let server = http::serve(node.clone(), http_listener, http_config)
             .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
         let server_handle = server.handle();
         actix_rt::spawn(server);

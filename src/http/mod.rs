@@ -8,5 +8,7 @@ mod api;
 pub mod client;
 mod error;
 
-pub use api::{serve, HttpConfig, NativeReply, BODY_BYTES_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};
+pub use api::{
+    serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS, TTL_MS_DEFAULT, WAIT_MS_MAX,
+};
 pub use error::{ApiError, RETRY_AFTER_S};
