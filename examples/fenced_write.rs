@@ -8,18 +8,30 @@
 //! cargo run --example fenced_write
 //! ```
 
+// The simulator builds every target under --cfg madsim, where the client
+// (actix, tokio networking) does not exist.
+#[cfg(madsim)]
+fn main() {}
+
+#[cfg(not(madsim))]
 use raftlock::client::Client;
+#[cfg(not(madsim))]
 use raftlock::lock::fence::FenceVerifier;
+#[cfg(not(madsim))]
 use std::net::SocketAddr;
+#[cfg(not(madsim))]
 use std::sync::Mutex;
+#[cfg(not(madsim))]
 use std::time::Duration;
 
 /// The protected resource: a log that only the newest token may append to.
+#[cfg(not(madsim))]
 struct Resource {
     fence: FenceVerifier,
     log: Mutex<Vec<String>>,
 }
 
+#[cfg(not(madsim))]
 impl Resource {
     fn write(&self, token: u64, line: &str) -> Result<(), String> {
         self.fence
@@ -30,6 +42,7 @@ impl Resource {
     }
 }
 
+#[cfg(not(madsim))]
 #[actix_rt::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoints: Vec<SocketAddr> = std::env::var("RAFTLOCK_ENDPOINTS")
