@@ -191,7 +191,10 @@ impl Run {
                         self.held.remove(&(who, lock));
                         lin::Outcome::Released
                     }
-                    Err(LockError::NotHolder) => lin::Outcome::NotHolder,
+                    // The model does not tell "nobody holds it" apart.
+                    Err(LockError::NotHolder) | Err(LockError::UnknownLock) => {
+                        lin::Outcome::NotHolder
+                    }
                     Err(LockError::SessionNotFound(_)) => return,
                     other => panic!("release: {other:?}"),
                 };

@@ -1637,3 +1637,55 @@ fn a_forwarded_proposal_whose_index_another_entry_took_has_an_unknown_outcome() 
     );
     assert!(effects.contains(&refused(7, RequestError::LeadershipLost)));
 }
+
+/// Messages reorder: the follower may apply the forwarded entry before the
+/// leader's answer arrives; it keeps the output and answers then.
+#[test]
+fn a_forwarded_proposal_applied_before_the_answer_still_gets_its_output() {
+    let mut f = replica(2, 1, vec![]);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    f.handle(
+        ms(11),
+        Input::Propose {
+            id: 7,
+            command: b"x".to_vec(),
+        },
+    );
+    let e = Entry {
+        index: 1,
+        term: 1,
+        payload: Payload::Command(b"x".to_vec()),
+    };
+    msg(
+        &mut f,
+        12,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![e], 1)),
+    );
+    assert_eq!(f.applied_index(), 1);
+    let effects = msg(
+        &mut f,
+        13,
+        1,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: Some(1),
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Reply {
+            id: 7,
+            result: Ok(Applied {
+                index: 1,
+                output: 1u64.to_le_bytes().to_vec()
+            })
+        }]
+    );
+}
