@@ -290,13 +290,19 @@ impl Session {
             return;
         }
         let nonce = self.rng.next_u64();
+        self.send_open(now, nonce, now);
+    }
+
+    /// (Re)sends the open with its nonce; the lease will count from the
+    /// first send, whichever attempt is answered.
+    fn send_open(&mut self, now: Instant, nonce: u64, first_sent: Instant) {
         let rpc = self.send_propose(&Command::Open {
             nonce,
             ttl_ms: self.config.ttl.as_millis() as u64,
         });
         self.phase = Phase::Opening {
             nonce,
-            first_sent: now,
+            first_sent,
             rpc,
             retry_at: now + self.config.request_timeout,
         };
@@ -539,16 +545,7 @@ impl Session {
             } => {
                 if now >= retry_at {
                     self.follow(None);
-                    let rpc = self.send_propose(&Command::Open {
-                        nonce,
-                        ttl_ms: self.config.ttl.as_millis() as u64,
-                    });
-                    self.phase = Phase::Opening {
-                        nonce,
-                        first_sent,
-                        rpc,
-                        retry_at: now + self.config.request_timeout,
-                    };
+                    self.send_open(now, nonce, first_sent);
                 }
                 return;
             }
@@ -748,17 +745,7 @@ impl Session {
         } = self.phase
         {
             if opening == rpc {
-                let rpc = self.send_propose(&Command::Open {
-                    nonce,
-                    ttl_ms: self.config.ttl.as_millis() as u64,
-                });
-                self.phase = Phase::Opening {
-                    nonce,
-                    first_sent,
-                    rpc,
-                    retry_at: now + self.config.request_timeout,
-                };
-                return;
+                return self.send_open(now, nonce, first_sent);
             }
         }
         if let Some(read) = self.reads.remove(&rpc) {
