@@ -37,6 +37,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const CLIENT_COMMANDS_LEN_MAX: usize = 1024;
 /// How often a queued acquire polls for its grant.
 pub const CLIENT_POLL_MS: u64 = 50;
+/// Idle kept-alive connections kept per endpoint.
+pub const CLIENT_IDLE_CONNECTIONS_MAX: usize = 8;
+
+/// Idle connections to one endpoint, reused across requests.
+type Pool = std::sync::Arc<std::sync::Mutex<Vec<HttpClient>>>;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -242,6 +247,7 @@ impl Drop for Guard {
 struct Driver {
     session: Session,
     endpoints: Vec<SocketAddr>,
+    pools: Vec<Pool>,
     origin: std::time::Instant,
     next_call: CallId,
     calls: BTreeMap<CallId, oneshot::Sender<Result<Done, CallError>>>,
@@ -251,9 +257,11 @@ struct Driver {
 
 impl Driver {
     fn new(session: Session, endpoints: Vec<SocketAddr>) -> Self {
+        let pools = endpoints.iter().map(|_| Pool::default()).collect();
         Driver {
             session,
             endpoints,
+            pools,
             origin: std::time::Instant::now(),
             next_call: 0,
             calls: BTreeMap::new(),
@@ -310,16 +318,28 @@ impl Driver {
         for effect in self.session.handle(now, input) {
             match effect {
                 Effect::Send { to, rpc, msg } => {
-                    let Some(&addr) = self.endpoints.get(to.saturating_sub(1) as usize) else {
+                    let at = to.saturating_sub(1) as usize;
+                    let (Some(&addr), Some(pool)) = (self.endpoints.get(at), self.pools.get(at))
+                    else {
                         continue;
                     };
+                    let pool = pool.clone();
                     let replies = replies.clone();
                     tokio::spawn(async move {
                         let (path, body) = match msg {
                             ToNode::Propose(b) => ("/API/v1/native/propose", b),
                             ToNode::Read(b) => ("/API/v1/native/read", b),
                         };
-                        let reply = match HttpClient::new(addr).call("POST", path, &body).await {
+                        let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                        let mut http = idle.unwrap_or_else(|| HttpClient::new(addr));
+                        let result = http.call("POST", path, &body).await;
+                        if result.is_ok() {
+                            let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+                            if idle.len() < CLIENT_IDLE_CONNECTIONS_MAX {
+                                idle.push(http);
+                            }
+                        }
+                        let reply = match result {
                             Ok((200, raw)) => match postcard::from_bytes::<NativeReply>(&raw) {
                                 Ok(NativeReply::Output(o)) => NodeReply::Output(o),
                                 Ok(NativeReply::NotLeader(l)) => NodeReply::NotLeader(l),
