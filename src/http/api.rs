@@ -239,6 +239,16 @@ fn fresh_nonce() -> u64 {
     z ^ (z >> 31)
 }
 
+/// The token `session` holds `lock` with, if it does (a linearizable read).
+async fn held_token(node: &Node<LockMachine>, session: SessionId, lock: &str) -> Option<Token> {
+    match query(node, &Query::Session { session }).await {
+        Ok(QueryAnswer::Session(Some(info))) => {
+            info.held.iter().find(|(l, _)| l == lock).map(|(_, t)| *t)
+        }
+        _ => None,
+    }
+}
+
 fn unexpected(reply: Reply) -> ApiError {
     ApiError::Unavailable(format!("unexpected reply {reply:?}"))
 }
@@ -380,8 +390,16 @@ async fn acquire(
                             return Some(g.token)
                         }
                         Ok(_) => {}
-                        // Missed events or a stopping node: ask directly.
-                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+                        // Missed some events (a busy node): the grant may
+                        // have been among them, so look, and keep waiting
+                        // if not.
+                        Err(RecvError::Lagged(_)) => {
+                            if let Some(token) = held_token(&node, session, &name).await {
+                                return Some(token);
+                            }
+                        }
+                        // The node is stopping: ask the cluster directly.
+                        Err(RecvError::Closed) => return None,
                     }
                 }
             })
