@@ -432,7 +432,9 @@ async fn acquire(
             "token": token,
             "session": session,
             "mode": mode_json(mode),
-            "ttl_ms": ttl_ms,
+            // The TTL of a session this call opened; an existing session's
+            // is in GET /API/v1/sessions/{id}.
+            "ttl_ms": created.then_some(ttl_ms),
         }))),
         Err(e) => {
             if created {
