@@ -4,15 +4,14 @@
 
 use raftlock::raft::{self, ConfChange, RequestError, Role};
 use raftlock::runtime::{ClientError, Node, NodeConfig, NodeStatus};
+mod common;
+
+use common::wait_for;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Generous: the machine may be loaded; a healthy run takes well under this.
-const WAIT_S_MAX: u64 = 30;
-const POLL_MS: u64 = 20;
 
 fn config() -> raft::Config {
     raft::Config {
@@ -53,22 +52,6 @@ async fn applied_all(nodes: &BTreeMap<u64, Node>) -> Vec<Vec<Vec<u8>>> {
         }
     }
     out
-}
-
-/// Polls until `f` returns Some, or panics after `WAIT_S_MAX` naming `what`.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-    }
 }
 
 /// A leader that a majority of the given nodes follow in its term.

@@ -8,15 +8,15 @@ use raftlock::lock::{LockConfig, LockMachine};
 use raftlock::raft;
 use raftlock::runtime::{Node, NodeConfig};
 use serde_json::{json, Value};
+mod common;
+
+use common::{wait_for, WAIT_S_MAX};
+use raftlock::http::client::HttpClient;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const WAIT_S_MAX: u64 = 30;
-const POLL_MS: u64 = 20;
+use std::time::Duration;
+use tokio::net::TcpListener;
 
 struct Cluster {
     http: Vec<SocketAddr>,
@@ -72,39 +72,19 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
     c
 }
 
-/// One HTTP/1.1 exchange; the body parsed as JSON (Null if empty).
+/// One HTTP exchange through the project's own client; the body parsed
+/// as JSON (Null if empty or not JSON).
 async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, raw) = text(addr, method, path, body).await;
+    (status, serde_json::from_str(&raw).unwrap_or(Value::Null))
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-    }
+async fn text(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, raw) = HttpClient::new(addr)
+        .call(method, path, body.as_bytes())
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&raw).into_owned())
 }
 
 impl Cluster {
@@ -394,12 +374,7 @@ async fn metrics_count_operations_and_report_the_lock_tables() {
     assert_eq!(status, 200);
     let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
     assert_eq!(status, 409);
-    let mut s = TcpStream::connect(a).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
+    let (_, raw) = text(a, "GET", "/metrics", "").await;
     for want in [
         "raftlock_operations_total{op=\"acquire\",result=\"granted\"} 1",
         "raftlock_operations_total{op=\"acquire\",result=\"not_granted\"} 1",
@@ -434,12 +409,7 @@ async fn the_api_describes_itself_offline() {
             );
         }
     }
-    let mut s = TcpStream::connect(c.http[0]).await.unwrap();
-    s.write_all(b"GET /docs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).await.unwrap();
+    let (_, page) = text(c.http[0], "GET", "/docs", "").await;
     assert!(
         page.contains("raftlock HTTP API") && !page.contains("http://cdn"),
         "{page}"
