@@ -70,6 +70,27 @@ fn malformed_flags_name_what_is_wrong() {
     );
 }
 
+/// `serve` as node `id` of a one-node cluster on a free port, on `data`.
+fn serve_alone(id: u64, data: &std::path::Path) -> (i32, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let id = id.to_string();
+    let data = data.display().to_string();
+    let cluster = format!("{id}={addr}");
+    raftlock(&[
+        "serve",
+        "--id",
+        &id,
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        &addr,
+        "--initial-cluster",
+        &cluster,
+    ])
+}
+
 #[test]
 fn a_corrupt_journal_stops_start_up_naming_file_and_offset_and_is_left_as_it_was() {
     use raftlock::raft::{Entry, Payload, PersistOp};
@@ -93,21 +114,7 @@ fn a_corrupt_journal_stops_start_up_naming_file_and_offset_and_is_left_as_it_was
     bytes[10] ^= 0xff; // inside the first record; two valid ones follow
     std::fs::write(&path, &bytes).unwrap();
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    let data = dir.path().display().to_string();
-    let (code, text) = raftlock(&[
-        "serve",
-        "--id",
-        "1",
-        "--data-dir",
-        &data,
-        "--listen-peer",
-        &addr,
-        "--initial-cluster",
-        &format!("1={addr}"),
-    ]);
+    let (code, text) = serve_alone(1, dir.path());
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("raft.journal is corrupt at byte offset 0"),
@@ -124,21 +131,7 @@ fn a_corrupt_journal_stops_start_up_naming_file_and_offset_and_is_left_as_it_was
 fn a_data_dir_of_another_node_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("raftlock.node"), "node_id=1\n").unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    let data = dir.path().display().to_string();
-    let (code, text) = raftlock(&[
-        "serve",
-        "--id",
-        "2",
-        "--data-dir",
-        &data,
-        "--listen-peer",
-        &addr,
-        "--initial-cluster",
-        &format!("2={addr}"),
-    ]);
+    let (code, text) = serve_alone(2, dir.path());
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("belongs to node 1, not node 2"), "{text}");
 }

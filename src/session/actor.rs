@@ -701,21 +701,19 @@ impl Session {
     }
 
     fn send_propose(&mut self, command: &Command) -> RpcId {
-        self.next_rpc += 1;
-        self.out.push(Effect::Send {
-            to: self.target,
-            rpc: self.next_rpc,
-            msg: ToNode::Propose(encode(command)),
-        });
-        self.next_rpc
+        self.send(ToNode::Propose(encode(command)))
     }
 
     fn send_read(&mut self, query: &Query) -> RpcId {
+        self.send(ToNode::Read(encode(query)))
+    }
+
+    fn send(&mut self, msg: ToNode) -> RpcId {
         self.next_rpc += 1;
         self.out.push(Effect::Send {
             to: self.target,
             rpc: self.next_rpc,
-            msg: ToNode::Read(encode(query)),
+            msg,
         });
         self.next_rpc
     }
