@@ -372,8 +372,9 @@ async fn acquire(
         Some(s) => (s, false),
         None => (open(&node, ttl_ms).await?, true),
     };
-    // Subscribe before asking, so a grant cannot slip between the two.
-    let mut events = node.subscribe();
+    // A waiting acquire subscribes before asking, so a grant cannot slip
+    // between the two; a try-lock needs no events.
+    let mut events = (wait_ms > 0).then(|| node.subscribe());
     let op = Op::Acquire {
         lock: name.clone(),
         mode,
@@ -383,6 +384,9 @@ async fn acquire(
         Ok(Reply::Granted { token }) => Ok(token),
         Ok(Reply::Queued { .. }) => {
             let wait = Duration::from_millis(wait_ms);
+            let Some(events) = events.as_mut() else {
+                return Err(ApiError::Unavailable("queued without waiting".into()));
+            };
             let granted = tokio::time::timeout(wait, async {
                 loop {
                     match events.recv().await {
