@@ -60,6 +60,7 @@ mod bench {
                 peers: peers.clone(),
                 join: None,
                 raft: raft::Config::default(),
+                cluster: Default::default(),
             };
             nodes.push(Node::start(cfg, l).expect("node starts"));
         }

@@ -23,7 +23,7 @@ mod app {
     use raftlock::http::{self, HttpConfig};
     use raftlock::lock::{LockConfig, LockMachine};
     use raftlock::raft;
-    use raftlock::runtime::{Node, NodeConfig};
+    use raftlock::runtime::{Cluster, Node, NodeConfig};
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -123,6 +123,11 @@ mod app {
         /// Every member as id=host:port, comma-separated, this node included.
         #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER", value_parser = parse_cluster, required_unless_present = "join")]
         initial_cluster: Option<BTreeMap<NodeId, SocketAddr>>,
+        /// The cluster's name: recorded in the data dir on first start and
+        /// checked on every start after; peers of another name are refused.
+        /// Give each cluster its own.
+        #[arg(long, env = "RAFTLOCK_CLUSTER_NAME", default_value = raftlock::runtime::CLUSTER_NAME_DEFAULT, value_parser = parse_cluster_name)]
+        cluster_name: Cluster,
         /// Join a running cluster through this member's peer address instead;
         /// the leader adds this node as a learner and promotes it once caught up.
         #[arg(long, env = "RAFTLOCK_JOIN", conflicts_with = "initial_cluster")]
@@ -140,6 +145,10 @@ mod app {
         /// First of three consecutive HTTP API ports on 127.0.0.1.
         #[arg(long, env = "RAFTLOCK_DEV_HTTP_PORT", default_value_t = 7201)]
         http_port: u16,
+    }
+
+    fn parse_cluster_name(s: &str) -> Result<Cluster, String> {
+        Cluster::new(s)
     }
 
     fn parse_cluster(s: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
@@ -225,6 +234,7 @@ mod app {
             peers,
             join: args.join,
             raft: raft::Config::default(),
+            cluster: args.cluster_name,
         };
         let lock_config = LockConfig {
             lock_delay: Duration::from_millis(args.lock_delay_ms),
@@ -377,6 +387,7 @@ mod app {
                 peers: peers.clone(),
                 join: None,
                 raft: raft::Config::default(),
+                cluster: Default::default(),
             };
             let node = Arc::new(
                 Node::start_with(config, listener, LockMachine::new(LockConfig::default()))

@@ -135,3 +135,42 @@ fn a_data_dir_of_another_node_is_refused() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("belongs to node 1, not node 2"), "{text}");
 }
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("raftlock.node");
+    std::fs::write(&identity, "node_id=2\ncluster=staging\n").unwrap();
+    let (code, text) = serve_alone(2, dir.path());
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("belongs to cluster \"staging\", not \"raftlock\""),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&identity).unwrap(),
+        "node_id=2\ncluster=staging\n"
+    );
+}
+
+#[test]
+fn a_bad_cluster_name_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+        "--cluster-name",
+        "no spaces",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("cluster name \"no spaces\""), "{text}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}

@@ -29,6 +29,7 @@ fn start(id: u64, dir: &Path, peers: &BTreeMap<u64, SocketAddr>, listener: TcpLi
         peers: peers.clone(),
         join: None,
         raft: config(),
+        cluster: Default::default(),
     };
     Node::start(cfg, listener).expect("node starts")
 }
@@ -157,6 +158,7 @@ async fn a_node_outside_the_cluster_map_is_refused() {
         peers,
         join: None,
         raft: config(),
+        cluster: Default::default(),
     };
     assert!(matches!(
         Node::start(cfg, l),
@@ -267,6 +269,7 @@ async fn nodes_join_a_running_cluster_and_the_leader_can_be_removed() {
             peers: BTreeMap::new(),
             join: Some(join_addr),
             raft: config(),
+            cluster: Default::default(),
         };
         nodes.insert(id, Node::start(cfg, l).expect("joining node starts"));
     }

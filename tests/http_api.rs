@@ -50,6 +50,7 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
                 heartbeat_interval: Duration::from_millis(30),
                 ..raft::Config::default()
             },
+            cluster: raftlock::runtime::Cluster::new("http-test").unwrap(),
         };
         let machine = LockMachine::new(LockConfig {
             lock_delay: Duration::from_millis(lock_delay_ms),
@@ -346,6 +347,8 @@ mod client_library {
 async fn admin_calls_go_to_the_leader_and_move_leadership() {
     let c = cluster(0).await;
     let (_, s) = call(c.http[0], "GET", "/API/v1/cluster", "").await;
+    assert_eq!(s["cluster"], json!("http-test"), "{s}");
+    assert_eq!(s["cluster_id"].as_str().map(str::len), Some(16), "{s}");
     let leader = s["leader"].as_u64().unwrap();
     let follower = (1..=3u64).find(|&i| i != leader).unwrap();
     let at = |id: u64| c.http[(id - 1) as usize];

@@ -341,6 +341,8 @@ async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
         .map(|(id, m)| serde_json::json!({ "id": id, "peer_addr": m.addr, "voter": m.voter }))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
+        "cluster": node.cluster().name(),
+        "cluster_id": format!("{:016x}", node.cluster().id()),
         "id": s.id,
         "role": format!("{:?}", s.role),
         "leader": s.leader,

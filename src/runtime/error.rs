@@ -27,6 +27,14 @@ pub enum RuntimeError {
         found: u64,
         expected: u64,
     },
+    #[error(
+        "data dir {path} belongs to cluster {found:?}, not {expected:?}: wrong --data-dir or --cluster-name"
+    )]
+    WrongCluster {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("cannot read the node identity file {path}: {detail}")]
     Identity { path: PathBuf, detail: String },
     #[error("network: {0}")]

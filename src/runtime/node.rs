@@ -9,6 +9,7 @@
 //! connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
+use super::identity::{self, Cluster};
 use super::metrics::Metrics;
 use super::transport::{accept_loop, PeerSender};
 use crate::actor::{Instant, NodeId};
@@ -80,6 +81,9 @@ pub struct NodeConfig {
     /// once caught up). This node's own address is its listener's.
     pub join: Option<SocketAddr>,
     pub raft: raft::Config,
+    /// The cluster this node belongs to: checked against the data dir and
+    /// exchanged with peers when they connect.
+    pub cluster: Cluster,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +106,7 @@ pub struct Node<S: NodeMachine = Recorder> {
     tasks: Vec<JoinHandle<()>>,
     events: broadcast::Sender<S::Event>,
     metrics: Arc<Metrics>,
+    cluster: Cluster,
 }
 
 impl Node<Recorder> {
@@ -135,7 +140,7 @@ impl<S: NodeMachine> Node<S> {
             path: config.data_dir.clone(),
             source,
         })?;
-        check_identity(&config.data_dir, id)?;
+        identity::check(&config.data_dir, id, &config.cluster)?;
         let (store, recovered, report) = RaftStore::open(dir)?;
         tracing::info!(
             node = id,
@@ -174,6 +179,7 @@ impl<S: NodeMachine> Node<S> {
             next_request: 0,
             events: events.clone(),
             metrics: metrics.clone(),
+            cluster_id: config.cluster.id(),
         };
         let addr = RaftNode::create(|ctx| {
             ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
@@ -182,6 +188,7 @@ impl<S: NodeMachine> Node<S> {
         let inbound = addr.clone();
         let mut tasks = vec![tokio::task::spawn_local(accept_loop(
             listener,
+            config.cluster.id(),
             move |env: Envelope| {
                 // `to == 0` is a join request addressed to whoever answers.
                 let for_us = env.to == id || env.to == 0;
@@ -195,6 +202,7 @@ impl<S: NodeMachine> Node<S> {
                 id,
                 own_addr,
                 join,
+                config.cluster.id(),
                 addr.clone(),
             )));
         }
@@ -204,6 +212,7 @@ impl<S: NodeMachine> Node<S> {
             tasks,
             events,
             metrics,
+            cluster: config.cluster,
         })
     }
 
@@ -234,6 +243,11 @@ impl<S: NodeMachine> Node<S> {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     async fn request(&self, request: Request) -> Result<Applied, ClientError> {
@@ -338,9 +352,10 @@ async fn ask_to_join<S: NodeMachine>(
     id: NodeId,
     own: SocketAddr,
     join: SocketAddr,
+    cluster_id: u64,
     node: Addr<RaftNode<S>>,
 ) {
-    let (sender, task) = PeerSender::spawn(0, join);
+    let (sender, task) = PeerSender::spawn(0, join, cluster_id);
     let msg = Message::Join {
         id,
         addr: own.to_string(),
@@ -365,49 +380,6 @@ async fn ask_to_join<S: NodeMachine>(
     }
     tracing::error!(node = id, %join, "gave up joining after {JOIN_ATTEMPTS_MAX} attempts");
     task.abort();
-}
-
-/// File in the data dir naming the node it belongs to.
-pub const IDENTITY_FILE: &str = "raftlock.node";
-
-/// A data dir remembers which node it belongs to: starting node 2 on node
-/// 1's data (a wrong `--id` or `--data-dir`) would make it vote and ack as
-/// someone it is not. The file is written, fsynced, on first start.
-fn check_identity(dir: &std::path::Path, id: NodeId) -> Result<(), RuntimeError> {
-    let path = dir.join(IDENTITY_FILE);
-    let bad = |detail: String| RuntimeError::Identity {
-        path: path.clone(),
-        detail,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let found = text
-                .trim()
-                .strip_prefix("node_id=")
-                .and_then(|n| n.parse::<NodeId>().ok())
-                .ok_or_else(|| bad(format!("expected node_id=N, found {:?}", text.trim())))?;
-            if found != id {
-                return Err(RuntimeError::WrongNode {
-                    path: dir.to_path_buf(),
-                    found,
-                    expected: id,
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&path).map_err(|e| bad(e.to_string()))?;
-            f.write_all(format!("node_id={id}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| bad(e.to_string()))?;
-            // The new file's directory entry must survive a crash too.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| bad(e.to_string()))
-        }
-        Err(e) => Err(bad(e.to_string())),
-    }
 }
 
 /// The election-timeout RNG only needs to differ between nodes and runs;
@@ -436,6 +408,8 @@ struct RaftNode<S: NodeMachine> {
     next_request: RequestId,
     events: broadcast::Sender<S::Event>,
     metrics: Arc<Metrics>,
+    /// Sent to peers when connecting (`transport`).
+    cluster_id: u64,
 }
 
 impl<S: NodeMachine> Actor for RaftNode<S> {
@@ -686,7 +660,7 @@ impl<S: NodeMachine> RaftNode<S> {
         for (id, addr) in wanted {
             match addr.parse::<SocketAddr>() {
                 Ok(sock) => {
-                    let (sender, task) = PeerSender::spawn(id, sock);
+                    let (sender, task) = PeerSender::spawn(id, sock, self.cluster_id);
                     self.peers.insert(id, (sender, task, addr));
                 }
                 Err(e) => {

@@ -1,5 +1,10 @@
 //! TCP between peers: one outbound connection per peer, fed by a bounded
 //! queue, and an accept loop that decodes inbound frames for the actor.
+//!
+//! Every connection opens with a preamble: `PREAMBLE_MAGIC` (which also
+//! names the protocol version) and the sender's cluster id. The acceptor
+//! closes a connection whose preamble is wrong, so a node of another
+//! cluster, or something that is not a raftlock peer, is never heard.
 
 use crate::actor::NodeId;
 use crate::net::{encode_frame, FrameDecoder};
@@ -21,6 +26,18 @@ pub const RECONNECT_BACKOFF_MS_MIN: u64 = 10;
 pub const RECONNECT_BACKOFF_MS_MAX: u64 = 1000;
 /// Bytes read from a socket per call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// First bytes on every peer connection: "RLK" and protocol version 1.
+pub const PREAMBLE_MAGIC: [u8; 4] = *b"RLK\x01";
+const PREAMBLE_BYTES: usize = 12;
+/// How long an acceptor waits for a preamble before closing.
+pub const PREAMBLE_TIMEOUT_MS: u64 = 5_000;
+
+fn preamble(cluster_id: u64) -> [u8; PREAMBLE_BYTES] {
+    let mut p = [0u8; PREAMBLE_BYTES];
+    p[..4].copy_from_slice(&PREAMBLE_MAGIC);
+    p[4..].copy_from_slice(&cluster_id.to_le_bytes());
+    p
+}
 
 /// The sending half of one peer's connection.
 pub struct PeerSender {
@@ -30,9 +47,9 @@ pub struct PeerSender {
 
 impl PeerSender {
     /// Spawns the connection task for `addr` on the current tokio runtime.
-    pub fn spawn(peer: NodeId, addr: SocketAddr) -> (PeerSender, JoinHandle<()>) {
+    pub fn spawn(peer: NodeId, addr: SocketAddr, cluster_id: u64) -> (PeerSender, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE_LEN_MAX);
-        let task = tokio::task::spawn_local(peer_loop(peer, addr, rx));
+        let task = tokio::task::spawn_local(peer_loop(peer, addr, cluster_id, rx));
         (
             PeerSender {
                 tx,
@@ -61,7 +78,12 @@ impl PeerSender {
     }
 }
 
-async fn peer_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn peer_loop(
+    peer: NodeId,
+    addr: SocketAddr,
+    cluster_id: u64,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
     let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
     loop {
         let stream = match TcpStream::connect(addr).await {
@@ -80,9 +102,17 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
         backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
         tracing::debug!(peer, %addr, "connected");
         let mut w = BufWriter::new(stream);
+        let mut opening = Some(preamble(cluster_id));
         loop {
             let Some(frame) = rx.recv().await else { return };
-            let mut result = w.write_all(&frame).await;
+            // Buffered with the first frame, so it costs no extra write.
+            let mut result = match opening.take() {
+                Some(p) => w.write_all(&p).await,
+                None => Ok(()),
+            };
+            if result.is_ok() {
+                result = w.write_all(&frame).await;
+            }
             // Coalesce whatever else is queued into one write.
             while result.is_ok() {
                 match rx.try_recv() {
@@ -101,7 +131,7 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
 /// Accepts peer connections and hands each decoded envelope to `deliver`.
 /// Connection tasks live in a `JoinSet` owned by this task, so aborting it
 /// closes every inbound connection too.
-pub async fn accept_loop<F>(listener: TcpListener, deliver: F)
+pub async fn accept_loop<F>(listener: TcpListener, cluster_id: u64, deliver: F)
 where
     F: Fn(Envelope) + Clone + 'static,
 {
@@ -111,7 +141,7 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn_local(read_loop(stream, from, deliver.clone()));
+                    conns.spawn_local(read_loop(stream, from, cluster_id, deliver.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -123,7 +153,35 @@ where
     }
 }
 
-async fn read_loop<F: Fn(Envelope)>(mut stream: TcpStream, from: SocketAddr, deliver: F) {
+async fn read_loop<F: Fn(Envelope)>(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    cluster_id: u64,
+    deliver: F,
+) {
+    let mut opening = [0u8; PREAMBLE_BYTES];
+    let read = tokio::time::timeout(
+        Duration::from_millis(PREAMBLE_TIMEOUT_MS),
+        stream.read_exact(&mut opening),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) {
+        return;
+    }
+    if opening[..4] != PREAMBLE_MAGIC {
+        tracing::warn!(%from, "a connection that is not a raftlock peer (protocol 1); closing it");
+        return;
+    }
+    let theirs = u64::from_le_bytes(opening[4..].try_into().unwrap_or_default());
+    if theirs != cluster_id {
+        tracing::warn!(
+            %from,
+            theirs = format_args!("{theirs:016x}"),
+            ours = format_args!("{cluster_id:016x}"),
+            "a peer of another cluster (check --cluster-name); closing its connection"
+        );
+        return;
+    }
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     loop {
@@ -142,5 +200,76 @@ async fn read_loop<F: Fn(Envelope)>(mut stream: TcpStream, from: SocketAddr, del
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Message;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn envelope(from: NodeId) -> Envelope {
+        Envelope {
+            from,
+            to: 1,
+            msg: Message::TimeoutNow { term: 7 },
+        }
+    }
+
+    /// Feeds `bytes` to an acceptor of cluster 42 over a raw connection and
+    /// returns once the acceptor has closed it or delivered a frame.
+    async fn offer(addr: SocketAddr, bytes: &[u8], got: &Rc<RefCell<Vec<Envelope>>>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut sink = [0u8; 16];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while got.borrow().is_empty() && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(20), s.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return, // closed by the acceptor
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn peers_of_another_cluster_or_protocol_are_not_heard() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let sink = got.clone();
+            tokio::task::spawn_local(accept_loop(listener, 42, move |e| {
+                sink.borrow_mut().push(e)
+            }));
+            let frame = encode_frame(&envelope(9)).unwrap();
+
+            let mut foreign = preamble(43).to_vec();
+            foreign.extend_from_slice(&frame);
+            offer(addr, &foreign, &got).await;
+            let mut garbage = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+            garbage.extend_from_slice(&frame);
+            offer(addr, &garbage, &got).await;
+            assert!(got.borrow().is_empty(), "{:?}", got.borrow());
+
+            let mut ours = preamble(42).to_vec();
+            ours.extend_from_slice(&frame);
+            offer(addr, &ours, &got).await;
+            assert_eq!(*got.borrow(), vec![envelope(9)]);
+
+            // And the real sender opens with the preamble.
+            let (sender, _task) = PeerSender::spawn(1, addr, 42);
+            sender.send(&envelope(5));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while got.borrow().len() < 2 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(*got.borrow(), vec![envelope(9), envelope(5)]);
+        });
     }
 }
