@@ -373,21 +373,43 @@ async fn admin_calls_go_to_the_leader_and_move_leadership() {
 async fn metrics_count_operations_and_report_the_lock_tables() {
     let c = cluster(0).await;
     let a = c.http[0];
-    let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
+    let (status, held) = call(a, "POST", "/API/v1/locks/m", "").await;
     assert_eq!(status, 200);
     let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
     assert_eq!(status, 409);
+    let (status, _) = call(a, "POST", "/API/v1/locks/m", r#"{"wait_ms": 50}"#).await;
+    assert_eq!(status, 409);
+    let wrong = format!(
+        "/API/v1/locks/m?session={}&token={}",
+        held["session"],
+        held["token"].as_u64().unwrap() + 1
+    );
+    let (status, _) = call(a, "DELETE", &wrong, "").await;
+    assert_eq!(status, 409);
     let (_, raw) = text(a, "GET", "/metrics", "").await;
+    let op = |op: &str, result: &str, n: u32| {
+        format!("raftlock_operations_total{{op=\"{op}\",result=\"{result}\"}} {n}\n")
+    };
     for want in [
-        "raftlock_operations_total{op=\"acquire\",result=\"granted\"} 1",
-        "raftlock_operations_total{op=\"acquire\",result=\"not_granted\"} 1",
-        // The refused try-lock's one-lock session was closed again.
-        "raftlock_sessions 1",
-        "raftlock_locks 1",
-        "raftlock_commit_seconds_count",
-        "raftlock_fsync_seconds_bucket{le=\"+Inf\"}",
+        op("open", "opened", 3),
+        op("try_acquire", "granted", 1),
+        op("try_acquire", "busy", 1),
+        op("acquire", "queued", 1),
+        op("wait", "timed_out", 1),
+        op("cancel", "cancelled", 1),
+        op("release", "not_holder", 1),
+        // The refused acquires' one-lock sessions were closed again.
+        op("close", "closed", 2),
+        "raftlock_sessions 1\n".into(),
+        "raftlock_locks 1\n".into(),
+        "raftlock_pending_requests 0\n".into(),
+        "raftlock_peer_send_queue{peer=\"2\"} ".into(),
+        "raftlock_peer_send_queue{peer=\"3\"} ".into(),
+        "raftlock_inbound_queue ".into(),
+        "raftlock_commit_seconds_count".into(),
+        "raftlock_fsync_seconds_bucket{le=\"+Inf\"}".into(),
     ] {
-        assert!(raw.contains(want), "missing {want} in:\n{raw}");
+        assert!(raw.contains(&want), "missing {want} in:\n{raw}");
     }
     c.stop();
 }

@@ -1,9 +1,9 @@
 use super::error::ApiError;
 use crate::lock::{
-    Command, Event, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply, Response,
-    SessionId, SessionInfo, Token,
+    outcome_label, Command, Event, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer,
+    Reply, Response, SessionId, SessionInfo, Token,
 };
-use crate::runtime::Node;
+use crate::runtime::{Family, Node};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -191,10 +191,32 @@ fn parse_required<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiErr
 // ---- talking to the node ----
 
 async fn propose(node: &Node<LockMachine>, command: &Command) -> Result<Reply, ApiError> {
-    let applied = node.propose(crate::lock::encode(command)).await?;
-    let response: Response = postcard::from_bytes(&applied.output)
-        .map_err(|e| ApiError::Unavailable(format!("undecodable state machine output: {e}")))?;
+    let proposed = node.propose(crate::lock::encode(command)).await;
+    let response = count(node, command, &proposed);
+    proposed?;
+    let response =
+        response.ok_or_else(|| ApiError::Unavailable("undecodable state machine output".into()))?;
     Ok(response?)
+}
+
+/// Counts a proposal by operation and outcome in the node's metrics
+/// (`raftlock_operations_total`), and returns the response it decoded.
+fn count(
+    node: &Node<LockMachine>,
+    command: &Command,
+    proposed: &Result<crate::raft::Applied, crate::runtime::ClientError>,
+) -> Option<Response> {
+    let applied = match proposed {
+        Ok(applied) => applied,
+        Err(_) => {
+            node.metrics().operation(command.label(), "unavailable");
+            return None;
+        }
+    };
+    let response: Option<Response> = postcard::from_bytes(&applied.output).ok();
+    let outcome = response.as_ref().map_or("undecodable", outcome_label);
+    node.metrics().operation(command.label(), outcome);
+    response
 }
 
 async fn query(node: &Node<LockMachine>, query: &Query) -> Result<QueryAnswer, ApiError> {
@@ -326,10 +348,35 @@ async fn metrics(node: Shared) -> Result<HttpResponse, ApiError> {
             "HTTP acquires on this node waiting for a grant.",
             node.subscribers() as f64,
         ),
+        (
+            "raftlock_pending_requests",
+            "Proposals and reads waiting on this node for an answer.",
+            s.pending_requests as f64,
+        ),
+    ];
+    let peer = |f: &dyn Fn(&crate::runtime::PeerQueue) -> f64| {
+        s.peer_queues
+            .iter()
+            .map(|q| (format!("peer=\"{}\"", q.peer), f(q)))
+            .collect()
+    };
+    let families = [
+        Family {
+            name: "raftlock_peer_send_queue",
+            help: "Frames queued for each peer connection.",
+            kind: "gauge",
+            samples: peer(&|q| q.queued as f64),
+        },
+        Family {
+            name: "raftlock_peer_dropped_total",
+            help: "Frames dropped because a peer's send queue was full.",
+            kind: "counter",
+            samples: peer(&|q| q.dropped as f64),
+        },
     ];
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(node.metrics().render(&gauges)))
+        .body(node.metrics().render(&gauges, &families)))
 }
 
 async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
@@ -410,7 +457,7 @@ async fn acquire(
                 }
             })
             .await;
-            match granted {
+            let waited = match granted {
                 Ok(Some(token)) => Ok(token),
                 // Timed out (or lost track): cancel, which also tells us
                 // whether the grant won the race.
@@ -421,17 +468,18 @@ async fn acquire(
                     ))),
                     Err(e) => Err(e),
                 },
-            }
+            };
+            let result = match &waited {
+                Ok(_) => "granted",
+                Err(ApiError::Conflict(_)) => "timed_out",
+                Err(_) => "error",
+            };
+            node.metrics().operation("wait", result);
+            waited
         }
         Ok(other) => Err(unexpected(other)),
         Err(e) => Err(e),
     };
-    let result = match &outcome {
-        Ok(_) => "granted",
-        Err(ApiError::Conflict(_)) => "not_granted",
-        Err(_) => "error",
-    };
-    node.metrics().operation("acquire", result);
     match outcome {
         Ok(token) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name,
@@ -472,15 +520,7 @@ async fn release(
         lock: name.clone(),
         token,
     };
-    let released = request(&node, session, op).await;
-    let result = match &released {
-        Ok(_) => "released",
-        Err(ApiError::Conflict(_)) => "not_holder",
-        Err(ApiError::NotFound(_)) => "unknown_lock",
-        Err(_) => "error",
-    };
-    node.metrics().operation("release", result);
-    match released? {
+    match request(&node, session, op).await? {
         Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "token": token, "session": session, "released": true
         }))),
@@ -661,9 +701,11 @@ fn native(result: Result<crate::raft::Applied, crate::runtime::ClientError>) -> 
 /// Native protocol: the body is a postcard `Command`, proposed as is (the
 /// client session actor numbers its requests for exactly-once).
 async fn native_propose(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    postcard::from_bytes::<Command>(&body)
+    let command = postcard::from_bytes::<Command>(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a command: {e}")))?;
-    Ok(native(node.propose(body.to_vec()).await))
+    let proposed = node.propose(body.to_vec()).await;
+    count(&node, &command, &proposed);
+    Ok(native(proposed))
 }
 
 /// Native protocol: the body is a postcard `Query`, read through ReadIndex.

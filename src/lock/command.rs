@@ -82,6 +82,69 @@ pub enum Op {
     },
 }
 
+impl Command {
+    /// The operation, as a metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Command::Open { .. } => "open",
+            Command::Request(Request { op, .. }) | Command::Unsequenced { op, .. } => op.label(),
+            Command::Expire { .. } => "expire",
+            Command::Undelay { .. } => "undelay",
+        }
+    }
+}
+
+impl Op {
+    /// The operation, as a metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Op::KeepAlive => "keepalive",
+            Op::Close => "close",
+            Op::Acquire { wait: false, .. } => "try_acquire",
+            Op::Acquire { wait: true, .. } => "acquire",
+            Op::Cancel { .. } => "cancel",
+            Op::Release { .. } => "release",
+            Op::Append { .. } => "append",
+        }
+    }
+}
+
+/// A response's outcome, as a metrics label.
+pub fn outcome_label(response: &Response) -> &'static str {
+    match response {
+        Ok(Reply::Opened { .. }) => "opened",
+        Ok(Reply::Renewed) => "renewed",
+        Ok(Reply::Closed) => "closed",
+        Ok(Reply::Granted { .. }) => "granted",
+        Ok(Reply::Queued { .. }) => "queued",
+        Ok(Reply::Cancelled) => "cancelled",
+        Ok(Reply::Released) => "released",
+        Ok(Reply::Appended { .. }) => "appended",
+        Ok(Reply::Internal { effective: true }) => "effective",
+        Ok(Reply::Internal { effective: false }) => "no_effect",
+        Err(e) => match e {
+            LockError::SessionNotFound(_) => "session_not_found",
+            LockError::SequenceTooOld { .. } => "sequence_too_old",
+            LockError::TooManyInflight { .. } => "too_many_inflight",
+            LockError::BadName { .. } => "bad_name",
+            LockError::TtlOutOfRange { .. } => "bad_ttl",
+            LockError::ZeroLimit => "bad_limit",
+            LockError::TooManySessions(_)
+            | LockError::TooManyLocks(_)
+            | LockError::TooManyWaiters(_)
+            | LockError::TooManyFiles(_) => "limit_reached",
+            LockError::Busy => "busy",
+            LockError::LimitMismatch { .. } => "limit_mismatch",
+            LockError::NotHolder => "not_holder",
+            LockError::UnknownLock => "unknown_lock",
+            LockError::NotWaiting => "not_waiting",
+            LockError::StaleToken { .. } => "stale_token",
+            LockError::FileTooLarge(_) => "file_too_large",
+            LockError::Malformed(_) => "malformed",
+        },
+    }
+}
+
 /// What a command's entry produced.
 pub type Response = Result<Reply, LockError>;
 

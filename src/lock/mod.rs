@@ -10,8 +10,8 @@ mod machine;
 pub(crate) mod tests;
 
 pub use command::{
-    Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer,
-    Reply, Request, Response, SessionId, SessionInfo, Token,
+    outcome_label, Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op,
+    Query, QueryAnswer, Reply, Request, Response, SessionId, SessionInfo, Token,
 };
 #[cfg(feature = "sim")]
 pub use config::LockBugs;

@@ -12,7 +12,7 @@ pub const LATENCY_BUCKETS_S: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 /// Distinct (operation, result) label pairs counted; more are dropped.
-pub const OPERATION_LABELS_MAX: usize = 64;
+pub const OPERATION_LABELS_MAX: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct Histogram {
@@ -47,12 +47,26 @@ impl Histogram {
     }
 }
 
+/// A labelled metric family, read at render time.
+pub struct Family<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    /// `gauge` or `counter`.
+    pub kind: &'a str,
+    /// Label text (`peer="2"`) and value.
+    pub samples: Vec<(String, f64)>,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub leader_changes: AtomicU64,
     pub fsync: Histogram,
     /// From a proposal reaching the node to its reply (commit and apply).
     pub commit: Histogram,
+    /// Peer messages waiting in the node actor's mailbox.
+    pub inbound_queued: AtomicU64,
+    /// Peer messages dropped because that mailbox was full.
+    pub inbound_dropped: AtomicU64,
     operations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -70,8 +84,9 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `gauges` are point-in-time values the caller read.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The exposition text; `gauges` are point-in-time values the caller
+    /// read, `families` labelled ones.
+    pub fn render(&self, gauges: &[(&str, &str, f64)], families: &[Family]) -> String {
         let mut out = String::new();
         for (name, help, value) in gauges {
             let _ = writeln!(
@@ -79,6 +94,23 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        for f in families {
+            let (name, help, kind) = (f.name, f.help, f.kind);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in &f.samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+        let inbound = self.inbound_queued.load(Ordering::Relaxed);
+        let dropped = self.inbound_dropped.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP raftlock_inbound_queue Peer messages waiting for the node actor.\n# TYPE raftlock_inbound_queue gauge\nraftlock_inbound_queue {inbound}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raftlock_inbound_dropped_total Peer messages dropped at a full node mailbox.\n# TYPE raftlock_inbound_dropped_total counter\nraftlock_inbound_dropped_total {dropped}"
+        );
         let changes = self.leader_changes.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -120,8 +152,17 @@ mod tests {
         m.fsync.observe(Duration::from_millis(20));
         m.operation("acquire", "granted");
         m.operation("acquire", "granted");
-        let text = m.render(&[("raftlock_term", "Current term.", 3.0)]);
+        let peers = Family {
+            name: "raftlock_peer_send_queue",
+            help: "Frames queued.",
+            kind: "gauge",
+            samples: vec![("peer=\"2\"".into(), 5.0), ("peer=\"3\"".into(), 0.0)],
+        };
+        m.inbound_queued.fetch_add(2, Ordering::Relaxed);
+        let text = m.render(&[("raftlock_term", "Current term.", 3.0)], &[peers]);
         assert!(text.contains("raftlock_term 3"), "{text}");
+        assert!(text.contains("# TYPE raftlock_peer_send_queue gauge\nraftlock_peer_send_queue{peer=\"2\"} 5\nraftlock_peer_send_queue{peer=\"3\"} 0\n"), "{text}");
+        assert!(text.contains("raftlock_inbound_queue 2\n"), "{text}");
         assert!(text.contains("raftlock_fsync_seconds_bucket{le=\"0.00025\"} 1"));
         assert!(text.contains("raftlock_fsync_seconds_bucket{le=\"0.025\"} 2"));
         assert!(text.contains("raftlock_fsync_seconds_bucket{le=\"+Inf\"} 2"));

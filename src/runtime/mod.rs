@@ -12,6 +12,6 @@ mod transport;
 
 pub use error::{ClientError, RuntimeError};
 pub use identity::{Cluster, CLUSTER_NAME_BYTES_MAX, CLUSTER_NAME_DEFAULT, IDENTITY_FILE};
-pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_S};
-pub use node::{Node, NodeConfig, NodeMachine, NodeStatus, EVENTS_CHANNEL_LEN_MAX};
+pub use metrics::{Family, Histogram, Metrics, LATENCY_BUCKETS_S};
+pub use node::{Node, NodeConfig, NodeMachine, NodeStatus, PeerQueue, EVENTS_CHANNEL_LEN_MAX};
 pub use transport::{PEER_SEND_QUEUE_LEN_MAX, RECONNECT_BACKOFF_MS_MAX, RECONNECT_BACKOFF_MS_MIN};

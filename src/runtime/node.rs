@@ -23,6 +23,7 @@ use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -97,6 +98,20 @@ pub struct NodeStatus {
     pub last_index: raft::Index,
     /// The configuration in effect.
     pub membership: Membership,
+    /// Each peer connection's send queue.
+    pub peer_queues: Vec<PeerQueue>,
+    /// Client requests (proposals and reads) waiting here for an answer.
+    pub pending_requests: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerQueue {
+    pub peer: NodeId,
+    /// Frames waiting to be written (at most `PEER_SEND_QUEUE_LEN_MAX`).
+    pub queued: usize,
+    /// Frames dropped because the queue was full, since the connection's
+    /// task started.
+    pub dropped: u64,
 }
 
 /// A running node. Dropping it does not stop it; call `stop`.
@@ -186,13 +201,21 @@ impl<S: NodeMachine> Node<S> {
             actor
         });
         let inbound = addr.clone();
+        let counted = metrics.clone();
         let mut tasks = vec![tokio::task::spawn_local(accept_loop(
             listener,
             config.cluster.id(),
             move |env: Envelope| {
                 // `to == 0` is a join request addressed to whoever answers.
                 let for_us = env.to == id || env.to == 0;
-                if for_us && inbound.try_send(Inbound(env)).is_err() {
+                if !for_us {
+                    return;
+                }
+                // Counted before sending: the handler may run first.
+                counted.inbound_queued.fetch_add(1, Ordering::Relaxed);
+                if inbound.try_send(Inbound(env)).is_err() {
+                    counted.inbound_queued.fetch_sub(1, Ordering::Relaxed);
+                    counted.inbound_dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = id, "inbound queue full; dropping a peer message");
                 }
             },
@@ -283,6 +306,7 @@ impl<S: NodeMachine> Node<S> {
     /// joins as a learner and is promoted once caught up (what `--join`
     /// asks for from the new node's side).
     pub fn admit(&self, id: NodeId, addr: String) {
+        self.metrics.inbound_queued.fetch_add(1, Ordering::Relaxed);
         self.addr.do_send(Inbound(Envelope {
             from: id,
             to: self.id,
@@ -706,6 +730,7 @@ impl<S: NodeMachine> RaftNode<S> {
 impl<S: NodeMachine> Handler<Inbound> for RaftNode<S> {
     type Result = ();
     fn handle(&mut self, Inbound(env): Inbound, ctx: &mut Context<Self>) {
+        self.metrics.inbound_queued.fetch_sub(1, Ordering::Relaxed);
         self.step(
             ctx,
             Input::Message {
@@ -755,6 +780,16 @@ impl<S: NodeMachine> Handler<GetStatus> for RaftNode<S> {
             applied_index: self.raft.applied_index(),
             last_index: self.raft.log().last_index(),
             membership: self.raft.membership().clone(),
+            peer_queues: self
+                .peers
+                .iter()
+                .map(|(&peer, (sender, _, _))| PeerQueue {
+                    peer,
+                    queued: sender.queued(),
+                    dropped: sender.dropped(),
+                })
+                .collect(),
+            pending_requests: self.clients.len(),
         })
     }
 }

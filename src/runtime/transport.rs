@@ -59,6 +59,16 @@ impl PeerSender {
         )
     }
 
+    /// Frames waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Frames dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Queues a message; drops it if the queue is full.
     pub fn send(&self, envelope: &Envelope) {
         let Ok(frame) = encode_frame(envelope) else {
