@@ -166,6 +166,50 @@ async fn a_node_outside_the_cluster_map_is_refused() {
     ));
 }
 
+/// A log writer the test can read back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn log_lines_carry_the_node_id_and_its_current_term() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peers = BTreeMap::from([(7, l.local_addr().unwrap())]);
+    let node = start(7, dir.path(), &peers, l);
+    let status = wait_for("a leader", || async {
+        node.status().await.ok().filter(|s| s.role == Role::Leader)
+    })
+    .await;
+    node.stop();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("role change") && l.contains("role=Leader"))
+        .unwrap_or_else(|| panic!("no leader line in:\n{text}"));
+    assert!(
+        line.contains(&format!("node{{id=7 term={}}}", status.term)),
+        "{line}"
+    );
+}
+
 /// Three nodes on ephemeral 127.0.0.1 ports, and their peer addresses.
 async fn three_node_cluster(
     dirs: &[tempfile::TempDir],

@@ -179,6 +179,7 @@ impl<S: NodeMachine> Node<S> {
         let (events, _) = broadcast::channel(EVENTS_CHANNEL_LEN_MAX);
         let metrics = Arc::new(Metrics::default());
 
+        let term = raft.term();
         let actor = RaftNode {
             id,
             raft,
@@ -195,6 +196,7 @@ impl<S: NodeMachine> Node<S> {
             events: events.clone(),
             metrics: metrics.clone(),
             cluster_id: config.cluster.id(),
+            span: node_span(id, term),
         };
         let addr = RaftNode::create(|ctx| {
             ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
@@ -406,6 +408,10 @@ async fn ask_to_join<S: NodeMachine>(
     task.abort();
 }
 
+fn node_span(id: NodeId, term: raft::Term) -> tracing::Span {
+    tracing::info_span!("node", id, term)
+}
+
 /// The election-timeout RNG only needs to differ between nodes and runs;
 /// the driver may read the clock, the actor may not.
 fn entropy_seed(id: NodeId) -> u64 {
@@ -434,6 +440,9 @@ struct RaftNode<S: NodeMachine> {
     metrics: Arc<Metrics>,
     /// Sent to peers when connecting (`transport`).
     cluster_id: u64,
+    /// Every log line of this node's actor carries its id and current term:
+    /// a span made anew when the term changes, so a step only enters it.
+    span: tracing::Span,
 }
 
 impl<S: NodeMachine> Actor for RaftNode<S> {
@@ -502,14 +511,17 @@ impl<S: NodeMachine> RaftNode<S> {
 
     /// Feeds one input to the replica, logging role changes.
     fn handle(&mut self, input: Input) -> Vec<Effect> {
+        let span = self.span.clone();
+        let _span = span.enter();
         let before = (self.raft.role(), self.raft.term());
         let leader_before = self.raft.leader();
-        let effects = {
-            let _span =
-                tracing::debug_span!("raft", node = self.id, term = self.raft.term()).entered();
-            self.raft.handle(self.now(), input)
-        };
+        let effects = self.raft.handle(self.now(), input);
         let after = (self.raft.role(), self.raft.term());
+        let _term_span;
+        if after.1 != before.1 {
+            self.span = node_span(self.id, after.1);
+            _term_span = self.span.clone().entered();
+        }
         let leader_after = self.raft.leader();
         if leader_after.is_some() && leader_after != leader_before {
             self.metrics
@@ -517,7 +529,7 @@ impl<S: NodeMachine> RaftNode<S> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if before != after {
-            tracing::info!(node = self.id, term = after.1, role = ?after.0, leader = ?self.raft.leader(), "role change");
+            tracing::info!(role = ?after.0, leader = ?self.raft.leader(), "role change");
         }
         effects
     }
@@ -543,6 +555,8 @@ impl<S: NodeMachine> RaftNode<S> {
     /// fsync is reported to the replica as `Input::Persisted` right away, and
     /// what that produces (commits, replies) goes out in the same flush.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _span = span.enter();
         self.flush_scheduled = false;
         self.steps_since_flush = 0;
         self.connect_members();
