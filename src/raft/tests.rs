@@ -485,6 +485,50 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
 }
 
 #[test]
+fn a_batch_of_proposals_leaves_in_one_append_entries_per_follower() {
+    // Same log as proposing one at a time (paper 5.3), fewer messages: the
+    // driver hands over what arrived together.
+    let mut r = leader();
+    msg(&mut r, 200, 2, success(1, 1));
+    msg(&mut r, 200, 3, success(1, 1));
+    let effects = r.handle(
+        ms(201),
+        Input::ProposeBatch(vec![(42, b"x".to_vec()), (43, b"y".to_vec())]),
+    );
+    let e = |index, c: &[u8]| Entry {
+        term: 1,
+        index,
+        payload: Payload::Command(c.to_vec()),
+    };
+    let both = vec![e(2, b"x"), e(3, b"y")];
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Persist {
+                op: PersistOp::Append(vec![e(2, b"x")]),
+                sync: true
+            },
+            Effect::Persist {
+                op: PersistOp::Append(vec![e(3, b"y")]),
+                sync: true
+            },
+            send(2, Message::Append(append_req(1, 1, 1, both.clone(), 1))),
+            send(3, Message::Append(append_req(1, 1, 1, both, 1))),
+        ]
+    );
+    durable(&mut r, 202);
+    let effects = msg(&mut r, 202, 3, success(1, 3));
+    let replies: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { id, result } => Some((*id, result.as_ref().map(|a| a.index))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, vec![(42, Ok(2)), (43, Ok(3))]);
+}
+
+#[test]
 fn a_proposal_is_answered_after_a_majority_stores_it() {
     // Paper 5.3: the leader applies an entry once committed, then replies.
     let mut r = leader();

@@ -9,6 +9,7 @@ mod identity;
 mod metrics;
 mod node;
 mod transport;
+mod writer;
 
 pub use error::{ClientError, RuntimeError};
 pub use identity::{Cluster, CLUSTER_NAME_BYTES_MAX, CLUSTER_NAME_DEFAULT, IDENTITY_FILE};

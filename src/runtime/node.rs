@@ -3,15 +3,17 @@
 //! Inputs (peer messages, client requests, timers) are stepped through the
 //! actor as they arrive; their effects are queued and executed by one
 //! `Flush` that runs after the mailbox drains. A flush sends AppendEntries
-//! and replies at once, writes every queued persist and fsyncs once (group
-//! commit), then lets the other sends out and reports the fsync back as
-//! `Input::Persisted`: the effect-order contract of `crate::actor`. Peer
-//! connections follow the configuration in effect.
+//! and replies at once and hands the persists to the log writer thread as
+//! one numbered batch (`writer.rs`); every other send is held until the
+//! writer reports that batch durable, and the durable log end is then fed
+//! back as `Input::Persisted`: the effect-order contract of `crate::actor`.
+//! Peer connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
 use super::identity::{self, Cluster};
 use super::metrics::Metrics;
 use super::transport::{accept_loop, PeerSender};
+use super::writer::{LogWriter, Report};
 use crate::actor::{Instant, NodeId};
 use crate::lock::{Event, LockMachine};
 use crate::raft::{
@@ -20,7 +22,7 @@ use crate::raft::{
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -35,9 +37,9 @@ pub const INBOUND_QUEUE_LEN_MAX: usize = 4096;
 /// Inputs stepped before a flush is forced (actix runs a self-notified
 /// flush only once the mailbox is empty).
 pub const FLUSH_STEPS_MAX: u32 = 64;
-/// Write-and-fsync rounds per flush: a batch, then what its `Persisted`
-/// report produces (a snapshot, say), and so on.
-const FLUSH_ROUNDS_MAX: u32 = 4;
+/// Sends held for a batch to become durable; beyond this they are dropped
+/// like lost packets (Raft retransmits what matters).
+pub const HELD_SENDS_MAX: usize = 65_536;
 /// How long a leader shutting down waits for leadership to move, and how
 /// often it looks.
 pub const SHUTDOWN_HANDOVER_MS: u64 = 2_000;
@@ -180,15 +182,25 @@ impl<S: NodeMachine> Node<S> {
         let metrics = Arc::new(Metrics::default());
 
         let term = raft.term();
+        let ctx = Context::new();
+        let to_actor = ctx.address();
+        let writer = LogWriter::start(id, store, metrics.clone(), move |report| {
+            to_actor.do_send(report)
+        })?;
         let actor = RaftNode {
             id,
             raft,
-            store,
+            writer,
+            batches_submitted: 0,
+            batches_synced: 0,
+            batch_ends: VecDeque::new(),
+            held: VecDeque::new(),
             peers: BTreeMap::new(),
             origin: std::time::Instant::now(),
             timers: BTreeMap::new(),
             timer_handle: None,
             queued: Vec::new(),
+            proposals: Vec::new(),
             flush_scheduled: false,
             steps_since_flush: 0,
             clients: BTreeMap::new(),
@@ -198,10 +210,9 @@ impl<S: NodeMachine> Node<S> {
             cluster_id: config.cluster.id(),
             span: node_span(id, term),
         };
-        let addr = RaftNode::create(|ctx| {
-            ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
-            actor
-        });
+        let mut ctx = ctx;
+        ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
+        let addr = ctx.run(actor);
         let inbound = addr.clone();
         let counted = metrics.clone();
         let mut tasks = vec![tokio::task::spawn_local(accept_loop(
@@ -424,7 +435,16 @@ fn entropy_seed(id: NodeId) -> u64 {
 struct RaftNode<S: NodeMachine> {
     id: NodeId,
     raft: Raft<S>,
-    store: RaftStore<FsDir>,
+    /// Owns the `RaftStore`; see `writer.rs`.
+    writer: LogWriter,
+    /// Numbers of the last batch handed to the writer and of the last one
+    /// it reported durable.
+    batches_submitted: u64,
+    batches_synced: u64,
+    /// The log end each batch in flight makes durable (batches that append).
+    batch_ends: VecDeque<(u64, (raft::Index, raft::Term))>,
+    /// Sends waiting for a batch to be durable: (batch, to, message).
+    held: VecDeque<(u64, NodeId, Message)>,
     /// One connection per other member, with its task and address.
     peers: BTreeMap<NodeId, (PeerSender, JoinHandle<()>, String)>,
     origin: std::time::Instant,
@@ -432,6 +452,8 @@ struct RaftNode<S: NodeMachine> {
     timer_handle: Option<SpawnHandle>,
     /// Effects of steps taken since the last flush, in order.
     queued: Vec<Effect>,
+    /// Proposals received since the last flush (at most `FLUSH_STEPS_MAX`).
+    proposals: Vec<(RequestId, Vec<u8>)>,
     flush_scheduled: bool,
     steps_since_flush: u32,
     clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
@@ -456,6 +478,8 @@ impl<S: NodeMachine> Actor for RaftNode<S> {
         for (_, (_, task, _)) in std::mem::take(&mut self.peers) {
             task.abort();
         }
+        // What was queued is written; then nothing touches the data dir.
+        self.writer.close();
     }
 }
 
@@ -540,6 +564,11 @@ impl<S: NodeMachine> RaftNode<S> {
     fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
         let effects = self.handle(input);
         self.queued.extend(effects);
+        self.count_step(ctx);
+    }
+
+    /// Counts an input toward the next flush, and makes sure one comes.
+    fn count_step(&mut self, ctx: &mut Context<Self>) {
         self.steps_since_flush += 1;
         if self.steps_since_flush >= FLUSH_STEPS_MAX {
             self.flush(ctx);
@@ -550,35 +579,20 @@ impl<S: NodeMachine> RaftNode<S> {
     }
 
     /// Executes the effects queued since the last flush (see the module
-    /// doc): AppendEntries and replies go out at once, persists are written
-    /// and fsynced once for the whole batch, then the other sends leave. The
-    /// fsync is reported to the replica as `Input::Persisted` right away, and
-    /// what that produces (commits, replies) goes out in the same flush.
+    /// doc), then publishes the events of what was applied.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _span = span.enter();
         self.flush_scheduled = false;
         self.steps_since_flush = 0;
         self.connect_members();
-        let mut effects = std::mem::take(&mut self.queued);
-        for round in 1..=FLUSH_ROUNDS_MAX {
-            let Some(end) = self.execute(ctx, effects) else {
-                break;
-            };
-            effects = self.handle(Input::Persisted {
-                index: end.0,
-                term: end.1,
-            });
-            if effects.is_empty() {
-                break;
-            }
-            if round == FLUSH_ROUNDS_MAX {
-                // Bounded work per flush: the rest waits for the next one.
-                self.queued.extend(std::mem::take(&mut effects));
-                self.flush_scheduled = true;
-                ctx.notify(Flush);
-            }
+        if !self.proposals.is_empty() {
+            let batch = std::mem::take(&mut self.proposals);
+            let effects = self.handle(Input::ProposeBatch(batch));
+            self.queued.extend(effects);
         }
+        let effects = std::mem::take(&mut self.queued);
+        self.execute(ctx, effects);
         // Applied entries are committed: their events may go out now. With
         // no subscriber they are dropped (send fails harmlessly).
         for event in self.raft.state_machine_mut().take_events() {
@@ -587,13 +601,9 @@ impl<S: NodeMachine> RaftNode<S> {
         self.arm_timer(ctx);
     }
 
-    /// Executes one batch of effects; returns the log end it made durable.
-    fn execute(
-        &mut self,
-        ctx: &mut Context<Self>,
-        effects: Vec<Effect>,
-    ) -> Option<(raft::Index, raft::Term)> {
-        let mut wrote = false;
+    /// Executes one flush's effects: persists become one writer batch.
+    fn execute(&mut self, ctx: &mut Context<Self>, effects: Vec<Effect>) {
+        let mut ops = Vec::new();
         let mut end = None;
         let mut after_sync = Vec::new();
         for effect in effects {
@@ -613,11 +623,6 @@ impl<S: NodeMachine> RaftNode<S> {
                     }
                 }
                 Effect::Persist { op, .. } => {
-                    if let Err(e) = self.store.write(&op) {
-                        self.storage_failed(ctx, &e);
-                        return None;
-                    }
-                    wrote = true;
                     end = match &op {
                         PersistOp::Append(es) => es.last().map(|e| (e.index, e.term)).or(end),
                         PersistOp::Snapshot { snapshot, tail, .. } => Some(
@@ -626,6 +631,7 @@ impl<S: NodeMachine> RaftNode<S> {
                         ),
                         PersistOp::TruncateFrom(_) | PersistOp::HardState(_) => end,
                     };
+                    ops.push(op);
                 }
                 Effect::SetTimer { timer, at } => {
                     self.timers.insert(timer, at);
@@ -635,23 +641,47 @@ impl<S: NodeMachine> RaftNode<S> {
                 }
             }
         }
-        if wrote {
-            let started = std::time::Instant::now();
-            if let Err(e) = self.store.sync() {
+        if !ops.is_empty() {
+            let batch = self.batches_submitted + 1;
+            if let Err(e) = self.writer.submit(batch, ops) {
                 self.storage_failed(ctx, &e);
-                return None;
+                return;
             }
-            self.metrics.fsync.observe(started.elapsed());
-            tracing::trace!(
-                node = self.id,
-                micros = started.elapsed().as_micros() as u64,
-                "fsync"
-            );
+            self.batches_submitted = batch;
+            if let Some(end) = end {
+                self.batch_ends.push_back((batch, end));
+            }
         }
+        // A vote, an acknowledgement, anything but AppendEntries, leaves
+        // only once every batch before it is durable.
         for (to, msg) in after_sync {
-            self.send_to(to, msg);
+            if self.batches_synced >= self.batches_submitted {
+                self.send_to(to, msg);
+            } else if self.held.len() < HELD_SENDS_MAX {
+                self.held.push_back((self.batches_submitted, to, msg));
+            } else {
+                tracing::warn!(to, "too many sends waiting for the disk; dropping one");
+            }
         }
-        end
+    }
+
+    /// The writer made batches up to `batch` durable: release what waited
+    /// for them and tell the replica how far its log is on disk.
+    fn synced(&mut self, ctx: &mut Context<Self>, batch: u64) {
+        debug_assert!(batch > self.batches_synced && batch <= self.batches_submitted);
+        self.batches_synced = batch;
+        while self.held.front().is_some_and(|(b, _, _)| *b <= batch) {
+            if let Some((_, to, msg)) = self.held.pop_front() {
+                self.send_to(to, msg);
+            }
+        }
+        let mut end = None;
+        while self.batch_ends.front().is_some_and(|(b, _)| *b <= batch) {
+            end = self.batch_ends.pop_front().map(|(_, e)| e);
+        }
+        if let Some((index, term)) = end {
+            self.step(ctx, Input::Persisted { index, term });
+        }
     }
 
     fn storage_failed(&mut self, ctx: &mut Context<Self>, e: &dyn std::fmt::Display) {
@@ -763,12 +793,28 @@ impl<S: NodeMachine> Handler<Request> for RaftNode<S> {
         let (tx, rx) = oneshot::channel();
         self.clients.insert(id, tx);
         let input = match request {
-            Request::Propose(command) => Input::Propose { id, command },
+            // Proposals wait for the flush and go in as one batch, so the
+            // leader sends one AppendEntries per follower for all of them.
+            Request::Propose(command) => {
+                self.proposals.push((id, command));
+                self.count_step(ctx);
+                return self.answer(rx);
+            }
             Request::Read(query) => Input::Read { id, query },
             Request::Transfer(to) => Input::TransferLeadership { id, to },
             Request::Change(change) => Input::ChangeMembership { id, change },
         };
         self.step(ctx, input);
+        self.answer(rx)
+    }
+}
+
+impl<S: NodeMachine> RaftNode<S> {
+    /// The future a client request resolves with.
+    fn answer(
+        &self,
+        rx: oneshot::Receiver<Result<Applied, RequestError>>,
+    ) -> ResponseFuture<Result<Applied, ClientError>> {
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
         Box::pin(async move {
@@ -812,6 +858,20 @@ impl<S: NodeMachine> Handler<BestSuccessor> for RaftNode<S> {
     type Result = Option<NodeId>;
     fn handle(&mut self, _: BestSuccessor, _: &mut Context<Self>) -> Option<NodeId> {
         self.raft.best_successor()
+    }
+}
+
+impl<S: NodeMachine> Handler<Report> for RaftNode<S> {
+    type Result = ();
+    fn handle(&mut self, report: Report, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _span = span.enter();
+        match report {
+            Report::Synced { batch } => self.synced(ctx, batch),
+            Report::Failed { batch, error } => {
+                self.storage_failed(ctx, &format!("writing batch {batch}: {error}"))
+            }
+        }
     }
 }
 

@@ -61,6 +61,10 @@ pub enum Input {
         id: RequestId,
         command: Vec<u8>,
     },
+    /// Several proposals at once: the same as proposing each in turn,
+    /// except that a leader sends them in one AppendEntries per follower
+    /// instead of one each (a driver batches what arrived together).
+    ProposeBatch(Vec<(RequestId, Vec<u8>)>),
     /// A linearizable read-only query (ReadIndex, thesis 6.4).
     Read {
         id: RequestId,
@@ -432,6 +436,7 @@ impl<S: StateMachine> Raft<S> {
             Input::Timer(Timer::Election) => self.handle_election_timer(now),
             Input::Timer(Timer::Heartbeat) => self.handle_heartbeat_timer(now),
             Input::Propose { id, command } => self.handle_propose(now, id, command),
+            Input::ProposeBatch(proposals) => self.handle_propose_batch(now, proposals),
             Input::Read { id, query } => self.handle_read(now, id, query),
             Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
             Input::ChangeMembership { id, change } => self.handle_change(id, change),
@@ -481,8 +486,28 @@ impl<S: StateMachine> Raft<S> {
     }
 
     fn handle_propose(&mut self, now: Instant, id: RequestId, command: Vec<u8>) {
+        if self.propose_one(now, id, command) {
+            self.maybe_commit();
+            self.broadcast_append();
+        }
+    }
+
+    fn handle_propose_batch(&mut self, now: Instant, proposals: Vec<(RequestId, Vec<u8>)>) {
+        let mut appended = false;
+        for (id, command) in proposals {
+            appended |= self.propose_one(now, id, command);
+        }
+        if appended {
+            self.maybe_commit();
+            self.broadcast_append();
+        }
+    }
+
+    /// Appends one proposal as leader (true), or forwards or refuses it.
+    fn propose_one(&mut self, now: Instant, id: RequestId, command: Vec<u8>) -> bool {
         if self.role != Role::Leader {
-            return self.forward_proposal(now, id, command);
+            self.forward_proposal(now, id, command);
+            return false;
         }
         // A leader handing over leadership takes no new writes (thesis 3.10).
         if self.pending.len() >= self.config.pending_proposals_max || self.transferring() {
@@ -490,12 +515,11 @@ impl<S: StateMachine> Raft<S> {
                 id,
                 result: Err(RequestError::Busy),
             });
-            return;
+            return false;
         }
         let index = self.append_as_leader(Payload::Command(command));
         self.pending.insert(index, id);
-        self.maybe_commit();
-        self.broadcast_append();
+        true
     }
 
     fn handle_election_timer(&mut self, now: Instant) {
