@@ -1,14 +1,14 @@
 use super::error::ApiError;
+use super::waiters::{Signal, Ticket, Waiters, HTTP_WAITS_MAX};
 use crate::lock::{
-    outcome_label, Command, Event, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer,
-    Reply, Response, SessionId, SessionInfo, Token,
+    outcome_label, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
+    Response, SessionId, SessionInfo, Token,
 };
 use crate::runtime::{Family, Node};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
@@ -40,10 +40,15 @@ pub fn serve(
     listener: std::net::TcpListener,
     config: HttpConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let waiters = Arc::new(Waiters::default());
+    // Subscribed here, before the server takes any request.
+    actix_rt::spawn(super::waiters::start(&node, waiters.clone()));
+    let waiters = web::Data::new(waiters);
     let data = web::Data::new(node);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(waiters.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
@@ -261,6 +266,32 @@ fn fresh_nonce() -> u64 {
     z ^ (z >> 31)
 }
 
+/// Waits until `ticket`'s grant arrives or `deadline` passes (`None`).
+/// When told events were missed, registers again and then looks the grant
+/// up: in that order, so one applied in between is not missed either.
+async fn wait_for_grant(
+    node: &Node<LockMachine>,
+    waiters: &Waiters,
+    ticket: &mut Ticket,
+    deadline: tokio::time::Instant,
+) -> Option<Token> {
+    let (session, lock) = ticket.key();
+    let lock = lock.to_string();
+    loop {
+        match tokio::time::timeout_at(deadline, &mut ticket.signal).await {
+            Ok(Ok(Signal::Granted(token))) => return Some(token),
+            Err(_elapsed) => return None,
+            Ok(Ok(Signal::Recheck)) | Ok(Err(_)) => {
+                waiters.unregister(ticket);
+                *ticket = waiters.register(session, &lock)?;
+                if let Some(token) = held_token(node, session, &lock).await {
+                    return Some(token);
+                }
+            }
+        }
+    }
+}
+
 /// The token `session` holds `lock` with, if it does (a linearizable read).
 async fn held_token(node: &Node<LockMachine>, session: SessionId, lock: &str) -> Option<Token> {
     match query(node, &Query::Session { session }).await {
@@ -305,7 +336,7 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn metrics(node: Shared) -> Result<HttpResponse, ApiError> {
+async fn metrics(node: Shared, waiting: web::Data<Arc<Waiters>>) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let (sessions, locks, waiters, files) = node.inspect(|m| m.sizes()).await?;
     let is_leader = if s.role == crate::raft::Role::Leader {
@@ -346,7 +377,7 @@ async fn metrics(node: Shared) -> Result<HttpResponse, ApiError> {
         (
             "raftlock_grant_waits",
             "HTTP acquires on this node waiting for a grant.",
-            node.subscribers() as f64,
+            waiting.len() as f64,
         ),
         (
             "raftlock_pending_requests",
@@ -403,6 +434,7 @@ async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
 
 async fn acquire(
     node: Shared,
+    waiters: web::Data<Arc<Waiters>>,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -421,47 +453,33 @@ async fn acquire(
         Some(s) => (s, false),
         None => (open(&node, ttl_ms).await?, true),
     };
-    // A waiting acquire subscribes before asking, so a grant cannot slip
+    // A waiting acquire registers before asking, so a grant cannot slip
     // between the two; a try-lock needs no events.
-    let mut events = (wait_ms > 0).then(|| node.subscribe());
+    let mut ticket =
+        match wait_ms {
+            0 => None,
+            _ => Some(waiters.register(session, &name).ok_or_else(|| {
+                ApiError::TooMany(format!("{HTTP_WAITS_MAX} requests already wait"))
+            })?),
+        };
     let op = Op::Acquire {
         lock: name.clone(),
         mode,
         wait: wait_ms > 0,
     };
-    let outcome = match request(&node, session, op).await {
+    let proposed = request(&node, session, op).await;
+    let outcome = match proposed {
         Ok(Reply::Granted { token }) => Ok(token),
         Ok(Reply::Queued { .. }) => {
-            let wait = Duration::from_millis(wait_ms);
-            let Some(events) = events.as_mut() else {
+            let Some(ticket) = ticket.as_mut() else {
                 return Err(ApiError::Unavailable("queued without waiting".into()));
             };
-            let granted = tokio::time::timeout(wait, async {
-                loop {
-                    match events.recv().await {
-                        Ok(Event::Granted(g)) if g.session == session && g.lock == name => {
-                            return Some(g.token)
-                        }
-                        Ok(_) => {}
-                        // Missed some events (a busy node): the grant may
-                        // have been among them, so look, and keep waiting
-                        // if not.
-                        Err(RecvError::Lagged(_)) => {
-                            if let Some(token) = held_token(&node, session, &name).await {
-                                return Some(token);
-                            }
-                        }
-                        // The node is stopping: ask the cluster directly.
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            })
-            .await;
-            let waited = match granted {
-                Ok(Some(token)) => Ok(token),
-                // Timed out (or lost track): cancel, which also tells us
-                // whether the grant won the race.
-                _ => match request(&node, session, Op::Cancel { lock: name.clone() }).await {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+            let waited = match wait_for_grant(&node, &waiters, ticket, deadline).await {
+                Some(token) => Ok(token),
+                // Timed out: cancel, which also tells us whether the grant
+                // won the race.
+                None => match request(&node, session, Op::Cancel { lock: name.clone() }).await {
                     Ok(Reply::Granted { token }) => Ok(token),
                     Ok(_) => Err(ApiError::Conflict(format!(
                         "lock {name} not granted within {wait_ms} ms"
@@ -480,6 +498,9 @@ async fn acquire(
         Ok(other) => Err(unexpected(other)),
         Err(e) => Err(e),
     };
+    if let Some(ticket) = &ticket {
+        waiters.unregister(ticket);
+    }
     match outcome {
         Ok(token) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name,

@@ -7,6 +7,7 @@
 mod api;
 pub mod client;
 mod error;
+mod waiters;
 
 pub use api::{
     serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS, TTL_MS_DEFAULT, WAIT_MS_MAX,

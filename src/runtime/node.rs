@@ -256,11 +256,6 @@ impl<S: NodeMachine> Node<S> {
         &self.metrics
     }
 
-    /// Subscribers to this node's events (HTTP requests waiting for a grant).
-    pub fn subscribers(&self) -> usize {
-        self.events.receiver_count()
-    }
-
     /// Events of the entries this node applies from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<S::Event> {
         self.events.subscribe()
