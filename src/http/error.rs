@@ -75,7 +75,14 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             response.insert_header(("Retry-After", RETRY_AFTER_S.to_string()));
         }
-        response.json(ErrorBody {
+        response.json(self.body())
+    }
+}
+
+impl ApiError {
+    /// The JSON body of the error response.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        serde_json::json!(ErrorBody {
             code: self.code(),
             message: self.to_string(),
         })

@@ -10,6 +10,7 @@ mod error;
 mod waiters;
 
 pub use api::{
-    serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS, TTL_MS_DEFAULT, WAIT_MS_MAX,
+    check_request_body, serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS,
+    TTL_MS_DEFAULT, WAIT_MS_MAX,
 };
 pub use error::{ApiError, RETRY_AFTER_S};
