@@ -273,3 +273,52 @@ fn a_peer_contradicting_a_committed_entry_is_ignored_not_fatal() {
     );
     assert_eq!(r.log().get(1), Some(&first), "the committed entry stays");
 }
+
+#[test]
+fn an_acknowledgement_beyond_the_leaders_log_is_ignored() {
+    // Found by fuzz/raft_inputs: a peer claiming to match entries its
+    // leader never had made the leader's next-index arithmetic panic, and
+    // two such claims could commit past the end of the log.
+    let mut r = Raft::new(
+        1,
+        members(),
+        Config::default(),
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    let t = |ms: u64| Instant::from_micros(ms * 1000);
+    r.handle(t(0), Input::Start);
+    r.handle(t(1000), Input::Timer(Timer::Election));
+    let vote = VoteResponse {
+        term: 1,
+        granted: true,
+    };
+    let from2 = |msg| Input::Message { from: 2, msg };
+    r.handle(t(1001), from2(Message::PreVoteResponse(vote.clone())));
+    r.handle(t(1002), from2(Message::VoteResponse(vote)));
+    assert_eq!(r.role(), raftlock::raft::Role::Leader);
+    let last = r.log().last_index();
+    for from in [2, 3] {
+        let msg = Message::AppendResponse(AppendResponse {
+            term: 1,
+            result: AppendResult::Success { match_index: 7 },
+            read_round: 0,
+        });
+        r.handle(t(1003), Input::Message { from, msg });
+    }
+    assert!(r.commit_index() <= last, "committed past the log");
+    let msg = Message::AppendResponse(AppendResponse {
+        term: 1,
+        result: AppendResult::Conflict {
+            prev_index: 8,
+            conflict_term: None,
+            first_index: 2,
+        },
+        read_round: 0,
+    });
+    r.handle(t(1004), Input::Message { from: 2, msg });
+    assert_eq!(r.role(), raftlock::raft::Role::Leader);
+    assert_eq!(r.log().last_index(), last);
+}

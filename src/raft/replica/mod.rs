@@ -901,6 +901,19 @@ impl<S: StateMachine> Raft<S> {
             return;
         };
         match result {
+            // A follower cannot have matched entries this leader never had
+            // (a leader's log only grows): a broken or hostile peer. Counting
+            // it could commit past the log; found by `fuzz/raft_inputs`.
+            AppendResult::Success { match_index } if match_index > last_index => {
+                tracing::warn!(
+                    node = self.id,
+                    from,
+                    match_index,
+                    last_index,
+                    "ignoring an acknowledgement beyond this leader's log"
+                );
+                return;
+            }
             AppendResult::Success { match_index } => {
                 if match_index > p.matched {
                     p.matched = match_index;
@@ -1256,5 +1269,9 @@ impl<S: StateMachine> Raft<S> {
         debug_assert!(
             self.leader_reads.len() + self.follower_reads.len() <= self.config.pending_reads_max
         );
+        debug_assert!(self
+            .progress
+            .values()
+            .all(|p| p.matched <= self.log.last_index()));
     }
 }
