@@ -182,7 +182,8 @@ impl<S: NodeMachine> Node<S> {
         let metrics = Arc::new(Metrics::default());
 
         let term = raft.term();
-        let ctx = Context::new();
+        // The writer reports to the actor, so the actor's address comes first.
+        let mut ctx = Context::new();
         let to_actor = ctx.address();
         let writer = LogWriter::start(id, store, metrics.clone(), move |report| {
             to_actor.do_send(report)
@@ -210,7 +211,6 @@ impl<S: NodeMachine> Node<S> {
             cluster_id: config.cluster.id(),
             span: node_span(id, term),
         };
-        let mut ctx = ctx;
         ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
         let addr = ctx.run(actor);
         let inbound = addr.clone();
