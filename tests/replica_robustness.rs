@@ -221,11 +221,8 @@ proptest! {
     }
 }
 
-#[test]
-fn a_peer_contradicting_a_committed_entry_is_ignored_not_fatal() {
-    // Only a broken or hostile peer can send this: two leaders disagreeing
-    // about an entry this node already knows is committed. The node must
-    // keep its committed entry, and keep running.
+/// Node 1 of 3, fresh and started at time zero.
+fn started() -> Raft<Recorder> {
     let mut r = Raft::new(
         1,
         members(),
@@ -236,6 +233,15 @@ fn a_peer_contradicting_a_committed_entry_is_ignored_not_fatal() {
     )
     .unwrap();
     r.handle(Instant::from_micros(0), Input::Start);
+    r
+}
+
+#[test]
+fn a_peer_contradicting_a_committed_entry_is_ignored_not_fatal() {
+    // Only a broken or hostile peer can send this: two leaders disagreeing
+    // about an entry this node already knows is committed. The node must
+    // keep its committed entry, and keep running.
+    let mut r = started();
     let first = Entry {
         index: 1,
         term: 2,
@@ -279,17 +285,8 @@ fn an_acknowledgement_beyond_the_leaders_log_is_ignored() {
     // Found by fuzz/raft_inputs: a peer claiming to match entries its
     // leader never had made the leader's next-index arithmetic panic, and
     // two such claims could commit past the end of the log.
-    let mut r = Raft::new(
-        1,
-        members(),
-        Config::default(),
-        Recovered::default(),
-        Recorder::new(),
-        7,
-    )
-    .unwrap();
+    let mut r = started();
     let t = |ms: u64| Instant::from_micros(ms * 1000);
-    r.handle(t(0), Input::Start);
     r.handle(t(1000), Input::Timer(Timer::Election));
     let vote = VoteResponse {
         term: 1,
