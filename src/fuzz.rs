@@ -159,14 +159,18 @@ pub fn check_lock_machine(data: &[u8]) -> usize {
                 m.query(now, &crate::lock::encode(&query));
             }
             2 => {
-                let snapshot = m.snapshot().expect("a machine snapshots");
+                // A check: failing to snapshot or restore is the finding.
+                let snapshot = m
+                    .snapshot()
+                    .unwrap_or_else(|e| panic!("snapshot failed: {e}"));
                 let mut copy = LockMachine::new(config.clone());
-                copy.restore(&snapshot).expect("its own snapshot restores");
-                assert_eq!(
-                    copy.snapshot().expect("a restored machine snapshots"),
-                    snapshot,
-                    "a snapshot round trip changed the state"
-                );
+                if let Err(e) = copy.restore(&snapshot) {
+                    panic!("its own snapshot does not restore: {e}");
+                }
+                let again = copy
+                    .snapshot()
+                    .unwrap_or_else(|e| panic!("a restored machine does not snapshot: {e}"));
+                assert_eq!(again, snapshot, "a snapshot round trip changed the state");
                 copy.check_invariants()
                     .unwrap_or_else(|e| panic!("restored: {e}"));
             }
