@@ -18,6 +18,8 @@ mod lock_client;
 mod runner;
 #[cfg(madsim)]
 mod scenario;
+#[cfg(madsim)]
+mod soak;
 
 #[cfg(not(madsim))]
 mod rerun;

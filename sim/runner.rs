@@ -297,12 +297,12 @@ fn seeds(default_num: u64) -> (u64, u64) {
     }
 }
 
-fn repro(name: &str, seed: u64) -> String {
+pub(crate) fn repro(name: &str, seed: u64) -> String {
     format!("MADSIM_TEST_SEED={seed} cargo test --features sim -- {name} --exact")
 }
 
 /// Runs one seed, turning a panic anywhere in the run into a failure.
-fn run_caught(sc: &Scenario, seed: u64) -> Result<Outcome, String> {
+pub(crate) fn run_caught(sc: &Scenario, seed: u64) -> Result<Outcome, String> {
     catch_unwind(AssertUnwindSafe(|| run_seed(sc, seed))).map_err(|p| {
         let msg = p
             .downcast_ref::<String>()
@@ -521,7 +521,20 @@ fn tests() -> Vec<(String, TestFn)> {
 }
 
 pub fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--soak SECS`: a time-boxed run over fresh seeds (see soak.rs).
+    let soak = match args.iter().position(|a| a == "--soak") {
+        Some(i) => {
+            let secs = args.get(i + 1).and_then(|s| s.parse::<u64>().ok());
+            let Some(secs) = secs else {
+                eprintln!("--soak needs a number of seconds, e.g. --soak 600");
+                std::process::exit(2);
+            };
+            args.drain(i..i + 2);
+            Some(Duration::from_secs(secs))
+        }
+        None => None,
+    };
     let exact = args.iter().any(|a| a == "--exact");
     let list = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
@@ -542,6 +555,18 @@ pub fn main() {
     if list {
         for (name, _) in &selected {
             println!("{name}: test");
+        }
+        return;
+    }
+    if let Some(budget) = soak {
+        // Negative controls fail on purpose: soaked only when named.
+        let scenarios: Vec<(String, Scenario)> = selected
+            .iter()
+            .filter(|(name, _)| !filters.is_empty() || SCENARIOS.contains(&name.as_str()))
+            .filter_map(|(name, _)| scenario(name).map(|sc| (name.clone(), sc)))
+            .collect();
+        if !crate::soak::run(budget, scenarios) {
+            std::process::exit(101);
         }
         return;
     }
