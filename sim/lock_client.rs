@@ -66,10 +66,26 @@ fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) ->
         let mut r = lock(&shared.resource);
         if r.check_tokens && r.verifier.check(resource, token).is_err() {
             r.stale_rejected += 1;
+            drop(r);
+            use crate::trace::V;
+            lock(&shared.checker).trace_event(
+                client,
+                "resource_reject",
+                &[("resource", V::S(resource)), ("token", V::N(token))],
+            );
             return false;
         }
     }
-    lock(&shared.checker).on_resource_write(resource, token, client);
+    let mut checker = lock(&shared.checker);
+    {
+        use crate::trace::V;
+        checker.trace_event(
+            client,
+            "resource_accept",
+            &[("resource", V::S(resource)), ("token", V::N(token))],
+        );
+    }
+    checker.on_resource_write(resource, token, client);
     true
 }
 

@@ -20,6 +20,10 @@ mod runner;
 mod scenario;
 #[cfg(madsim)]
 mod soak;
+#[cfg(madsim)]
+mod timeline;
+#[cfg(madsim)]
+mod trace;
 
 #[cfg(not(madsim))]
 mod rerun;

@@ -301,6 +301,22 @@ pub(crate) fn repro(name: &str, seed: u64) -> String {
     format!("MADSIM_TEST_SEED={seed} cargo test --features sim -- {name} --exact")
 }
 
+/// Replays a failing seed with the event trace on and writes it; returns
+/// the line to print (where the trace is, or why there is none).
+pub(crate) fn write_trace(name: &str, sc: &Scenario, seed: u64) -> String {
+    let traced = catch_unwind(AssertUnwindSafe(|| {
+        crate::scenario::run_seed_traced(sc, seed)
+    }));
+    match traced.map(|o| o.trace) {
+        Ok(Some(trace)) => match trace.write(name, seed) {
+            Ok(path) => format!("trace: {} ({} events)", path.display(), trace.lines().len()),
+            Err(e) => format!("trace: not written: {e}"),
+        },
+        Ok(None) => "trace: none recorded".into(),
+        Err(_) => "trace: none (the replay panicked; use SIM_TRACE=1)".into(),
+    }
+}
+
 /// Runs one seed, turning a panic anywhere in the run into a failure.
 pub(crate) fn run_caught(sc: &Scenario, seed: u64) -> Result<Outcome, String> {
     catch_unwind(AssertUnwindSafe(|| run_seed(sc, seed))).map_err(|p| {
@@ -325,13 +341,16 @@ fn sweep(name: &str) -> Result<String, String> {
     let mut inconclusive = 0;
     let mut locks = crate::scenario::LockStats::default();
     for seed in first..first + num {
-        let outcome = run_caught(&sc, seed)
-            .map_err(|e| format!("seed {seed}: {e}\n    reproduce: {}", repro(name, seed)))?;
+        let failed = |why: String| {
+            format!(
+                "seed {seed}: {why}\n    reproduce: {}\n    {}",
+                repro(name, seed),
+                write_trace(name, &sc, seed)
+            )
+        };
+        let outcome = run_caught(&sc, seed).map_err(failed)?;
         if let Some(v) = outcome.violation {
-            return Err(format!(
-                "seed {seed}: {v}\n    reproduce: {}",
-                repro(name, seed)
-            ));
+            return Err(failed(v.to_string()));
         }
         sim_time += outcome.sim_time;
         committed += outcome.committed;
@@ -393,7 +412,30 @@ fn negative(name: &str, checkers: &[&str], pinned: u64) -> Result<String, String
         .and_then(|s| s.parse().ok())
         .unwrap_or(pinned);
     if let Some(v) = caught(pinned) {
-        return Ok(format!("seed {pinned} caught it: {v}"));
+        // The trace of a failing seed must show the violation.
+        let traced = crate::scenario::run_seed_traced(&sc, pinned);
+        let lines = traced.trace.as_ref().map_or(&[][..], |t| t.lines());
+        let shown = lines.iter().any(|l| {
+            l.contains("\"kind\":\"violation\"")
+                && checkers
+                    .iter()
+                    .any(|c| l.contains(&format!("\"checker\":\"{c}\"")))
+        });
+        if !shown {
+            return Err(format!(
+                "seed {pinned} caught it ({v}) but its trace ({} events) shows no violation",
+                lines.len()
+            ));
+        }
+        let path = match traced.trace.as_ref().map(|t| t.write(name, pinned)) {
+            Some(Ok(p)) => p.display().to_string(),
+            Some(Err(e)) => format!("not written: {e}"),
+            None => "none".into(),
+        };
+        return Ok(format!(
+            "seed {pinned} caught it: {v}; trace of {} events with the violation: {path}",
+            lines.len()
+        ));
     }
     let (first, num) = (1, NEGATIVE_CONTROL_SEEDS_MAX);
     match (first..first + num).find_map(|s| caught(s).map(|v| (s, v))) {
@@ -422,6 +464,94 @@ const REGRESSIONS: &[(&str, u64, &str)] = &[
         "entry committed by the new configuration's majority flagged by a too-strict checker",
     ),
 ];
+
+/// Replays `name` at `seed` with the trace on and writes its timeline page
+/// to `html`; returns the verdict line.
+fn replay(name: &str, seed: u64, html: &std::path::Path) -> Result<String, String> {
+    let sc = scenario(name).ok_or_else(|| format!("unknown scenario {name}"))?;
+    let outcome = crate::scenario::run_seed_traced(&sc, seed);
+    let trace = outcome.trace.ok_or("no trace was recorded")?;
+    let verdict = outcome.violation.map(|v| v.to_string());
+    let page = crate::timeline::render(name, seed, &trace, verdict.as_deref());
+    std::fs::write(html, page).map_err(|e| format!("{}: {e}", html.display()))?;
+    let jsonl = trace.write(name, seed).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{name} seed {seed}: {}; {} events; page {}, trace {}",
+        verdict.as_deref().unwrap_or("no violation"),
+        trace.lines().len(),
+        html.display(),
+        jsonl.display()
+    ))
+}
+
+/// Browsers the page check tries, in order.
+const BROWSERS: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
+/// How long the headless browser may take to load and draw the page.
+const BROWSER_TIMEOUT_S: u64 = 120;
+
+/// The timeline page of a failing seed (a negative control), loaded in
+/// headless Chromium: it draws without a script error, has the lanes it
+/// should, and marks the violation. Without a browser the check is
+/// skipped and says so, unless `RAFTLOCK_REQUIRE_BROWSER` is set (CI).
+fn timeline_page(_: &str) -> Result<String, String> {
+    let name = "neg_unfenced_resource";
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sim-traces");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let html = dir.join(format!("{name}-{UNFENCED_RESOURCE_SEED}.html"));
+    let verdict = replay(name, UNFENCED_RESOURCE_SEED, &html)?;
+    if !verdict.contains("fenced-mutual-exclusion") {
+        return Err(format!("the replay did not fail as pinned: {verdict}"));
+    }
+    let browser = BROWSERS.iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(browser) = browser else {
+        if std::env::var_os("RAFTLOCK_REQUIRE_BROWSER").is_some() {
+            return Err("no chromium found; .ci/run installs it".into());
+        }
+        return Ok(format!(
+            "page written, NOT checked in a browser (install chromium): {}",
+            html.display()
+        ));
+    };
+    let out = std::process::Command::new("timeout")
+        .arg(BROWSER_TIMEOUT_S.to_string())
+        .arg(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .map_err(|e| format!("{browser}: {e}"))?;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let body = dom.lines().find(|l| l.contains("<body")).unwrap_or("");
+    if body.contains("data-error") {
+        return Err(format!("the page threw: {body}"));
+    }
+    let Some(lanes) = body
+        .split("data-lanes=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+    else {
+        return Err(format!(
+            "the page did not draw ({browser} exit {:?}): {body}",
+            out.status.code()
+        ));
+    };
+    for want in ["faults", "node-1", "node-2", "node-3", "lock-", "res-"] {
+        if !lanes.split(' ').any(|l| l.starts_with(want)) {
+            return Err(format!("no {want} lane in: {lanes}"));
+        }
+    }
+    if !dom.contains("data-violation=\"fenced-mutual-exclusion\"") {
+        return Err("the violation is not marked on the page".into());
+    }
+    Ok(format!(
+        "{browser} drew lanes [{lanes}] and the violation: {}",
+        html.display()
+    ))
+}
 
 fn regressions(_: &str) -> Result<String, String> {
     for &(name, seed, what) in REGRESSIONS {
@@ -514,6 +644,7 @@ fn tests() -> Vec<(String, TestFn)> {
     t.push(("neg_lock_stale_reads".into(), |n| {
         negative(n, &["linearizability"], LOCK_STALE_READS_SEED)
     }));
+    t.push(("timeline_page".into(), timeline_page));
     t.push(("regressions".into(), regressions));
     t.push(("determinism".into(), determinism));
     t.push(("clock_model".into(), |_| crate::clock::self_check()));
@@ -535,6 +666,30 @@ pub fn main() {
         }
         None => None,
     };
+    // `--replay NAME --seed N --html PATH`: one seed's timeline page.
+    if let Some(i) = args.iter().position(|a| a == "--replay") {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|j| args.get(j + 1))
+                .cloned()
+        };
+        let name = args.get(i + 1).cloned().unwrap_or_default();
+        let seed = value("--seed").and_then(|s| s.parse::<u64>().ok());
+        let html = value("--html").unwrap_or_else(|| format!("{name}.html"));
+        let Some(seed) = seed else {
+            eprintln!("usage: --replay NAME --seed N [--html PATH]");
+            std::process::exit(2);
+        };
+        match replay(&name, seed, std::path::Path::new(&html)) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("replay: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let exact = args.iter().any(|a| a == "--exact");
     let list = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();

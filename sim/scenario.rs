@@ -140,6 +140,8 @@ pub struct Outcome {
     pub transfers: u64,
     pub stats: crate::checker::Stats,
     pub locks: LockStats,
+    /// The event trace, if this run recorded one.
+    pub trace: Option<crate::trace::Trace>,
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +168,19 @@ fn raft_config(scenario: &Scenario) -> raft::Config {
 }
 
 /// Runs one seed of a scenario to completion in a fresh madsim runtime.
+/// Set while the runner replays a seed to record its trace.
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `run_seed`, recording the event trace (`crate::trace`) in the outcome.
+pub fn run_seed_traced(scenario: &Scenario, seed: u64) -> Outcome {
+    use std::sync::atomic::Ordering;
+    RECORDING.store(true, Ordering::SeqCst);
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(scenario, seed)));
+    RECORDING.store(false, Ordering::SeqCst);
+    outcome.unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(
@@ -259,20 +274,23 @@ impl Faults {
         }
     }
 
-    fn heal_due(&mut self, now: Duration) {
+    /// Applies the heals due by `now`; returns what they were (for the trace).
+    fn heal_due(&mut self, now: Duration) -> Vec<String> {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heals)
             .into_iter()
             .partition(|(t, _)| *t <= now);
         self.heals = later;
-        for (_, h) in due {
-            self.apply(h);
-        }
+        due.into_iter()
+            .map(|(_, h)| {
+                let what = format!("{h:?}");
+                self.apply(h);
+                what
+            })
+            .collect()
     }
 
-    fn heal_all(&mut self) {
-        for (_, h) in std::mem::take(&mut self.heals) {
-            self.apply(h);
-        }
+    fn heal_all(&mut self) -> Vec<String> {
+        self.heal_due(Duration::MAX)
     }
 }
 
@@ -318,7 +336,12 @@ async fn supervise(scenario: Scenario) -> Outcome {
         clocks.insert(CLIENT_ID_BASE + k, Clock::new(offset, rate));
     }
     let shared = Arc::new(Shared {
-        checker: Mutex::new(Checker::new(bootstrap.clone())),
+        checker: Mutex::new({
+            let mut c = Checker::new(bootstrap.clone());
+            let on = RECORDING.load(std::sync::atomic::Ordering::SeqCst) || crate::trace::always();
+            c.trace = on.then(crate::trace::Trace::default);
+            c
+        }),
         bootstrap,
         clocks: Mutex::new(clocks),
         client: Mutex::new(Default::default()),
@@ -397,7 +420,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
     while shared.elapsed() < scenario.fault_phase && !scenario.faults.is_empty() {
         sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
         let now = shared.elapsed();
-        faults.heal_due(now);
+        let healed = faults.heal_due(now);
+        trace_heals(&shared, now, &healed);
         if lock(&shared.checker).first_violation().is_some() {
             break;
         }
@@ -603,11 +627,34 @@ async fn supervise(scenario: Scenario) -> Outcome {
             }
         }
         faults.injected += (faults.heals.len() - injected_before) as u64;
+        if faults.heals.len() > injected_before || fault == Fault::ClockDrift {
+            use crate::trace::V;
+            let name = format!("{fault:?}");
+            let added = &faults.heals[injected_before..];
+            let heals: Vec<String> = added
+                .iter()
+                .map(|(at, h)| format!("{h:?} at {at:?}"))
+                .collect();
+            // Until the last of its heals (a clock drift is never undone).
+            let until = added.iter().map(|(at, _)| *at).max().unwrap_or(now);
+            let mut checker = lock(&shared.checker);
+            checker.now = now;
+            checker.trace_event(
+                0,
+                "fault",
+                &[
+                    ("fault", V::S(&name)),
+                    ("heals", V::S(&heals.join("; "))),
+                    ("until_us", V::N(until.as_micros() as u64)),
+                ],
+            );
+        }
     }
 
     // Liveness phase: heal everything; a leader must commit a new entry.
-    faults.heal_all();
+    let healed = faults.heal_all();
     let healed_at = shared.elapsed();
+    trace_heals(&shared, healed_at, &healed);
     let bound = Duration::from_millis(LIVENESS_BOUND_MS);
     loop {
         sleep(Duration::from_millis(100)).await;
@@ -674,6 +721,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         transfers,
         stats: checker.stats.clone(),
         locks,
+        trace: checker.trace.take(),
     };
     outcome
 }
@@ -686,5 +734,20 @@ impl Checker {
             .filter(|(_, (_, r))| *r == Role::Leader)
             .max_by_key(|(_, (t, _))| *t)
             .map(|(n, _)| n)
+    }
+}
+
+/// Records heals in the trace, if one is kept.
+fn trace_heals(shared: &Shared, now: Duration, healed: &[String]) {
+    if healed.is_empty() {
+        return;
+    }
+    let mut checker = lock(&shared.checker);
+    if checker.trace.is_none() {
+        return;
+    }
+    checker.now = now;
+    for h in healed {
+        checker.trace_event(0, "heal", &[("heal", crate::trace::V::S(h))]);
     }
 }

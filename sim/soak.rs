@@ -5,7 +5,7 @@
 //! that replays it. A failure does not stop the soak: the other seeds and
 //! scenarios keep running, so one report carries every finding.
 
-use crate::runner::{repro, run_caught};
+use crate::runner::{repro, run_caught, write_trace};
 use crate::scenario::Scenario;
 use std::time::{Duration, Instant};
 
@@ -72,9 +72,10 @@ pub fn run(budget: Duration, scenarios: Vec<(String, Scenario)>) -> bool {
             };
             if let Some(why) = failure {
                 let line = format!(
-                    "{} seed {seed}: {why}\n    reproduce: {}",
+                    "{} seed {seed}: {why}\n    reproduce: {}\n    {}",
                     t.name,
-                    repro(&t.name, seed)
+                    repro(&t.name, seed),
+                    write_trace(&t.name, &t.scenario, seed)
                 );
                 println!("FAILED {line}");
                 failures.push(line);

@@ -37,6 +37,20 @@ impl Checker {
         for e in events {
             let result = match e {
                 Event::Granted(g) => {
+                    use crate::trace::V;
+                    let mode = format!("{:?}", g.mode);
+                    self.trace_event(
+                        node,
+                        "grant",
+                        &[
+                            ("lock", V::S(&g.lock)),
+                            ("session", V::N(g.session)),
+                            ("token", V::N(g.token)),
+                            ("mode", V::S(&mode)),
+                            ("index", V::N(g.index)),
+                            ("queued", V::B(g.queued)),
+                        ],
+                    );
                     self.mix(&[5, node, g.index, g.token]);
                     self.locks
                         .tokens
@@ -56,8 +70,24 @@ impl Checker {
                     index,
                     session,
                     expired,
-                    ..
+                    held,
                 } => {
+                    use crate::trace::V;
+                    let held_text = held
+                        .iter()
+                        .map(|(l, t)| format!("{l}:{t}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    self.trace_event(
+                        node,
+                        "session_end",
+                        &[
+                            ("session", V::N(*session)),
+                            ("expired", V::B(*expired)),
+                            ("held", V::S(&held_text)),
+                            ("index", V::N(*index)),
+                        ],
+                    );
                     if *expired {
                         let first = self.locks.recorded.insert((*index, String::new()));
                         if first {

@@ -94,6 +94,8 @@ pub struct Checker {
     pub reads: ReadLinearizability,
     pub locks: LockChecks,
     violations: Vec<Violation>,
+    /// The event trace, when this run records one (`crate::trace`).
+    pub trace: Option<crate::trace::Trace>,
     /// Rolling hash of everything observed: equal across two runs of one seed.
     trace_hash: u64,
     pub stats: Stats,
@@ -146,7 +148,21 @@ impl Checker {
         }
     }
 
+    /// Adds an event to the trace, if one is recorded; `node` 0 is the
+    /// harness.
+    pub fn trace_event(&mut self, node: u64, kind: &str, fields: &[(&str, crate::trace::V)]) {
+        if let Some(t) = self.trace.as_mut() {
+            t.event(self.now, node, kind, fields);
+        }
+    }
+
     fn fail(&mut self, checker: &'static str, message: String) {
+        use crate::trace::V;
+        self.trace_event(
+            0,
+            "violation",
+            &[("checker", V::S(checker)), ("message", V::S(&message))],
+        );
         let v = Violation {
             checker,
             at: self.now,
@@ -275,6 +291,15 @@ impl Checker {
             }
         }
         let before = self.roles.insert(node, (term, role));
+        if before != Some((term, role)) {
+            use crate::trace::V;
+            let role_name = format!("{role:?}");
+            self.trace_event(
+                node,
+                "role",
+                &[("role", V::S(&role_name)), ("term", V::N(term))],
+            );
+        }
         if role == Role::Leader && before != Some((term, Role::Leader)) {
             self.stats.leaders_elected += 1;
             self.mix(&[2, node, term]);
