@@ -484,6 +484,19 @@ impl<S: SimMachine> NodeLoop<S> {
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
+                    if crate::trace::on() {
+                        let kind = message_kind(&msg);
+                        let mut checker = lock(&shared.checker);
+                        checker.now = shared.elapsed();
+                        checker.trace_event(
+                            self.id,
+                            "send",
+                            &[
+                                ("to", crate::trace::V::N(to)),
+                                ("msg", crate::trace::V::S(&kind)),
+                            ],
+                        );
+                    }
                     let frame = SimFrame::Peer(Envelope {
                         from: self.id,
                         to,
@@ -594,5 +607,21 @@ pub async fn run_client(shared: Arc<Shared>) {
         }
         let pause = madsim::rand::thread_rng().gen_range(1..20);
         madsim::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// A message's kind and size, for the trace (not its contents).
+fn message_kind(msg: &Message) -> String {
+    match msg {
+        Message::Append(a) => format!("Append(term {}, {} entries)", a.term, a.entries.len()),
+        Message::AppendResponse(r) => format!("AppendResponse(term {}, {:?})", r.term, r.result),
+        Message::Vote(v) => format!("Vote(term {})", v.term),
+        Message::PreVote(v) => format!("PreVote(term {})", v.term),
+        Message::VoteResponse(v) => format!("VoteResponse(term {}, {})", v.term, v.granted),
+        Message::PreVoteResponse(v) => format!("PreVoteResponse(term {}, {})", v.term, v.granted),
+        other => {
+            let text = format!("{other:?}");
+            text.chars().take(60).collect()
+        }
     }
 }

@@ -68,7 +68,9 @@ fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) ->
             r.stale_rejected += 1;
             drop(r);
             use crate::trace::V;
-            lock(&shared.checker).trace_event(
+            let mut checker = lock(&shared.checker);
+            checker.now = shared.elapsed();
+            checker.trace_event(
                 client,
                 "resource_reject",
                 &[("resource", V::S(resource)), ("token", V::N(token))],
@@ -77,6 +79,7 @@ fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) ->
         }
     }
     let mut checker = lock(&shared.checker);
+    checker.now = shared.elapsed();
     {
         use crate::trace::V;
         checker.trace_event(
@@ -274,7 +277,18 @@ impl Client {
                     }
                     Effect::WakeAt(at) => self.wake = Some(at),
                     Effect::Done { id, result } => self.on_done(id, result),
-                    Effect::Opened(_) => {}
+                    Effect::Opened(session) => {
+                        if crate::trace::on() {
+                            let now = self.shared.elapsed();
+                            let mut checker = self.checker();
+                            checker.now = now;
+                            checker.trace_event(
+                                self.id,
+                                "session_open",
+                                &[("session", crate::trace::V::N(session))],
+                            );
+                        }
+                    }
                     Effect::Lost { lock, .. } => {
                         self.lin_held.remove(&lock);
                         // The application learns in time: it drops the work.
@@ -462,6 +476,27 @@ impl Client {
         };
         if id != expected {
             return;
+        }
+        if crate::trace::on() {
+            // Every call's outcome: grants, releases, appends, queries.
+            let call = format!("{what:?}");
+            let outcome = format!("{result:?}");
+            let mut checker = self.checker();
+            checker.now = g;
+            checker.trace_event(
+                self.id,
+                "client_call",
+                &[
+                    (
+                        "call",
+                        crate::trace::V::S(&call.chars().take(200).collect::<String>()),
+                    ),
+                    (
+                        "result",
+                        crate::trace::V::S(&outcome.chars().take(200).collect::<String>()),
+                    ),
+                ],
+            );
         }
         let granted = matches!(result, Ok(Done::Granted { .. }));
         self.checker()

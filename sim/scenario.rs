@@ -167,20 +167,16 @@ fn raft_config(scenario: &Scenario) -> raft::Config {
     }
 }
 
-/// Runs one seed of a scenario to completion in a fresh madsim runtime.
-/// Set while the runner replays a seed to record its trace.
-static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// `run_seed`, recording the event trace (`crate::trace`) in the outcome.
 pub fn run_seed_traced(scenario: &Scenario, seed: u64) -> Outcome {
-    use std::sync::atomic::Ordering;
-    RECORDING.store(true, Ordering::SeqCst);
+    crate::trace::set_replaying(true);
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(scenario, seed)));
-    RECORDING.store(false, Ordering::SeqCst);
+    crate::trace::set_replaying(false);
     outcome.unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// Runs one seed of a scenario to completion in a fresh madsim runtime.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.set_time_limit(
@@ -338,8 +334,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
     let shared = Arc::new(Shared {
         checker: Mutex::new({
             let mut c = Checker::new(bootstrap.clone());
-            let on = RECORDING.load(std::sync::atomic::Ordering::SeqCst) || crate::trace::always();
-            c.trace = on.then(crate::trace::Trace::default);
+            c.trace = crate::trace::on().then(crate::trace::Trace::default);
             c
         }),
         bootstrap,
@@ -361,6 +356,25 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .map(|_| Mutex::new(ClientView::default()))
             .collect(),
     });
+    if crate::trace::on() {
+        // Each node's and client's clock: local reading at start and drift.
+        let clocks: Vec<(NodeId, u64, f64)> = lock(&shared.clocks)
+            .iter()
+            .map(|(&id, c)| (id, c.local(Duration::ZERO).as_micros(), c.rate()))
+            .collect();
+        let mut checker = lock(&shared.checker);
+        for (id, local_us, rate) in clocks {
+            let ppm = ((rate - 1.0) * 1e6).round() as i64;
+            checker.trace_event(
+                id,
+                "clock",
+                &[
+                    ("local_us", crate::trace::V::N(local_us)),
+                    ("drift_ppm", crate::trace::V::S(&ppm.to_string())),
+                ],
+            );
+        }
+    }
     let mut faults = Faults {
         handle: handle.clone(),
         net: NetSim::current(),
@@ -624,6 +638,14 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     c.set_rate(now, rate);
                 }
                 faults.injected += 1;
+                let ppm = ((rate - 1.0) * 1e6).round() as i64;
+                let mut checker = lock(&shared.checker);
+                checker.now = now;
+                checker.trace_event(
+                    n,
+                    "clock",
+                    &[("drift_ppm", crate::trace::V::S(&ppm.to_string()))],
+                );
             }
         }
         faults.injected += (faults.heals.len() - injected_before) as u64;

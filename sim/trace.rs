@@ -96,8 +96,18 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// Whether every run records (`SIM_TRACE_JSON=1`), or only re-runs of
-/// failing seeds.
-pub fn always() -> bool {
-    std::env::var_os("SIM_TRACE_JSON").is_some()
+static REPLAYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns recording on for the runs that follow (the runner's replay of a
+/// failing seed), or off again.
+pub fn set_replaying(on: bool) {
+    REPLAYING.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether runs record now: while replaying, or always with
+/// `SIM_TRACE_JSON=1`. Cheap: hot paths ask before formatting anything.
+pub fn on() -> bool {
+    static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    REPLAYING.load(std::sync::atomic::Ordering::Relaxed)
+        || *ALWAYS.get_or_init(|| std::env::var_os("SIM_TRACE_JSON").is_some())
 }
