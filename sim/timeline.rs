@@ -87,7 +87,9 @@ const EVENTS = __EVENTS__;
   const faults = lane('faults', 'faults');
   EVENTS.filter(e => e.kind === 'fault').forEach(e => faults.items.push({
     from: e.t_us, to: Math.max(e.until_us || e.t_us, e.t_us + 20000), fill: '#ef9a9a',
-    text: e.fault, tip: e.fault + ' at ' + (e.t_us / 1e6).toFixed(3) + ' s; ' + e.heals }));
+    // Its heal names the target: Restart(2), ResumeClient(1), Unclog(...).
+    text: e.fault + (e.heals ? ' ' + e.heals.split(' at ')[0].replace(/^[A-Za-z]+/, '') : ''),
+    tip: e.fault + ' at ' + (e.t_us / 1e6).toFixed(3) + ' s; healed by ' + (e.heals || 'nothing') }));
   // Nodes: each role event starts a segment that the next one ends.
   const nodes = [...new Set(EVENTS.filter(e => e.kind === 'role').map(e => e.node))].sort((a, b) => a - b);
   nodes.forEach(n => {
@@ -126,6 +128,18 @@ const EVENTS = __EVENTS__;
       tip: (bad ? 'refused stale token ' : 'accepted token ') + e.token + ' from client ' + e.node + ' at ' + (e.t_us / 1e6).toFixed(3) + ' s' });
   });
   const violations = EVENTS.filter(e => e.kind === 'violation');
+  // Overlapping segments of one lane (concurrent faults, shared holders)
+  // go on rows of their own, first fit, so none hides another.
+  lanes.forEach(l => {
+    const rowEnds = [];
+    l.items.filter(it => !it.mark).sort((a, b) => a.from - b.from).forEach(it => {
+      let r = rowEnds.findIndex(e => e <= it.from);
+      if (r < 0) { r = rowEnds.length; rowEnds.push(0); }
+      rowEnds[r] = it.to;
+      it.row = r;
+    });
+    l.rows = Math.max(1, rowEnds.length);
+  });
   function px(t) { return LEFT + (t - x0) / (x1 - x0) * (width - LEFT - 10); }
   function el(name, attrs, parent) {
     const n = document.createElementNS(NS, name);
@@ -135,7 +149,7 @@ const EVENTS = __EVENTS__;
   }
   function draw() {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    const height = TOP + lanes.length * LANE + 10;
+    const height = TOP + lanes.reduce((h, l) => h + l.rows * LANE, 0) + 10;
     svg.setAttribute('width', width); svg.setAttribute('height', height);
     // Time axis: about ten ticks.
     const span = (x1 - x0) / 1e6, step = Math.pow(10, Math.floor(Math.log10(span / 10)));
@@ -143,19 +157,24 @@ const EVENTS = __EVENTS__;
       el('line', { x1: px(s * 1e6), x2: px(s * 1e6), y1: TOP - 4, y2: height, stroke: '#eee' });
       el('text', { x: px(s * 1e6) + 2, y: TOP - 8, class: 'lane-label' }).textContent = (+s.toFixed(6)) + ' s';
     }
+    let laneTop = TOP;
     lanes.forEach((l, i) => {
-      const y = TOP + i * LANE;
+      const base = laneTop;
+      laneTop += l.rows * LANE;
+      if (i % 2) el('rect', { x: 0, y: base, width: width, height: l.rows * LANE, fill: '#fafafa' });
       const g = el('g', { 'data-lane': l.key });
+      const y = base;
       el('text', { x: 6, y: y + 15, class: 'lane-label' }, g).textContent = l.label;
       l.items.forEach(it => {
         if (it.to < x0 || it.from > x1) return;
         const a = Math.max(px(it.from), LEFT), b = Math.min(px(it.to), width - 10);
+        const ry = y + (it.row || 0) * LANE;
         const r = it.mark
-          ? el('rect', { x: a - 1, y: y + 2, width: 3, height: LANE - 4, fill: it.fill }, g)
-          : el('rect', { x: a, y: y + 3, width: Math.max(1, b - a), height: LANE - 6, fill: it.fill, stroke: '#fff' }, g);
+          ? el('rect', { x: a - 1, y: y + 2, width: 3, height: l.rows * LANE - 4, fill: it.fill }, g)
+          : el('rect', { x: a, y: ry + 3, width: Math.max(1, b - a), height: LANE - 6, fill: it.fill, stroke: '#fff' }, g);
         el('title', {}, r).textContent = it.tip;
-        if (!it.mark && it.text && b - a > 8 * it.text.length) {
-          el('text', { x: a + 3, y: y + 15, class: 'seg-label' }, g).textContent = it.text;
+        if (!it.mark && it.text && b - a > 7 * it.text.length) {
+          el('text', { x: a + 3, y: ry + 15, class: 'seg-label' }, g).textContent = it.text;
         }
       });
     });
