@@ -389,6 +389,20 @@ impl<S: SimMachine> NodeLoop<S> {
         } else {
             String::new()
         };
+        if let (true, Input::Message { from, msg }) = (crate::trace::on(), &input) {
+            // A send with no matching receive was dropped by the network.
+            let kind = message_kind(msg);
+            let mut checker = lock(&shared.checker);
+            checker.now = g;
+            checker.trace_event(
+                self.id,
+                "recv",
+                &[
+                    ("from", crate::trace::V::N(*from)),
+                    ("msg", crate::trace::V::S(&kind)),
+                ],
+            );
+        }
         let effects = self.raft.handle(now, input);
         if trace {
             let cut = |s: String| s.chars().take(400).collect::<String>();
