@@ -62,34 +62,26 @@ impl SimResource {
 
 /// A write to the resource; true if accepted.
 fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) -> bool {
-    {
+    let accepted = {
         let mut r = lock(&shared.resource);
-        if r.check_tokens && r.verifier.check(resource, token).is_err() {
-            r.stale_rejected += 1;
-            drop(r);
-            use crate::trace::V;
-            let mut checker = lock(&shared.checker);
-            checker.now = shared.elapsed();
-            checker.trace_event(
-                client,
-                "resource_reject",
-                &[("resource", V::S(resource)), ("token", V::N(token))],
-            );
-            return false;
-        }
-    }
+        let stale = r.check_tokens && r.verifier.check(resource, token).is_err();
+        r.stale_rejected += u64::from(stale);
+        !stale
+    };
     let mut checker = lock(&shared.checker);
     checker.now = shared.elapsed();
-    {
-        use crate::trace::V;
-        checker.trace_event(
-            client,
-            "resource_accept",
-            &[("resource", V::S(resource)), ("token", V::N(token))],
-        );
+    use crate::trace::V;
+    let kind = if accepted {
+        "resource_accept"
+    } else {
+        "resource_reject"
+    };
+    let fields = [("resource", V::S(resource)), ("token", V::N(token))];
+    checker.trace_event(client, kind, &fields);
+    if accepted {
+        checker.on_resource_write(resource, token, client);
     }
-    checker.on_resource_write(resource, token, client);
-    true
+    accepted
 }
 
 #[derive(Clone, Debug)]
