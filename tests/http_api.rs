@@ -44,10 +44,13 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
             data_dir: dir.path().to_path_buf(),
             peers: peers.clone(),
             join: None,
+            // Elections slow enough that nine three-node clusters sharing
+            // two loaded CI cores keep their leaders: these tests assert
+            // exact outcomes, and a leader change mid-request is a 503.
             raft: raft::Config {
-                election_timeout_min: Duration::from_millis(150),
-                election_timeout_max: Duration::from_millis(300),
-                heartbeat_interval: Duration::from_millis(30),
+                election_timeout_min: Duration::from_millis(600),
+                election_timeout_max: Duration::from_millis(1200),
+                heartbeat_interval: Duration::from_millis(50),
                 ..raft::Config::default()
             },
             cluster: raftlock::runtime::Cluster::new("http-test").unwrap(),
