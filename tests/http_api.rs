@@ -377,11 +377,11 @@ async fn metrics_count_operations_and_report_the_lock_tables() {
     let c = cluster(0).await;
     let a = c.http[0];
     let (status, held) = call(a, "POST", "/API/v1/locks/m", "").await;
-    assert_eq!(status, 200);
-    let (status, _) = call(a, "POST", "/API/v1/locks/m", "").await;
-    assert_eq!(status, 409);
-    let (status, _) = call(a, "POST", "/API/v1/locks/m", r#"{"wait_ms": 50}"#).await;
-    assert_eq!(status, 409);
+    assert_eq!(status, 200, "{held}");
+    let (status, body) = call(a, "POST", "/API/v1/locks/m", "").await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = call(a, "POST", "/API/v1/locks/m", r#"{"wait_ms": 50}"#).await;
+    assert_eq!(status, 409, "{body}");
     let wrong = format!(
         "/API/v1/locks/m?session={}&token={}",
         held["session"],
