@@ -313,7 +313,29 @@ impl Client {
     fn call(&mut self, g: Duration, call: Call, what: What) {
         self.next_call += 1;
         let id = self.next_call;
-        self.checker().locks.waiters.on_call(self.id, g);
+        {
+            let mut checker = self.checker();
+            checker.now = g;
+            checker.locks.waiters.on_call(self.id, g);
+            if let What::Lin { event } = &what {
+                checker.locks.history.invoked((self.id, id), event.clone());
+            }
+            if crate::trace::on() {
+                // Calls are drawn from invocation to completion.
+                let text = format!("{call:?}");
+                checker.trace_event(
+                    self.id,
+                    "call",
+                    &[
+                        ("call_id", crate::trace::V::N(id)),
+                        (
+                            "call",
+                            crate::trace::V::S(&text.chars().take(200).collect::<String>()),
+                        ),
+                    ],
+                );
+            }
+        }
         self.step = Step::Calling {
             id,
             what,
@@ -479,6 +501,8 @@ impl Client {
                 self.id,
                 "client_call",
                 &[
+                    ("call_id", crate::trace::V::N(id)),
+                    ("invoked_us", crate::trace::V::N(invoked.as_micros() as u64)),
                     (
                         "call",
                         crate::trace::V::S(&call.chars().take(200).collect::<String>()),
@@ -531,22 +555,16 @@ impl Client {
             (What::Lin { mut event }, result) => {
                 event.completed = ns(g);
                 event.outcome = self.lin_outcome(&event, result);
-                if let lin::Op::Close { .. } = event.op {
-                    // A close lets go of every lock: each lock's history
-                    // gets it. A finished close needs a new session.
-                    if event.outcome == lin::Outcome::Done {
-                        self.restart_at = Some(g + Duration::from_millis(50));
-                    }
-                    for lock in self.shared.lin_locks.clone() {
-                        let e = lin::Event {
-                            lock,
-                            ..event.clone()
-                        };
-                        self.checker().record(e);
-                    }
-                } else {
-                    self.checker().record(event);
+                // A finished close needs a new session.
+                if matches!(event.op, lin::Op::Close { .. }) && event.outcome == lin::Outcome::Done
+                {
+                    self.restart_at = Some(g + Duration::from_millis(50));
                 }
+                let lin_locks = &self.shared.lin_locks;
+                lock(&self.shared.checker)
+                    .locks
+                    .history
+                    .completed((self.id, id), event, lin_locks);
                 self.set_idle(g);
             }
             _ => self.set_idle(g),

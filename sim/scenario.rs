@@ -74,6 +74,9 @@ pub struct LockControls {
     pub skip_dedup: bool,
     /// The lock machine forgets its token counter on restore.
     pub reset_tokens_on_restore: bool,
+    /// The history leaves out completed releases (the linearizability
+    /// check must still fail, ambiguous open calls notwithstanding).
+    pub drop_completed_releases: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -152,6 +155,8 @@ pub struct LockStats {
     pub stale_writes_rejected: u64,
     pub expiries_checked: u64,
     pub linearizability_ops: u64,
+    /// Checked calls still unanswered when the run ended (ambiguous).
+    pub calls_open_at_end: u64,
     pub client_pauses_past_ttl: u64,
 }
 
@@ -335,6 +340,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
         checker: Mutex::new({
             let mut c = Checker::new(bootstrap.clone());
             c.trace = crate::trace::on().then(crate::trace::Trace::default);
+            c.locks.history.drop_completed_releases =
+                scenario.lock_controls.drop_completed_releases;
             c
         }),
         bootstrap,
@@ -714,7 +721,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
     checker.now = shared.elapsed();
     checker.finish();
     if lock_clients > 0 {
-        checker.finish_locks();
+        checker.finish_locks(&shared.lin_locks);
+        checker.trace_event(0, "run_end", &[]);
     }
     let locks = LockStats {
         grants: checker.locks.tokens.grants() as u64,
@@ -723,6 +731,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         stale_writes_rejected: lock(&shared.resource).stale_rejected,
         expiries_checked: checker.locks.leases.expiries_checked,
         linearizability_ops: checker.locks.linearizability_ops,
+        calls_open_at_end: checker.locks.history.open_at_end,
         client_pauses_past_ttl: faults.client_pauses_past_ttl,
     };
     let (committed, reads) = {

@@ -1,7 +1,9 @@
 //! A seed's timeline as one self-contained HTML page (inline SVG and
 //! script, nothing fetched): a lane per node with its role and term over
 //! time, faults as bands, a lane per lock with who held it under which
-//! token, fenced-resource rejections marked, and the first violation
+//! token (from grant to release or session end), a lane per client with
+//! each call from invocation to answer (calls open at the run's end
+//! marked), fenced-resource rejections marked, and the first violation
 //! highlighted with the checker's message. Wheel zooms, drag pans, hover
 //! shows details.
 //!
@@ -61,9 +63,13 @@ const PAGE: &str = r##"<!doctype html>
   <span><i style="background:#b0bec5"></i>follower</span>
   <span><i style="background:#ef9a9a"></i>fault</span>
   <span><i style="background:#64b5f6"></i>lock held</span>
+  <span><i style="background:#8e24aa"></i>wait cancelled</span>
+  <span><i style="background:#a5d6a7"></i>call answered</span>
+  <span><i style="background:#ffe082"></i>call refused or failed</span>
+  <span><i style="background:#ff7043"></i>call open at the end</span>
   <span><i style="background:#d50000"></i>stale token refused / violation</span>
  </div>
- <div id="help">Wheel: zoom time. Drag: pan. Hover: details.</div>
+ <div id="help">Wheel: zoom time. Drag: pan. Hover: details. Add #t=FROM-TO (seconds) to the address to open on a window.</div>
 </header>
 <div id="wrap"><svg id="tl" xmlns="http://www.w3.org/2000/svg"></svg></div>
 <script>
@@ -76,6 +82,9 @@ const EVENTS = __EVENTS__;
   const end = Math.max(1, ...EVENTS.map(e => Math.max(e.t_us, e.until_us || 0))) * 1.02;
   let width = Math.max(900, window.innerWidth - 20);
   let x0 = 0, x1 = end;
+  // '#t=21.2-21.5' opens the page on that window, in seconds.
+  const win = /t=([0-9.]+)-([0-9.]+)/.exec(location.hash);
+  if (win && +win[2] > +win[1]) { x0 = +win[1] * 1e6; x1 = Math.min(end, +win[2] * 1e6); }
   const lanes = [];
   const laneOf = {};
   function lane(key, label) {
@@ -100,25 +109,50 @@ const EVENTS = __EVENTS__;
       text: e.role === 'Leader' ? 'L t' + e.term : 't' + e.term,
       tip: 'node ' + n + ': ' + e.role + ' in term ' + e.term + ' from ' + (e.t_us / 1e6).toFixed(3) + ' s' }));
   });
-  // Locks: the first replica to apply a grant dates it; it lasts until the
-  // next grant of the lock or the end of the holder's session.
-  const grants = {};
-  EVENTS.filter(e => e.kind === 'grant').forEach(e => { if (!(e.index in grants)) grants[e.index] = e; });
-  const ends = {};
-  EVENTS.filter(e => e.kind === 'session_end').forEach(e => { if (!(e.session in ends)) ends[e.session] = e.t_us; });
+  // Locks: the first replica to apply a grant dates it; the hold ends
+  // where the first replica applied its release, or the holder's session
+  // ended (closed or expired); a hold still on at the run's end runs to it.
+  const first = (kind, key) => {
+    const m = {};
+    EVENTS.filter(e => e.kind === kind).forEach(e => { const k = key(e); if (!(k in m)) m[k] = e; });
+    return m;
+  };
+  const grants = first('grant', e => e.index);
+  const ends = first('session_end', e => e.session);
+  const releases = first('release', e => e.lock + '/' + e.session + '/' + e.token);
+  const cancels = Object.values(first('cancel', e => e.index));
   const byLock = {};
   Object.values(grants).sort((a, b) => a.t_us - b.t_us).forEach(g => (byLock[g.lock] = byLock[g.lock] || []).push(g));
+  cancels.forEach(c => { byLock[c.lock] = byLock[c.lock] || []; });
   Object.keys(byLock).sort().forEach(name => {
     const l = lane('lock-' + name, 'lock ' + name);
-    const gs = byLock[name];
-    gs.forEach((g, i) => {
-      let to = end;
-      if (g.mode === 'Exclusive' && i + 1 < gs.length) to = gs[i + 1].t_us;
-      if (g.session in ends) to = Math.min(to, ends[g.session]);
+    byLock[name].forEach(g => {
+      let to = end, why = 'still held at the end of the run';
+      const rel = releases[name + '/' + g.session + '/' + g.token];
+      const se = ends[g.session];
+      if (rel && rel.t_us >= g.t_us) { to = rel.t_us; why = 'released at ' + (to / 1e6).toFixed(3) + ' s (index ' + rel.index + ')'; }
+      if (se && se.t_us >= g.t_us && se.t_us < to) { to = se.t_us; why = 'session ' + (se.expired ? 'expired' : 'closed') + ' at ' + (to / 1e6).toFixed(3) + ' s (index ' + se.index + ')'; }
       l.items.push({ from: g.t_us, to: Math.max(to, g.t_us + 5000), fill: '#64b5f6',
         text: 's' + g.session + ' #' + g.token,
-        tip: 'lock ' + name + ': session ' + g.session + ' holds with token ' + g.token + ' (' + g.mode + ', index ' + g.index + (g.queued ? ', after waiting' : '') + ')' });
+        tip: 'lock ' + name + ': session ' + g.session + ' holds with token ' + g.token + ' (' + g.mode + ', index ' + g.index + (g.queued ? ', after waiting' : '') + '); ' + why });
     });
+    cancels.filter(c => c.lock === name).forEach(c => l.items.push({ from: c.t_us, to: c.t_us, mark: true, fill: '#8e24aa',
+      tip: 'session ' + c.session + ' cancelled its wait at ' + (c.t_us / 1e6).toFixed(3) + ' s (index ' + c.index + ')' }));
+  });
+  // Clients: each call from invocation to completion; a call still open
+  // when the run ended is drawn to the end and marked so (the checkers
+  // count it as ambiguous: it may or may not have taken effect).
+  const done = first('client_call', e => e.node + '/' + e.call_id);
+  EVENTS.filter(e => e.kind === 'call').forEach(c => {
+    const l = lane('client-' + c.node, 'client ' + c.node);
+    const d = done[c.node + '/' + c.call_id];
+    const what = c.call.replace(/\{.*$/, '').trim();
+    const ok = d && /^Ok/.test(d.result);
+    l.items.push({ from: c.t_us, to: Math.max(d ? d.t_us : end, c.t_us + 2000),
+      fill: !d ? '#ff7043' : ok ? '#a5d6a7' : '#ffe082',
+      text: d ? what : what + ' (open at end)',
+      tip: 'client ' + c.node + ' call ' + c.call_id + ': ' + c.call + ' invoked at ' + (c.t_us / 1e6).toFixed(3) + ' s; ' +
+        (d ? 'answered at ' + (d.t_us / 1e6).toFixed(3) + ' s: ' + d.result : 'still open when the run ended (ambiguous)') });
   });
   // Fenced resources: accepted writes as thin ticks, refusals in red.
   EVENTS.filter(e => e.kind === 'resource_accept' || e.kind === 'resource_reject').forEach(e => {
@@ -204,6 +238,9 @@ const EVENTS = __EVENTS__;
   draw();
   document.body.setAttribute('data-rendered', String(lanes.length));
   document.body.setAttribute('data-lanes', lanes.map(l => l.key).join(' '));
+  const items = lanes.flatMap(l => l.items);
+  document.body.setAttribute('data-holds-released', String(items.filter(it => /; released at/.test(it.tip || '')).length));
+  document.body.setAttribute('data-calls-open', String(items.filter(it => /still open when the run ended/.test(it.tip || '')).length));
 })();
 </script>
 </body></html>

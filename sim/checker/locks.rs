@@ -4,17 +4,13 @@
 use super::exactly_once::ExactlyOnce;
 use super::fenced_exclusion::FencedExclusion;
 use super::lease_safety::LeaseSafety;
+use super::lock_history::LockHistory;
 use super::token_order::TokenOrder;
 use super::waiter_liveness::WaiterLiveness;
 use super::Checker;
 use raftlock::check::linearizability::{self as lin, Verdict};
 use raftlock::lock::Event;
-use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// Operations recorded for the linearizability check; more are not
-/// recorded (the check's cost grows fast with history length).
-pub const HISTORY_OPS_MAX: usize = 20_000;
 
 #[derive(Default)]
 pub struct LockChecks {
@@ -23,9 +19,7 @@ pub struct LockChecks {
     pub leases: LeaseSafety,
     pub once: ExactlyOnce,
     pub waiters: WaiterLiveness,
-    pub history: Vec<lin::Event>,
-    /// Log indexes of expiries and undelays already recorded in history.
-    recorded: BTreeSet<(u64, String)>,
+    pub history: LockHistory,
     pub writes_accepted: u64,
     pub linearizability_ops: u64,
 }
@@ -89,13 +83,13 @@ impl Checker {
                         ],
                     );
                     if *expired {
-                        let first = self.locks.recorded.insert((*index, String::new()));
+                        let first = self.locks.history.first_apply(*index, "");
                         if first {
                             // An expiry is a certain operation at the moment
                             // the first replica applies it (the leader,
                             // right as it commits).
                             for lock in lin_locks {
-                                self.record(lin::Event {
+                                self.locks.history.record(lin::Event {
                                     lock: lock.clone(),
                                     op: lin::Op::Expire { session: *session },
                                     invoked: now.as_nanos() as u64,
@@ -114,11 +108,45 @@ impl Checker {
                         Ok(())
                     }
                 }
+                Event::Released {
+                    index,
+                    session,
+                    lock,
+                    token,
+                } => {
+                    use crate::trace::V;
+                    self.trace_event(
+                        node,
+                        "release",
+                        &[
+                            ("lock", V::S(lock)),
+                            ("session", V::N(*session)),
+                            ("token", V::N(*token)),
+                            ("index", V::N(*index)),
+                        ],
+                    );
+                    Ok(())
+                }
+                Event::Cancelled {
+                    index,
+                    session,
+                    lock,
+                } => {
+                    use crate::trace::V;
+                    self.trace_event(
+                        node,
+                        "cancel",
+                        &[
+                            ("lock", V::S(lock)),
+                            ("session", V::N(*session)),
+                            ("index", V::N(*index)),
+                        ],
+                    );
+                    Ok(())
+                }
                 Event::Undelayed { index, lock } => {
-                    if lin_locks.contains(lock)
-                        && self.locks.recorded.insert((*index, lock.clone()))
-                    {
-                        self.record(lin::Event {
+                    if lin_locks.contains(lock) && self.locks.history.first_apply(*index, lock) {
+                        self.locks.history.record(lin::Event {
                             lock: lock.clone(),
                             op: lin::Op::Undelay,
                             invoked: now.as_nanos() as u64,
@@ -147,19 +175,17 @@ impl Checker {
         }
     }
 
-    pub fn record(&mut self, event: lin::Event) {
-        if self.locks.history.len() < HISTORY_OPS_MAX {
-            self.locks.history.push(event);
-        }
-    }
-
-    /// End of a lock run: the linearizability check over the history.
-    pub fn finish_locks(&mut self) {
-        self.locks.linearizability_ops = self.locks.history.len() as u64;
+    /// End of a lock run: the linearizability check over the history,
+    /// with the calls still open as ambiguous operations.
+    pub fn finish_locks(&mut self, lin_locks: &[String]) {
+        let history = self.locks.history.finish(lin_locks);
+        let ops = history.len() as u64;
         let limits = lin::Limits {
             steps_max: lin::LINEARIZABILITY_STEPS_MAX,
         };
-        match lin::check(&self.locks.history, &limits) {
+        let verdict = lin::check(history, &limits);
+        self.locks.linearizability_ops = ops;
+        match verdict {
             Verdict::Linearizable => {}
             Verdict::Violation { lock, detail } => {
                 self.fail("linearizability", format!("lock {lock}: {detail}"));

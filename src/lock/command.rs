@@ -332,4 +332,17 @@ pub enum Event {
         index: Index,
         lock: String,
     },
+    /// A holder gave the lock back (a session's end is `Ended`).
+    Released {
+        index: Index,
+        session: SessionId,
+        lock: String,
+        token: Token,
+    },
+    /// A waiting acquire left the queue ungranted.
+    Cancelled {
+        index: Index,
+        session: SessionId,
+        lock: String,
+    },
 }

@@ -496,6 +496,11 @@ impl LockMachine {
         if let Some(lock) = self.state.locks.get_mut(&name) {
             lock.waiters.retain(|w| w.session != id);
         }
+        self.record(Event::Cancelled {
+            index,
+            session: id,
+            lock: name.clone(),
+        });
         // A cancelled head of queue may have been all that blocked others.
         self.grant_waiters(index, &name);
         self.forget_if_idle(&name);
@@ -518,6 +523,12 @@ impl LockMachine {
         if let Some(lock) = self.state.locks.get_mut(&name) {
             lock.holders.remove(&id);
         }
+        self.record(Event::Released {
+            index,
+            session: id,
+            lock: name.clone(),
+            token,
+        });
         self.grant_waiters(index, &name);
         self.forget_if_idle(&name);
         Ok(Reply::Released)

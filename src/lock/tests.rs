@@ -703,3 +703,45 @@ fn sessions_are_listed_in_id_order_in_pages() {
     assert_eq!(page(0, 2), vec![a, b]);
     assert_eq!(page(b, 2), vec![c]);
 }
+
+#[test]
+fn a_release_and_a_cancel_are_events_that_end_a_hold_and_a_wait() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    h.m.take_events();
+    assert_eq!(
+        h.req(b, Op::Cancel { lock: "x".into() }),
+        Ok(Reply::Cancelled)
+    );
+    assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
+    let ended: Vec<Event> =
+        h.m.take_events()
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Executed { .. }))
+            .collect();
+    assert_eq!(
+        ended,
+        vec![
+            Event::Cancelled {
+                index: h.index - 1,
+                session: b,
+                lock: "x".into()
+            },
+            Event::Released {
+                index: h.index,
+                session: a,
+                lock: "x".into(),
+                token: 1
+            },
+        ]
+    );
+    // A refused release is no event.
+    assert_eq!(h.release(a, "x", 1), Err(LockError::UnknownLock));
+    assert!(h
+        .m
+        .take_events()
+        .iter()
+        .all(|e| matches!(e, Event::Executed { .. })));
+}
