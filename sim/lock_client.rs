@@ -582,6 +582,9 @@ impl Client {
             (lin::Op::Acquire { .. }, Err(CallError::Lock(LockError::LimitMismatch { .. }))) => {
                 O::LimitMismatch
             }
+            (lin::Op::Acquire { .. }, Err(CallError::Lock(LockError::ModeConflict { .. }))) => {
+                O::ModeConflict
+            }
             (lin::Op::Release { .. }, Ok(Done::Released)) => {
                 self.lin_held.remove(&event.lock);
                 O::Released

@@ -19,6 +19,8 @@ pub mod bench;
 #[cfg(not(madsim))]
 pub mod client;
 #[cfg(not(madsim))]
+pub mod entropy;
+#[cfg(not(madsim))]
 pub mod http;
 #[cfg(not(madsim))]
 pub mod runtime;

@@ -241,7 +241,7 @@ mod app {
             ..LockConfig::default()
         };
         let node = Arc::new(
-            Node::start_with(config, listener, LockMachine::new(lock_config))
+            Node::start_with(config, listener, LockMachine::new(lock_config.clone()))
                 .map_err(|e| e.to_string())?,
         );
         let http_listener = match std::net::TcpListener::bind(args.listen_http) {
@@ -256,6 +256,7 @@ mod app {
         };
         let http_config = HttpConfig {
             workers: args.http_workers,
+            drift_ppm: lock_config.drift_ppm,
         };
         let server = http::serve(node.clone(), http_listener, http_config)
             .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
@@ -393,8 +394,15 @@ mod app {
                 Node::start_with(config, listener, LockMachine::new(LockConfig::default()))
                     .map_err(|e| format!("node {id}: {e}"))?,
             );
-            let server = http::serve(node.clone(), http_listener, HttpConfig { workers: 1 })
-                .map_err(|e| format!("node {id}: cannot serve HTTP on {http}: {e}"))?;
+            let server = http::serve(
+                node.clone(),
+                http_listener,
+                HttpConfig {
+                    workers: 1,
+                    ..HttpConfig::default()
+                },
+            )
+            .map_err(|e| format!("node {id}: cannot serve HTTP on {http}: {e}"))?;
             servers.push(server.handle());
             actix_rt::spawn(server);
             println!("  node {id}: http://{http}  (peer {})", peers[&id]);

@@ -208,6 +208,11 @@ async fn log_lines_carry_the_node_id_and_its_current_term() {
         line.contains(&format!("node{{id=7 term={}}}", status.term)),
         "{line}"
     );
+    // One span per line, whatever the term: a span made on a term change
+    // used to nest in the old one (node{term=0}:node{term=1}:...).
+    for l in text.lines().filter(|l| l.contains("node{")) {
+        assert_eq!(l.matches("node{").count(), 1, "{l}");
+    }
 }
 
 /// Three nodes on ephemeral 127.0.0.1 ports, and their peer addresses.

@@ -62,7 +62,15 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
         let node = Arc::new(Node::start_with(cfg, listener, machine).unwrap());
         let h = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         c.http.push(h.local_addr().unwrap());
-        let server = http::serve(node.clone(), h, HttpConfig { workers: 1 }).unwrap();
+        let server = http::serve(
+            node.clone(),
+            h,
+            HttpConfig {
+                workers: 1,
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap();
         actix_rt::spawn(server);
         c.nodes.push(node);
         c._dirs.push(dir);

@@ -104,8 +104,12 @@ impl RefLock {
     fn apply(&mut self, op: &Op, next_token: &mut Token) -> Outcome {
         match op {
             Op::Acquire { session, mode } => {
-                if let Some((_, t)) = self.holders.get(session) {
-                    return Outcome::Granted(*t);
+                if let Some((held, t)) = self.holders.get(session) {
+                    return match (held, mode) {
+                        _ if held == mode => Outcome::Granted(*t),
+                        (Mode::Semaphore(_), Mode::Semaphore(_)) => Outcome::LimitMismatch,
+                        _ => Outcome::ModeConflict,
+                    };
                 }
                 if self.delayed {
                     return Outcome::Busy;
@@ -529,15 +533,47 @@ fn concurrent_grants_tokens_follow_linearization_order() {
 }
 
 #[test]
-fn reacquire_is_idempotent() {
+fn reacquire_in_the_same_mode_is_idempotent() {
     let h = vec![
-        ev("l", acq(A, Mode::Exclusive), 0, 10, Outcome::Granted(4)),
+        ev("l", acq(A, Mode::Shared), 0, 10, Outcome::Granted(4)),
         ev("l", acq(A, Mode::Shared), 20, 30, Outcome::Granted(4)),
     ];
     assert_eq!(run(&h), Verdict::Linearizable);
     let mut bad = h.clone();
     bad[1].outcome = Outcome::Granted(5);
     assert_violation(&bad, "l");
+}
+
+/// Issue 11, hole 1: a shared holder asking for the lock exclusive while
+/// another session shares it was told "exclusive". An upgrade (or any
+/// change of mode) is refused, never granted.
+#[test]
+fn reacquire_in_another_mode_is_refused_never_granted() {
+    let h = vec![
+        ev("l", acq(A, Mode::Shared), 0, 10, Outcome::Granted(4)),
+        ev("l", acq(B, Mode::Shared), 0, 10, Outcome::Granted(5)),
+        ev("l", acq(A, Mode::Exclusive), 20, 30, Outcome::ModeConflict),
+    ];
+    assert_eq!(run(&h), Verdict::Linearizable);
+    let mut bad = h.clone();
+    bad[2].outcome = Outcome::Granted(4);
+    let detail = assert_violation(&bad, "l");
+    assert!(detail.contains("ModeConflict"), "{detail}");
+    let sem = vec![
+        ev("s", acq(A, Mode::Semaphore(2)), 0, 10, Outcome::Granted(1)),
+        ev(
+            "s",
+            acq(A, Mode::Semaphore(3)),
+            20,
+            30,
+            Outcome::LimitMismatch,
+        ),
+        ev("s", acq(A, Mode::Exclusive), 40, 50, Outcome::ModeConflict),
+    ];
+    assert_eq!(run(&sem), Verdict::Linearizable);
+    let mut bad = sem.clone();
+    bad[1].outcome = Outcome::Granted(1);
+    assert_violation(&bad, "s");
 }
 
 #[test]

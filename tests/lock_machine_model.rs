@@ -153,6 +153,7 @@ impl Run {
                         lin::Outcome::Granted(token)
                     }
                     Err(LockError::Busy) => lin::Outcome::Busy,
+                    Err(LockError::ModeConflict { .. }) => lin::Outcome::ModeConflict,
                     Err(LockError::SessionNotFound(_)) => return,
                     other => panic!("acquire: {other:?}"),
                 };

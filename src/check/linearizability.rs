@@ -75,6 +75,8 @@ pub enum Outcome {
     Busy,
     /// Acquire
     LimitMismatch,
+    /// Acquire by a session holding the lock in another mode
+    ModeConflict,
     /// Release
     Released,
     /// Release
@@ -231,8 +233,14 @@ impl LockState {
                 let session = *session;
                 match self.find(session) {
                     Ok(i) => {
-                        // Idempotent re-acquire returns the holder's token.
-                        let held = self.holders[i].2;
+                        // A re-acquire in the mode held returns the holder's
+                        // token; in another mode it is refused.
+                        let (_, held_mode, held) = self.holders[i];
+                        if let Some(refusal) = reacquire_refusal(held_mode, *mode) {
+                            return matches!(outcome, Outcome::Unknown)
+                                .then(|| self.clone())
+                                .or_else(|| (*outcome == refusal).then(|| self.clone()));
+                        }
                         match (outcome, held) {
                             (Outcome::Unknown, _) => Some(self.clone()),
                             (Outcome::Granted(t), Some(h)) if *t == h => Some(self.clone()),
@@ -342,7 +350,10 @@ impl LockState {
     fn expected(&self, op: &Op) -> String {
         match op {
             Op::Acquire { session, mode } => match self.find(*session) {
-                Ok(i) => format!("Granted({:?}) (re-acquire)", self.holders[i].2),
+                Ok(i) => match reacquire_refusal(self.holders[i].1, *mode) {
+                    Some(refusal) => format!("{refusal:?} (re-acquire in another mode)"),
+                    None => format!("Granted({:?}) (re-acquire)", self.holders[i].2),
+                },
                 Err(_) => match self.acquire_result(*mode) {
                     AcquireResult::Grant => match self.last_token {
                         Some(t) => format!("Granted(token > {t})"),
@@ -362,6 +373,17 @@ impl LockState {
             }
             Op::Close { .. } | Op::Expire { .. } | Op::Undelay => "Done".to_string(),
         }
+    }
+}
+
+/// What a holder asking again in `asked` mode gets, if not its grant: a
+/// semaphore with another limit is a mismatch, any other change of mode a
+/// conflict (an upgrade is never granted beside other holders).
+fn reacquire_refusal(held: Mode, asked: Mode) -> Option<Outcome> {
+    match (held, asked) {
+        _ if held == asked => None,
+        (Mode::Semaphore(_), Mode::Semaphore(_)) => Some(Outcome::LimitMismatch),
+        _ => Some(Outcome::ModeConflict),
     }
 }
 

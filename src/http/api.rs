@@ -1,38 +1,38 @@
 use super::error::ApiError;
-use super::waiters::{Signal, Ticket, Waiters, HTTP_WAITS_MAX};
+use super::waiters::Waiters;
 use crate::lock::{
     outcome_label, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
     Response, SessionId, SessionInfo, Token,
 };
+use crate::raft::Index;
 use crate::runtime::{Family, Node};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
-/// TTL of a session the node opens for a session-less acquire.
-pub const TTL_MS_DEFAULT: u64 = 10_000;
-/// Longest an acquire may wait in the queue over HTTP.
-pub const WAIT_MS_MAX: u64 = 300_000;
 /// Worker threads serving HTTP (the Raft actor has its own thread).
 pub const HTTP_WORKERS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub workers: usize,
+    /// The cluster's clock-drift bound ρ (ppm), for the lease a one-lock
+    /// session's answer reports (`lease_ms`); the lock machine's own.
+    pub drift_ppm: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             workers: HTTP_WORKERS,
+            drift_ppm: crate::lock::DRIFT_PPM_DEFAULT,
         }
     }
 }
 
-type Shared = web::Data<Arc<Node<LockMachine>>>;
+pub(super) type Shared = web::Data<Arc<Node<LockMachine>>>;
 
 /// Serves the API for `node` on `listener` until the returned server stops.
 pub fn serve(
@@ -45,10 +45,12 @@ pub fn serve(
     actix_rt::spawn(super::waiters::start(&node, waiters.clone()));
     let waiters = web::Data::new(waiters);
     let data = web::Data::new(node);
+    let settings = web::Data::new(config.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(waiters.clone())
+            .app_data(settings.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
@@ -61,7 +63,10 @@ pub fn serve(
                 web::delete().to(remove_member),
             )
             .route("/API/v1/cluster/leader", web::post().to(transfer_leader))
-            .route("/API/v1/locks/{name}", web::post().to(acquire))
+            .route(
+                "/API/v1/locks/{name}",
+                web::post().to(super::acquire::acquire),
+            )
             .route("/API/v1/locks/{name}", web::delete().to(release))
             .route("/API/v1/locks/{name}", web::get().to(lock_info))
             .route("/API/v1/sessions", web::post().to(open_session))
@@ -115,13 +120,13 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum ModeName {
+pub(super) enum ModeName {
     Exclusive,
     Shared,
     Semaphore,
 }
 
-fn mode_of(mode: Option<ModeName>, limit: Option<u32>) -> Result<Mode, ApiError> {
+pub(super) fn mode_of(mode: Option<ModeName>, limit: Option<u32>) -> Result<Mode, ApiError> {
     match (mode.unwrap_or(ModeName::Exclusive), limit) {
         (ModeName::Exclusive, None) => Ok(Mode::Exclusive),
         (ModeName::Shared, None) => Ok(Mode::Shared),
@@ -135,22 +140,12 @@ fn mode_of(mode: Option<ModeName>, limit: Option<u32>) -> Result<Mode, ApiError>
     }
 }
 
-fn mode_json(mode: Mode) -> serde_json::Value {
+pub(super) fn mode_json(mode: Mode) -> serde_json::Value {
     match mode {
         Mode::Exclusive => serde_json::json!("exclusive"),
         Mode::Shared => serde_json::json!("shared"),
         Mode::Semaphore(n) => serde_json::json!({ "semaphore": n }),
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AcquireBody {
-    ttl_ms: Option<u64>,
-    wait_ms: Option<u64>,
-    mode: Option<ModeName>,
-    limit: Option<u32>,
-    session: Option<SessionId>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,7 +177,9 @@ struct ListArgs {
 }
 
 /// An empty body means "all defaults"; anything else must be valid JSON.
-fn parse_body<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: Default + for<'de> Deserialize<'de>>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -200,7 +197,7 @@ fn parse_required<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiErr
 pub fn check_request_body(data: &[u8]) {
     use actix_web::ResponseError;
     let mut refusals = Vec::new();
-    match parse_body::<AcquireBody>(data) {
+    match parse_body::<super::acquire::AcquireBody>(data) {
         Ok(args) => {
             if let Err(e) = mode_of(args.mode, args.limit) {
                 refusals.push(e);
@@ -227,12 +224,20 @@ pub fn check_request_body(data: &[u8]) {
 // ---- talking to the node ----
 
 async fn propose(node: &Node<LockMachine>, command: &Command) -> Result<Reply, ApiError> {
+    propose_at(node, command).await.map(|(reply, _)| reply)
+}
+
+/// Proposes `command`; its reply and the log index it was applied at.
+pub(super) async fn propose_at(
+    node: &Node<LockMachine>,
+    command: &Command,
+) -> Result<(Reply, Index), ApiError> {
     let proposed = node.propose(crate::lock::encode(command)).await;
     let response = count(node, command, &proposed);
-    proposed?;
+    let index = proposed?.index;
     let response =
         response.ok_or_else(|| ApiError::Unavailable("undecodable state machine output".into()))?;
-    Ok(response?)
+    Ok((response?, index))
 }
 
 /// Counts a proposal by operation and outcome in the node's metrics
@@ -255,89 +260,39 @@ fn count(
     response
 }
 
-async fn query(node: &Node<LockMachine>, query: &Query) -> Result<QueryAnswer, ApiError> {
+pub(super) async fn query(
+    node: &Node<LockMachine>,
+    query: &Query,
+) -> Result<QueryAnswer, ApiError> {
     let applied = node.read(crate::lock::encode(query)).await?;
     postcard::from_bytes(&applied.output)
         .map_err(|e| ApiError::Unavailable(format!("undecodable query answer: {e}")))
 }
 
-async fn request(node: &Node<LockMachine>, session: SessionId, op: Op) -> Result<Reply, ApiError> {
+pub(super) async fn request(
+    node: &Node<LockMachine>,
+    session: SessionId,
+    op: Op,
+) -> Result<Reply, ApiError> {
     propose(node, &Command::Unsequenced { session, op }).await
 }
 
-async fn open(node: &Node<LockMachine>, ttl_ms: u64) -> Result<SessionId, ApiError> {
-    let nonce = fresh_nonce();
+pub(super) async fn open(node: &Node<LockMachine>, ttl_ms: u64) -> Result<SessionId, ApiError> {
+    // The nonce makes a retried open idempotent: from the OS's randomness,
+    // so two callers (or two nodes) never share one.
+    let nonce = crate::entropy::random_u64()
+        .map_err(|e| ApiError::Unavailable(format!("no randomness for a session nonce: {e}")))?;
     match propose(node, &Command::Open { nonce, ttl_ms }).await? {
         Reply::Opened { session, .. } => Ok(session),
         other => Err(unexpected(other)),
     }
 }
 
-/// A session-open nonce: distinct across nodes and calls with
-/// overwhelming probability (a collision would hand one client another's
-/// session). splitmix64 over a per-process seed and a counter.
-fn fresh_nonce() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        nanos ^ u64::from(std::process::id()).rotate_left(40)
-    });
-    let mut z = seed.wrapping_add(
-        COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Waits until `ticket`'s grant arrives or `deadline` passes (`None`).
-/// When told events were missed, registers again and then looks the grant
-/// up: in that order, so one applied in between is not missed either.
-async fn wait_for_grant(
-    node: &Node<LockMachine>,
-    waiters: &Waiters,
-    ticket: &mut Ticket,
-    deadline: tokio::time::Instant,
-) -> Option<Token> {
-    let (session, lock) = ticket.key();
-    let lock = lock.to_string();
-    loop {
-        match tokio::time::timeout_at(deadline, &mut ticket.signal).await {
-            Ok(Ok(Signal::Granted(token))) => return Some(token),
-            Err(_elapsed) => return None,
-            Ok(Ok(Signal::Recheck)) | Ok(Err(_)) => {
-                waiters.unregister(ticket);
-                *ticket = waiters.register(session, &lock)?;
-                if let Some(token) = held_token(node, session, &lock).await {
-                    return Some(token);
-                }
-            }
-        }
-    }
-}
-
-/// The token `session` holds `lock` with, if it does (a linearizable read).
-async fn held_token(node: &Node<LockMachine>, session: SessionId, lock: &str) -> Option<Token> {
-    match query(node, &Query::Session { session }).await {
-        Ok(QueryAnswer::Session(Some(info))) => {
-            info.held.iter().find(|(l, _)| l == lock).map(|(_, t)| *t)
-        }
-        _ => None,
-    }
-}
-
-fn unexpected(reply: Reply) -> ApiError {
+pub(super) fn unexpected(reply: Reply) -> ApiError {
     ApiError::Unavailable(format!("unexpected reply {reply:?}"))
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     let max = crate::lock::Limits::default().name_bytes_max;
     if name.is_empty() || name.len() > max {
         return Err(ApiError::BadRequest(format!(
@@ -463,95 +418,6 @@ async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
     })))
 }
 
-async fn acquire(
-    node: Shared,
-    waiters: web::Data<Arc<Waiters>>,
-    name: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let name = name.into_inner();
-    check_name(&name)?;
-    let args: AcquireBody = parse_body(&body)?;
-    let mode = mode_of(args.mode, args.limit)?;
-    let wait_ms = args.wait_ms.unwrap_or(0);
-    if wait_ms > WAIT_MS_MAX {
-        return Err(ApiError::BadRequest(format!(
-            "wait_ms is at most {WAIT_MS_MAX}"
-        )));
-    }
-    let ttl_ms = args.ttl_ms.unwrap_or(TTL_MS_DEFAULT);
-    let (session, created) = match args.session {
-        Some(s) => (s, false),
-        None => (open(&node, ttl_ms).await?, true),
-    };
-    // A waiting acquire registers before asking, so a grant cannot slip
-    // between the two; a try-lock needs no events.
-    let mut ticket =
-        match wait_ms {
-            0 => None,
-            _ => Some(waiters.register(session, &name).ok_or_else(|| {
-                ApiError::TooMany(format!("{HTTP_WAITS_MAX} requests already wait"))
-            })?),
-        };
-    let op = Op::Acquire {
-        lock: name.clone(),
-        mode,
-        wait: wait_ms > 0,
-    };
-    let proposed = request(&node, session, op).await;
-    let outcome = match proposed {
-        Ok(Reply::Granted { token }) => Ok(token),
-        Ok(Reply::Queued { .. }) => {
-            let Some(ticket) = ticket.as_mut() else {
-                return Err(ApiError::Unavailable("queued without waiting".into()));
-            };
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-            let waited = match wait_for_grant(&node, &waiters, ticket, deadline).await {
-                Some(token) => Ok(token),
-                // Timed out: cancel, which also tells us whether the grant
-                // won the race.
-                None => match request(&node, session, Op::Cancel { lock: name.clone() }).await {
-                    Ok(Reply::Granted { token }) => Ok(token),
-                    Ok(_) => Err(ApiError::Conflict(format!(
-                        "lock {name} not granted within {wait_ms} ms"
-                    ))),
-                    Err(e) => Err(e),
-                },
-            };
-            let result = match &waited {
-                Ok(_) => "granted",
-                Err(ApiError::Conflict(_)) => "timed_out",
-                Err(_) => "error",
-            };
-            node.metrics().operation("wait", result);
-            waited
-        }
-        Ok(other) => Err(unexpected(other)),
-        Err(e) => Err(e),
-    };
-    if let Some(ticket) = &ticket {
-        waiters.unregister(ticket);
-    }
-    match outcome {
-        Ok(token) => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "name": name,
-            "token": token,
-            "session": session,
-            "mode": mode_json(mode),
-            // The TTL of a session this call opened; an existing session's
-            // is in GET /API/v1/sessions/{id}.
-            "ttl_ms": created.then_some(ttl_ms),
-        }))),
-        Err(e) => {
-            if created {
-                // The one-lock session served nothing: do not leave it to expire.
-                let _ = request(&node, session, Op::Close).await;
-            }
-            Err(e)
-        }
-    }
-}
-
 async fn release(
     node: Shared,
     name: web::Path<String>,
@@ -634,7 +500,7 @@ fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
 
 async fn open_session(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let args: SessionBody = parse_body(&body)?;
-    let ttl_ms = args.ttl_ms.unwrap_or(TTL_MS_DEFAULT);
+    let ttl_ms = args.ttl_ms.unwrap_or(super::TTL_MS_DEFAULT);
     let session = open(&node, ttl_ms).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
 }
@@ -751,10 +617,19 @@ fn native(result: Result<crate::raft::Applied, crate::runtime::ClientError>) -> 
 }
 
 /// Native protocol: the body is a postcard `Command`, proposed as is (the
-/// client session actor numbers its requests for exactly-once).
+/// client session actor numbers its requests for exactly-once). Only
+/// client commands: an expiry or undelay rests on the leader's own clock
+/// (docs/SAFETY.md rule 1) and is refused with 403, before it reaches Raft
+/// (which refuses it too, whatever door it came through).
 async fn native_propose(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let command = postcard::from_bytes::<Command>(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a command: {e}")))?;
+    if command.is_leader_only() {
+        return Err(ApiError::Forbidden(format!(
+            "{} is decided by the leader's own clock; clients cannot propose it",
+            command.label()
+        )));
+    }
     let proposed = node.propose(body.to_vec()).await;
     count(&node, &command, &proposed);
     Ok(native(proposed))

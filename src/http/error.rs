@@ -16,6 +16,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Never allowed from this caller (leader-only commands).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("session {0} does not exist (closed or expired)")]
@@ -46,6 +49,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "session_expired",
             ApiError::TooMany(_) => "limit_reached",
@@ -61,6 +65,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -106,6 +111,7 @@ impl From<LockError> for ApiError {
             | LockError::TooManyInflight { .. } => ApiError::TooMany(m),
             LockError::Busy
             | LockError::LimitMismatch { .. }
+            | LockError::ModeConflict { .. }
             | LockError::NotHolder
             | LockError::NotWaiting
             | LockError::StaleToken { .. } => ApiError::Conflict(m),
@@ -121,6 +127,7 @@ impl From<ClientError> for ApiError {
             ClientError::Rejected(RequestError::NotLeader { leader: None }) => {
                 ApiError::Unavailable("no leader at the moment; retry".into())
             }
+            ClientError::Rejected(RequestError::NotAllowed(why)) => ApiError::Forbidden(why),
             ClientError::Rejected(RequestError::LeadershipLost) => ApiError::Unavailable(
                 "leadership changed while the request was in flight; its outcome is unknown".into(),
             ),

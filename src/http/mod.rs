@@ -4,13 +4,12 @@
 //! writes are forwarded to the leader inside Raft, reads use ReadIndex.
 //! See docs/API.md.
 
+mod acquire;
 mod api;
 pub mod client;
 mod error;
 mod waiters;
 
-pub use api::{
-    check_request_body, serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS,
-    TTL_MS_DEFAULT, WAIT_MS_MAX,
-};
+pub use acquire::{TTL_MS_DEFAULT, WAIT_MS_MAX};
+pub use api::{check_request_body, serve, HttpConfig, NativeReply, BODY_BYTES_MAX, HTTP_WORKERS};
 pub use error::{ApiError, RETRY_AFTER_S};

@@ -1,5 +1,8 @@
 //! HTTP acquires waiting for a grant, and the one task that routes the
-//! node's apply events to them.
+//! node's apply events to them. A signal names the acquire the grant
+//! answers (its log index): the waiter takes only its own, since a lagging
+//! or restarted node also replays older grants of the same session and
+//! lock.
 //!
 //! Each waiting request used to hold its own subscription to the node's
 //! event broadcast, so every event woke every waiter (sixteen requests
@@ -10,6 +13,7 @@
 //! between the two.
 
 use crate::lock::{Event, LockMachine, SessionId, Token};
+use crate::raft::Index;
 use crate::runtime::Node;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,9 @@ pub const HTTP_WAITS_MAX: usize = 65_536;
 /// What a waiting request is told.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Signal {
-    Granted(Token),
+    /// A grant of the lock to the session, answering the acquire at log
+    /// index `acquire`.
+    Granted { token: Token, acquire: Index },
     /// Events were missed (the router fell behind, or the node stopped):
     /// the grant may have happened unseen, so look it up.
     Recheck,
@@ -106,12 +112,12 @@ impl Waiters {
         self.len() == 0
     }
 
-    fn granted(&self, session: SessionId, lock: &str, token: Token) {
+    fn granted(&self, session: SessionId, lock: &str, token: Token, acquire: Index) {
         let mut inner = self.lock();
         if let Some(list) = inner.by_key.remove(&(session, lock.to_string())) {
             inner.len -= list.len();
             for (_, tx) in list {
-                let _ = tx.send(Signal::Granted(token));
+                let _ = tx.send(Signal::Granted { token, acquire });
             }
         }
     }
@@ -138,7 +144,9 @@ pub fn start(
 async fn route(mut events: broadcast::Receiver<Event>, waiters: Arc<Waiters>) {
     loop {
         match events.recv().await {
-            Ok(Event::Granted(g)) => waiters.granted(g.session, &g.lock, g.token),
+            Ok(Event::Granted(g)) => waiters.granted(g.session, &g.lock, g.token, g.acquire),
+            // The machine dropped events: a grant may be among them.
+            Ok(Event::Missed { .. }) => waiters.recheck_all(),
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => waiters.recheck_all(),
             Err(RecvError::Closed) => {
@@ -157,6 +165,7 @@ mod tests {
     fn grant(session: SessionId, lock: &str, token: Token) -> Event {
         Event::Granted(Grant {
             index: 1,
+            acquire: 1,
             session,
             seq: 0,
             lock: lock.into(),
@@ -181,7 +190,13 @@ mod tests {
             let mut c = waiters.register(1, "y").unwrap();
             assert_eq!(waiters.len(), 3);
             tx.send(grant(2, "x", 7)).unwrap();
-            assert_eq!((&mut b.signal).await, Ok(Signal::Granted(7)));
+            assert_eq!(
+                (&mut b.signal).await,
+                Ok(Signal::Granted {
+                    token: 7,
+                    acquire: 1
+                })
+            );
             assert!(a.signal.try_recv().is_err(), "not for a");
             assert!(c.signal.try_recv().is_err(), "not for c");
             assert_eq!(waiters.len(), 2);

@@ -83,6 +83,12 @@ pub enum Op {
 }
 
 impl Command {
+    /// Commands only a leader proposes, from its own clock (docs/SAFETY.md
+    /// rule 1); refused from every client door.
+    pub fn is_leader_only(&self) -> bool {
+        matches!(self, Command::Expire { .. } | Command::Undelay { .. })
+    }
+
     /// The operation, as a metrics label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -135,6 +141,7 @@ pub fn outcome_label(response: &Response) -> &'static str {
             | LockError::TooManyFiles(_) => "limit_reached",
             LockError::Busy => "busy",
             LockError::LimitMismatch { .. } => "limit_mismatch",
+            LockError::ModeConflict { .. } => "mode_conflict",
             LockError::NotHolder => "not_holder",
             LockError::UnknownLock => "unknown_lock",
             LockError::NotWaiting => "not_waiting",
@@ -208,6 +215,12 @@ pub enum LockError {
     Busy,
     #[error("the lock is a semaphore of {held}; asked for {asked}")]
     LimitMismatch { held: u32, asked: u32 },
+    /// The session holds (or awaits) the lock in another mode: upgrades and
+    /// downgrades are refused, never granted beside other holders.
+    #[error(
+        "the session holds or awaits this lock as {held:?}; asked for {asked:?} (release it first)"
+    )]
+    ModeConflict { held: Mode, asked: Mode },
     #[error("the session does not hold this lock with that token")]
     NotHolder,
     #[error("no such lock (nobody holds or awaits it)")]
@@ -301,6 +314,11 @@ pub struct FileInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub index: Index,
+    /// The log index of the acquire this grant answers (`index` itself for
+    /// an immediate grant): a waiter matches a grant to its own acquire by
+    /// this, never by session and lock alone, which an older grant replayed
+    /// by a lagging or restarted replica would also match.
+    pub acquire: Index,
     pub session: SessionId,
     pub seq: u64,
     pub lock: String,
@@ -338,6 +356,12 @@ pub enum Event {
         session: SessionId,
         lock: String,
         token: Token,
+    },
+    /// The machine dropped this many events because nobody drained them
+    /// (`Limits::events_pending_max`): a subscriber may have missed a grant
+    /// and must look its waits up. Local, never replicated.
+    Missed {
+        count: u64,
     },
     /// A waiting acquire left the queue ungranted.
     Cancelled {

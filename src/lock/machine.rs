@@ -59,6 +59,8 @@ struct Waiter {
     session: SessionId,
     seq: u64,
     mode: Mode,
+    /// The log index of the acquire that queued it.
+    index: Index,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +81,8 @@ struct Local {
     expiry_proposed: BTreeMap<SessionId, Index>,
     undelay_proposed: BTreeMap<String, Index>,
     events: VecDeque<Event>,
+    /// Events dropped since the last `take_events`.
+    events_missed: u64,
 }
 
 pub struct LockMachine {
@@ -103,12 +107,22 @@ impl LockMachine {
     /// What applies did since the last call, in order: drivers push the
     /// queued grants to the clients they serve; the simulator checks all.
     pub fn take_events(&mut self) -> Vec<Event> {
-        self.local.events.drain(..).collect()
+        let missed = std::mem::take(&mut self.local.events_missed);
+        let mut out = Vec::with_capacity(self.local.events.len() + 1);
+        if missed > 0 {
+            out.push(Event::Missed { count: missed });
+        }
+        out.extend(self.local.events.drain(..));
+        out
     }
 
+    /// Keeps an event for the driver. Beyond the bound the oldest is
+    /// dropped and counted; `take_events` then starts with `Missed`, so a
+    /// subscriber looks its grants up instead of waiting for them.
     fn record(&mut self, event: Event) {
         if self.local.events.len() >= self.config.limits.events_pending_max {
             self.local.events.pop_front();
+            self.local.events_missed += 1;
         }
         self.local.events.push_back(event);
     }
@@ -360,7 +374,8 @@ impl LockMachine {
         let acked = req.acked.min(req.seq - 1).max(session.acked);
         session.acked = acked;
         session.responses = session.responses.split_off(&(acked + 1));
-        if req.seq > acked + inflight_max {
+        // Saturating: `seq` and `acked` are the client's to choose.
+        if req.seq > acked.saturating_add(inflight_max) {
             return Err(LockError::TooManyInflight {
                 seq: req.seq,
                 acked,
@@ -429,14 +444,21 @@ impl LockMachine {
             .sessions
             .get(&id)
             .ok_or(LockError::SessionNotFound(id))?;
+        let lock = self.state.locks.get(&name);
         if let Some(&token) = session.held.get(&name) {
-            return Ok(Reply::Granted { token });
+            // A re-acquire in the mode held returns the same grant (it does
+            // not count: one release frees it); any other mode is refused,
+            // never granted beside other holders (docs/SAFETY.md 5).
+            let held = lock
+                .and_then(|l| l.holders.get(&id))
+                .map_or(mode, |&(m, _)| m);
+            return same_mode(held, mode).map(|()| Reply::Granted { token });
         }
         if session.waiting.contains_key(&name) {
-            let position = self.state.locks.get(&name).map_or(0, |l| {
-                l.waiters.iter().position(|w| w.session == id).unwrap_or(0)
-            });
-            return Ok(Reply::Queued {
+            let waiter =
+                lock.and_then(|l| l.waiters.iter().enumerate().find(|(_, w)| w.session == id));
+            let (position, waiting) = waiter.map_or((0, mode), |(i, w)| (i, w.mode));
+            return same_mode(waiting, mode).map(|()| Reply::Queued {
                 position: position as u32,
             });
         }
@@ -444,7 +466,6 @@ impl LockMachine {
             return Err(LockError::TooManyLocks(limits.locks_per_session_max));
         }
         let waiters_max = limits.waiters_per_lock_max;
-        let lock = self.state.locks.get(&name);
         if let Some(held) = lock.and_then(|l| semaphore_limit(l, mode)) {
             if let Mode::Semaphore(asked) = mode {
                 return Err(LockError::LimitMismatch { held, asked });
@@ -454,7 +475,7 @@ impl LockMachine {
             l.delayed_since.is_none() && l.waiters.is_empty() && admits(&l.holders, mode)
         });
         if free {
-            let token = self.grant(index, &name, id, seq, mode, false);
+            let token = self.grant(index, index, &name, id, seq, mode);
             return Ok(Reply::Granted { token });
         }
         if !wait {
@@ -468,6 +489,7 @@ impl LockMachine {
             session: id,
             seq,
             mode,
+            index,
         });
         let position = (lock.waiters.len() - 1) as u32;
         if let Some(s) = self.state.sessions.get_mut(&id) {
@@ -596,14 +618,16 @@ impl LockMachine {
         }
     }
 
+    /// Grants `name` at log index `index` to the acquire at index
+    /// `acquire` (the same index unless it waited in the queue).
     fn grant(
         &mut self,
         index: Index,
+        acquire: Index,
         name: &str,
         id: SessionId,
         seq: u64,
         mode: Mode,
-        queued: bool,
     ) -> Token {
         self.state.last_token += 1;
         let token = self.state.last_token;
@@ -618,12 +642,13 @@ impl LockMachine {
         }
         self.record(Event::Granted(Grant {
             index,
+            acquire,
             session: id,
             seq,
             lock: name.to_string(),
             mode,
             token,
-            queued,
+            queued: acquire != index,
         }));
         token
     }
@@ -648,7 +673,7 @@ impl LockMachine {
             let Some(w) = lock.waiters.pop_front() else {
                 return;
             };
-            let token = self.grant(index, name, w.session, w.seq, w.mode, true);
+            let token = self.grant(index, w.index, name, w.session, w.seq, w.mode);
             if let Some(s) = self.state.sessions.get_mut(&w.session) {
                 s.waiting.remove(name);
                 if let Some(r) = s.responses.get_mut(&w.seq) {
@@ -741,6 +766,20 @@ fn admits(holders: &BTreeMap<SessionId, (Mode, Token)>, mode: Mode) -> bool {
     }
 }
 
+/// A session asking again for a lock it holds or awaits must ask in the
+/// same mode: a different semaphore limit is a `LimitMismatch`, any other
+/// change (an upgrade from shared to exclusive, a downgrade, a switch
+/// between semaphore and lock) a `ModeConflict`.
+fn same_mode(held: Mode, asked: Mode) -> Result<(), LockError> {
+    match (held, asked) {
+        _ if held == asked => Ok(()),
+        (Mode::Semaphore(held), Mode::Semaphore(asked)) => {
+            Err(LockError::LimitMismatch { held, asked })
+        }
+        _ => Err(LockError::ModeConflict { held, asked }),
+    }
+}
+
 /// The semaphore limit a lock is already used with, if `mode` disagrees.
 fn semaphore_limit(lock: &Lock, mode: Mode) -> Option<u32> {
     let Mode::Semaphore(asked) = mode else {
@@ -777,20 +816,40 @@ impl StateMachine for LockMachine {
         self.leader_commands(now, term).iter().map(encode).collect()
     }
 
+    /// Expiries and undelays rest on the leader's own clock (docs/SAFETY.md
+    /// rule 1): a client that could propose one would end any session.
+    fn admits_from_client(&self, command: &[u8]) -> Result<(), String> {
+        match postcard::from_bytes::<Command>(command) {
+            Ok(c) if c.is_leader_only() => Err(format!(
+                "{} is decided by the leader's own clock; clients cannot propose it",
+                c.label()
+            )),
+            // An undecodable command is applied as `Malformed`, harmlessly.
+            _ => Ok(()),
+        }
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
         postcard::to_allocvec(&self.state).map_err(|e| SnapshotError(e.to_string()))
     }
 
+    /// All or nothing: a snapshot that does not decode, or whose tables do
+    /// not agree, leaves the machine as it was.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         let state: State =
             postcard::from_bytes(snapshot).map_err(|e| RestoreError(e.to_string()))?;
-        self.state = state;
-        if self.config.reset_tokens_on_restore() {
-            self.state.last_token = 0;
+        let mut restored = LockMachine {
+            config: self.config.clone(),
+            state,
+            // Own-clock records start over: unknown counts as "now" later.
+            local: Local::default(),
+        };
+        restored.check_invariants().map_err(RestoreError)?;
+        if restored.config.reset_tokens_on_restore() {
+            restored.state.last_token = 0;
         }
-        // Own-clock records start over: unknown counts as "now" later.
-        self.local = Local::default();
-        self.check_invariants().map_err(RestoreError)
+        *self = restored;
+        Ok(())
     }
 }
 
@@ -798,4 +857,72 @@ impl StateMachine for LockMachine {
 /// non-string keys, no unsized data); an empty output would mean a bug.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    /// Issue 11, item 11: a snapshot whose tables disagree is refused and
+    /// leaves the machine as it was (it used to be half restored).
+    #[test]
+    fn a_restore_is_all_or_nothing() {
+        let mut m = LockMachine::new(LockConfig::default());
+        let open = Command::Open {
+            nonce: 7,
+            ttl_ms: 10_000,
+        };
+        assert!(m.apply_command(1, Instant::ZERO, open).is_ok());
+        let before = m.snapshot().unwrap();
+        let mut broken = State::default();
+        broken.locks.insert(
+            "x".into(),
+            Lock {
+                holders: BTreeMap::from([(99, (Mode::Exclusive, 1))]),
+                ..Lock::default()
+            },
+        );
+        broken.last_token = 1;
+        let bytes = postcard::to_allocvec(&broken).unwrap();
+        assert!(m.restore(&bytes).is_err());
+        assert_eq!(m.snapshot().unwrap(), before);
+        assert_eq!(m.sessions(), 1);
+    }
+
+    /// Issue 11, item 11: `seq` and `acked` are the client's to choose; one
+    /// near u64::MAX overflowed the in-flight bound (a debug-build panic).
+    #[test]
+    fn a_sequence_number_near_the_top_is_refused_not_a_panic() {
+        let mut m = LockMachine::new(LockConfig::default());
+        let open = Command::Open {
+            nonce: 7,
+            ttl_ms: 10_000,
+        };
+        assert!(m.apply_command(1, Instant::ZERO, open).is_ok());
+        let req = Request {
+            session: 1,
+            seq: u64::MAX,
+            acked: u64::MAX,
+            op: Op::KeepAlive,
+        };
+        assert_eq!(
+            m.apply_command(2, Instant::ZERO, Command::Request(req)),
+            Ok(Reply::Renewed)
+        );
+        let open = Command::Open {
+            nonce: 8,
+            ttl_ms: 10_000,
+        };
+        assert!(m.apply_command(3, Instant::ZERO, open).is_ok());
+        let req = Request {
+            session: 3,
+            seq: u64::MAX,
+            acked: 0,
+            op: Op::KeepAlive,
+        };
+        assert!(matches!(
+            m.apply_command(4, Instant::ZERO, Command::Request(req)),
+            Err(LockError::TooManyInflight { .. })
+        ));
+    }
 }

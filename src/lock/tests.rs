@@ -149,6 +149,7 @@ fn exclusive_lock_queues_fifo_and_wakes_only_the_next_waiter() {
         grants(&mut h.m),
         vec![Grant {
             index: h.index,
+            acquire: 6,
             session: b,
             seq: 2,
             lock: "x".into(),
@@ -744,4 +745,116 @@ fn a_release_and_a_cancel_are_events_that_end_a_hold_and_a_wait() {
         .take_events()
         .iter()
         .all(|e| matches!(e, Event::Executed { .. })));
+}
+
+/// Issue 11, hole 1: two sessions share `L`; the first asking for it
+/// exclusive was told "granted" (its shared token) while the other still
+/// held it. A re-acquire in the same mode returns the same grant; in any
+/// other mode it is refused, and nothing changes.
+#[test]
+fn a_reacquire_in_another_mode_is_refused_and_in_the_same_mode_returns_the_grant() {
+    let mut h = Harness::new(0);
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "L", Mode::Shared, false), granted(1));
+    assert_eq!(h.acquire(b, "L", Mode::Shared, false), granted(2));
+    let upgrade = Err(LockError::ModeConflict {
+        held: Mode::Shared,
+        asked: Mode::Exclusive,
+    });
+    assert_eq!(h.acquire(a, "L", Mode::Exclusive, false), upgrade);
+    assert_eq!(h.acquire(a, "L", Mode::Exclusive, true), upgrade);
+    assert_eq!(h.acquire(a, "L", Mode::Shared, false), granted(1));
+    assert_eq!(h.holders("L"), vec![(a, 1), (b, 2)]);
+    assert!(h.info("L").holders.iter().all(|x| x.mode == Mode::Shared));
+
+    // A semaphore holder asking with another limit, or for a lock.
+    assert_eq!(h.acquire(a, "S", Mode::Semaphore(2), false), granted(3));
+    assert_eq!(
+        h.acquire(a, "S", Mode::Semaphore(3), false),
+        Err(LockError::LimitMismatch { held: 2, asked: 3 })
+    );
+    assert_eq!(
+        h.acquire(a, "S", Mode::Exclusive, false),
+        Err(LockError::ModeConflict {
+            held: Mode::Semaphore(2),
+            asked: Mode::Exclusive
+        })
+    );
+    // An exclusive holder asking shared (a downgrade) is refused too.
+    assert_eq!(h.acquire(b, "X", Mode::Exclusive, false), granted(4));
+    assert_eq!(
+        h.acquire(b, "X", Mode::Shared, false),
+        Err(LockError::ModeConflict {
+            held: Mode::Exclusive,
+            asked: Mode::Shared
+        })
+    );
+    // A waiter asking again in another mode is refused; in its own mode it
+    // learns its place.
+    assert_eq!(h.acquire(a, "X", Mode::Exclusive, true), queued(0));
+    assert_eq!(
+        h.acquire(a, "X", Mode::Shared, true),
+        Err(LockError::ModeConflict {
+            held: Mode::Exclusive,
+            asked: Mode::Shared
+        })
+    );
+    assert_eq!(h.acquire(a, "X", Mode::Exclusive, true), queued(0));
+    assert_eq!(h.m.last_token(), 4, "no refusal issued a token");
+    assert_eq!(h.m.check_invariants(), Ok(()));
+}
+
+/// Issue 11, hole 2: an expiry or undelay proposed by a client would end
+/// anyone's session; Raft asks the machine, which refuses them.
+#[test]
+fn expiries_and_undelays_are_refused_from_clients() {
+    let m = LockMachine::new(config(0));
+    for c in [
+        Command::Expire {
+            session: 2,
+            renewal: 2,
+        },
+        Command::Undelay {
+            lock: "x".into(),
+            freed: 3,
+        },
+    ] {
+        let refused = m.admits_from_client(&encode(&c));
+        assert!(refused.is_err_and(|why| why.contains(c.label())), "{c:?}");
+    }
+    for c in [
+        Command::Open {
+            nonce: 1,
+            ttl_ms: TTL_MS,
+        },
+        Command::Unsequenced {
+            session: 2,
+            op: Op::KeepAlive,
+        },
+    ] {
+        assert_eq!(m.admits_from_client(&encode(&c)), Ok(()), "{c:?}");
+    }
+    assert_eq!(m.admits_from_client(b"\xff\xff garbage"), Ok(()));
+}
+
+/// Issue 11, item 11: events beyond the bound are dropped, but never
+/// silently: the next drain starts with `Missed`, which tells the HTTP
+/// layer's waiters to look their grants up.
+#[test]
+fn events_dropped_past_the_bound_are_reported_as_missed() {
+    let mut cfg = config(0);
+    cfg.limits.events_pending_max = 2;
+    let mut h = Harness {
+        m: LockMachine::new(cfg),
+        ..Harness::new(0)
+    };
+    let a = h.open(1);
+    for lock in ["x", "y", "z"] {
+        assert!(h.acquire(a, lock, Mode::Exclusive, false).is_ok());
+    }
+    let events = h.m.take_events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0], Event::Missed { count: 4 });
+    assert!(matches!(&events[2], Event::Granted(g) if g.lock == "z"));
+    assert_eq!(h.m.take_events(), vec![]);
 }

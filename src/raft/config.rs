@@ -12,6 +12,15 @@ pub const ELECTION_TIMEOUT_MS_MAX_DEFAULT: u64 = 600;
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Entries per AppendEntries message.
 pub const APPEND_ENTRIES_MAX_DEFAULT: usize = 256;
+/// Command bytes per AppendEntries message beyond its first entry: a burst
+/// of large entries goes in several messages, each well inside a frame.
+pub const APPEND_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Largest command a client may propose; larger ones are refused
+/// (`RequestError::TooLarge`) before anything is appended.
+pub const ENTRY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+/// What a peer frame carries besides command or snapshot bytes (envelope,
+/// entry headers, a membership list), at most.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = 256 * 1024;
 /// AppendEntries messages carrying entries in flight per follower.
 pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 32;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
@@ -33,6 +42,10 @@ pub struct Config {
     pub election_timeout_max: Duration,
     pub heartbeat_interval: Duration,
     pub append_entries_max: usize,
+    /// See `APPEND_BYTES_MAX_DEFAULT`.
+    pub append_bytes_max: usize,
+    /// See `ENTRY_BYTES_MAX_DEFAULT`.
+    pub entry_bytes_max: usize,
     pub inflight_appends_max: usize,
     pub pending_proposals_max: usize,
     pub pending_reads_max: usize,
@@ -77,6 +90,13 @@ pub enum ConfigError {
     HeartbeatTooSlow { heartbeat: Duration, min: Duration },
     #[error("{0} must be at least 1")]
     ZeroBound(&'static str),
+    /// A message built within these bounds could exceed a peer frame.
+    #[error("{what} of {bytes} bytes, plus {FRAME_OVERHEAD_BYTES_MAX} bytes of overhead, does not fit a peer frame of {frame_max} bytes")]
+    FrameTooSmall {
+        what: &'static str,
+        bytes: usize,
+        frame_max: usize,
+    },
 }
 
 impl Default for Config {
@@ -86,6 +106,8 @@ impl Default for Config {
             election_timeout_max: Duration::from_millis(ELECTION_TIMEOUT_MS_MAX_DEFAULT),
             heartbeat_interval: Duration::from_millis(HEARTBEAT_INTERVAL_MS_DEFAULT),
             append_entries_max: APPEND_ENTRIES_MAX_DEFAULT,
+            append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
+            entry_bytes_max: ENTRY_BYTES_MAX_DEFAULT,
             inflight_appends_max: INFLIGHT_APPENDS_MAX_DEFAULT,
             pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
@@ -113,8 +135,29 @@ impl Config {
                 min: self.election_timeout_min,
             });
         }
+        // The bounds agree: an AppendEntries stops adding entries once past
+        // `append_bytes_max`, so its last entry may take it over by up to
+        // `entry_bytes_max`; a snapshot chunk goes alone.
+        let frame_max = crate::net::FRAME_BYTES_MAX;
+        for (what, bytes) in [
+            (
+                "append_bytes_max + entry_bytes_max",
+                self.append_bytes_max.saturating_add(self.entry_bytes_max),
+            ),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+        ] {
+            if bytes.saturating_add(FRAME_OVERHEAD_BYTES_MAX) > frame_max {
+                return Err(ConfigError::FrameTooSmall {
+                    what,
+                    bytes,
+                    frame_max,
+                });
+            }
+        }
         for (name, v) in [
             ("append_entries_max", self.append_entries_max),
+            ("append_bytes_max", self.append_bytes_max),
+            ("entry_bytes_max", self.entry_bytes_max),
             ("inflight_appends_max", self.inflight_appends_max),
             ("pending_proposals_max", self.pending_proposals_max),
             ("pending_reads_max", self.pending_reads_max),
@@ -200,5 +243,21 @@ mod tests {
             c.validate(),
             Err(ConfigError::ZeroBound("inflight_appends_max"))
         );
+        let c = Config {
+            entry_bytes_max: crate::net::FRAME_BYTES_MAX,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::FrameTooSmall { .. })
+        ));
+        let c = Config {
+            snapshot_chunk_bytes: crate::net::FRAME_BYTES_MAX,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::FrameTooSmall { .. })
+        ));
     }
 }

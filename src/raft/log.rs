@@ -108,13 +108,25 @@ impl Log {
     }
 
     /// Up to `max` entries starting at `from` (clamped to what exists).
-    pub fn slice(&self, from: Index, max: usize) -> &[Entry] {
+    /// Entries from `from`: at most `max` of them, and no more once their
+    /// command bytes reach `bytes_max` (the first is always included, so a
+    /// single large entry still goes).
+    pub fn slice(&self, from: Index, max: usize, bytes_max: usize) -> &[Entry] {
         if from <= self.prev_index || from > self.last_index() {
             return &[];
         }
         let start = (from - self.prev_index - 1) as usize;
         let end = start.saturating_add(max).min(self.entries.len());
-        &self.entries[start..end]
+        let mut bytes = 0usize;
+        let mut taken = 0;
+        for e in &self.entries[start..end] {
+            if taken > 0 && bytes >= bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(payload_len(e));
+            taken += 1;
+        }
+        &self.entries[start..start + taken]
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -197,8 +209,26 @@ mod tests {
         assert_eq!(log.term_at(3), Some(2));
         assert_eq!(log.term_at(4), None);
         assert_eq!(log.last_index(), 3);
-        assert_eq!(log.slice(2, 10).len(), 2);
-        assert_eq!(log.slice(4, 10).len(), 0);
+        assert_eq!(log.slice(2, 10, usize::MAX).len(), 2);
+        assert_eq!(log.slice(4, 10, usize::MAX).len(), 0);
+    }
+
+    /// Issue 11, item 9: a burst of large entries is sent in several
+    /// messages, each of at most about `bytes_max`, never over a frame.
+    #[test]
+    fn a_slice_stops_at_its_byte_bound_but_always_takes_one_entry() {
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| Entry {
+                term: 1,
+                index: i,
+                payload: Payload::Command(vec![0; 400]),
+            })
+            .collect();
+        let log = Log::from_entries(entries);
+        assert_eq!(log.slice(1, 256, 1000).len(), 3, "400 + 400 + 400 >= 1000");
+        assert_eq!(log.slice(1, 2, 1000).len(), 2, "the count bound too");
+        assert_eq!(log.slice(1, 256, 10).len(), 1, "one entry over the bound");
+        assert_eq!(log.slice(9, 256, 1000).len(), 2);
     }
 
     #[test]
@@ -221,7 +251,7 @@ mod tests {
         assert_eq!(log.term_at(2), Some(1), "the snapshot point keeps its term");
         assert_eq!(log.term_at(1), None);
         assert_eq!(
-            log.slice(2, 10).len(),
+            log.slice(2, 10, usize::MAX).len(),
             0,
             "compacted entries cannot be sent"
         );

@@ -36,6 +36,14 @@ pub trait StateMachine {
         Vec::new()
     }
 
+    /// Whether a client may propose `command`: commands only the leader's
+    /// own clock may decide (the lock service's expiries) are refused from
+    /// outside, whichever door they came through (a client's proposal, a
+    /// follower's forward). Everything by default.
+    fn admits_from_client(&self, _command: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The whole state, as bytes `restore` accepts (paper 7). On error the
     /// replica keeps its log and tries again at the next threshold.
     fn snapshot(&self) -> Result<Vec<u8>, SnapshotError>;

@@ -71,7 +71,7 @@ fn replica(id: u64, term: Term, entries: Vec<Entry>) -> Raft<Recorder> {
     r
 }
 
-fn msg(r: &mut Raft<Recorder>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
+fn msg<S: StateMachine>(r: &mut Raft<S>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
     r.handle(ms(now), Input::Message { from, msg })
 }
 
@@ -133,14 +133,14 @@ fn granted(term: Term, granted: bool) -> VoteResponse {
 }
 
 /// What a driver does after an fsync: report the log durable to its end.
-fn durable(r: &mut Raft<Recorder>, now: u64) -> Vec<Effect> {
+fn durable<S: StateMachine>(r: &mut Raft<S>, now: u64) -> Vec<Effect> {
     let index = r.log().last_index();
     let term = r.log().last_term();
     r.handle(ms(now), Input::Persisted { index, term })
 }
 
 /// Starts `r` and wins the election for `term` with node 2's votes.
-fn elect(r: &mut Raft<Recorder>, term: Term) {
+fn elect<S: StateMachine>(r: &mut Raft<S>, term: Term) {
     r.handle(ms(0), Input::Start);
     r.handle(ms(MIN_MS), Input::Timer(Timer::Election));
     msg(r, MIN_MS, 2, Message::PreVoteResponse(granted(term, true)));
@@ -149,15 +149,12 @@ fn elect(r: &mut Raft<Recorder>, term: Term) {
 
 /// Node 1 of three as leader of term 1 under `cfg`, its no-op durable.
 fn leader_with(cfg: Config) -> Raft<Recorder> {
-    let mut r = Raft::new(
-        1,
-        members(&[1, 2, 3]),
-        cfg,
-        Recovered::default(),
-        Recorder::new(),
-        7,
-    )
-    .unwrap();
+    leader_of(cfg, Recorder::new())
+}
+
+/// Node 1 of three applying `sm`, leader of term 1, its no-op durable.
+fn leader_of<S: StateMachine>(cfg: Config, sm: S) -> Raft<S> {
+    let mut r = Raft::new(1, members(&[1, 2, 3]), cfg, Recovered::default(), sm, 7).unwrap();
     elect(&mut r, 1);
     assert_eq!(r.role(), Role::Leader);
     durable(&mut r, MIN_MS);
@@ -1732,4 +1729,256 @@ fn a_forwarded_proposal_applied_before_the_answer_still_gets_its_output() {
             })
         }]
     );
+}
+
+/// A state machine that refuses, from clients, commands starting with 0xFF
+/// (as the lock service refuses expiries).
+struct Strict(Recorder);
+
+impl StateMachine for Strict {
+    fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
+        self.0.apply(index, now, command)
+    }
+    fn query(&self, now: Instant, query: &[u8]) -> Vec<u8> {
+        self.0.query(now, query)
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, super::SnapshotError> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.0.restore(snapshot)
+    }
+    fn admits_from_client(&self, command: &[u8]) -> Result<(), String> {
+        match command.first() {
+            Some(0xFF) => Err("leader only".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Issue 11, hole 2: a command the state machine keeps for its leader is
+/// refused from every client door (a proposal on the leader, on a
+/// follower, or a forward from a hostile follower), and nothing is
+/// appended.
+#[test]
+fn commands_the_machine_keeps_for_its_leader_are_refused_from_clients() {
+    let mut l = leader_of(config(), Strict(Recorder::new()));
+    let last = l.log().last_index();
+    let effects = l.handle(
+        ms(200),
+        Input::Propose {
+            id: 1,
+            command: vec![0xFF, 1],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![refused(1, RequestError::NotAllowed("leader only".into()))]
+    );
+    let effects = l.handle(
+        ms(200),
+        Input::ProposeBatch(vec![(2, vec![0xFF]), (3, vec![7])]),
+    );
+    assert_eq!(
+        effects[0],
+        refused(2, RequestError::NotAllowed("leader only".into()))
+    );
+    assert_eq!(l.log().last_index(), last + 1, "only command 3 appended");
+    let effects = msg(
+        &mut l,
+        201,
+        2,
+        Message::Forward {
+            term: 1,
+            id: 9,
+            command: vec![0xFF],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![send(
+            2,
+            Message::ForwardResponse {
+                term: 1,
+                id: 9,
+                at: None
+            }
+        )]
+    );
+    assert_eq!(l.log().last_index(), last + 1);
+
+    // A follower refuses it before forwarding.
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        ..Recovered::default()
+    };
+    let mut f = Raft::new(
+        2,
+        members(&[1, 2, 3]),
+        config(),
+        recovered,
+        Strict(Recorder::new()),
+        7,
+    )
+    .unwrap();
+    f.handle(ms(0), Input::Start);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    let effects = f.handle(
+        ms(11),
+        Input::Propose {
+            id: 4,
+            command: vec![0xFF],
+        },
+    );
+    assert_eq!(
+        effects,
+        vec![refused(4, RequestError::NotAllowed("leader only".into()))]
+    );
+}
+
+/// A machine that asks its leader to propose one command per tick (as the
+/// lock service proposes expiries).
+struct Ticking(Recorder);
+
+impl StateMachine for Ticking {
+    fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
+        self.0.apply(index, now, command)
+    }
+    fn query(&self, now: Instant, query: &[u8]) -> Vec<u8> {
+        self.0.query(now, query)
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, super::SnapshotError> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.0.restore(snapshot)
+    }
+    fn leader_tick(&mut self, _now: Instant, _term: Term) -> Vec<Vec<u8>> {
+        vec![b"expire".to_vec()]
+    }
+}
+
+/// Issue 11, item 6: the machine counts what it returns from `leader_tick`
+/// as proposed; with the client table full, those commands were dropped
+/// and never proposed again in that term (a dead client's locks stayed).
+#[test]
+fn the_leaders_own_commands_are_appended_even_when_clients_fill_the_table() {
+    let mut l = leader_of(config(), Ticking(Recorder::new()));
+    for id in 1..=2 {
+        l.handle(
+            ms(200),
+            Input::Propose {
+                id,
+                command: vec![1],
+            },
+        );
+    }
+    let busy = l.handle(
+        ms(200),
+        Input::Propose {
+            id: 3,
+            command: vec![1],
+        },
+    );
+    assert_eq!(
+        busy,
+        vec![refused(3, RequestError::Busy)],
+        "the table is full"
+    );
+    let last = l.log().last_index();
+    l.handle(ms(200 + HB_MS), Input::Timer(Timer::Heartbeat));
+    assert_eq!(l.log().last_index(), last + 1);
+    let entry = l.log().get(last + 1).unwrap();
+    assert_eq!(entry.payload, Payload::Command(b"expire".to_vec()));
+    // And a membership change waits its turn instead of overfilling it.
+    let effects = l.handle(
+        ms(201 + HB_MS),
+        Input::ChangeMembership {
+            id: 4,
+            change: ConfChange::Remove { id: 3 },
+        },
+    );
+    assert_eq!(effects, vec![refused(4, RequestError::Busy)]);
+}
+
+/// Issue 11, item 7: a follower that installs a snapshot skips the applied
+/// index past forwards it had placed; they used to wait forever and fill
+/// the table.
+#[test]
+fn forwards_placed_below_an_installed_snapshot_are_answered() {
+    let mut f = replica(2, 1, vec![]);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    f.handle(
+        ms(11),
+        Input::Propose {
+            id: 7,
+            command: b"x".to_vec(),
+        },
+    );
+    let placed = Message::ForwardResponse {
+        term: 1,
+        id: 1,
+        at: Some(3),
+    };
+    assert!(msg(&mut f, 12, 1, placed).is_empty());
+    let mut donor = Recorder::new();
+    donor.apply(1, Instant::ZERO, b"a");
+    let install = Message::InstallSnapshot(InstallSnapshotRequest {
+        membership: members(&[1, 2, 3]),
+        term: 1,
+        last_index: 5,
+        last_term: 1,
+        offset: 0,
+        data: donor.snapshot().unwrap(),
+        done: true,
+    });
+    let effects = msg(&mut f, 13, 1, install);
+    assert!(
+        effects.contains(&refused(7, RequestError::AppliedBySnapshot)),
+        "{effects:?}"
+    );
+    assert_eq!(f.applied_index(), 5);
+}
+
+/// Issue 11, item 11: an InstallSnapshot reply naming an index past the
+/// leader's snapshot (a broken or hostile peer) moved `matched` past the
+/// log, which could commit entries nobody has; it is ignored.
+#[test]
+fn a_snapshot_reply_past_the_leaders_snapshot_is_ignored() {
+    let mut cfg = snapshot_config(2, 4);
+    cfg.pending_proposals_max = 16;
+    let mut r = leader_with(cfg);
+    r.handle(
+        ms(200),
+        Input::Propose {
+            id: 1,
+            command: b"x".to_vec(),
+        },
+    );
+    durable(&mut r, 200);
+    msg(&mut r, 201, 2, success(1, 2));
+    assert_eq!(r.log().snapshot_index(), 2);
+    let commit = r.commit_index();
+    let hostile = InstallSnapshotResponse {
+        term: 1,
+        last_index: 1_000_000,
+        next_offset: 0,
+        done: true,
+    };
+    let effects = msg(&mut r, 202, 3, Message::InstallSnapshotResponse(hostile));
+    assert_eq!(effects, vec![]);
+    assert_eq!(r.commit_index(), commit);
 }

@@ -414,17 +414,22 @@ async fn ask_to_join<S: NodeMachine>(
     task.abort();
 }
 
+/// The span around a node's log lines. A root span (`parent: None`): made
+/// on a term change while the old one is entered, it would otherwise nest
+/// inside it, and lines would grow by one span per election.
 fn node_span(id: NodeId, term: raft::Term) -> tracing::Span {
-    tracing::info_span!("node", id, term)
+    tracing::info_span!(parent: None, "node", id, term)
 }
 
 /// The election-timeout RNG only needs to differ between nodes and runs;
-/// the driver may read the clock, the actor may not.
+/// the driver may read the OS's randomness, the actor may not.
 fn entropy_seed(id: NodeId) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ id.rotate_left(32) ^ u64::from(std::process::id())
+    crate::entropy::random_u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ id.rotate_left(32) ^ u64::from(std::process::id())
+    })
 }
 
 struct RaftNode<S: NodeMachine> {

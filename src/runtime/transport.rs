@@ -10,7 +10,7 @@ use crate::actor::NodeId;
 use crate::net::{encode_frame, FrameDecoder};
 use crate::raft::Envelope;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -22,6 +22,10 @@ use tokio::task::{JoinHandle, JoinSet};
 /// further frames are dropped, so the leader's memory stays bounded; Raft
 /// retransmits what matters.
 pub const PEER_SEND_QUEUE_LEN_MAX: usize = 1024;
+/// Bytes queued per peer, whatever the frame count: a few frames of large
+/// entries must not hold gigabytes (the count bound alone allows 1024
+/// frames of 16 MiB).
+pub const PEER_SEND_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const RECONNECT_BACKOFF_MS_MIN: u64 = 10;
 pub const RECONNECT_BACKOFF_MS_MAX: u64 = 1000;
 /// Bytes read from a socket per call.
@@ -43,17 +47,25 @@ fn preamble(cluster_id: u64) -> [u8; PREAMBLE_BYTES] {
 pub struct PeerSender {
     tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    /// Bytes queued and not yet taken by the connection task.
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl PeerSender {
     /// Spawns the connection task for `addr` on the current tokio runtime.
     pub fn spawn(peer: NodeId, addr: SocketAddr, cluster_id: u64) -> (PeerSender, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE_LEN_MAX);
-        let task = tokio::task::spawn_local(peer_loop(peer, addr, cluster_id, rx));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queue = Queue {
+            rx,
+            bytes: queued_bytes.clone(),
+        };
+        let task = tokio::task::spawn_local(peer_loop(peer, addr, cluster_id, queue));
         (
             PeerSender {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
+                queued_bytes,
             },
             task,
         )
@@ -75,7 +87,15 @@ impl PeerSender {
             tracing::error!(to = envelope.to, "cannot encode a peer frame");
             return;
         };
-        if self.tx.try_send(frame).is_err() {
+        let len = frame.len();
+        let fits = self.queued_bytes.load(Ordering::Relaxed) + len <= PEER_SEND_QUEUE_BYTES_MAX;
+        if fits {
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        if !fits || self.tx.try_send(frame).is_err() {
+            if fits {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -88,12 +108,36 @@ impl PeerSender {
     }
 }
 
-async fn peer_loop(
-    peer: NodeId,
-    addr: SocketAddr,
-    cluster_id: u64,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) {
+/// The receiving half of a peer's send queue, counting the bytes it takes.
+struct Queue {
+    rx: mpsc::Receiver<Vec<u8>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn taken(&self, frame: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        if let Some(f) = &frame {
+            self.bytes.fetch_sub(f.len(), Ordering::Relaxed);
+        }
+        frame
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.rx.recv().await;
+        self.taken(frame)
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.rx.try_recv().ok();
+        self.taken(frame)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+}
+
+async fn peer_loop(peer: NodeId, addr: SocketAddr, cluster_id: u64, mut rx: Queue) {
     let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
     loop {
         let stream = match TcpStream::connect(addr).await {
@@ -126,8 +170,8 @@ async fn peer_loop(
             // Coalesce whatever else is queued into one write.
             while result.is_ok() {
                 match rx.try_recv() {
-                    Ok(more) => result = w.write_all(&more).await,
-                    Err(_) => break,
+                    Some(more) => result = w.write_all(&more).await,
+                    None => break,
                 }
             }
             if result.is_err() || w.flush().await.is_err() {

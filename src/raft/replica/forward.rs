@@ -58,7 +58,9 @@ impl<S: StateMachine> Raft<S> {
     pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, command: Vec<u8>) {
         let term = self.term;
         let busy = self.pending.len() >= self.config.pending_proposals_max || self.transferring();
-        if self.role != Role::Leader || busy {
+        // A follower checks before forwarding; a broken or hostile one does not.
+        let refused = self.admit(&command).is_err();
+        if self.role != Role::Leader || busy || refused {
             self.send(from, Message::ForwardResponse { term, id, at: None });
             return;
         }
@@ -147,6 +149,25 @@ impl<S: StateMachine> Raft<S> {
             }
             self.forward_outputs
                 .push_back((index, term, output.to_vec()));
+        }
+    }
+
+    /// Forwards placed at or below `index`, which this node applied through
+    /// a snapshot: their outputs are not known here.
+    pub(super) fn fail_forwards_up_to(&mut self, index: Index) {
+        let skipped: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.at.is_some_and(|(i, _)| i <= index))
+            .map(|(&fid, _)| fid)
+            .collect();
+        for fid in skipped {
+            if let Some(f) = self.forwarded.remove(&fid) {
+                self.out.push(Effect::Reply {
+                    id: f.id,
+                    result: Err(RequestError::AppliedBySnapshot),
+                });
+            }
         }
     }
 

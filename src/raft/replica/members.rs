@@ -66,7 +66,8 @@ impl<S: StateMachine> Raft<S> {
         // Thesis 4.1: one change at a time, and (errata to 4.1) a new leader
         // must commit an entry of its own term before changing membership.
         let pending = self.membership_index > self.commit;
-        if pending || self.commit < self.term_start || self.transferring() {
+        let full = self.pending.len() >= self.config.pending_proposals_max;
+        if pending || full || self.commit < self.term_start || self.transferring() {
             return Err(RequestError::Busy);
         }
         if let ConfChange::Promote { id } = change {

@@ -144,6 +144,17 @@ pub enum RequestError {
     TransferFailed,
     #[error("node {0} has not caught up with the log yet")]
     NotCaughtUp(NodeId),
+    /// The entry was applied here as part of an installed snapshot, so its
+    /// output is not known on this node.
+    #[error("the entry was applied through a snapshot; outcome unknown")]
+    AppliedBySnapshot,
+    /// Larger than `Config::entry_bytes_max`; nothing was appended.
+    #[error("command of {bytes} bytes exceeds the limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    /// The state machine refuses this command from a client (only the
+    /// leader may propose it); nothing was appended.
+    #[error("refused: {0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Membership(#[from] MembershipError),
 }
@@ -505,6 +516,10 @@ impl<S: StateMachine> Raft<S> {
 
     /// Appends one proposal as leader (true), or forwards or refuses it.
     fn propose_one(&mut self, now: Instant, id: RequestId, command: Vec<u8>) -> bool {
+        if let Err(e) = self.admit(&command) {
+            self.out.push(Effect::Reply { id, result: Err(e) });
+            return false;
+        }
         if self.role != Role::Leader {
             self.forward_proposal(now, id, command);
             return false;
@@ -520,6 +535,22 @@ impl<S: StateMachine> Raft<S> {
         let index = self.append_as_leader(Payload::Command(command));
         self.pending.insert(index, id);
         true
+    }
+
+    /// Whether a client's command may be appended at all: within the entry
+    /// size bound (so every message carrying it fits a frame), and not one
+    /// the state machine keeps for its leader.
+    fn admit(&self, command: &[u8]) -> Result<(), RequestError> {
+        let max = self.config.entry_bytes_max;
+        if command.len() > max {
+            return Err(RequestError::TooLarge {
+                bytes: command.len(),
+                max,
+            });
+        }
+        self.sm
+            .admits_from_client(command)
+            .map_err(RequestError::NotAllowed)
     }
 
     fn handle_election_timer(&mut self, now: Instant) {
@@ -577,8 +608,12 @@ impl<S: StateMachine> Raft<S> {
     }
 
     /// Proposes what the state machine asks its leader to (the lock
-    /// service's expiries), within the proposal bound; nobody waits for a
-    /// reply. Not while handing over: the successor will decide.
+    /// service's expiries); nobody waits for a reply. Every command it
+    /// returns is appended: the machine counts it as proposed, so dropping
+    /// one (when clients fill the pending table) would leave a dead
+    /// client's locks held until the next leader. The machine bounds how
+    /// many it returns per tick. Not while handing over: the successor
+    /// will decide.
     fn propose_machine_commands(&mut self, now: Instant) {
         if self.transferring() {
             return;
@@ -588,9 +623,6 @@ impl<S: StateMachine> Raft<S> {
             return;
         }
         for command in commands {
-            if self.pending.len() >= self.config.pending_proposals_max {
-                break;
-            }
             self.append_as_leader(Payload::Command(command));
         }
         self.maybe_commit();
@@ -1068,6 +1100,7 @@ impl<S: StateMachine> Raft<S> {
         let read_round = self.read_round;
         let window = self.config.inflight_appends_max;
         let max = self.config.append_entries_max;
+        let bytes_max = self.config.append_bytes_max;
         let snapshot_index = self.log.snapshot_index();
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
@@ -1109,7 +1142,7 @@ impl<S: StateMachine> Raft<S> {
             return;
         };
         let entries = if send_entries {
-            self.log.slice(p.next, max).to_vec()
+            self.log.slice(p.next, max, bytes_max).to_vec()
         } else {
             Vec::new()
         };

@@ -174,6 +174,10 @@ impl<S: StateMachine> Raft<S> {
         }
         self.commit = inc.index;
         self.applied = inc.index;
+        // Forwarded proposals placed at or below the snapshot will never be
+        // applied one by one here: answer them now, or they wait forever
+        // and fill the table.
+        self.fail_forwards_up_to(inc.index);
         self.persist_snapshot(Snapshot {
             index: inc.index,
             term: inc.term,
@@ -198,6 +202,12 @@ impl<S: StateMachine> Raft<S> {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        // A follower answers for a snapshot this leader sent, never past it:
+        // a larger index is a broken or hostile peer (it would commit past
+        // the log).
+        if current.is_none_or(|i| resp.last_index > i) {
+            return;
+        }
         if resp.done {
             p.matched = p.matched.max(resp.last_index);
             p.next = p.matched + 1;

@@ -1,0 +1,267 @@
+//! Real `raftlock serve` processes on 127.0.0.1 for tests: a three-node
+//! cluster whose children die with it, a blocking HTTP call, bounded waits.
+//! Every wait polls with a deadline; every child is killed when the test
+//! ends, pass or fail.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WAIT_S_MAX: u64 = 60;
+pub const POLL_MS: u64 = 50;
+pub const HTTP_TIMEOUT_MS: u64 = 5_000;
+
+pub struct Proc {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// Three nodes; children die with it.
+pub struct Cluster {
+    pub procs: Vec<Proc>,
+    cluster_flag: String,
+    /// Flags every node is started with, after the ones it always gets.
+    extra: Vec<String>,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(mut c) = p.child.take() {
+                // A stopped child must be continued to die cleanly.
+                signal(&c, libc::SIGCONT);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// A child killed (after a SIGCONT, in case it is stopped) when the test
+/// ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal(&self.0, libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `raftlock` binary under test: this build's, or `RAFTLOCK_TEST_BIN`
+/// (to show that a test fails on an older build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("RAFTLOCK_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_raftlock")))
+}
+
+/// Where node `id`'s stderr goes: a file under `RAFTLOCK_TEST_LOG_DIR`
+/// (appended across restarts) when set, else nowhere.
+fn log_file(id: u64) -> Stdio {
+    let Some(dir) = std::env::var_os("RAFTLOCK_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    let path = PathBuf::from(dir).join(format!("node-{id}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Three nodes, each also started with `extra` flags.
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let procs: Vec<Proc> = (1..=3)
+            .map(|id| Proc {
+                id,
+                peer: free_addr(),
+                http: free_addr(),
+                dir: root.path().join(format!("n{id}")),
+                child: None,
+            })
+            .collect();
+        let cluster_flag = procs
+            .iter()
+            .map(|p| format!("{}={}", p.id, p.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            procs,
+            cluster_flag,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _root: root,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let p = &self.procs[i];
+        let child = Command::new(bin())
+            .args(["serve", "--id", &p.id.to_string()])
+            .arg("--data-dir")
+            .arg(&p.dir)
+            .args(["--listen-peer", &p.peer.to_string()])
+            .args(["--listen-http", &p.http.to_string()])
+            .args(["--initial-cluster", &self.cluster_flag])
+            .args(["--lock-delay-ms", "200"])
+            .args(&self.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RAFTLOCK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file(p.id))
+            .spawn()
+            .unwrap();
+        self.procs[i].child = Some(child);
+    }
+
+    /// kill -9 of node `i` (its data dir stays).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.procs[i].child.take() {
+            signal(&child, libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every node's HTTP address, as `--endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.procs
+            .iter()
+            .map(|p| p.http.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    /// The leader as a majority of live nodes report it.
+    pub fn leader(&self, among: &[usize]) -> Option<u64> {
+        let mut seen = Vec::new();
+        for &i in among {
+            let (status, s) = call(self.procs[i].http, "GET", "/API/v1/cluster", "")?;
+            if status == 200 {
+                seen.push((s["leader"].as_u64(), s["term"].as_u64()));
+            }
+        }
+        let first = seen.first()?.0?;
+        seen.iter()
+            .all(|(l, _)| *l == Some(first))
+            .then_some(first)
+            .filter(|_| seen.len() == among.len())
+    }
+}
+
+/// One HTTP/1.1 exchange with a JSON body; None if the node does not
+/// answer in time.
+pub fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+    let (status, body) = call_raw(addr, method, path, body.as_bytes())?;
+    Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// One HTTP/1.1 exchange with raw bytes either way (the native protocol).
+pub fn call_raw(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let timeout = Duration::from_millis(HTTP_TIMEOUT_MS);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, raw[split + 4..].to_vec()))
+}
+
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+/// Acquires `lock` through `node` with a long TTL; (session, token).
+pub fn acquire(c: &Cluster, node: usize, lock: &str) -> (u64, u64) {
+    wait_for(&format!("{lock} to be granted"), || {
+        let (status, got) = call(
+            c.procs[node].http,
+            "POST",
+            &format!("/API/v1/locks/{lock}"),
+            r#"{"ttl_ms": 60000}"#,
+        )?;
+        (status == 200).then(|| {
+            (
+                got["session"].as_u64().unwrap(),
+                got["token"].as_u64().unwrap(),
+            )
+        })
+    })
+}
+
+pub fn holders(c: &Cluster, node: usize, lock: &str) -> Option<Vec<(u64, u64)>> {
+    let (status, info) = call(
+        c.procs[node].http,
+        "GET",
+        &format!("/API/v1/locks/{lock}"),
+        "",
+    )?;
+    if status != 200 {
+        return None;
+    }
+    Some(
+        info["holders"]
+            .as_array()?
+            .iter()
+            .map(|h| {
+                (
+                    h["session"].as_u64().unwrap_or(0),
+                    h["token"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
+    )
+}
