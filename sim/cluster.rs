@@ -58,6 +58,27 @@ pub enum SimFrame {
     },
     /// A queued acquire was granted (pushed to the session's client).
     Pushed(Grant),
+    /// A queued acquire's wait for its grant (the native protocol's long
+    /// poll); answered with a `Reply`, like a read.
+    Wait {
+        id: u64,
+        wait: raftlock::session::WaitFor,
+    },
+}
+
+/// Waits a node holds at once; more are answered "not yet" at once.
+pub const SIM_WAITS_MAX: usize = 1024;
+
+/// A wait the node holds until the grant that answers it (by session and
+/// sequence number) is applied here, or until its deadline.
+#[derive(Clone, Debug)]
+struct ParkedWait {
+    addr: SocketAddr,
+    client_id: u64,
+    session: SessionId,
+    seq: u64,
+    lock: String,
+    until: raftlock::actor::Instant,
 }
 
 /// Sessions whose client address a node remembers for pushes.
@@ -222,6 +243,8 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         timers: BTreeMap::new(),
         clients: BTreeMap::new(),
         sessions: BTreeMap::new(),
+        wait_reads: BTreeMap::new(),
+        waits: Vec::new(),
         controls: BTreeMap::new(),
         next_request: 0,
         applied_seen: 0,
@@ -254,6 +277,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             node.step(input).await;
         }
         node.maybe_ask_to_join(g).await;
+        node.expire_waits(clock.local(g)).await;
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 let input = match frame {
@@ -280,6 +304,28 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
                         id: node.client_request(from_addr, client_id),
                         query,
                     },
+                    // First a linearizable look at the session (the grant
+                    // may have happened already), then hold it.
+                    SimFrame::Wait {
+                        id: client_id,
+                        wait,
+                    } => {
+                        let now = clock.local(shared.elapsed());
+                        let request = node.client_request(from_addr, client_id);
+                        let query = raftlock::lock::encode(&raftlock::lock::Query::Session {
+                            session: wait.session,
+                        });
+                        let parked = ParkedWait {
+                            addr: from_addr,
+                            client_id,
+                            session: wait.session,
+                            seq: wait.seq,
+                            lock: wait.lock,
+                            until: now + Duration::from_millis(wait.timeout_ms),
+                        };
+                        node.wait_reads.insert(request, parked);
+                        Input::Read { id: request, query }
+                    }
                     _ => continue,
                 };
                 node.step(input).await;
@@ -312,6 +358,10 @@ struct NodeLoop<S> {
     clients: BTreeMap<RequestId, (SocketAddr, u64)>,
     /// Where to push a session's grants: the client that last wrote here.
     sessions: BTreeMap<SessionId, SocketAddr>,
+    /// Waits whose first look at the session (a read) is in flight.
+    wait_reads: BTreeMap<RequestId, ParkedWait>,
+    /// Waits held until their grant or deadline.
+    waits: Vec<ParkedWait>,
     /// Requests that came from the supervisor's control channel.
     controls: BTreeMap<RequestId, Control>,
     next_request: RequestId,
@@ -443,6 +493,7 @@ impl<S: SimMachine> NodeLoop<S> {
                 .drain(self.id, &mut checker, &shared)
         };
         for grant in pushes {
+            self.answer_waits(&grant).await;
             if let Some(&addr) = self.sessions.get(&grant.session) {
                 send(&self.ep, addr, &SimFrame::Pushed(grant)).await;
             }
@@ -529,6 +580,9 @@ impl<S: SimMachine> NodeLoop<S> {
                         if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
                             *lock(&shared.transfers_done) += 1;
                         }
+                    } else if let Some(parked) = self.wait_reads.remove(&id) {
+                        self.clients.remove(&id);
+                        self.looked_up(parked, result).await;
                     } else if let Some((addr, client_id)) = self.clients.remove(&id) {
                         let result = result.map(|a| (a.index, a.output));
                         send(
@@ -545,6 +599,80 @@ impl<S: SimMachine> NodeLoop<S> {
                 Effect::Persist { .. } => {}
             }
         }
+    }
+}
+
+impl<S: SimMachine> NodeLoop<S> {
+    /// The first look at a waiting session came back: granted already,
+    /// gone, or hold the wait.
+    async fn looked_up(
+        &mut self,
+        parked: ParkedWait,
+        result: Result<raftlock::raft::Applied, RequestError>,
+    ) {
+        use raftlock::lock::{LockError, QueryAnswer, Reply};
+        let answer = match result {
+            Err(e) => return self.answer_wait(&parked, Err(e)).await,
+            Ok(applied) => postcard::from_bytes::<QueryAnswer>(&applied.output),
+        };
+        let response = match answer {
+            Ok(QueryAnswer::Session(None)) => Some(Err(LockError::SessionNotFound(parked.session))),
+            Ok(QueryAnswer::Session(Some(info))) => info
+                .held
+                .iter()
+                .find(|(l, _)| *l == parked.lock)
+                .map(|&(_, token)| Ok(Reply::Granted { token })),
+            _ => None,
+        };
+        match response {
+            Some(r) => {
+                self.answer_wait(&parked, Ok(QueryAnswer::Response(Some(r))))
+                    .await
+            }
+            None if self.waits.len() < SIM_WAITS_MAX => self.waits.push(parked),
+            None => {
+                self.answer_wait(&parked, Ok(QueryAnswer::Response(None)))
+                    .await
+            }
+        }
+    }
+
+    /// A grant applied here answers the waits for its acquire.
+    async fn answer_waits(&mut self, grant: &Grant) {
+        let (ours, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
+            .into_iter()
+            .partition(|w| w.session == grant.session && w.seq == grant.seq);
+        self.waits = rest;
+        for w in ours {
+            let granted = raftlock::lock::Reply::Granted { token: grant.token };
+            let answer = raftlock::lock::QueryAnswer::Response(Some(Ok(granted)));
+            self.answer_wait(&w, Ok(answer)).await;
+        }
+    }
+
+    /// Waits past their deadline are answered "not yet".
+    async fn expire_waits(&mut self, now: raftlock::actor::Instant) {
+        let (due, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
+            .into_iter()
+            .partition(|w| now >= w.until);
+        self.waits = rest;
+        for w in due {
+            let answer = raftlock::lock::QueryAnswer::Response(None);
+            self.answer_wait(&w, Ok(answer)).await;
+        }
+    }
+
+    async fn answer_wait(
+        &self,
+        w: &ParkedWait,
+        answer: Result<raftlock::lock::QueryAnswer, RequestError>,
+    ) {
+        let result = answer.map(|a| (0, raftlock::lock::encode(&a)));
+        let frame = SimFrame::Reply {
+            id: w.client_id,
+            result,
+        };
+        send(&self.ep, w.addr, &frame).await;
     }
 }
 

@@ -260,6 +260,7 @@ impl Client {
                         let frame = match msg {
                             ToNode::Propose(command) => SimFrame::Request { id: rpc, command },
                             ToNode::Read(query) => SimFrame::Read { id: rpc, query },
+                            ToNode::Wait(wait) => SimFrame::Wait { id: rpc, wait },
                         };
                         if let (Some(&addr), Ok(bytes)) =
                             (self.shared.addrs.get(&to), encode_frame(&frame))

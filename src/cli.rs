@@ -14,6 +14,11 @@ use std::time::Duration;
 const EXIT_REFUSED: u8 = 1;
 /// Exit status when `lock` lost its lock and killed the command.
 const EXIT_LOST: u8 = 3;
+/// Exit status when `lock` was interrupted (SIGINT or SIGTERM) and stopped
+/// the command.
+const EXIT_INTERRUPTED: u8 = 130;
+/// How often `lock` looks whether the command's process group is gone.
+const GROUP_POLL_MS: u64 = 20;
 
 #[derive(Args, Clone)]
 pub struct Endpoints {
@@ -41,6 +46,10 @@ pub struct LockArgs {
     /// Take it shared (a reader) instead of exclusive.
     #[arg(long)]
     pub shared: bool,
+    /// When the lock is lost (or on Ctrl-C), the command's whole process
+    /// group gets SIGTERM, then SIGKILL after this long.
+    #[arg(long, default_value_t = 1_000)]
+    pub kill_grace_ms: u64,
     /// The command to run while holding the lock, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -195,8 +204,12 @@ pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, Strin
 }
 
 /// Holds the lock while the command runs: the token goes to the command as
-/// `RAFTLOCK_TOKEN`; the lock is released when the command exits, and the
-/// command is killed if the lock is lost (exit status 3).
+/// `RAFTLOCK_TOKEN`; the lock is released when the command exits. The
+/// command runs in its own process group, and the whole group is stopped
+/// (SIGTERM, then SIGKILL after `--kill-grace-ms`): when the lock is lost
+/// (exit status 3), on SIGINT or SIGTERM (130), and when the command exits
+/// but left processes behind, before the lock is released, so nothing it
+/// started goes on working without the lock.
 pub async fn lock(e: &Endpoints, a: LockArgs) -> Result<ExitCode, String> {
     let client = Client::connect(e.endpoints.clone(), Duration::from_millis(a.ttl_ms))
         .await
@@ -219,28 +232,79 @@ pub async fn lock(e: &Endpoints, a: LockArgs) -> Result<ExitCode, String> {
     let Some((program, args)) = a.command.split_first() else {
         return Err("no command given after --".into());
     };
+    let grace = Duration::from_millis(a.kill_grace_ms);
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("RAFTLOCK_LOCK", &a.name)
         .env("RAFTLOCK_TOKEN", guard.token().to_string())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    tokio::select! {
-        status = child.wait() => {
-            let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
+    let group = child.id().map(|pid| pid as libc::pid_t);
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let outcome = tokio::select! {
+        status = child.wait() => Ok(status.map_err(|e| format!("waiting for {program}: {e}"))?),
+        _ = guard.lost() => Err(EXIT_LOST),
+        _ = interrupt.recv() => Err(EXIT_INTERRUPTED),
+        _ = terminate.recv() => Err(EXIT_INTERRUPTED),
+    };
+    // Whatever the command left running in its group stops before the
+    // lock is released (or, when lost, as soon as we know).
+    if let Some(group) = group {
+        stop_group(group, grace).await;
+    }
+    let _ = child.wait().await;
+    match outcome {
+        Ok(status) => {
             guard.release().await.map_err(|e| e.to_string())?;
             let _ = client.close().await;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
-        _ = guard.lost() => {
-            let _ = child.kill().await;
+        Err(EXIT_LOST) => {
             eprintln!(
-                "raftlock: lost lock {} (token {}): its lease ran out; killed {program}",
+                "raftlock: lost lock {} (token {}): its lease ran out; stopped {program} and its process group",
                 a.name,
                 guard.token()
             );
             Ok(ExitCode::from(EXIT_LOST))
         }
+        Err(code) => {
+            eprintln!(
+                "raftlock: interrupted; stopped {program} and released {}",
+                a.name
+            );
+            let _ = guard.release().await;
+            let _ = client.close().await;
+            Ok(ExitCode::from(code))
+        }
     }
+}
+
+/// SIGTERM to every process of `group`, then SIGKILL to what is left after
+/// `grace`.
+async fn stop_group(group: libc::pid_t, grace: Duration) {
+    if !signal_group(group, libc::SIGTERM) {
+        return; // nobody left
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(GROUP_POLL_MS)).await;
+        if !signal_group(group, 0) {
+            return;
+        }
+    }
+    signal_group(group, libc::SIGKILL);
+}
+
+/// Sends `sig` to process group `group`; false if it has no process left.
+fn signal_group(group: libc::pid_t, sig: libc::c_int) -> bool {
+    // SAFETY: kill(2) with a negative pid signals a process group this
+    // process created (the command's, made with `process_group(0)`).
+    unsafe { libc::kill(-group, sig) == 0 }
 }

@@ -452,3 +452,78 @@ async fn the_api_describes_itself_offline() {
     );
     c.stop();
 }
+
+/// Issue 11, item 8: a session-less waiting acquire opened a session and
+/// never renewed it while waiting, so a wait longer than the TTL could not
+/// succeed. The node keeps the one-lock session alive while it waits, and
+/// the answer says how much of the lease is left.
+#[actix_rt::test]
+async fn a_wait_longer_than_its_ttl_is_kept_alive_and_reports_its_lease() {
+    let c = cluster(0).await;
+    let [a, b] = [c.http[0], c.http[1]];
+    let (status, held) = call(a, "POST", "/API/v1/locks/long", r#"{"ttl_ms": 30000}"#).await;
+    assert_eq!(status, 200, "{held}");
+    let waiter = tokio::spawn(async move {
+        call(
+            b,
+            "POST",
+            "/API/v1/locks/long",
+            r#"{"ttl_ms": 1000, "wait_ms": 20000}"#,
+        )
+        .await
+    });
+    // Three TTLs of waiting.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let path = format!(
+        "/API/v1/locks/long?session={}&token={}",
+        held["session"], held["token"]
+    );
+    assert_eq!(call(a, "DELETE", &path, "").await.0, 200);
+    let (status, got) = waiter.await.unwrap();
+    assert_eq!(status, 200, "the waiting session expired: {got}");
+    assert_eq!(got["ttl_ms"], json!(1000));
+    let lease = got["lease_ms"].as_u64().expect("lease_ms");
+    assert!(lease > 0 && lease <= 990, "{got}");
+    c.stop();
+}
+
+/// Issue 11, item 8: a client that disconnected while waiting left its
+/// wait queued, and then an unknown holder for TTL plus lock-delay. The
+/// wait is cancelled (and the one-lock session closed) when the request
+/// ends.
+#[actix_rt::test]
+async fn a_client_that_goes_away_while_waiting_leaves_nothing_queued() {
+    use tokio::io::AsyncWriteExt;
+    let c = cluster(0).await;
+    let a = c.http[0];
+    let (status, held) = call(a, "POST", "/API/v1/locks/gone", r#"{"ttl_ms": 30000}"#).await;
+    assert_eq!(status, 200, "{held}");
+    let body = r#"{"ttl_ms": 30000, "wait_ms": 60000}"#;
+    let mut conn = tokio::net::TcpStream::connect(c.http[1]).await.unwrap();
+    let request = format!(
+        "POST /API/v1/locks/gone HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    wait_for("the wait to be queued", || async {
+        let (_, info) = call(a, "GET", "/API/v1/locks/gone", "").await;
+        (info["waiters"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    drop(conn);
+    wait_for("the abandoned wait to be cancelled", || async {
+        let (_, info) = call(a, "GET", "/API/v1/locks/gone", "").await;
+        info["waiters"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    // The holder lets go: nobody invisible takes the lock.
+    let path = format!(
+        "/API/v1/locks/gone?session={}&token={}",
+        held["session"], held["token"]
+    );
+    assert_eq!(call(a, "DELETE", &path, "").await.0, 200);
+    let (status, info) = call(a, "GET", "/API/v1/locks/gone", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(info["holders"], json!([]), "{info}");
+    c.stop();
+}

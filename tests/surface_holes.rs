@@ -244,3 +244,127 @@ fn a_waiter_on_a_follower_catching_up_is_never_handed_an_older_grant() {
         "no attempt reached the follower while it was catching up"
     );
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addrs(c: &Cluster) -> Vec<std::net::SocketAddr> {
+    c.procs.iter().map(|p| p.http).collect()
+}
+
+/// Hole 1, in the client library: two tasks sharing one `Client` both
+/// "acquired" the same exclusive lock with the same token; dropping one
+/// guard released the lock under the other, and a fence could not tell
+/// them apart. A client's guards of one lock now take turns: the second
+/// waits until the first is released, then gets a grant of its own with a
+/// larger token, which fences off the first.
+#[test]
+fn two_tasks_sharing_a_client_never_both_hold_an_exclusive_lock() {
+    let c = Cluster::start();
+    wait_for("a leader", || c.leader(&[0, 1, 2]));
+    runtime().block_on(async {
+        use raftlock::client::{Client, ClientError};
+        use raftlock::lock::fence::FenceVerifier;
+        use raftlock::session::CallError;
+        let client = Client::connect(addrs(&c), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let first = client.lock("shared-client").acquire().await.unwrap();
+        // A try-lock by another task of the same client: busy, not granted.
+        let second = client.lock("shared-client").acquire().await;
+        assert!(
+            matches!(
+                second,
+                Err(ClientError::Call(CallError::Lock(
+                    raftlock::lock::LockError::Busy
+                )))
+            ),
+            "the same client must not hold it twice: {:?}",
+            second.map(|g| g.token())
+        );
+        // A waiting one gets it only after the first lets go.
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .lock("shared-client")
+                    .wait(Duration::from_secs(10))
+                    .acquire()
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "granted beside the first guard");
+        let first_token = first.token();
+        drop(first);
+        let second = waiter.await.unwrap().unwrap();
+        assert!(second.token() > first_token);
+        let fence = FenceVerifier::default();
+        assert!(fence.check("r", second.token()).is_ok());
+        assert!(
+            fence.check("r", first_token).is_err(),
+            "the old guard is fenced off"
+        );
+        // The cluster agrees: one holder, with the second token.
+        let session = client.session_id().unwrap();
+        let info = lock_info(&c, 1, "shared-client");
+        assert_eq!(info["holders"][0]["session"], json!(session), "{info}");
+        assert_eq!(info["holders"][0]["token"], json!(second.token()), "{info}");
+        second.release().await.unwrap();
+    });
+}
+
+/// Hole 4: when the lock is lost, `raftlock lock` killed only its direct
+/// child: `sh -c 'sleep 300 & wait'` exited but its `sleep` kept running
+/// (without the lock). The command runs in its own process group, and the
+/// whole group is stopped.
+#[test]
+fn a_lost_lock_stops_the_commands_whole_process_group() {
+    let c = Cluster::start();
+    wait_for("a leader", || c.leader(&[0, 1, 2]));
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("sleep.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let mut holder = KillOnDrop(
+        std::process::Command::new(bin())
+            .args(["lock", "pg", "--ttl-ms", "2000"])
+            .args(["--endpoints", &c.endpoints()])
+            .args(["--", "sh", "-c", &script])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sleep_pid: i32 = wait_for("the command's background sleep", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    // The lock process stops past its TTL (a frozen VM), then wakes.
+    signal(&holder.0, libc::SIGSTOP);
+    let (_, _) = acquire(&c, 1, "pg");
+    signal(&holder.0, libc::SIGCONT);
+    let status = wait_for("the lock command to exit", || holder.0.try_wait().unwrap());
+    assert_eq!(status.code(), Some(3));
+    let gone = || {
+        // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+        let alive = unsafe { libc::kill(sleep_pid, 0) } == 0;
+        (!alive || is_zombie(sleep_pid)).then_some(())
+    };
+    wait_for("the background sleep to be stopped too", gone);
+}
+
+/// A process that exited but was not reaped yet (its parent, `sh`, is gone,
+/// so init reaps it soon) counts as stopped.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -15,11 +15,13 @@ use super::api::{
     check_name, mode_json, mode_of, parse_body, propose_at, request, HttpConfig, Shared,
 };
 use super::error::ApiError;
+use super::peer::{PeerSocket, PEER_CHECK_MS};
 use super::waiters::{Signal, Ticket, Waiters, HTTP_WAITS_MAX};
-use crate::lock::{Command, LockMachine, Mode, Op, Query, QueryAnswer, Reply, SessionId, Token};
-use crate::raft::Index;
+use crate::lock::{
+    Command, Grant, LockMachine, Mode, Op, Query, QueryAnswer, Reply, SessionId, Token,
+};
 use crate::runtime::Node;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +43,7 @@ pub(super) struct AcquireBody {
 }
 
 /// A one-lock session this request opened and keeps alive.
-struct Owned {
+pub(super) struct Owned {
     ttl: Duration,
     /// When the latest renewal (the open, or a keepalive) was sent: the
     /// lease counts from there (docs/SAFETY.md rule 2).
@@ -49,12 +51,14 @@ struct Owned {
 }
 
 pub(super) async fn acquire(
+    req: HttpRequest,
     node: Shared,
     settings: web::Data<HttpConfig>,
     waiters: web::Data<Arc<Waiters>>,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let peer = PeerSocket::of(&req);
     let name = name.into_inner();
     check_name(&name)?;
     let args: AcquireBody = parse_body(&body)?;
@@ -86,7 +90,10 @@ pub(super) async fn acquire(
         cancel: wait_ms > 0,
         armed: true,
     };
-    let outcome = acquire_in(&node, &waiters, session, &name, mode, wait_ms, &mut owned).await;
+    let outcome = acquire_in(
+        &node, &waiters, peer, session, &name, mode, wait_ms, &mut owned,
+    )
+    .await;
     let lease_ms = owned.as_ref().map(|o| lease_left_ms(settings.drift_ppm, o));
     match outcome {
         Ok(token) => {
@@ -106,10 +113,15 @@ pub(super) async fn acquire(
         Err(e) => {
             // A one-lock session that served nothing is closed now, not left
             // to expire. A timed-out wait was cancelled already; one whose
-            // outcome is unknown (leadership changed) may still be queued.
+            // client went away, or whose outcome is unknown (leadership
+            // changed), may still be queued.
             let gone = matches!(e, ApiError::Gone(_));
             undo.close = owned.is_some() && !gone;
-            undo.cancel = wait_ms > 0 && matches!(e, ApiError::Unavailable(_));
+            let unknown = matches!(e, ApiError::Unavailable(_) | ApiError::ClientGone);
+            undo.cancel = wait_ms > 0 && unknown;
+            if matches!(e, ApiError::ClientGone) {
+                node.metrics().operation("wait", "abandoned");
+            }
             undo.run_now().await;
             Err(e)
         }
@@ -126,9 +138,11 @@ fn lease_left_ms(drift_ppm: u32, owned: &Owned) -> u64 {
 }
 
 /// Proposes the acquire and, if it queues, waits for its grant.
+#[allow(clippy::too_many_arguments)]
 async fn acquire_in(
     node: &Node<LockMachine>,
     waiters: &Waiters,
+    peer: Option<PeerSocket>,
     session: SessionId,
     lock: &str,
     mode: Mode,
@@ -154,7 +168,26 @@ async fn acquire_in(
     let result = match (proposed, ticket.as_mut()) {
         (Ok((Reply::Granted { token }, _)), _) => Ok(token),
         (Ok((Reply::Queued { .. }, acquire)), Some(ticket)) => {
-            let waited = wait_for_grant(node, waiters, ticket, acquire, deadline, owned).await;
+            let ours = |g: &Grant| g.acquire == acquire;
+            let waited =
+                match wait_for_grant(node, waiters, peer, ticket, ours, deadline, owned).await {
+                    Ok(Some(token)) => Ok(token),
+                    // The wait is over: cancel, which also says whether the
+                    // grant won the race.
+                    Ok(None) => {
+                        let cancel = Op::Cancel {
+                            lock: lock.to_string(),
+                        };
+                        match request(node, session, cancel).await {
+                            Ok(Reply::Granted { token }) => Ok(token),
+                            Ok(_) => Err(ApiError::Conflict(format!(
+                                "lock {lock} not granted within {wait_ms} ms"
+                            ))),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
             let result = match &waited {
                 Ok(_) => "granted",
                 Err(ApiError::Conflict(_)) => "timed_out",
@@ -172,20 +205,23 @@ async fn acquire_in(
     result
 }
 
-/// Waits until the acquire at log index `acquire` is granted, renewing an
-/// owned session every TTL/3; at `deadline` the wait is cancelled, and the
-/// cancel says whether the grant won the race.
-async fn wait_for_grant(
+/// Waits until `ticket`'s session is granted its lock by the grant `ours`
+/// accepts (the one answering its own acquire), renewing an owned session
+/// every TTL/3; `None` at `deadline`. Used by HTTP acquires and by the
+/// native protocol's waits.
+pub(super) async fn wait_for_grant(
     node: &Node<LockMachine>,
     waiters: &Waiters,
+    peer: Option<PeerSocket>,
     ticket: &mut Ticket,
-    acquire: Index,
+    ours: impl Fn(&Grant) -> bool,
     deadline: Instant,
     owned: &mut Option<Owned>,
-) -> Result<Token, ApiError> {
+) -> Result<Option<Token>, ApiError> {
     let (session, lock) = ticket.key();
     let lock = lock.to_string();
     let mut renew_at = owned.as_ref().map(|o| o.renewed_at + o.ttl / 3);
+    let mut peer_check = tokio::time::interval(Duration::from_millis(PEER_CHECK_MS));
     loop {
         let renew = async {
             match renew_at {
@@ -195,9 +231,9 @@ async fn wait_for_grant(
         };
         tokio::select! {
             signal = &mut ticket.signal => {
-                if let Ok(Signal::Granted { token, acquire: a }) = signal {
-                    if a == acquire {
-                        return Ok(token);
+                if let Ok(Signal::Granted(g)) = signal {
+                    if ours(&g) {
+                        return Ok(Some(g.token));
                     }
                 }
                 // Not ours (an older grant replayed), or events were
@@ -208,17 +244,15 @@ async fn wait_for_grant(
                     ApiError::TooMany(format!("{HTTP_WAITS_MAX} requests already wait"))
                 })?;
                 if let Some(token) = held_token(node, session, &lock).await? {
-                    return Ok(token);
+                    return Ok(Some(token));
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                let cancel = Op::Cancel { lock: lock.clone() };
-                return match request(node, session, cancel).await? {
-                    Reply::Granted { token } => Ok(token),
-                    _ => Err(ApiError::Conflict(format!(
-                        "lock {lock} not granted within the wait"
-                    ))),
-                };
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            // actix-web keeps running a handler whose client went away.
+            _ = peer_check.tick(), if peer.is_some() => {
+                if peer.is_some_and(|p| p.gone()) {
+                    return Err(ApiError::ClientGone);
+                }
             }
             _ = renew => {
                 let Some(o) = owned.as_mut() else { continue };
@@ -241,7 +275,7 @@ async fn wait_for_grant(
 
 /// The token `session` holds `lock` with, if it does (a linearizable read:
 /// after the acquire queued, only its grant can make the session hold it).
-async fn held_token(
+pub(super) async fn held_token(
     node: &Node<LockMachine>,
     session: SessionId,
     lock: &str,
@@ -258,8 +292,8 @@ async fn held_token(
 }
 
 /// What an acquire request leaves behind if it ends without an answer:
-/// the client disconnected while it waited (actix drops the handler), or
-/// it failed. Cancels the wait, and closes a one-lock session the request
+/// the client disconnected while it waited (seen by `PeerSocket`, or the
+/// handler dropped), or it failed. Cancels the wait, and closes a one-lock session the request
 /// opened (which also releases a grant nobody was told of). A grant made
 /// in the caller's own session just before it went away stays there, as
 /// GET /API/v1/sessions/{id} shows: it cannot be told from an older one.

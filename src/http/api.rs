@@ -76,10 +76,15 @@ pub fn serve(
             .route("/API/v1/sessions/{id}/keepalive", web::post().to(keepalive))
             .route("/API/v1/files/{name}/append", web::post().to(append))
             .route("/API/v1/files/{name}", web::get().to(file))
-            .route("/API/v1/native/propose", web::post().to(native_propose))
-            .route("/API/v1/native/read", web::post().to(native_read))
+            .route(
+                "/API/v1/native/propose",
+                web::post().to(super::native::propose),
+            )
+            .route("/API/v1/native/read", web::post().to(super::native::read))
+            .route("/API/v1/native/wait", web::post().to(super::native::wait))
             .default_service(web::to(not_found))
     })
+    .on_connect(super::peer::remember)
     .workers(config.workers.max(1))
     .disable_signals()
     .listen(listener)?
@@ -242,7 +247,7 @@ pub(super) async fn propose_at(
 
 /// Counts a proposal by operation and outcome in the node's metrics
 /// (`raftlock_operations_total`), and returns the response it decoded.
-fn count(
+pub(super) fn count(
     node: &Node<LockMachine>,
     command: &Command,
     proposed: &Result<crate::raft::Applied, crate::runtime::ClientError>,
@@ -588,58 +593,6 @@ async fn file(node: Shared, name: web::Path<String>) -> Result<HttpResponse, Api
             "unexpected answer {other:?}"
         ))),
     }
-}
-
-/// The native protocol's answer to one message (postcard): what the client
-/// session actor needs to tell apart.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NativeReply {
-    /// The state machine's output: a `Response` or a `QueryAnswer`.
-    Output(Vec<u8>),
-    NotLeader(Option<u64>),
-    /// Retry, maybe elsewhere; for a proposal the outcome is unknown.
-    Unavailable(String),
-}
-
-fn native(result: Result<crate::raft::Applied, crate::runtime::ClientError>) -> HttpResponse {
-    use crate::raft::RequestError;
-    use crate::runtime::ClientError;
-    let reply = match result {
-        Ok(applied) => NativeReply::Output(applied.output),
-        Err(ClientError::Rejected(RequestError::NotLeader { leader })) => {
-            NativeReply::NotLeader(leader)
-        }
-        Err(e) => NativeReply::Unavailable(e.to_string()),
-    };
-    HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .body(crate::lock::encode(&reply))
-}
-
-/// Native protocol: the body is a postcard `Command`, proposed as is (the
-/// client session actor numbers its requests for exactly-once). Only
-/// client commands: an expiry or undelay rests on the leader's own clock
-/// (docs/SAFETY.md rule 1) and is refused with 403, before it reaches Raft
-/// (which refuses it too, whatever door it came through).
-async fn native_propose(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let command = postcard::from_bytes::<Command>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a command: {e}")))?;
-    if command.is_leader_only() {
-        return Err(ApiError::Forbidden(format!(
-            "{} is decided by the leader's own clock; clients cannot propose it",
-            command.label()
-        )));
-    }
-    let proposed = node.propose(body.to_vec()).await;
-    count(&node, &command, &proposed);
-    Ok(native(proposed))
-}
-
-/// Native protocol: the body is a postcard `Query`, read through ReadIndex.
-async fn native_read(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    postcard::from_bytes::<Query>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a query: {e}")))?;
-    Ok(native(node.read(body.to_vec()).await))
 }
 
 #[derive(Debug, Deserialize)]

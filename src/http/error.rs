@@ -30,6 +30,10 @@ pub enum ApiError {
     /// No leader, leadership lost mid-request, overloaded, or stopping.
     #[error("{0}")]
     Unavailable(String),
+    /// The client closed its connection while its request waited; nobody
+    /// reads this answer.
+    #[error("the client went away")]
+    ClientGone,
     /// Admin requests go to the leader; this node is not it.
     #[error("this node is not the leader; the leader is node {0:?}")]
     NotLeader(Option<u64>),
@@ -55,6 +59,7 @@ impl ApiError {
             ApiError::TooMany(_) => "limit_reached",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::ClientGone => "client_gone",
             ApiError::NotLeader(_) => "not_leader",
         }
     }
@@ -71,6 +76,8 @@ impl ResponseError for ApiError {
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // nginx's "client closed request": never seen by that client.
+            ApiError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::NotLeader(_) => StatusCode::MISDIRECTED_REQUEST,
         }
     }

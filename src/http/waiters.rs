@@ -12,8 +12,7 @@
 //! subscribed before the server took any request, so a grant cannot slip
 //! between the two.
 
-use crate::lock::{Event, LockMachine, SessionId, Token};
-use crate::raft::Index;
+use crate::lock::{Event, Grant, LockMachine, SessionId};
 use crate::runtime::Node;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,9 +25,9 @@ pub const HTTP_WAITS_MAX: usize = 65_536;
 /// What a waiting request is told.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// A grant of the lock to the session, answering the acquire at log
-    /// index `acquire`.
-    Granted { token: Token, acquire: Index },
+    /// A grant of the lock to the session: the waiter checks it answers its
+    /// own acquire (`Grant::acquire`, or `Grant::seq`).
+    Granted(Grant),
     /// Events were missed (the router fell behind, or the node stopped):
     /// the grant may have happened unseen, so look it up.
     Recheck,
@@ -112,12 +111,12 @@ impl Waiters {
         self.len() == 0
     }
 
-    fn granted(&self, session: SessionId, lock: &str, token: Token, acquire: Index) {
+    fn granted(&self, grant: Grant) {
         let mut inner = self.lock();
-        if let Some(list) = inner.by_key.remove(&(session, lock.to_string())) {
+        if let Some(list) = inner.by_key.remove(&(grant.session, grant.lock.clone())) {
             inner.len -= list.len();
             for (_, tx) in list {
-                let _ = tx.send(Signal::Granted { token, acquire });
+                let _ = tx.send(Signal::Granted(grant.clone()));
             }
         }
     }
@@ -144,7 +143,7 @@ pub fn start(
 async fn route(mut events: broadcast::Receiver<Event>, waiters: Arc<Waiters>) {
     loop {
         match events.recv().await {
-            Ok(Event::Granted(g)) => waiters.granted(g.session, &g.lock, g.token, g.acquire),
+            Ok(Event::Granted(g)) => waiters.granted(g),
             // The machine dropped events: a grant may be among them.
             Ok(Event::Missed { .. }) => waiters.recheck_all(),
             Ok(_) => {}
@@ -160,10 +159,10 @@ async fn route(mut events: broadcast::Receiver<Event>, waiters: Arc<Waiters>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::{Grant, Mode};
+    use crate::lock::{Mode, Token};
 
-    fn grant(session: SessionId, lock: &str, token: Token) -> Event {
-        Event::Granted(Grant {
+    fn grant_of(session: SessionId, lock: &str, token: Token) -> Grant {
+        Grant {
             index: 1,
             acquire: 1,
             session,
@@ -172,7 +171,11 @@ mod tests {
             mode: Mode::Exclusive,
             token,
             queued: true,
-        })
+        }
+    }
+
+    fn grant(session: SessionId, lock: &str, token: Token) -> Event {
+        Event::Granted(grant_of(session, lock, token))
     }
 
     #[test]
@@ -192,10 +195,7 @@ mod tests {
             tx.send(grant(2, "x", 7)).unwrap();
             assert_eq!(
                 (&mut b.signal).await,
-                Ok(Signal::Granted {
-                    token: 7,
-                    acquire: 1
-                })
+                Ok(Signal::Granted(grant_of(2, "x", 7)))
             );
             assert!(a.signal.try_recv().is_err(), "not for a");
             assert!(c.signal.try_recv().is_err(), "not for c");

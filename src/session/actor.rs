@@ -16,6 +16,8 @@ pub type RpcId = u64;
 
 /// Calls accepted before the session is open; more are refused.
 pub const CALLS_QUEUED_MAX: usize = 1024;
+/// Reads (queries and grant polls) in flight; more calls are refused.
+pub const READS_PENDING_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -27,8 +29,10 @@ pub struct SessionConfig {
     pub keepalive_interval: Duration,
     /// How long one attempt may go unanswered before the next node is tried.
     pub request_timeout: Duration,
-    /// How often a queued acquire asks whether it was granted (grants are
-    /// also pushed; polling covers lost pushes and leader changes).
+    /// How long a queued acquire's wait for its grant (`ToNode::Wait`) may
+    /// be held by the node before it answers "not yet" and is asked again
+    /// (grants may also be pushed; the wait covers lost pushes and leader
+    /// changes).
     pub poll_interval: Duration,
     /// Must not exceed the cluster's `requests_inflight_max`.
     pub requests_inflight_max: u64,
@@ -98,6 +102,9 @@ pub enum CallError {
     TooManyCalls,
     #[error("the session is closed")]
     Closed,
+    /// The node refused the request for good (too large, not allowed).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// What a node answered to one message.
@@ -108,6 +115,9 @@ pub enum NodeReply {
     NotLeader(Option<NodeId>),
     /// Busy, leadership lost, timed out: try again, maybe elsewhere.
     Unavailable,
+    /// Refused for good, wherever it is sent (too large, not allowed):
+    /// the call fails.
+    Refused(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +126,22 @@ pub enum ToNode {
     Propose(Vec<u8>),
     /// A `Query`, served through ReadIndex.
     Read(Vec<u8>),
+    /// Wait for the grant of a queued acquire (a long poll): the node
+    /// answers `QueryAnswer::Response(Some(Granted))` once the session holds
+    /// the lock, `Response(None)` after `timeout_ms` without it.
+    Wait(WaitFor),
+}
+
+/// A queued acquire's wait for its grant, as sent to a node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitFor {
+    pub session: SessionId,
+    /// The queued acquire's sequence number: a grant answers it only if it
+    /// carries it (an older grant of the same lock, replayed by a node
+    /// catching up, does not).
+    pub seq: u64,
+    pub lock: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +158,11 @@ pub enum Input {
     },
     /// A node pushed the grant of a queued acquire.
     Pushed(Grant),
+    /// The caller of `id` no longer waits for it: a queued acquire is
+    /// cancelled (and one not queued yet, as soon as it is).
+    Abandon {
+        id: CallId,
+    },
     /// The wake-up asked for with `WakeAt` (early or late is fine).
     Tick,
 }
@@ -162,21 +193,37 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Purpose {
     Call(CallId),
-    KeepAlive,
     /// Cancels the queued acquire with this sequence number.
     Cancel(u64),
+}
+
+/// The keepalive in flight. Keepalives are not numbered requests: a renewal
+/// may run twice harmlessly, and outside the exactly-once window it can
+/// never be blocked by requests that wait (a queued acquire may wait for
+/// hours; the session must live through it).
+#[derive(Clone, Debug)]
+struct KeepAlive {
+    /// The lease counts from the first send of the renewal answered.
+    first_sent: Instant,
+    rpc: RpcId,
+    retry_at: Instant,
 }
 
 #[derive(Clone, Debug)]
 struct Pending {
     purpose: Purpose,
     op: Op,
-    /// When the request was first sent: a renewal is measured from here.
-    first_sent: Instant,
     rpc: RpcId,
     retry_at: Instant,
     /// Set once a waiting acquire is queued.
     wait: Option<Wait>,
+}
+
+impl Pending {
+    /// Answered `Queued`: waiting for its grant, no longer resent.
+    fn is_queued(&self) -> bool {
+        self.wait.as_ref().is_some_and(|w| w.poll_at.is_some())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +233,8 @@ struct Wait {
     /// applied could be overtaken by it and leave a forgotten waiter.
     poll_at: Option<Instant>,
     cancelling: bool,
+    /// The caller went away: cancel as soon as it is queued.
+    abandoned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -203,7 +252,9 @@ enum Phase {
 #[derive(Clone, Debug)]
 enum ReadPurpose {
     Call(CallId, Query),
-    /// Has the queued acquire with this sequence number been granted?
+    /// Has the queued acquire with this sequence number been granted? Asked
+    /// of the session's state (`Query::Session`): its kept response may be
+    /// forgotten, since a queued acquire does not hold the window back.
     Poll(u64),
 }
 
@@ -226,6 +277,7 @@ pub struct Session {
     /// Trust the lease until here (local clock).
     lease_until: Option<Instant>,
     keepalive_at: Option<Instant>,
+    keepalive: Option<KeepAlive>,
     held: BTreeMap<String, Token>,
     out: Vec<Effect>,
 }
@@ -245,6 +297,7 @@ impl Session {
             queued: VecDeque::new(),
             lease_until: None,
             keepalive_at: None,
+            keepalive: None,
             held: BTreeMap::new(),
             out: Vec::new(),
         }
@@ -278,6 +331,7 @@ impl Session {
             Input::Call { id, call } => self.handle_call(now, id, call),
             Input::Reply { rpc, reply } => self.handle_reply(now, rpc, reply),
             Input::Pushed(grant) => self.handle_pushed(grant),
+            Input::Abandon { id } => self.handle_abandon(now, id),
             Input::Tick => {}
         }
         self.handle_timers(now);
@@ -321,6 +375,9 @@ impl Session {
         };
         let op = match call {
             Call::Query(query) => {
+                if self.reads.len() >= READS_PENDING_MAX {
+                    return self.done(id, Err(CallError::TooManyCalls));
+                }
                 let rpc = self.send_read(&query);
                 self.reads.insert(
                     rpc,
@@ -368,7 +425,6 @@ impl Session {
             Pending {
                 purpose,
                 op,
-                first_sent: now,
                 rpc,
                 retry_at: now + self.config.request_timeout,
                 // The deadline counts from the call, not from the queueing.
@@ -376,6 +432,7 @@ impl Session {
                     deadline: now + d,
                     poll_at: None,
                     cancelling: false,
+                    abandoned: false,
                 }),
             },
         );
@@ -392,6 +449,7 @@ impl Session {
                 self.follow(None);
                 return;
             }
+            NodeReply::Refused(why) => return self.refused(rpc, why),
         };
         if let Phase::Opening {
             rpc: opening,
@@ -403,16 +461,15 @@ impl Session {
                 return self.handle_opened(now, first_sent, &output);
             }
         }
+        if self.keepalive.as_ref().is_some_and(|k| k.rpc == rpc) {
+            return self.handle_renewed(&output);
+        }
         if let Some(read) = self.reads.remove(&rpc) {
             let answer = postcard::from_bytes::<QueryAnswer>(&output)
                 .unwrap_or_else(|e| QueryAnswer::Malformed(e.to_string()));
             return match read.purpose {
                 ReadPurpose::Call(id, _) => self.done(id, Ok(Done::Answer(answer))),
-                ReadPurpose::Poll(seq) => {
-                    if let QueryAnswer::Response(Some(Ok(Reply::Granted { token }))) = answer {
-                        self.granted(seq, token);
-                    }
-                }
+                ReadPurpose::Poll(seq) => self.handle_poll(now, seq, answer),
             };
         }
         let Some((&seq, _)) = self.requests.iter().find(|(_, p)| p.rpc == rpc) else {
@@ -446,6 +503,44 @@ impl Session {
         }
     }
 
+    /// The keepalive in flight was answered.
+    fn handle_renewed(&mut self, output: &[u8]) {
+        let Some(k) = self.keepalive.take() else {
+            return;
+        };
+        match postcard::from_bytes::<Response>(output) {
+            Ok(Ok(Reply::Renewed)) => {
+                let until = k.first_sent + self.config.trusted();
+                self.lease_until = self.lease_until.max(Some(until));
+            }
+            Ok(Err(LockError::SessionNotFound(_))) => self.lose_session(),
+            // Anything else renews nothing; the next tick sends another.
+            _ => {}
+        }
+    }
+
+    /// The node answered the wait for the queued acquire `seq`: granted,
+    /// or not yet (wait again at once), or the session is gone.
+    fn handle_poll(&mut self, now: Instant, seq: u64, answer: QueryAnswer) {
+        match answer {
+            QueryAnswer::Response(Some(Ok(Reply::Granted { token }))) => self.granted(seq, token),
+            QueryAnswer::Response(Some(Err(LockError::SessionNotFound(_)))) => self.lose_session(),
+            _ => {
+                if let Some(w) = self.requests.get_mut(&seq).and_then(|p| p.wait.as_mut()) {
+                    w.poll_at = Some(now);
+                }
+            }
+        }
+    }
+
+    /// The user call a request serves, if any.
+    fn call_of(&self, seq: u64) -> Option<CallId> {
+        match self.requests.get(&seq)?.purpose {
+            Purpose::Call(id) => Some(id),
+            Purpose::Cancel(_) => None,
+        }
+    }
+
     fn handle_response(&mut self, now: Instant, seq: u64, response: Response) {
         if let Err(LockError::SessionNotFound(_)) = response {
             return self.lose_session();
@@ -454,11 +549,6 @@ impl Session {
             return;
         };
         match (&p.purpose, &p.op, response) {
-            (Purpose::KeepAlive, _, Ok(Reply::Renewed)) => {
-                let until = p.first_sent + self.config.trusted();
-                self.lease_until = self.lease_until.max(Some(until));
-                self.requests.remove(&seq);
-            }
             (Purpose::Cancel(acquire), _, result) => {
                 let acquire = *acquire;
                 self.requests.remove(&seq);
@@ -478,10 +568,18 @@ impl Session {
                     return;
                 };
                 // Now only the grant (pushed or polled) or the deadline
-                // ends it; no more resends of the acquire itself.
+                // ends it; no more resends of the acquire itself, and it no
+                // longer holds the acknowledged point back.
                 p.retry_at = Instant::from_micros(u64::MAX);
+                let abandoned = p.wait.as_ref().is_some_and(|w| w.abandoned);
                 if let Some(w) = p.wait.as_mut() {
-                    w.poll_at = Some(now + self.config.poll_interval);
+                    // Wait for the grant at once (a long poll at the node).
+                    w.poll_at = Some(now);
+                }
+                if abandoned {
+                    if let Some(id) = self.call_of(seq) {
+                        self.handle_abandon(now, id);
+                    }
                 }
             }
             (_, _, Ok(Reply::Granted { token })) => self.granted(seq, token),
@@ -507,8 +605,57 @@ impl Session {
                     self.end(false);
                 }
             }
-            (Purpose::KeepAlive, _, _) => {
-                self.requests.remove(&seq);
+        }
+    }
+
+    /// A node refused what `rpc` carried for good: its call fails.
+    fn refused(&mut self, rpc: RpcId, why: String) {
+        if let Some(read) = self.reads.remove(&rpc) {
+            if let ReadPurpose::Call(id, _) = read.purpose {
+                self.done(id, Err(CallError::Refused(why)));
+            }
+            return;
+        }
+        let Some((&seq, _)) = self.requests.iter().find(|(_, p)| p.rpc == rpc) else {
+            return;
+        };
+        if let Some(Pending {
+            purpose: Purpose::Call(id),
+            ..
+        }) = self.requests.remove(&seq)
+        {
+            self.done(id, Err(CallError::Refused(why)));
+        }
+    }
+
+    /// The caller of `id` went away. A queued acquire is cancelled now, one
+    /// not answered yet once it is queued; a grant that beats the cancel is
+    /// still reported as `Done` (the driver releases what nobody took).
+    fn handle_abandon(&mut self, now: Instant, id: CallId) {
+        let Phase::Open(session) = self.phase else {
+            return;
+        };
+        let found = self
+            .requests
+            .iter_mut()
+            .find(|(_, p)| p.purpose == Purpose::Call(id));
+        let Some((&seq, p)) = found else {
+            return;
+        };
+        let Some(w) = p.wait.as_mut() else {
+            return;
+        };
+        w.abandoned = true;
+        if w.poll_at.is_some() && !w.cancelling {
+            w.cancelling = true;
+            if let Op::Acquire { lock, .. } = p.op.clone() {
+                self.start_request(
+                    now,
+                    session,
+                    Purpose::Cancel(seq),
+                    Op::Cancel { lock },
+                    None,
+                );
             }
         }
     }
@@ -559,12 +706,23 @@ impl Session {
         };
         if self.keepalive_at.is_some_and(|at| now >= at) {
             self.keepalive_at = Some(now + self.config.keepalive_interval);
-            let pending = self
-                .requests
-                .values()
-                .any(|p| p.purpose == Purpose::KeepAlive);
-            if !pending {
-                self.start_request(now, session, Purpose::KeepAlive, Op::KeepAlive, None);
+            if self.keepalive.is_none() {
+                let rpc = self.send_keepalive(session);
+                self.keepalive = Some(KeepAlive {
+                    first_sent: now,
+                    rpc,
+                    retry_at: now + self.config.request_timeout,
+                });
+            }
+        }
+        if let Some(k) = self.keepalive.as_mut().filter(|k| now >= k.retry_at) {
+            // Resent under a new rpc; the lease still counts from the first
+            // send, which every apply of it follows.
+            k.retry_at = now + self.config.request_timeout;
+            self.follow(None);
+            let rpc = self.send_keepalive(session);
+            if let Some(k) = self.keepalive.as_mut() {
+                k.rpc = rpc;
             }
         }
         let due: Vec<u64> = self
@@ -601,17 +759,21 @@ impl Session {
             })
             .collect();
         for (seq, lock, poll, cancel) in waits {
-            if poll {
-                let rpc = self.send_read(&Query::Response { session, seq });
+            if poll && self.reads.len() < READS_PENDING_MAX {
+                // One wait at a time per acquire: the next goes when this
+                // one is answered, or times out (held at most a poll
+                // interval by the node, plus a request timeout on the way).
+                let rpc = self.send_wait(session, seq, &lock);
+                let patience = self.config.poll_interval + self.config.request_timeout;
                 self.reads.insert(
                     rpc,
                     PendingRead {
                         purpose: ReadPurpose::Poll(seq),
-                        retry_at: now + self.config.request_timeout,
+                        retry_at: now + patience,
                     },
                 );
                 if let Some(w) = self.requests.get_mut(&seq).and_then(|p| p.wait.as_mut()) {
-                    w.poll_at = Some(now + self.config.poll_interval);
+                    w.poll_at = Some(now + patience);
                 }
             }
             if cancel {
@@ -660,6 +822,9 @@ impl Session {
             Phase::Open(_) => {
                 self.lease_until.into_iter().for_each(&mut consider);
                 self.keepalive_at.into_iter().for_each(&mut consider);
+                if let Some(k) = &self.keepalive {
+                    consider(k.retry_at);
+                }
                 for p in self.requests.values() {
                     consider(p.retry_at);
                     if let Some(w) = &p.wait {
@@ -683,11 +848,31 @@ impl Session {
 
     // ---- helpers ----
 
+    /// Every response up to here reached this client and may be forgotten:
+    /// up to the first request still unanswered. A queued acquire was
+    /// answered (`Queued`); its grant is pushed or polled by lock, so it
+    /// does not hold the window back while it waits.
     fn acked(&self) -> u64 {
         self.requests
-            .keys()
-            .next()
-            .map_or(self.next_seq, |&first| first - 1)
+            .iter()
+            .find(|(_, p)| !p.is_queued())
+            .map_or(self.next_seq, |(&first, _)| first - 1)
+    }
+
+    fn send_wait(&mut self, session: SessionId, seq: u64, lock: &str) -> RpcId {
+        self.send(ToNode::Wait(WaitFor {
+            session,
+            seq,
+            lock: lock.to_string(),
+            timeout_ms: self.config.poll_interval.as_millis() as u64,
+        }))
+    }
+
+    fn send_keepalive(&mut self, session: SessionId) -> RpcId {
+        self.send_propose(&Command::Unsequenced {
+            session,
+            op: Op::KeepAlive,
+        })
     }
 
     fn send_request(&mut self, session: SessionId, seq: u64, op: &Op) -> RpcId {
@@ -747,15 +932,27 @@ impl Session {
             }
         }
         if let Some(read) = self.reads.remove(&rpc) {
-            let query = match &read.purpose {
-                ReadPurpose::Call(_, q) => q.clone(),
-                ReadPurpose::Poll(seq) => match self.phase {
-                    Phase::Open(session) => Query::Response { session, seq: *seq },
-                    _ => return,
-                },
+            let rpc = match &read.purpose {
+                ReadPurpose::Call(_, q) => self.send_read(&q.clone()),
+                // A redirected wait: the next tick asks the new target.
+                ReadPurpose::Poll(seq) => {
+                    if let Some(w) = self.requests.get_mut(seq).and_then(|p| p.wait.as_mut()) {
+                        w.poll_at = Some(now);
+                    }
+                    return;
+                }
             };
-            let rpc = self.send_read(&query);
             self.reads.insert(rpc, read);
+            return;
+        }
+        if self.keepalive.as_ref().is_some_and(|k| k.rpc == rpc) {
+            if let Phase::Open(session) = self.phase {
+                let rpc = self.send_keepalive(session);
+                if let Some(k) = self.keepalive.as_mut() {
+                    k.rpc = rpc;
+                    k.retry_at = now + self.config.request_timeout;
+                }
+            }
             return;
         }
         let Phase::Open(session) = self.phase else {
@@ -807,6 +1004,7 @@ impl Session {
         self.phase = Phase::Idle;
         self.lease_until = None;
         self.keepalive_at = None;
+        self.keepalive = None;
         if lost {
             self.out.push(Effect::SessionLost);
         }

@@ -28,6 +28,8 @@ struct World {
     wake: Option<Instant>,
     /// Messages held back (the test delivers or drops them).
     inflight: Vec<(NodeId, RpcId, ToNode)>,
+    /// Waits for grants the "node" holds until the session has the lock.
+    parked: Vec<(RpcId, crate::session::WaitFor)>,
 }
 
 impl World {
@@ -42,6 +44,7 @@ impl World {
             events: Vec::new(),
             wake: None,
             inflight: Vec::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -55,16 +58,47 @@ impl World {
         }
     }
 
-    /// Delivers every message in flight (and what they cause) at `now`.
+    /// Delivers every message in flight (and what they cause) at `now`;
+    /// waits stay parked until their grant.
     fn deliver(&mut self, now: Instant) {
         for _ in 0..10 {
+            self.answer_parked(now);
             let batch = std::mem::take(&mut self.inflight);
             if batch.is_empty() {
                 return;
             }
             for (to, rpc, msg) in batch {
-                let reply = self.serve(now, to, msg);
-                self.input(now, Input::Reply { rpc, reply });
+                match msg {
+                    ToNode::Wait(w) if to == self.leader => self.parked.push((rpc, w)),
+                    msg => {
+                        let reply = self.serve(now, to, msg);
+                        self.input(now, Input::Reply { rpc, reply });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers the parked waits whose session now holds their lock.
+    fn answer_parked(&mut self, now: Instant) {
+        let parked = std::mem::take(&mut self.parked);
+        for (rpc, w) in parked {
+            let query = encode(&Query::Session { session: w.session });
+            let held = match postcard::from_bytes(&self.m.query(now, &query)) {
+                Ok(QueryAnswer::Session(Some(info))) => info
+                    .held
+                    .iter()
+                    .find(|(l, _)| *l == w.lock)
+                    .map(|(_, t)| *t),
+                _ => None,
+            };
+            match held {
+                Some(token) => {
+                    let answer = QueryAnswer::Response(Some(Ok(Reply::Granted { token })));
+                    let reply = NodeReply::Output(encode(&answer));
+                    self.input(now, Input::Reply { rpc, reply });
+                }
+                None => self.parked.push((rpc, w)),
             }
         }
     }
@@ -79,6 +113,7 @@ impl World {
                 NodeReply::Output(self.m.apply(self.index, now, &c))
             }
             ToNode::Read(q) => NodeReply::Output(self.m.query(now, &q)),
+            ToNode::Wait(_) => NodeReply::Output(encode(&QueryAnswer::Response(None))),
         }
     }
 
@@ -271,25 +306,65 @@ fn a_queued_acquire_completes_on_the_pushed_grant() {
 }
 
 #[test]
-fn a_queued_acquire_whose_push_is_lost_learns_its_grant_by_polling() {
+fn a_queued_acquire_learns_its_grant_from_its_wait_even_if_the_node_drops_it() {
     let mut w = World::new();
     let me = w.start(ms(0));
     let other = w.other_takes(ms(0), "x");
     w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
     w.deliver(ms(10));
+    // Queued: a wait for the grant went to the node at once.
+    assert_eq!(w.parked.len(), 1);
+    assert_eq!(w.parked[0].1.seq, 1);
+    // The node loses it (a restart, a dropped connection).
+    w.parked.clear();
     w.other_releases(ms(20), other, "x", 1);
     assert!(w.take_events().is_empty());
-    // The poll goes at the poll interval and finds the grant.
-    assert_eq!(w.wake, Some(ms(510)));
-    w.input(ms(510), Input::Tick);
-    w.deliver(ms(510));
+    // Unanswered for a poll interval and a request timeout: asked again.
+    assert_eq!(w.wake, Some(ms(1_010)));
+    w.input(ms(1_010), Input::Tick);
+    w.deliver(ms(1_010));
     assert_eq!(
         w.take_events(),
         vec![done(5, Ok(Done::Granted { token: 2 }))]
     );
     assert!(matches!(
-        w.m.answer(ms(510), Query::Lock { name: "x".into() }),
+        w.m.answer(ms(1_010), Query::Lock { name: "x".into() }),
         QueryAnswer::Lock(info) if info.holders[0].session == me
+    ));
+}
+
+/// Issue 11, item 13: the wait is answered as the grant happens, not at
+/// the next poll.
+#[test]
+fn a_queued_acquire_is_granted_as_soon_as_the_lock_is_released() {
+    let mut w = World::new();
+    w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    w.other_releases(ms(20), other, "x", 1);
+    w.deliver(ms(20));
+    assert_eq!(
+        w.take_events(),
+        vec![done(5, Ok(Done::Granted { token: 2 }))]
+    );
+}
+
+/// Issue 11, item 13: dropping an `acquire()` future cancels its queued
+/// wait in the cluster.
+#[test]
+fn an_abandoned_wait_is_cancelled_in_the_cluster() {
+    let mut w = World::new();
+    let me = w.start(ms(0));
+    w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    w.input(ms(20), Input::Abandon { id: 5 });
+    w.deliver(ms(20));
+    assert_eq!(w.take_events(), vec![done(5, Err(CallError::Timeout))]);
+    assert!(matches!(
+        w.m.answer(ms(20), Query::Lock { name: "x".into() }),
+        QueryAnswer::Lock(info) if !info.waiters.iter().any(|(s, _)| *s == me)
     ));
 }
 
@@ -342,4 +417,69 @@ fn calls_before_the_session_opens_wait_for_it_and_a_closed_session_refuses_calls
     w.call(ms(2), 3, acquire("x", None));
     assert_eq!(w.take_events(), vec![done(3, Err(CallError::Closed))]);
     assert_eq!(w.session.holds("x", ms(2)), None);
+}
+
+/// Issue 11, item 5: a standby waiting hours for a lock. Its queued acquire
+/// held the acknowledged point back, so after about 127 more requests
+/// (42 TTLs of keepalives) new keepalives were dropped silently and the
+/// session expired. Keepalives now go outside the exactly-once window, and
+/// a queued acquire does not hold the window back: the session lives on
+/// through 60 TTLs of waiting and 300 other calls, and still gets its grant.
+#[test]
+fn a_long_wait_never_starves_keepalives_or_other_calls() {
+    let mut w = World::new();
+    let other = w.other_takes(ms(0), "leader-election");
+    w.start(ms(0));
+    let day = Duration::from_secs(24 * 3600);
+    w.call(ms(0), 1, acquire("leader-election", Some(day)));
+    w.deliver(ms(0));
+    assert!(w.take_events().is_empty(), "queued");
+    let mut now = 0;
+    let mut call = 100;
+    for _ in 0..181 {
+        // Every TTL/3: the keepalive, and two other calls that complete.
+        now += TTL.as_millis() as u64 / 3;
+        w.input(ms(now), Input::Tick);
+        for lock in ["a", "b"] {
+            call += 1;
+            w.call(ms(now), call, acquire(lock, None));
+            w.deliver(ms(now));
+            let token = match w.take_events().as_slice() {
+                [Effect::Done {
+                    result: Ok(Done::Granted { token }),
+                    ..
+                }] => *token,
+                other => panic!("at {now} ms: {other:?}"),
+            };
+            call += 1;
+            let release = Call::Release {
+                lock: lock.into(),
+                token,
+            };
+            w.call(ms(now), call, release);
+            w.deliver(ms(now));
+            assert_eq!(w.take_events(), vec![done(call, Ok(Done::Released))]);
+        }
+        assert!(
+            w.session.holds("a", ms(now)).is_none() && w.session.lease_until() > Some(ms(now)),
+            "the lease lapsed at {now} ms"
+        );
+    }
+    assert!(now >= 60 * TTL.as_millis() as u64);
+    // The holder lets go; the standby's wait is granted.
+    w.other_releases(ms(now), other, "leader-election", 1);
+    now += 600;
+    w.input(ms(now), Input::Tick);
+    w.deliver(ms(now));
+    let events = w.take_events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Effect::Done {
+                id: 1,
+                result: Ok(Done::Granted { .. })
+            }]
+        ),
+        "{events:?}"
+    );
 }
