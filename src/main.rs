@@ -240,6 +240,9 @@ mod app {
             lock_delay: Duration::from_millis(args.lock_delay_ms),
             ..LockConfig::default()
         };
+        lock_config
+            .validate(config.raft.snapshot_bytes_max)
+            .map_err(|e| format!("inconsistent limits: {e}"))?;
         let node = Arc::new(
             Node::start_with(config, listener, LockMachine::new(lock_config.clone()))
                 .map_err(|e| e.to_string())?,

@@ -115,6 +115,8 @@ impl From<LockError> for ApiError {
             | LockError::TooManyLocks(_)
             | LockError::TooManyWaiters(_)
             | LockError::TooManyFiles(_)
+            | LockError::FilesFull(_)
+            | LockError::LockTablesFull(_)
             | LockError::TooManyInflight { .. } => ApiError::TooMany(m),
             LockError::Busy
             | LockError::LimitMismatch { .. }

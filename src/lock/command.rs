@@ -138,7 +138,9 @@ pub fn outcome_label(response: &Response) -> &'static str {
             LockError::TooManySessions(_)
             | LockError::TooManyLocks(_)
             | LockError::TooManyWaiters(_)
-            | LockError::TooManyFiles(_) => "limit_reached",
+            | LockError::TooManyFiles(_)
+            | LockError::FilesFull(_)
+            | LockError::LockTablesFull(_) => "limit_reached",
             LockError::Busy => "busy",
             LockError::LimitMismatch { .. } => "limit_mismatch",
             LockError::ModeConflict { .. } => "mode_conflict",
@@ -233,6 +235,10 @@ pub enum LockError {
     FileTooLarge(usize),
     #[error("the cluster holds its maximum of {0} files")]
     TooManyFiles(usize),
+    #[error("the fenced files hold their maximum of {0} bytes together")]
+    FilesFull(usize),
+    #[error("the lock tables hold their maximum of {0} holders and waiters")]
+    LockTablesFull(usize),
     #[error("the command does not decode: {0}")]
     Malformed(String),
 }

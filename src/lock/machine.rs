@@ -89,6 +89,31 @@ pub struct LockMachine {
     config: LockConfig,
     state: State,
     local: Local,
+    /// Derived from `state` (recomputed on restore, checked by
+    /// `check_invariants`): the bounded totals.
+    totals: Totals,
+}
+
+/// Totals the limits bound, kept up to date by every change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Totals {
+    /// Holders plus waiters over all locks.
+    lock_entries: usize,
+    /// Bytes of all fenced files.
+    file_bytes: usize,
+}
+
+impl Totals {
+    fn of(state: &State) -> Totals {
+        Totals {
+            lock_entries: state
+                .locks
+                .values()
+                .map(|l| l.holders.len() + l.waiters.len())
+                .sum(),
+            file_bytes: state.files.values().map(|f| f.data.len()).sum(),
+        }
+    }
 }
 
 impl LockMachine {
@@ -97,6 +122,7 @@ impl LockMachine {
             config,
             state: State::default(),
             local: Local::default(),
+            totals: Totals::default(),
         }
     }
 
@@ -465,6 +491,10 @@ impl LockMachine {
         if session.held.len() + session.waiting.len() >= limits.locks_per_session_max {
             return Err(LockError::TooManyLocks(limits.locks_per_session_max));
         }
+        // A grant or a queued wait adds one entry to the lock tables.
+        if self.totals.lock_entries >= limits.lock_entries_max {
+            return Err(LockError::LockTablesFull(limits.lock_entries_max));
+        }
         let waiters_max = limits.waiters_per_lock_max;
         if let Some(held) = lock.and_then(|l| semaphore_limit(l, mode)) {
             if let Mode::Semaphore(asked) = mode {
@@ -491,6 +521,7 @@ impl LockMachine {
             mode,
             index,
         });
+        self.totals.lock_entries += 1;
         let position = (lock.waiters.len() - 1) as u32;
         if let Some(s) = self.state.sessions.get_mut(&id) {
             s.waiting.insert(name, seq);
@@ -516,7 +547,9 @@ impl LockMachine {
             *r = Ok(Reply::Cancelled);
         }
         if let Some(lock) = self.state.locks.get_mut(&name) {
+            let before = lock.waiters.len();
             lock.waiters.retain(|w| w.session != id);
+            self.totals.lock_entries -= before - lock.waiters.len();
         }
         self.record(Event::Cancelled {
             index,
@@ -543,7 +576,9 @@ impl LockMachine {
         }
         session.held.remove(&name);
         if let Some(lock) = self.state.locks.get_mut(&name) {
-            lock.holders.remove(&id);
+            if lock.holders.remove(&id).is_some() {
+                self.totals.lock_entries -= 1;
+            }
         }
         self.record(Event::Released {
             index,
@@ -572,6 +607,10 @@ impl LockMachine {
             return Err(LockError::TooManyFiles(limits.files_max));
         }
         let file_bytes_max = limits.file_bytes_max;
+        let files_bytes_max = limits.files_bytes_max;
+        if self.totals.file_bytes + data.len() > files_bytes_max {
+            return Err(LockError::FilesFull(files_bytes_max));
+        }
         let file = self.state.files.entry(name).or_default();
         if file.data.len() + data.len() > file_bytes_max {
             return Err(LockError::FileTooLarge(file_bytes_max));
@@ -585,6 +624,7 @@ impl LockMachine {
         file.token = token;
         let offset = file.data.len() as u64;
         file.data.extend_from_slice(&data);
+        self.totals.file_bytes += data.len();
         Ok(Reply::Appended { offset })
     }
 
@@ -607,7 +647,9 @@ impl LockMachine {
         for name in session.held.keys().chain(session.waiting.keys()) {
             if let Some(lock) = self.state.locks.get_mut(name) {
                 let was_holder = lock.holders.remove(&id).is_some();
+                let before = lock.waiters.len();
                 lock.waiters.retain(|w| w.session != id);
+                self.totals.lock_entries -= usize::from(was_holder) + before - lock.waiters.len();
                 if delay && was_holder {
                     lock.delayed_since = Some(index);
                     self.local.delayed_at.insert(name.clone(), now);
@@ -631,12 +673,15 @@ impl LockMachine {
     ) -> Token {
         self.state.last_token += 1;
         let token = self.state.last_token;
-        self.state
+        let holders = &mut self
+            .state
             .locks
             .entry(name.to_string())
             .or_default()
-            .holders
-            .insert(id, (mode, token));
+            .holders;
+        if holders.insert(id, (mode, token)).is_none() {
+            self.totals.lock_entries += 1;
+        }
         if let Some(s) = self.state.sessions.get_mut(&id) {
             s.held.insert(name.to_string(), token);
         }
@@ -673,6 +718,7 @@ impl LockMachine {
             let Some(w) = lock.waiters.pop_front() else {
                 return;
             };
+            self.totals.lock_entries -= 1;
             let token = self.grant(index, w.index, name, w.session, w.seq, w.mode);
             if let Some(s) = self.state.sessions.get_mut(&w.session) {
                 s.waiting.remove(name);
@@ -695,6 +741,13 @@ impl LockMachine {
     /// Cross-checks the tables; `Err` names the first inconsistency.
     pub fn check_invariants(&self) -> Result<(), String> {
         let st = &self.state;
+        if self.totals != Totals::of(st) {
+            return Err(format!(
+                "totals {:?} kept, {:?} counted",
+                self.totals,
+                Totals::of(st)
+            ));
+        }
         for (name, lock) in &st.locks {
             if lock.holders.is_empty() && lock.waiters.is_empty() && lock.delayed_since.is_none() {
                 return Err(format!("idle lock {name} kept"));
@@ -840,6 +893,7 @@ impl StateMachine for LockMachine {
             postcard::from_bytes(snapshot).map_err(|e| RestoreError(e.to_string()))?;
         let mut restored = LockMachine {
             config: self.config.clone(),
+            totals: Totals::of(&state),
             state,
             // Own-clock records start over: unknown counts as "now" later.
             local: Local::default(),

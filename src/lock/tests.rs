@@ -858,3 +858,41 @@ fn events_dropped_past_the_bound_are_reported_as_missed() {
     assert!(matches!(&events[2], Event::Granted(g) if g.lock == "z"));
     assert_eq!(h.m.take_events(), vec![]);
 }
+
+/// Issue 11, item 10: the totals that bound the state's size are enforced
+/// (and kept exactly: `check_invariants` recounts them after every apply).
+#[test]
+fn the_lock_tables_and_the_files_have_total_bounds() {
+    let mut cfg = config(0);
+    cfg.limits.lock_entries_max = 2;
+    cfg.limits.files_bytes_max = 10;
+    cfg.limits.file_bytes_max = 8;
+    let mut h = Harness {
+        m: LockMachine::new(cfg),
+        ..Harness::new(0)
+    };
+    let (a, b) = (h.open(1), h.open(2));
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    assert_eq!(h.acquire(b, "x", Mode::Exclusive, true), queued(0));
+    assert_eq!(
+        h.acquire(b, "y", Mode::Exclusive, false),
+        Err(LockError::LockTablesFull(2))
+    );
+    assert_eq!(h.release(a, "x", 1), Ok(Reply::Released));
+    // The waiter took the holder's place: one entry left, room for one.
+    assert_eq!(h.acquire(a, "y", Mode::Exclusive, false), granted(3));
+    let append = |file: &str, token, data: &[u8]| Op::Append {
+        file: file.into(),
+        token,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        h.req(b, append("x", 2, b"12345678")),
+        Ok(Reply::Appended { offset: 0 })
+    );
+    assert_eq!(
+        h.req(a, append("y", 3, b"123")),
+        Err(LockError::FilesFull(10))
+    );
+    assert_eq!(h.m.check_invariants(), Ok(()));
+}

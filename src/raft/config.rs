@@ -31,8 +31,9 @@ pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
 pub const SNAPSHOT_THRESHOLD_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// Bytes of snapshot per InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
-/// Largest snapshot a follower accepts from a leader.
-pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+/// Largest snapshot a follower accepts from a leader: at least the largest
+/// state the lock service's limits allow (`LockConfig::validate`).
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024 * 1024;
 /// Linearizable reads waiting for confirmation or apply; more get `Busy`.
 pub const PENDING_READS_MAX_DEFAULT: usize = 4096;
 

@@ -16,7 +16,8 @@ pub struct Log {
     payload_bytes: usize,
 }
 
-fn payload_len(entry: &Entry) -> usize {
+/// Command bytes of an entry (what byte bounds count).
+pub fn payload_len(entry: &Entry) -> usize {
     match &entry.payload {
         Payload::Command(c) => c.len(),
         Payload::Noop | Payload::Config(_) => 0,

@@ -12,7 +12,7 @@ pub mod state_machine;
 mod tests;
 
 pub use config::Config;
-pub use log::Log;
+pub use log::{payload_len, Log};
 pub use membership::{ConfChange, Member, Membership, MembershipError};
 pub use message::{Entry, Envelope, Index, Message, Payload, Snapshot, Term};
 pub use replica::{

@@ -5,6 +5,11 @@
 //! a record too and nothing is rewritten in place: a crash at any point
 //! leaves a prefix of the records, which replays to a state the replica had.
 //!
+//! Records stay well under the journal's record bound whatever the state's
+//! size: a snapshot is a `SnapshotHead` followed by `SnapshotChunk` records
+//! of at most `RECORD_CHUNK_BYTES_MAX`, and a batch of entries is split
+//! into several `Entries` records by the same bound.
+//!
 //! A `PersistOp::Snapshot` (compaction, or a snapshot installed from the
 //! leader) writes a new journal, `raft.journal.tmp`, holding the hard state,
 //! the snapshot and the entries after it; `sync` fsyncs it and renames it
@@ -13,7 +18,7 @@
 //! leaves the old journal intact and a stray tmp file, which recovery
 //! deletes.
 
-use super::journal::{encode_record, Journal, JournalError};
+use super::journal::{encode_record, Journal, JournalError, RECORD_PAYLOAD_BYTES_MAX};
 use super::{Dir, File};
 use crate::raft::{Entry, HardState, Index, PersistOp, Recovered, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -22,13 +27,23 @@ use thiserror::Error;
 
 pub const JOURNAL_FILE: &str = "raft.journal";
 pub const JOURNAL_TMP_FILE: &str = "raft.journal.tmp";
+/// Snapshot bytes, or entry bytes, per record: a quarter of the journal's
+/// record bound, so a record with its framing always fits.
+pub const RECORD_CHUNK_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX / 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
     HardState(HardState),
     Entries(Vec<Entry>),
     TruncateFrom(Index),
-    Snapshot(Snapshot),
+    /// A snapshot's metadata; its `len` bytes follow in `SnapshotChunk`s.
+    SnapshotHead {
+        index: Index,
+        term: crate::raft::Term,
+        membership: crate::raft::Membership,
+        len: u64,
+    },
+    SnapshotChunk(Vec<u8>),
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +51,13 @@ enum RecordRef<'a> {
     HardState(&'a HardState),
     Entries(&'a [Entry]),
     TruncateFrom(Index),
-    Snapshot(&'a Snapshot),
+    SnapshotHead {
+        index: Index,
+        term: crate::raft::Term,
+        membership: &'a crate::raft::Membership,
+        len: u64,
+    },
+    SnapshotChunk(&'a [u8]),
 }
 
 #[derive(Debug, Error)]
@@ -90,6 +111,40 @@ fn encode(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Entries as records of at most `RECORD_CHUNK_BYTES_MAX` of commands each
+/// (one entry alone may be up to the entry bound, far below it).
+fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let mut start = 0;
+    while start < entries.len() {
+        let mut bytes = 0usize;
+        let mut end = start;
+        while end < entries.len() && (end == start || bytes < RECORD_CHUNK_BYTES_MAX) {
+            bytes += crate::raft::payload_len(&entries[end]);
+            end += 1;
+        }
+        encode(&RecordRef::Entries(&entries[start..end]), out)?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// A snapshot as its head and chunks.
+fn encode_snapshot(snapshot: &Snapshot, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    encode(
+        &RecordRef::SnapshotHead {
+            index: snapshot.index,
+            term: snapshot.term,
+            membership: &snapshot.membership,
+            len: snapshot.data.len() as u64,
+        },
+        out,
+    )?;
+    for chunk in snapshot.data.chunks(RECORD_CHUNK_BYTES_MAX) {
+        encode(&RecordRef::SnapshotChunk(chunk), out)?;
+    }
+    Ok(())
+}
+
 impl<D: Dir> RaftStore<D> {
     /// Opens the store in `dir` and replays it.
     pub fn open(dir: D) -> Result<(Self, Recovered, RecoveryReport), StoreError> {
@@ -108,6 +163,9 @@ impl<D: Dir> RaftStore<D> {
         }
         let opened = Journal::open(&dir, JOURNAL_FILE)?;
         let mut recovered = Recovered::default();
+        // A snapshot whose chunks are still being read.
+        let mut partial: Option<Snapshot> = None;
+        let mut expected_len = 0u64;
         for span in &opened.records {
             let inconsistent = |reason: String| StoreError::Inconsistent {
                 file: JOURNAL_FILE.to_string(),
@@ -121,6 +179,9 @@ impl<D: Dir> RaftStore<D> {
                     source,
                 })?;
             let base = recovered.snapshot.as_ref().map_or(0, |s| s.index);
+            if partial.is_some() && !matches!(record, Record::SnapshotChunk(_)) {
+                return Err(inconsistent("a snapshot's chunks stop short".into()));
+            }
             match record {
                 Record::HardState(hs) => {
                     if hs.term < recovered.hard_state.term {
@@ -151,11 +212,56 @@ impl<D: Dir> RaftStore<D> {
                     }
                     recovered.entries.truncate((index - base - 1) as usize);
                 }
-                Record::Snapshot(snapshot) => {
-                    recovered.entries.clear();
-                    recovered.snapshot = Some(snapshot);
+                Record::SnapshotHead {
+                    index,
+                    term,
+                    membership,
+                    len,
+                } => {
+                    let snapshot = Snapshot {
+                        index,
+                        term,
+                        membership,
+                        data: Vec::new(),
+                    };
+                    if len == 0 {
+                        recovered.entries.clear();
+                        recovered.snapshot = Some(snapshot);
+                    } else {
+                        partial = Some(snapshot);
+                        if let Some(p) = partial.as_mut() {
+                            p.data
+                                .reserve(len.min(RECORD_PAYLOAD_BYTES_MAX as u64) as usize);
+                        }
+                        expected_len = len;
+                    }
+                }
+                Record::SnapshotChunk(chunk) => {
+                    let Some(mut p) = partial.take() else {
+                        return Err(inconsistent("a snapshot chunk without its head".into()));
+                    };
+                    p.data.extend_from_slice(&chunk);
+                    let have = p.data.len() as u64;
+                    if have > expected_len {
+                        return Err(inconsistent(format!(
+                            "snapshot chunks hold {have} bytes; its head says {expected_len}"
+                        )));
+                    }
+                    if have == expected_len {
+                        recovered.entries.clear();
+                        recovered.snapshot = Some(p);
+                    } else {
+                        partial = Some(p);
+                    }
                 }
             }
+        }
+        if partial.is_some() {
+            return Err(StoreError::Inconsistent {
+                file: JOURNAL_FILE.to_string(),
+                offset: opened.bytes.len() as u64,
+                reason: "the journal ends inside a snapshot".into(),
+            });
         }
         let report = RecoveryReport {
             records: opened.records.len(),
@@ -175,7 +281,7 @@ impl<D: Dir> RaftStore<D> {
     pub fn write(&mut self, op: &PersistOp) -> Result<(), StoreError> {
         match op {
             PersistOp::HardState(hs) => encode(&RecordRef::HardState(hs), &mut self.buf),
-            PersistOp::Append(entries) => encode(&RecordRef::Entries(entries), &mut self.buf),
+            PersistOp::Append(entries) => encode_entries(entries, &mut self.buf),
             PersistOp::TruncateFrom(index) => {
                 encode(&RecordRef::TruncateFrom(*index), &mut self.buf)
             }
@@ -188,10 +294,8 @@ impl<D: Dir> RaftStore<D> {
                 self.buf.clear();
                 let mut bytes = Vec::new();
                 encode(&RecordRef::HardState(hard_state), &mut bytes)?;
-                encode(&RecordRef::Snapshot(snapshot), &mut bytes)?;
-                if !tail.is_empty() {
-                    encode(&RecordRef::Entries(tail), &mut bytes)?;
-                }
+                encode_snapshot(snapshot, &mut bytes)?;
+                encode_entries(tail, &mut bytes)?;
                 let tmp_err = |source| StoreError::Io {
                     file: JOURNAL_TMP_FILE,
                     source,
