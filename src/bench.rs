@@ -1,7 +1,9 @@
-//! `raftlock bench`: acquire+release workloads against raftlock's HTTP API
-//! or, for comparison, etcd's v3 Lock API through its JSON gateway. Every
-//! client has its own session (raftlock) or lease (etcd), hold time zero.
-//! See docs/PERFORMANCE.md.
+//! `raftlock bench`: acquire+release workloads against raftlock, through
+//! its HTTP API or its Rust client library, or, for comparison, etcd's v3
+//! Lock API through its JSON gateway. Every client has its own session
+//! (raftlock) or lease (etcd), hold time zero. Clients are spread over
+//! every endpoint by default (`Via::All`): a benchmark of the leader alone
+//! hides what users of a follower see. See docs/PERFORMANCE.md.
 
 use crate::http::client::{HttpClient, HttpClientError};
 use serde_json::{json, Value};
@@ -18,8 +20,22 @@ pub const BENCH_CLIENTS_MAX: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// raftlock over plain HTTP/JSON.
     Raftlock,
+    /// raftlock through the Rust client library (native protocol).
+    RaftlockLibrary,
     Etcd,
+}
+
+/// Which endpoints the clients use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Every endpoint, round-robin.
+    All,
+    /// The leader only.
+    Leader,
+    /// The followers only, round-robin.
+    Followers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,19 +96,30 @@ pub enum BenchError {
     TooManyClients,
 }
 
-/// One benchmark client: its connection, and its session or lease.
-struct Client {
-    target: Target,
-    http: HttpClient,
-    /// raftlock session id, or etcd lease id.
-    owner: String,
+/// One benchmark client: its connection, and its session or lease; or a
+/// client library `Client` (its own session).
+enum Client {
+    Http {
+        target: Target,
+        http: HttpClient,
+        /// raftlock session id, or etcd lease id.
+        owner: String,
+    },
+    Library(crate::client::Client),
 }
 
 impl Client {
     async fn open(target: Target, addr: SocketAddr) -> Result<Client, BenchError> {
+        if target == Target::RaftlockLibrary {
+            let ttl = Duration::from_secs(BENCH_TTL_S);
+            let client = crate::client::Client::connect_at(vec![addr], ttl)
+                .await
+                .map_err(|e| BenchError::Refused(e.to_string()))?;
+            return Ok(Client::Library(client));
+        }
         let mut http = HttpClient::new(addr);
         let owner = match target {
-            Target::Raftlock => {
+            Target::Raftlock | Target::RaftlockLibrary => {
                 let (status, v) = http
                     .json(
                         "POST",
@@ -109,48 +136,66 @@ impl Client {
                 field(status, &v, "ID")?
             }
         };
-        Ok(Client {
+        Ok(Client::Http {
             target,
             http,
             owner,
         })
     }
 
-    /// Acquires `lock`; returns what `release` needs.
-    async fn acquire(&mut self, lock: &str) -> Result<String, BenchError> {
-        match self.target {
-            Target::Raftlock => {
-                let body = json!({ "session": self.owner.parse::<u64>().unwrap_or(0), "wait_ms": BENCH_WAIT_MS });
-                let (status, v) = self
-                    .http
+    /// Acquires `lock`, then releases it; returns how long the acquire took.
+    async fn pair(&mut self, lock: &str) -> Result<Duration, BenchError> {
+        let t = Instant::now();
+        let (target, http, owner) = match self {
+            Client::Library(c) => {
+                let guard = c
+                    .lock(lock)
+                    .wait(Duration::from_millis(BENCH_WAIT_MS))
+                    .acquire()
+                    .await
+                    .map_err(|e| BenchError::Refused(e.to_string()))?;
+                let took = t.elapsed();
+                guard
+                    .release()
+                    .await
+                    .map_err(|e| BenchError::Refused(e.to_string()))?;
+                return Ok(took);
+            }
+            Client::Http {
+                target,
+                http,
+                owner,
+            } => (*target, http, owner),
+        };
+        let held = match target {
+            Target::Etcd => {
+                let body = json!({ "name": base64(lock.as_bytes()), "lease": owner });
+                let (status, v) = http.json("POST", "/v3/lock/lock", &body).await?;
+                field(status, &v, "key")?
+            }
+            _ => {
+                let body = json!({ "session": owner.parse::<u64>().unwrap_or(0), "wait_ms": BENCH_WAIT_MS });
+                let (status, v) = http
                     .json("POST", &format!("/API/v1/locks/{lock}"), &body)
                     .await?;
-                field(status, &v, "token")
+                field(status, &v, "token")?
             }
+        };
+        let took = t.elapsed();
+        let (status, v) = match target {
             Target::Etcd => {
-                let body = json!({ "name": base64(lock.as_bytes()), "lease": self.owner });
-                let (status, v) = self.http.json("POST", "/v3/lock/lock", &body).await?;
-                field(status, &v, "key")
-            }
-        }
-    }
-
-    async fn release(&mut self, lock: &str, held: &str) -> Result<(), BenchError> {
-        let (status, v) = match self.target {
-            Target::Raftlock => {
-                let path = format!("/API/v1/locks/{lock}?token={held}&session={}", self.owner);
-                self.http.json("DELETE", &path, &Value::Null).await?
-            }
-            Target::Etcd => {
-                self.http
-                    .json("POST", "/v3/lock/unlock", &json!({ "key": held }))
+                http.json("POST", "/v3/lock/unlock", &json!({ "key": held }))
                     .await?
+            }
+            _ => {
+                let path = format!("/API/v1/locks/{lock}?token={held}&session={owner}");
+                http.json("DELETE", &path, &Value::Null).await?
             }
         };
         if status != 200 {
             return Err(BenchError::Refused(format!("release: {status} {v}")));
         }
-        Ok(())
+        Ok(took)
     }
 }
 
@@ -187,14 +232,30 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// The endpoint of the current leader, if the cluster says which it is:
-/// clients there skip the follower-to-leader hop (raftlock forwards, etcd
-/// proxies; both cost a round trip).
+/// The endpoints `via` selects: all, the leader's, or the followers'.
+pub async fn endpoints_via(
+    target: Target,
+    endpoints: &[SocketAddr],
+    via: Via,
+) -> Result<Vec<SocketAddr>, BenchError> {
+    if via == Via::All {
+        return Ok(endpoints.to_vec());
+    }
+    let leader = find_leader(target, endpoints).await.ok_or_else(|| {
+        BenchError::Refused("no endpoint says it is the leader (is the cluster up?)".into())
+    })?;
+    Ok(match via {
+        Via::Leader => vec![leader],
+        _ => endpoints.iter().copied().filter(|&e| e != leader).collect(),
+    })
+}
+
+/// The endpoint of the current leader, if the cluster says which it is.
 pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     for &addr in endpoints {
         let mut http = HttpClient::new(addr);
         let (own, leader) = match target {
-            Target::Raftlock => {
+            Target::Raftlock | Target::RaftlockLibrary => {
                 let (_, v) = http
                     .json("GET", "/API/v1/cluster", &Value::Null)
                     .await
@@ -348,14 +409,8 @@ pub async fn run(
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
-                    let t = Instant::now();
-                    match c.acquire(&lock).await {
-                        Ok(held) => {
-                            latencies.push(t.elapsed());
-                            if c.release(&lock, &held).await.is_err() {
-                                errors += 1;
-                            }
-                        }
+                    match c.pair(&lock).await {
+                        Ok(took) => latencies.push(took),
                         Err(_) => errors += 1,
                     }
                 }

@@ -83,6 +83,14 @@ mod app {
         /// What the endpoints are.
         #[arg(long, default_value = "raftlock", value_parser = ["raftlock", "etcd"])]
         target: String,
+        /// How raftlock clients talk: plain HTTP/JSON, or the Rust client
+        /// library (native protocol).
+        #[arg(long, default_value = "http", value_parser = ["http", "library"])]
+        driver: String,
+        /// Which endpoints the clients use: all (round-robin), the leader
+        /// only, or the followers only.
+        #[arg(long, default_value = "all", value_parser = ["all", "leader", "followers"])]
+        via: String,
         /// Seconds per workload.
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
@@ -90,10 +98,7 @@ mod app {
         /// clients, one lock).
         #[arg(long, value_delimiter = ',', default_value = "a,b1,b16,b64,c16")]
         workloads: Vec<String>,
-        /// Spread clients over every endpoint instead of sending all to the
-        /// leader.
-        #[arg(long)]
-        spread: bool,
+
         /// Session TTL for the sN workload.
         #[arg(long, default_value_t = 30_000)]
         ttl_ms: u64,
@@ -287,27 +292,29 @@ mod app {
     }
 
     async fn bench(args: BenchArgs) -> Result<(), String> {
-        let target = if args.target == "etcd" {
-            Target::Etcd
-        } else {
-            Target::Raftlock
+        let target = match (args.target.as_str(), args.driver.as_str()) {
+            ("etcd", _) => Target::Etcd,
+            (_, "library") => Target::RaftlockLibrary,
+            _ => Target::Raftlock,
+        };
+        let via = match args.via.as_str() {
+            "leader" => bench::Via::Leader,
+            "followers" => bench::Via::Followers,
+            _ => bench::Via::All,
         };
         let workloads: Vec<Workload> = args
             .workloads
             .iter()
             .map(|w| parse_workload(w))
             .collect::<Result<_, _>>()?;
-        let endpoints = if args.spread {
-            args.endpoints.clone()
-        } else {
-            match bench::find_leader(target, &args.endpoints).await {
-                Some(leader) => vec![leader],
-                None => return Err("no endpoint says it is the leader (is the cluster up?)".into()),
-            }
-        };
+        let endpoints = bench::endpoints_via(target, &args.endpoints, via)
+            .await
+            .map_err(|e| e.to_string())?;
         println!(
-            "{} at {}, {} s per workload",
+            "{} ({}) via {} at {}, {} s per workload",
             args.target,
+            args.driver,
+            args.via,
             endpoints
                 .iter()
                 .map(|e| e.to_string())

@@ -120,13 +120,35 @@ impl Client {
     /// (HTTP API addresses, any order, any subset). Returns once the
     /// session is open. The session task runs on the current tokio runtime.
     pub async fn connect(endpoints: Vec<SocketAddr>, ttl: Duration) -> Result<Client, ClientError> {
+        Client::open(endpoints, ttl, true).await
+    }
+
+    /// `connect`, but starting at the first endpoint given (and moving on
+    /// in the order given): for a benchmark or a test that places its
+    /// clients itself.
+    pub async fn connect_at(
+        endpoints: Vec<SocketAddr>,
+        ttl: Duration,
+    ) -> Result<Client, ClientError> {
+        Client::open(endpoints, ttl, false).await
+    }
+
+    async fn open(
+        endpoints: Vec<SocketAddr>,
+        ttl: Duration,
+        random_start: bool,
+    ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
         let targets = discover(&endpoints).await?;
         let seed = crate::entropy::random_u64().map_err(|e| ClientError::Entropy(e.to_string()))?;
-        let (nodes, endpoints): (Vec<NodeId>, Vec<SocketAddr>) =
-            spread(targets, seed).into_iter().unzip();
+        let targets = if random_start {
+            spread(targets, seed)
+        } else {
+            targets
+        };
+        let (nodes, endpoints): (Vec<NodeId>, Vec<SocketAddr>) = targets.into_iter().unzip();
         let mut config = SessionConfig::new(nodes.clone(), ttl);
         config.poll_interval = Duration::from_millis(CLIENT_WAIT_POLL_MS);
         let (tx, rx) = mpsc::channel(CLIENT_COMMANDS_LEN_MAX);

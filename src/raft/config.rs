@@ -23,12 +23,18 @@ pub const ENTRY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 pub const FRAME_OVERHEAD_BYTES_MAX: usize = 256 * 1024;
 /// AppendEntries messages carrying entries in flight per follower.
 pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 32;
+/// Command bytes in flight per follower: a follower is never sent more
+/// than its disk can take in about one fsync.
+pub const INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
 /// Command bytes kept in the log before a snapshot replaces them.
 pub const SNAPSHOT_THRESHOLD_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// Command bytes the log may hold in memory; past this a leader answers
+/// new proposals `Busy` (commits or compaction are not keeping up).
+pub const LOG_BYTES_MAX_DEFAULT: usize = 2 * SNAPSHOT_THRESHOLD_BYTES_DEFAULT;
 /// Bytes of snapshot per InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: usize = 256 * 1024;
 /// Largest snapshot a follower accepts from a leader: at least the largest
@@ -48,12 +54,16 @@ pub struct Config {
     /// See `ENTRY_BYTES_MAX_DEFAULT`.
     pub entry_bytes_max: usize,
     pub inflight_appends_max: usize,
+    /// See `INFLIGHT_BYTES_MAX_DEFAULT`.
+    pub inflight_bytes_max: usize,
     pub pending_proposals_max: usize,
     pub pending_reads_max: usize,
     /// A replica snapshots once its log holds this many applied entries,
     /// or this many bytes of commands, whichever comes first.
     pub snapshot_threshold_entries: u64,
     pub snapshot_threshold_bytes: usize,
+    /// See `LOG_BYTES_MAX_DEFAULT`.
+    pub log_bytes_max: usize,
     pub snapshot_chunk_bytes: usize,
     pub snapshot_bytes_max: usize,
     /// Deliberate bugs for the simulator's negative controls. Only built with
@@ -91,6 +101,8 @@ pub enum ConfigError {
     HeartbeatTooSlow { heartbeat: Duration, min: Duration },
     #[error("{0} must be at least 1")]
     ZeroBound(&'static str),
+    #[error("log_bytes_max {log_bytes_max} is below snapshot_threshold_bytes + entry_bytes_max ({needs})")]
+    LogTooSmall { log_bytes_max: usize, needs: usize },
     /// A message built within these bounds could exceed a peer frame.
     #[error("{what} of {bytes} bytes, plus {FRAME_OVERHEAD_BYTES_MAX} bytes of overhead, does not fit a peer frame of {frame_max} bytes")]
     FrameTooSmall {
@@ -110,10 +122,12 @@ impl Default for Config {
             append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
             entry_bytes_max: ENTRY_BYTES_MAX_DEFAULT,
             inflight_appends_max: INFLIGHT_APPENDS_MAX_DEFAULT,
+            inflight_bytes_max: INFLIGHT_BYTES_MAX_DEFAULT,
             pending_proposals_max: PENDING_PROPOSALS_MAX_DEFAULT,
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
             snapshot_threshold_entries: SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
             snapshot_threshold_bytes: SNAPSHOT_THRESHOLD_BYTES_DEFAULT,
+            log_bytes_max: LOG_BYTES_MAX_DEFAULT,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
             snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
             #[cfg(feature = "sim")]
@@ -155,11 +169,23 @@ impl Config {
                 });
             }
         }
+        // The log must be able to reach the snapshot threshold, and take one
+        // more entry.
+        let log_needs = self
+            .snapshot_threshold_bytes
+            .saturating_add(self.entry_bytes_max);
+        if self.log_bytes_max < log_needs {
+            return Err(ConfigError::LogTooSmall {
+                log_bytes_max: self.log_bytes_max,
+                needs: log_needs,
+            });
+        }
         for (name, v) in [
             ("append_entries_max", self.append_entries_max),
             ("append_bytes_max", self.append_bytes_max),
             ("entry_bytes_max", self.entry_bytes_max),
             ("inflight_appends_max", self.inflight_appends_max),
+            ("inflight_bytes_max", self.inflight_bytes_max),
             ("pending_proposals_max", self.pending_proposals_max),
             ("pending_reads_max", self.pending_reads_max),
             (

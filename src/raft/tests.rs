@@ -1982,3 +1982,137 @@ fn a_snapshot_reply_past_the_leaders_snapshot_is_ignored() {
     assert_eq!(effects, vec![]);
     assert_eq!(r.commit_index(), commit);
 }
+
+/// Issue 11, item 12: a write through a follower took a heartbeat interval
+/// (51 ms) more than through the leader, because the follower learned the
+/// commit index only at the next heartbeat. A follower that forwarded a
+/// proposal is told of its commit as soon as it can use it.
+#[test]
+fn a_follower_waiting_for_its_forward_learns_the_commit_at_once() {
+    let mut l = leader();
+    msg(&mut l, 200, 2, success(1, 1));
+    msg(&mut l, 200, 3, success(1, 1));
+    assert_eq!(l.commit_index(), 1);
+    let effects = msg(
+        &mut l,
+        201,
+        2,
+        Message::Forward {
+            term: 1,
+            id: 5,
+            command: b"w".to_vec(),
+        },
+    );
+    assert!(effects.contains(&send(
+        2,
+        Message::ForwardResponse {
+            term: 1,
+            id: 5,
+            at: Some(2)
+        }
+    )));
+    durable(&mut l, 201);
+    // Node 3 acknowledges first: committed, but node 2 does not hold it
+    // yet, so a commit index of 2 is no use to it.
+    let effects = msg(&mut l, 202, 3, success(1, 2));
+    assert_eq!(l.commit_index(), 2);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Send { .. })),
+        "{effects:?}"
+    );
+    // Node 2 acknowledges: it is told the commit at once.
+    let effects = msg(&mut l, 203, 2, success(1, 2));
+    assert_eq!(
+        effects,
+        vec![send(2, Message::Append(append_req(1, 2, 1, vec![], 2)))]
+    );
+    // Node 3 forwarded nothing and waits for nothing: no extra message.
+    let effects = msg(&mut l, 204, 3, success(1, 2));
+    assert_eq!(effects, vec![]);
+}
+
+/// Issue 11, item 9: an AppendEntries is bounded in bytes, and so is what
+/// is in flight to a follower, so a burst of large entries reaches it in
+/// portions its disk can take, each message well within a frame.
+#[test]
+fn appends_and_what_is_in_flight_are_bounded_in_bytes() {
+    let mut cfg = config();
+    cfg.pending_proposals_max = 64;
+    cfg.append_bytes_max = 500;
+    cfg.inflight_bytes_max = 1_000;
+    let mut l = leader_with(cfg);
+    msg(&mut l, 200, 2, success(1, 1));
+    let sent_to_2 = |effects: &[Effect]| -> Vec<usize> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    to: 2,
+                    msg: Message::Append(a),
+                } => Some(a.entries.iter().map(crate::raft::payload_len).sum()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut sent = Vec::new();
+    for round in 0..3u64 {
+        let batch: Vec<(RequestId, Vec<u8>)> =
+            (0..4).map(|i| (round * 4 + i, vec![7u8; 400])).collect();
+        sent.extend(sent_to_2(&l.handle(ms(201), Input::ProposeBatch(batch))));
+    }
+    // 400 + 400 per message (past 500 after the second entry); a third
+    // would put more than 1 000 bytes in flight.
+    assert_eq!(sent, vec![800, 800]);
+    // Acknowledged: the next portion goes.
+    let effects = msg(&mut l, 202, 2, success(1, 3));
+    assert_eq!(sent_to_2(&effects), vec![800]);
+}
+
+/// Issue 11, item 9: the leader's log is bounded in bytes too: past
+/// `log_bytes_max` new proposals are `Busy`, so a burst cannot fill memory
+/// faster than commits and compaction drain it.
+#[test]
+fn a_leader_whose_log_holds_its_byte_bound_answers_busy() {
+    let mut cfg = config();
+    cfg.pending_proposals_max = 64;
+    cfg.snapshot_threshold_bytes = 1_000;
+    cfg.entry_bytes_max = 400;
+    cfg.append_bytes_max = 400;
+    cfg.log_bytes_max = 1_400;
+    let mut l = leader_with(cfg);
+    for id in 1..=3 {
+        let effects = l.handle(
+            ms(200),
+            Input::Propose {
+                id,
+                command: vec![1; 400],
+            },
+        );
+        assert!(!effects.contains(&refused(id, RequestError::Busy)));
+    }
+    let effects = l.handle(
+        ms(200),
+        Input::Propose {
+            id: 4,
+            command: vec![1; 400],
+        },
+    );
+    assert_eq!(effects, vec![refused(4, RequestError::Busy)]);
+    let too_big = l.handle(
+        ms(200),
+        Input::Propose {
+            id: 5,
+            command: vec![1; 401],
+        },
+    );
+    assert_eq!(
+        too_big,
+        vec![refused(
+            5,
+            RequestError::TooLarge {
+                bytes: 401,
+                max: 400
+            }
+        )]
+    );
+}

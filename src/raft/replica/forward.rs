@@ -57,7 +57,7 @@ impl<S: StateMachine> Raft<S> {
     /// tell the follower where it went (or that it was not taken).
     pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, command: Vec<u8>) {
         let term = self.term;
-        let busy = self.pending.len() >= self.config.pending_proposals_max || self.transferring();
+        let busy = self.too_busy(command.len());
         // A follower checks before forwarding; a broken or hostile one does not.
         let refused = self.admit(&command).is_err();
         if self.role != Role::Leader || busy || refused {
@@ -65,6 +65,9 @@ impl<S: StateMachine> Raft<S> {
             return;
         }
         let index = self.append_as_leader(Payload::Command(command));
+        if let Some(p) = self.progress.get_mut(&from) {
+            p.commit_wanted = p.commit_wanted.max(index);
+        }
         self.send(
             from,
             Message::ForwardResponse {

@@ -36,6 +36,9 @@ use transfer::Transfer;
 
 /// Heartbeats without an answer before a snapshot chunk is sent again.
 pub const SNAPSHOT_RESEND_TICKS: u32 = 4;
+/// Heartbeats in a row without progress before in-flight appends are
+/// presumed lost and sent again.
+pub const RETRANSMIT_TICKS: u32 = 4;
 
 /// Correlates a client proposal with its reply; chosen by the driver.
 pub type RequestId = u64;
@@ -210,8 +213,11 @@ struct Progress {
     /// Probe: one AppendEntries at a time until the follower's log position is
     /// known. Replicate: stream entries optimistically.
     replicating: bool,
-    /// Last index of each in-flight AppendEntries (bounded window).
-    inflight: VecDeque<Index>,
+    /// Last index and command bytes of each in-flight AppendEntries
+    /// (bounded by count and by bytes).
+    inflight: VecDeque<(Index, usize)>,
+    /// Heartbeats in a row without progress while appends were in flight.
+    stalled_ticks: u32,
     /// `matched` at the previous heartbeat: no progress across a whole
     /// heartbeat interval means messages were lost, so fall back to probing.
     matched_at_last_tick: Index,
@@ -221,6 +227,13 @@ struct Progress {
     snapshot: Option<(Index, u64)>,
     /// Heartbeats since the last snapshot chunk went out unanswered.
     snapshot_silent_ticks: u32,
+    /// The commit index this follower can have learned from us (what we
+    /// sent, capped by what it had), and the one it waits for: it forwarded
+    /// a proposal to that index, or asked for a read there. While the
+    /// second is ahead of the first, each commit it can use is sent at
+    /// once, not at the next heartbeat.
+    commit_sent: Index,
+    commit_wanted: Index,
 }
 
 impl Progress {
@@ -230,10 +243,13 @@ impl Progress {
             matched: 0,
             replicating: false,
             inflight: VecDeque::new(),
+            stalled_ticks: 0,
             matched_at_last_tick: 0,
             read_round_acked: 0,
             snapshot: None,
             snapshot_silent_ticks: 0,
+            commit_sent: 0,
+            commit_wanted: 0,
         }
     }
 }
@@ -525,7 +541,7 @@ impl<S: StateMachine> Raft<S> {
             return false;
         }
         // A leader handing over leadership takes no new writes (thesis 3.10).
-        if self.pending.len() >= self.config.pending_proposals_max || self.transferring() {
+        if self.too_busy(command.len()) {
             self.out.push(Effect::Reply {
                 id,
                 result: Err(RequestError::Busy),
@@ -535,6 +551,15 @@ impl<S: StateMachine> Raft<S> {
         let index = self.append_as_leader(Payload::Command(command));
         self.pending.insert(index, id);
         true
+    }
+
+    /// Whether a leader must refuse a new client proposal of `bytes` for
+    /// now: its pending table is full, its log holds as many bytes as it
+    /// may, or it is handing leadership over (thesis 3.10).
+    pub(super) fn too_busy(&self, bytes: usize) -> bool {
+        self.pending.len() >= self.config.pending_proposals_max
+            || self.log.payload_bytes().saturating_add(bytes) > self.config.log_bytes_max
+            || self.transferring()
     }
 
     /// Whether a client's command may be appended at all: within the entry
@@ -591,11 +616,20 @@ impl<S: StateMachine> Raft<S> {
         for peer in peers {
             if let Some(p) = self.progress.get_mut(&peer) {
                 if p.matched == p.matched_at_last_tick && !p.inflight.is_empty() {
-                    // A whole interval without progress: assume the in-flight
-                    // messages were lost, and probe again from what is known.
+                    p.stalled_ticks += 1;
+                } else {
+                    p.stalled_ticks = 0;
+                }
+                if p.stalled_ticks >= RETRANSMIT_TICKS {
+                    // Several intervals without progress: assume the
+                    // in-flight messages were lost, and probe again from
+                    // what is known. (Not after one: a follower writing
+                    // megabytes may take longer than a heartbeat to answer,
+                    // and resending would only bury it deeper.)
                     p.inflight.clear();
                     p.replicating = false;
                     p.next = p.matched + 1;
+                    p.stalled_ticks = 0;
                 }
                 p.matched_at_last_tick = p.matched;
             }
@@ -952,10 +986,12 @@ impl<S: StateMachine> Raft<S> {
                 }
                 p.next = p.next.max(p.matched + 1);
                 p.replicating = true;
-                while p.inflight.front().is_some_and(|&i| i <= p.matched) {
+                while p.inflight.front().is_some_and(|&(i, _)| i <= p.matched) {
                     p.inflight.pop_front();
                 }
                 self.maybe_commit();
+                // It may now hold an entry it waits to see committed.
+                self.notify_commit(from);
             }
             AppendResult::Conflict {
                 prev_index,
@@ -1099,6 +1135,7 @@ impl<S: StateMachine> Raft<S> {
         let term = self.term;
         let read_round = self.read_round;
         let window = self.config.inflight_appends_max;
+        let window_bytes = self.config.inflight_bytes_max;
         let max = self.config.append_entries_max;
         let bytes_max = self.config.append_bytes_max;
         let snapshot_index = self.log.snapshot_index();
@@ -1123,7 +1160,8 @@ impl<S: StateMachine> Raft<S> {
         }
         let has_entries = p.next <= last_index;
         let window_open = if p.replicating {
-            p.inflight.len() < window
+            let bytes: usize = p.inflight.iter().map(|&(_, b)| b).sum();
+            p.inflight.len() < window && bytes < window_bytes
         } else {
             p.inflight.is_empty()
         };
@@ -1147,11 +1185,14 @@ impl<S: StateMachine> Raft<S> {
             Vec::new()
         };
         if let Some(last) = entries.last() {
-            p.inflight.push_back(last.index);
+            let bytes = entries.iter().map(super::log::payload_len).sum();
+            p.inflight.push_back((last.index, bytes));
             if p.replicating {
                 p.next = last.index + 1;
             }
         }
+        let covered = entries.last().map_or(prev_index, |e| e.index);
+        p.commit_sent = p.commit_sent.max(commit.min(covered));
         let req = AppendRequest {
             term,
             prev_index,
@@ -1187,6 +1228,25 @@ impl<S: StateMachine> Raft<S> {
         if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
             self.commit = candidate;
             self.apply_committed();
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for peer in peers {
+                self.notify_commit(peer);
+            }
+        }
+    }
+
+    /// Tells a follower that waits for a commit (it forwarded a proposal,
+    /// or serves a read) the commit index as soon as it can use it: a write
+    /// or read through a follower then takes a round trip more than through
+    /// the leader, not a heartbeat interval more.
+    pub(super) fn notify_commit(&mut self, peer: NodeId) {
+        let commit = self.commit;
+        let Some(p) = self.progress.get(&peer) else {
+            return;
+        };
+        let usable = commit.min(p.matched);
+        if p.commit_wanted > p.commit_sent && usable > p.commit_sent {
+            self.send_append(peer, true);
         }
     }
 

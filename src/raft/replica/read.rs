@@ -174,6 +174,12 @@ impl<S: StateMachine> Raft<S> {
                                 index: Some(index),
                             },
                         );
+                        // It answers once it applied `index`: say at once
+                        // that it is committed.
+                        if let Some(p) = self.progress.get_mut(&node) {
+                            p.commit_wanted = p.commit_wanted.max(index);
+                        }
+                        self.notify_commit(node);
                     }
                 }
             }
