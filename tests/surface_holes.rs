@@ -416,3 +416,48 @@ fn a_burst_of_large_entries_does_not_unseat_the_leader() {
         });
     }
 }
+
+/// Item 13: the client library took node ids from the order of its
+/// endpoints, stayed on the first, opened its session lazily and hid it,
+/// and left a wait queued on the server when an `acquire()` future was
+/// dropped. Given its endpoints in reverse order, it opens its session in
+/// `connect`, says which it is, and a dropped wait leaves the queue.
+#[test]
+fn the_client_library_knows_its_nodes_and_cancels_a_dropped_wait() {
+    let c = Cluster::start();
+    wait_for("a leader", || c.leader(&[0, 1, 2]));
+    let holder = open_session(&c, 0, 30_000);
+    let (status, _) = acquire_in(&c, 0, "dropped", holder, json!({}));
+    assert_eq!(status, 200);
+    runtime().block_on(async {
+        let mut endpoints = addrs(&c);
+        endpoints.reverse();
+        let client = raftlock::client::Client::connect(endpoints, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let session = client.session_id().expect("open once connected");
+        let (status, _) = call(
+            c.procs[1].http,
+            "GET",
+            &format!("/API/v1/sessions/{session}"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "the cluster knows the session");
+        let wait = client
+            .lock("dropped")
+            .wait(Duration::from_secs(60))
+            .acquire();
+        // Give it time to queue, then drop it.
+        let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+        let info = lock_info(&c, 2, "dropped");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut info = info;
+        while info["waiters"].as_array().is_some_and(|w| !w.is_empty()) {
+            assert!(Instant::now() < deadline, "the dropped wait stayed: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            info = lock_info(&c, 2, "dropped");
+        }
+        assert_eq!(info["holders"][0]["session"], json!(holder), "{info}");
+    });
+}

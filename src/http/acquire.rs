@@ -325,6 +325,11 @@ impl Drop for Undo {
         if !self.armed || !(self.close || self.cancel) {
             return;
         }
+        // A handler is dropped on its worker's thread; during shutdown there
+        // may be no runtime left to run the undo (the session then expires).
+        if actix_rt::Arbiter::try_current().is_none() {
+            return;
+        }
         let (node, session, lock) = (self.node.clone(), self.session, self.lock.clone());
         let (close, cancel) = (self.close, self.cancel);
         actix_rt::spawn(async move {
