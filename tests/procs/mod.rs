@@ -23,8 +23,14 @@ pub struct Proc {
     pub child: Option<Child>,
 }
 
+/// One real-process cluster at a time per test binary: three nodes each
+/// (fsync on) running beside another test's three on two cores make
+/// elections a matter of scheduling, not of what the test does.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Three nodes; children die with it.
 pub struct Cluster {
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub procs: Vec<Proc>,
     cluster_flag: String,
     /// Flags every node is started with, after the ones it always gets.
@@ -113,7 +119,11 @@ impl Cluster {
             .map(|p| format!("{}={}", p.id, p.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut c = Cluster {
+            _turn: turn,
             procs,
             cluster_flag,
             extra: extra.iter().map(|s| s.to_string()).collect(),
