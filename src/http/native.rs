@@ -31,7 +31,7 @@ pub const NATIVE_WAIT_MS_MAX: u64 = 30_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NativeReply {
     /// The state machine's output: a `Response` or a `QueryAnswer`.
-    Output(Vec<u8>),
+    Output(#[serde(with = "serde_bytes")] Vec<u8>),
     NotLeader(Option<u64>),
     /// Retry, maybe elsewhere; for a proposal the outcome is unknown.
     Unavailable(String),

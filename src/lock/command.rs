@@ -78,6 +78,7 @@ pub enum Op {
     Append {
         file: String,
         token: Token,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
 }
@@ -310,6 +311,7 @@ pub struct SessionInfo {
 pub struct FileInfo {
     /// The highest token that appended.
     pub token: Token,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -66,6 +66,7 @@ struct Waiter {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct File {
     token: Token,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 

@@ -43,7 +43,7 @@ enum Record {
         membership: crate::raft::Membership,
         len: u64,
     },
-    SnapshotChunk(Vec<u8>),
+    SnapshotChunk(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Debug, Serialize)]
