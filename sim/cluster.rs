@@ -10,11 +10,12 @@ use futures::StreamExt;
 use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
+use raftlock::driver::{DriverCore, FLUSH_STEPS_MAX};
 use raftlock::lock::{Command, Event, Grant, LockConfig, LockMachine, SessionId};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
-    self, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft, Recorder,
-    RequestError, RequestId, StateMachine, Timer,
+    self, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
+    RequestId, StateMachine,
 };
 use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
@@ -240,8 +241,9 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         store,
         ep,
         shared: shared.clone(),
-        timers: BTreeMap::new(),
+        core: DriverCore::new(),
         clients: BTreeMap::new(),
+        outbox: Vec::new(),
         sessions: BTreeMap::new(),
         wait_reads: BTreeMap::new(),
         waits: Vec::new(),
@@ -250,15 +252,15 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         applied_seen: 0,
         last_join: None,
     };
-    node.step(Input::Start).await;
+    node.step(Input::Start);
+    node.flush().await;
     loop {
         let g = shared.elapsed();
         let clock = lock(&shared.clocks)[&id].clone();
         let timer_wait = node
-            .timers
-            .values()
-            .min()
-            .map(|&at| clock.global_until(g, at));
+            .core
+            .next_deadline()
+            .map(|at| clock.global_until(g, at));
         let wait = timer_wait
             .unwrap_or(Duration::MAX)
             .min(Duration::from_millis(CONTROL_POLL_MS));
@@ -274,77 +276,31 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
                     change: ConfChange::Remove { id: victim },
                 },
             };
-            node.step(input).await;
+            node.step(input);
         }
         node.maybe_ask_to_join(g).await;
-        node.expire_waits(clock.local(g)).await;
+        node.expire_waits(clock.local(g));
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
-                let input = match frame {
-                    SimFrame::Peer(env) if env.to == id || env.to == 0 => Input::Message {
-                        from: env.from,
-                        msg: env.msg,
-                    },
-                    SimFrame::Request {
-                        id: client_id,
-                        command,
-                    } => {
-                        if let Some(session) = S::session_of(&command) {
-                            node.remember_session(session, from_addr);
-                        }
-                        Input::Propose {
-                            id: node.client_request(from_addr, client_id),
-                            command,
-                        }
+                node.accept(frame, from_addr);
+                // As the production actor drains its mailbox before a
+                // flush: what else has arrived goes in the same flush
+                // (proposals in one batch), up to the same bound.
+                for _ in 1..FLUSH_STEPS_MAX {
+                    match rx.try_recv() {
+                        Ok((frame, from_addr)) => node.accept(frame, from_addr),
+                        Err(_) => break,
                     }
-                    SimFrame::Read {
-                        id: client_id,
-                        query,
-                    } => Input::Read {
-                        id: node.client_request(from_addr, client_id),
-                        query,
-                    },
-                    // First a linearizable look at the session (the grant
-                    // may have happened already), then hold it.
-                    SimFrame::Wait {
-                        id: client_id,
-                        wait,
-                    } => {
-                        let now = clock.local(shared.elapsed());
-                        let request = node.client_request(from_addr, client_id);
-                        let query = raftlock::lock::encode(&raftlock::lock::Query::Session {
-                            session: wait.session,
-                        });
-                        let parked = ParkedWait {
-                            addr: from_addr,
-                            client_id,
-                            session: wait.session,
-                            seq: wait.seq,
-                            lock: wait.lock,
-                            until: now + Duration::from_millis(wait.timeout_ms),
-                        };
-                        node.wait_reads.insert(request, parked);
-                        Input::Read { id: request, query }
-                    }
-                    _ => continue,
-                };
-                node.step(input).await;
-            }
-            Ok(None) => return,
-            Err(_) => {
-                let now = clock.local(shared.elapsed());
-                let due: Vec<Timer> = node
-                    .timers
-                    .iter()
-                    .filter(|(_, &at)| at <= now)
-                    .map(|(&t, _)| t)
-                    .collect();
-                for t in due {
-                    node.timers.remove(&t);
-                    node.step(Input::Timer(t)).await;
                 }
             }
+            Ok(None) => return,
+            Err(_) => {}
         }
+        let now = clock.local(shared.elapsed());
+        for t in node.core.due_timers(now) {
+            node.step(Input::Timer(t));
+        }
+        node.flush().await;
     }
 }
 
@@ -354,8 +310,12 @@ struct NodeLoop<S> {
     store: RaftStore<SimDisk>,
     ep: Arc<Endpoint>,
     shared: Arc<Shared>,
-    timers: BTreeMap<Timer, raftlock::actor::Instant>,
+    /// The rules production's driver runs too (`raftlock::driver`).
+    core: DriverCore,
     clients: BTreeMap<RequestId, (SocketAddr, u64)>,
+    /// Frames to clients (pushed grants, answered waits) made by a step,
+    /// sent at the next flush.
+    outbox: Vec<(SocketAddr, SimFrame)>,
     /// Where to push a session's grants: the client that last wrote here.
     sessions: BTreeMap<SessionId, SocketAddr>,
     /// Waits whose first look at the session (a read) is in flight.
@@ -421,18 +381,74 @@ impl<S: SimMachine> NodeLoop<S> {
         self.next_request
     }
 
-    async fn step(&mut self, input: Input) {
-        let mut next = Some(input);
-        while let Some(input) = next.take() {
-            next = self.step_once(input).await;
-        }
+    /// A frame from the network: a peer's message or a client's request,
+    /// stepped (or, for a proposal, buffered for the flush's batch).
+    fn accept(&mut self, frame: SimFrame, from_addr: SocketAddr) {
+        let input = match frame {
+            SimFrame::Peer(env) if env.to == self.id || env.to == 0 => Input::Message {
+                from: env.from,
+                msg: env.msg,
+            },
+            SimFrame::Request {
+                id: client_id,
+                command,
+            } => {
+                if let Some(session) = S::session_of(&command) {
+                    self.remember_session(session, from_addr);
+                }
+                let id = self.client_request(from_addr, client_id);
+                if !self.core.propose(id, command) {
+                    self.clients.remove(&id);
+                    let busy = SimFrame::Reply {
+                        id: client_id,
+                        result: Err(RequestError::Busy),
+                    };
+                    self.outbox.push((from_addr, busy));
+                }
+                return;
+            }
+            SimFrame::Read {
+                id: client_id,
+                query,
+            } => Input::Read {
+                id: self.client_request(from_addr, client_id),
+                query,
+            },
+            // First a linearizable look at the session (the grant may
+            // have happened already), then hold it.
+            SimFrame::Wait {
+                id: client_id,
+                wait,
+            } => {
+                let now = self.local_now();
+                let request = self.client_request(from_addr, client_id);
+                let query = raftlock::lock::encode(&raftlock::lock::Query::Session {
+                    session: wait.session,
+                });
+                let parked = ParkedWait {
+                    addr: from_addr,
+                    client_id,
+                    session: wait.session,
+                    seq: wait.seq,
+                    lock: wait.lock,
+                    until: now + Duration::from_millis(wait.timeout_ms),
+                };
+                self.wait_reads.insert(request, parked);
+                Input::Read { id: request, query }
+            }
+            _ => return,
+        };
+        self.step(input);
     }
 
-    /// One input; returns the `Persisted` report to feed back, if any.
-    async fn step_once(&mut self, input: Input) -> Option<Input> {
-        let shared = self.shared.clone();
-        let g = shared.elapsed();
-        let now = lock(&shared.clocks)[&self.id].local(g);
+    fn local_now(&self) -> raftlock::actor::Instant {
+        lock(&self.shared.clocks)[&self.id].local(self.shared.elapsed())
+    }
+
+    /// Steps one input through the driver core and shows its effects to
+    /// the checkers.
+    fn step(&mut self, input: Input) {
+        let now = self.local_now();
         let trace = std::env::var_os("SIM_TRACE").is_some();
         let input_text = if trace {
             format!("{input:?}")
@@ -442,8 +458,8 @@ impl<S: SimMachine> NodeLoop<S> {
         if let (true, Input::Message { from, msg }) = (crate::trace::on(), &input) {
             // A send with no matching receive was dropped by the network.
             let kind = message_kind(msg);
-            let mut checker = lock(&shared.checker);
-            checker.now = g;
+            let mut checker = lock(&self.shared.checker);
+            checker.now = self.shared.elapsed();
             checker.trace_event(
                 self.id,
                 "recv",
@@ -453,8 +469,16 @@ impl<S: SimMachine> NodeLoop<S> {
                 ],
             );
         }
-        let effects = self.raft.handle(now, input);
-        if trace {
+        let effects = self.core.step(&mut self.raft, now, input).to_vec();
+        self.observe(&input_text, &effects);
+    }
+
+    /// Shows a step's effects to the checkers (and the step trace), then
+    /// drains what the state machine's applies did.
+    fn observe(&mut self, input_text: &str, effects: &[Effect]) {
+        let shared = self.shared.clone();
+        let g = shared.elapsed();
+        if std::env::var_os("SIM_TRACE").is_some() {
             let cut = |s: String| s.chars().take(400).collect::<String>();
             eprintln!(
                 "{:?} n{} t{} {:?} c{} last{} <- {}",
@@ -464,9 +488,9 @@ impl<S: SimMachine> NodeLoop<S> {
                 self.raft.role(),
                 self.raft.commit_index(),
                 self.raft.log().last_index(),
-                cut(input_text)
+                cut(input_text.to_string())
             );
-            for e in &effects {
+            for e in effects {
                 eprintln!("      -> {}", cut(format!("{e:?}")));
             }
         }
@@ -476,7 +500,7 @@ impl<S: SimMachine> NodeLoop<S> {
             let raft = &self.raft;
             checker.on_step(
                 self.id,
-                &effects,
+                effects,
                 raft.term(),
                 raft.role(),
                 raft.commit_index(),
@@ -493,111 +517,112 @@ impl<S: SimMachine> NodeLoop<S> {
                 .drain(self.id, &mut checker, &shared)
         };
         for grant in pushes {
-            self.answer_waits(&grant).await;
+            self.answer_waits(&grant);
             if let Some(&addr) = self.sessions.get(&grant.session) {
-                send(&self.ep, addr, &SimFrame::Pushed(grant)).await;
+                self.outbox.push((addr, SimFrame::Pushed(grant)));
             }
-        }
-        // AppendEntries requests may leave before this node's own fsync
-        // (thesis 10.2.1); everything else waits for it: the effect-order
-        // contract of `raftlock::actor`.
-        let (early, effects): (Vec<Effect>, Vec<Effect>) = effects.into_iter().partition(|e| {
-            matches!(
-                e,
-                Effect::Send {
-                    msg: Message::Append(_),
-                    ..
-                }
-            )
-        });
-        self.execute(early).await;
-        let mut sync = false;
-        let mut end = None;
-        for effect in &effects {
-            if let Effect::Persist { op, sync: s } = effect {
-                self.store.write(op).expect("sim disk write");
-                sync |= *s;
-                end = match op {
-                    PersistOp::Append(es) => es.last().map(|e| (e.index, e.term)),
-                    PersistOp::Snapshot { snapshot, tail, .. } => Some(
-                        tail.last()
-                            .map_or((snapshot.index, snapshot.term), |e| (e.index, e.term)),
-                    ),
-                    PersistOp::TruncateFrom(_) => None,
-                    PersistOp::HardState(_) => end,
-                };
-            }
-        }
-        self.store.flush().expect("sim disk flush");
-        if sync {
-            // The fsync takes time, and a crash may land while it runs: the
-            // written bytes are then lost or torn. Only AppendEntries of this
-            // step may have left the node, so that must be harmless.
-            let latency = madsim::rand::thread_rng().gen_range(FSYNC_US_MIN..FSYNC_US_MAX);
-            madsim::time::sleep(Duration::from_micros(latency)).await;
-            self.store.sync().expect("sim disk sync");
-        }
-        self.execute(effects).await;
-        match end {
-            Some((index, term)) if sync => Some(Input::Persisted { index, term }),
-            _ => None,
         }
     }
 
-    async fn execute(&mut self, effects: Vec<Effect>) {
-        let shared = self.shared.clone();
-        for effect in effects {
-            match effect {
-                Effect::Send { to, msg } => {
-                    if crate::trace::on() {
-                        let kind = message_kind(&msg);
-                        let mut checker = lock(&shared.checker);
-                        checker.now = shared.elapsed();
-                        checker.trace_event(
-                            self.id,
-                            "send",
-                            &[
-                                ("to", crate::trace::V::N(to)),
-                                ("msg", crate::trace::V::S(&kind)),
-                            ],
-                        );
-                    }
-                    let frame = SimFrame::Peer(Envelope {
-                        from: self.id,
-                        to,
-                        msg,
-                    });
-                    send(&self.ep, shared.addrs[&to], &frame).await;
-                }
-                Effect::SetTimer { timer, at } => {
-                    self.timers.insert(timer, at);
-                }
-                Effect::CancelTimer(timer) => {
-                    self.timers.remove(&timer);
-                }
-                Effect::Reply { id, result } => {
-                    if let Some(control) = self.controls.remove(&id) {
-                        if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
-                            *lock(&shared.transfers_done) += 1;
-                        }
-                    } else if let Some(parked) = self.wait_reads.remove(&id) {
-                        self.clients.remove(&id);
-                        self.looked_up(parked, result).await;
-                    } else if let Some((addr, client_id)) = self.clients.remove(&id) {
-                        let result = result.map(|a| (a.index, a.output));
-                        send(
-                            &self.ep,
-                            addr,
-                            &SimFrame::Reply {
-                                id: client_id,
-                                result,
-                            },
-                        )
-                        .await;
-                    }
-                }
-                Effect::Persist { .. } => {}
+    /// Carries out the driver core's `Ready`, production's ordering:
+    /// AppendEntries and replies leave at once, the writes go to the disk
+    /// (with a simulated fsync latency, during which a crash may land), and
+    /// what waited for them leaves once they are durable; the `Persisted`
+    /// that follows is stepped and flushed in turn.
+    async fn flush(&mut self) {
+        loop {
+            let now = self.local_now();
+            let mut batch_effects = Vec::new();
+            let ready = self
+                .core
+                .flush(&mut self.raft, now, |e| batch_effects.extend_from_slice(e));
+            if !batch_effects.is_empty() {
+                self.observe("ProposeBatch", &batch_effects);
             }
+            for (addr, frame) in std::mem::take(&mut self.outbox) {
+                send(&self.ep, addr, &frame).await;
+            }
+            for (to, msg) in ready.messages {
+                self.send_peer(to, msg).await;
+            }
+            for (id, result) in ready.replies {
+                self.reply(id, result).await;
+            }
+            for (addr, frame) in std::mem::take(&mut self.outbox) {
+                send(&self.ep, addr, &frame).await;
+            }
+            let Some(batch) = ready.batch else {
+                return;
+            };
+            for op in &batch.ops {
+                self.store.write(op).expect("sim disk write");
+            }
+            self.store.flush().expect("sim disk flush");
+            if batch.sync {
+                // The fsync takes time, and a crash may land while it runs:
+                // the written bytes are then lost or torn. Only what the
+                // core let out may have left the node, so that must be
+                // harmless.
+                let latency = madsim::rand::thread_rng().gen_range(FSYNC_US_MIN..FSYNC_US_MAX);
+                madsim::time::sleep(Duration::from_micros(latency)).await;
+                self.store.sync().expect("sim disk sync");
+            }
+            let (released, persisted) = self.core.synced(batch.id);
+            for (to, msg) in released {
+                self.send_peer(to, msg).await;
+            }
+            if let Some(input) = persisted {
+                self.step(input);
+            }
+        }
+    }
+
+    async fn send_peer(&mut self, to: NodeId, msg: Message) {
+        let shared = self.shared.clone();
+        if crate::trace::on() {
+            let kind = message_kind(&msg);
+            let mut checker = lock(&shared.checker);
+            checker.now = shared.elapsed();
+            checker.trace_event(
+                self.id,
+                "send",
+                &[
+                    ("to", crate::trace::V::N(to)),
+                    ("msg", crate::trace::V::S(&kind)),
+                ],
+            );
+        }
+        let frame = SimFrame::Peer(Envelope {
+            from: self.id,
+            to,
+            msg,
+        });
+        send(&self.ep, shared.addrs[&to], &frame).await;
+    }
+
+    async fn reply(
+        &mut self,
+        id: RequestId,
+        result: Result<raftlock::raft::Applied, RequestError>,
+    ) {
+        if let Some(control) = self.controls.remove(&id) {
+            if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
+                *lock(&self.shared.transfers_done) += 1;
+            }
+        } else if let Some(parked) = self.wait_reads.remove(&id) {
+            self.clients.remove(&id);
+            self.looked_up(parked, result);
+        } else if let Some((addr, client_id)) = self.clients.remove(&id) {
+            let result = result.map(|a| (a.index, a.output));
+            send(
+                &self.ep,
+                addr,
+                &SimFrame::Reply {
+                    id: client_id,
+                    result,
+                },
+            )
+            .await;
         }
     }
 }
@@ -605,14 +630,14 @@ impl<S: SimMachine> NodeLoop<S> {
 impl<S: SimMachine> NodeLoop<S> {
     /// The first look at a waiting session came back: granted already,
     /// gone, or hold the wait.
-    async fn looked_up(
+    fn looked_up(
         &mut self,
         parked: ParkedWait,
         result: Result<raftlock::raft::Applied, RequestError>,
     ) {
         use raftlock::lock::{LockError, QueryAnswer, Reply};
         let answer = match result {
-            Err(e) => return self.answer_wait(&parked, Err(e)).await,
+            Err(e) => return self.answer_wait(&parked, Err(e)),
             Ok(applied) => postcard::from_bytes::<QueryAnswer>(&applied.output),
         };
         let response = match answer {
@@ -625,20 +650,14 @@ impl<S: SimMachine> NodeLoop<S> {
             _ => None,
         };
         match response {
-            Some(r) => {
-                self.answer_wait(&parked, Ok(QueryAnswer::Response(Some(r))))
-                    .await
-            }
+            Some(r) => self.answer_wait(&parked, Ok(QueryAnswer::Response(Some(r)))),
             None if self.waits.len() < SIM_WAITS_MAX => self.waits.push(parked),
-            None => {
-                self.answer_wait(&parked, Ok(QueryAnswer::Response(None)))
-                    .await
-            }
+            None => self.answer_wait(&parked, Ok(QueryAnswer::Response(None))),
         }
     }
 
     /// A grant applied here answers the waits for its acquire.
-    async fn answer_waits(&mut self, grant: &Grant) {
+    fn answer_waits(&mut self, grant: &Grant) {
         let (ours, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
             .into_iter()
             .partition(|w| w.session == grant.session && w.seq == grant.seq);
@@ -646,24 +665,25 @@ impl<S: SimMachine> NodeLoop<S> {
         for w in ours {
             let granted = raftlock::lock::Reply::Granted { token: grant.token };
             let answer = raftlock::lock::QueryAnswer::Response(Some(Ok(granted)));
-            self.answer_wait(&w, Ok(answer)).await;
+            self.answer_wait(&w, Ok(answer));
         }
     }
 
     /// Waits past their deadline are answered "not yet".
-    async fn expire_waits(&mut self, now: raftlock::actor::Instant) {
+    fn expire_waits(&mut self, now: raftlock::actor::Instant) {
         let (due, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
             .into_iter()
             .partition(|w| now >= w.until);
         self.waits = rest;
         for w in due {
             let answer = raftlock::lock::QueryAnswer::Response(None);
-            self.answer_wait(&w, Ok(answer)).await;
+            self.answer_wait(&w, Ok(answer));
         }
     }
 
-    async fn answer_wait(
-        &self,
+    /// Queues the answer to a wait for the next flush.
+    fn answer_wait(
+        &mut self,
         w: &ParkedWait,
         answer: Result<raftlock::lock::QueryAnswer, RequestError>,
     ) {
@@ -672,7 +692,7 @@ impl<S: SimMachine> NodeLoop<S> {
             id: w.client_id,
             result,
         };
-        send(&self.ep, w.addr, &frame).await;
+        self.outbox.push((w.addr, frame));
     }
 }
 

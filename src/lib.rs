@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod check;
+pub mod driver;
 pub mod fuzz;
 pub mod lock;
 pub mod net;

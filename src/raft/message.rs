@@ -182,6 +182,20 @@ impl Message {
             Message::Join { .. } => 0,
         }
     }
+
+    /// About how many bytes the message takes: its variable parts plus a
+    /// fixed allowance (for bounds on queues of messages, not for framing).
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED_BYTES: usize = 64;
+        let variable = match self {
+            Message::Append(m) => m.entries.iter().map(super::log::payload_len).sum(),
+            Message::InstallSnapshot(m) => m.data.len(),
+            Message::Forward { command, .. } => command.len(),
+            Message::Join { addr, .. } => addr.len(),
+            _ => 0,
+        };
+        variable + FIXED_BYTES
+    }
 }
 
 /// What travels between peers: a message with its sender and addressee.

@@ -1,13 +1,13 @@
 //! One raftlock node: the Raft actor inside an actix actor.
 //!
 //! Inputs (peer messages, client requests, timers) are stepped through the
-//! actor as they arrive; their effects are queued and executed by one
-//! `Flush` that runs after the mailbox drains. A flush sends AppendEntries
-//! and replies at once and hands the persists to the log writer thread as
-//! one numbered batch (`writer.rs`); every other send is held until the
-//! writer reports that batch durable, and the durable log end is then fed
-//! back as `Input::Persisted`: the effect-order contract of `crate::actor`.
-//! Peer connections follow the configuration in effect.
+//! driver core (`crate::driver`) as they arrive, and one `Flush`, after the
+//! mailbox drains, carries out its `Ready`: AppendEntries and replies go at
+//! once, the writes go to the log writer thread as one numbered batch
+//! (`writer.rs`), and what must wait for them comes out of the core when
+//! the writer reports the batch durable, with the `Input::Persisted` to
+//! step. The simulator runs the same core, so the ordering it checks is
+//! this one. Peer connections follow the configuration in effect.
 
 use super::error::{ClientError, RuntimeError};
 use super::identity::{self, Cluster};
@@ -15,14 +15,15 @@ use super::metrics::Metrics;
 use super::transport::{accept_loop, PeerSender};
 use super::writer::{LogWriter, Report};
 use crate::actor::{Instant, NodeId};
+use crate::driver::DriverCore;
 use crate::lock::{Event, LockMachine};
 use crate::raft::{
-    self, Applied, ConfChange, Effect, Envelope, Input, Membership, Message, PersistOp, Raft,
-    Recorder, RequestError, RequestId, Role, StateMachine, Timer,
+    self, Applied, ConfChange, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
+    RequestId, Role, StateMachine,
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -34,12 +35,7 @@ use tokio::task::JoinHandle;
 
 /// Messages waiting in the actor's mailbox; more are dropped.
 pub const INBOUND_QUEUE_LEN_MAX: usize = 4096;
-/// Inputs stepped before a flush is forced (actix runs a self-notified
-/// flush only once the mailbox is empty).
-pub const FLUSH_STEPS_MAX: u32 = 64;
-/// Sends held for a batch to become durable; beyond this they are dropped
-/// like lost packets (Raft retransmits what matters).
-pub const HELD_SENDS_MAX: usize = 65_536;
+use crate::driver::FLUSH_STEPS_MAX;
 /// How long a leader shutting down waits for leadership to move, and how
 /// often it looks.
 pub const SHUTDOWN_HANDOVER_MS: u64 = 2_000;
@@ -192,16 +188,10 @@ impl<S: NodeMachine> Node<S> {
             id,
             raft,
             writer,
-            batches_submitted: 0,
-            batches_synced: 0,
-            batch_ends: VecDeque::new(),
-            held: VecDeque::new(),
+            core: DriverCore::new(),
             peers: BTreeMap::new(),
             origin: std::time::Instant::now(),
-            timers: BTreeMap::new(),
             timer_handle: None,
-            queued: Vec::new(),
-            proposals: Vec::new(),
             flush_scheduled: false,
             steps_since_flush: 0,
             clients: BTreeMap::new(),
@@ -437,23 +427,13 @@ struct RaftNode<S: NodeMachine> {
     raft: Raft<S>,
     /// Owns the `RaftStore`; see `writer.rs`.
     writer: LogWriter,
-    /// Numbers of the last batch handed to the writer and of the last one
-    /// it reported durable.
-    batches_submitted: u64,
-    batches_synced: u64,
-    /// The log end each batch in flight makes durable (batches that append).
-    batch_ends: VecDeque<(u64, (raft::Index, raft::Term))>,
-    /// Sends waiting for a batch to be durable: (batch, to, message).
-    held: VecDeque<(u64, NodeId, Message)>,
+    /// Effects, batches, held messages, timers, proposal batching: the
+    /// rules both drivers share.
+    core: DriverCore,
     /// One connection per other member, with its task and address.
     peers: BTreeMap<NodeId, (PeerSender, JoinHandle<()>, String)>,
     origin: std::time::Instant,
-    timers: BTreeMap<Timer, Instant>,
     timer_handle: Option<SpawnHandle>,
-    /// Effects of steps taken since the last flush, in order.
-    queued: Vec<Effect>,
-    /// Proposals received since the last flush (at most `FLUSH_STEPS_MAX`).
-    proposals: Vec<(RequestId, Vec<u8>)>,
     flush_scheduled: bool,
     steps_since_flush: u32,
     clients: BTreeMap<RequestId, oneshot::Sender<Result<Applied, RequestError>>>,
@@ -533,19 +513,32 @@ impl<S: NodeMachine> RaftNode<S> {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
 
-    /// Feeds one input to the replica, logging role changes.
-    fn handle(&mut self, input: Input) -> Vec<Effect> {
+    /// Steps an input into the core, logging role changes; its effects
+    /// wait for the next flush, which runs once the mailbox is drained or
+    /// after `FLUSH_STEPS_MAX` inputs, so a steady flood of messages cannot
+    /// hold a batch back for long.
+    fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
+        self.observed(|node| {
+            let now = node.now();
+            node.core.step(&mut node.raft, now, input);
+        });
+        self.count_step(ctx);
+    }
+
+    /// Runs `f` (which steps the replica) inside the node's span, and
+    /// notes what changed: the term (a new span), the leader, the role.
+    fn observed<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let span = self.span.clone();
-        let _span = span.enter();
+        let entered = span.enter();
         let before = (self.raft.role(), self.raft.term());
         let leader_before = self.raft.leader();
-        let effects = self.raft.handle(self.now(), input);
+        let result = f(self);
         let after = (self.raft.role(), self.raft.term());
-        let _term_span;
+        drop(entered);
         if after.1 != before.1 {
             self.span = node_span(self.id, after.1);
-            _term_span = self.span.clone().entered();
         }
+        let _span = self.span.clone().entered();
         let leader_after = self.raft.leader();
         if leader_after.is_some() && leader_after != leader_before {
             self.metrics
@@ -555,16 +548,7 @@ impl<S: NodeMachine> RaftNode<S> {
         if before != after {
             tracing::info!(role = ?after.0, leader = ?self.raft.leader(), "role change");
         }
-        effects
-    }
-
-    /// Steps an input and queues its effects for the next flush, which runs
-    /// once the mailbox is drained or after `FLUSH_STEPS_MAX` inputs, so a
-    /// steady flood of messages cannot hold a batch back for long.
-    fn step(&mut self, ctx: &mut Context<Self>, input: Input) {
-        let effects = self.handle(input);
-        self.queued.extend(effects);
-        self.count_step(ctx);
+        result
     }
 
     /// Counts an input toward the next flush, and makes sure one comes.
@@ -578,21 +562,31 @@ impl<S: NodeMachine> RaftNode<S> {
         }
     }
 
-    /// Executes the effects queued since the last flush (see the module
-    /// doc), then publishes the events of what was applied.
+    /// Carries out the core's `Ready` (see the module doc), then publishes
+    /// the events of what was applied.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _span = span.enter();
         self.flush_scheduled = false;
         self.steps_since_flush = 0;
         self.connect_members();
-        if !self.proposals.is_empty() {
-            let batch = std::mem::take(&mut self.proposals);
-            let effects = self.handle(Input::ProposeBatch(batch));
-            self.queued.extend(effects);
+        let ready = self.observed(|node| {
+            let now = node.now();
+            node.core.flush(&mut node.raft, now, |_| {})
+        });
+        let _span = self.span.clone().entered();
+        for (to, msg) in ready.messages {
+            self.send_to(to, msg);
         }
-        let effects = std::mem::take(&mut self.queued);
-        self.execute(ctx, effects);
+        for (id, result) in ready.replies {
+            if let Some(tx) = self.clients.remove(&id) {
+                let _ = tx.send(result);
+            }
+        }
+        if let Some(batch) = ready.batch {
+            if let Err(e) = self.writer.submit(batch.id, batch.ops) {
+                self.storage_failed(ctx, &e);
+                return;
+            }
+        }
         // Applied entries are committed: their events may go out now. With
         // no subscriber they are dropped (send fails harmlessly).
         for event in self.raft.state_machine_mut().take_events() {
@@ -601,86 +595,15 @@ impl<S: NodeMachine> RaftNode<S> {
         self.arm_timer(ctx);
     }
 
-    /// Executes one flush's effects: persists become one writer batch.
-    fn execute(&mut self, ctx: &mut Context<Self>, effects: Vec<Effect>) {
-        let mut ops = Vec::new();
-        let mut end = None;
-        let mut after_sync = Vec::new();
-        for effect in effects {
-            match effect {
-                // Thesis 10.2.1: the leader's entries may leave before its
-                // own fsync; it counts itself only once `Persisted` says so.
-                Effect::Send {
-                    to,
-                    msg: msg @ Message::Append(_),
-                } => self.send_to(to, msg),
-                Effect::Send { to, msg } => after_sync.push((to, msg)),
-                // A reply reports committed or rejected state, which no local
-                // write still pending can change.
-                Effect::Reply { id, result } => {
-                    if let Some(tx) = self.clients.remove(&id) {
-                        let _ = tx.send(result);
-                    }
-                }
-                Effect::Persist { op, .. } => {
-                    end = match &op {
-                        PersistOp::Append(es) => es.last().map(|e| (e.index, e.term)).or(end),
-                        PersistOp::Snapshot { snapshot, tail, .. } => Some(
-                            tail.last()
-                                .map_or((snapshot.index, snapshot.term), |e| (e.index, e.term)),
-                        ),
-                        PersistOp::TruncateFrom(_) | PersistOp::HardState(_) => end,
-                    };
-                    ops.push(op);
-                }
-                Effect::SetTimer { timer, at } => {
-                    self.timers.insert(timer, at);
-                }
-                Effect::CancelTimer(timer) => {
-                    self.timers.remove(&timer);
-                }
-            }
-        }
-        if !ops.is_empty() {
-            let batch = self.batches_submitted + 1;
-            if let Err(e) = self.writer.submit(batch, ops) {
-                self.storage_failed(ctx, &e);
-                return;
-            }
-            self.batches_submitted = batch;
-            if let Some(end) = end {
-                self.batch_ends.push_back((batch, end));
-            }
-        }
-        // A vote, an acknowledgement, anything but AppendEntries, leaves
-        // only once every batch before it is durable.
-        for (to, msg) in after_sync {
-            if self.batches_synced >= self.batches_submitted {
-                self.send_to(to, msg);
-            } else if self.held.len() < HELD_SENDS_MAX {
-                self.held.push_back((self.batches_submitted, to, msg));
-            } else {
-                tracing::warn!(to, "too many sends waiting for the disk; dropping one");
-            }
-        }
-    }
-
-    /// The writer made batches up to `batch` durable: release what waited
-    /// for them and tell the replica how far its log is on disk.
+    /// The writer made batches up to `batch` durable: send what waited for
+    /// them and tell the replica how far its log is on disk.
     fn synced(&mut self, ctx: &mut Context<Self>, batch: u64) {
-        debug_assert!(batch > self.batches_synced && batch <= self.batches_submitted);
-        self.batches_synced = batch;
-        while self.held.front().is_some_and(|(b, _, _)| *b <= batch) {
-            if let Some((_, to, msg)) = self.held.pop_front() {
-                self.send_to(to, msg);
-            }
+        let (released, persisted) = self.core.synced(batch);
+        for (to, msg) in released {
+            self.send_to(to, msg);
         }
-        let mut end = None;
-        while self.batch_ends.front().is_some_and(|(b, _)| *b <= batch) {
-            end = self.batch_ends.pop_front().map(|(_, e)| e);
-        }
-        if let Some((index, term)) = end {
-            self.step(ctx, Input::Persisted { index, term });
+        if let Some(input) = persisted {
+            self.step(ctx, input);
         }
     }
 
@@ -743,7 +666,7 @@ impl<S: NodeMachine> RaftNode<S> {
         if let Some(handle) = self.timer_handle.take() {
             ctx.cancel_future(handle);
         }
-        let Some(&at) = self.timers.values().min() else {
+        let Some(at) = self.core.next_deadline() else {
             return;
         };
         let wait = at.saturating_since(self.now());
@@ -755,14 +678,8 @@ impl<S: NodeMachine> RaftNode<S> {
 
     fn fire_due_timers(&mut self, ctx: &mut Context<Self>) {
         let now = self.now();
-        let due: Vec<Timer> = self
-            .timers
-            .iter()
-            .filter(|(_, &at)| at <= now)
-            .map(|(&t, _)| t)
-            .collect();
-        for timer in due {
-            self.timers.remove(&timer);
+
+        for timer in self.core.due_timers(now) {
             self.step(ctx, Input::Timer(timer));
         }
         if !self.flush_scheduled {
@@ -796,7 +713,11 @@ impl<S: NodeMachine> Handler<Request> for RaftNode<S> {
             // Proposals wait for the flush and go in as one batch, so the
             // leader sends one AppendEntries per follower for all of them.
             Request::Propose(command) => {
-                self.proposals.push((id, command));
+                if !self.core.propose(id, command) {
+                    if let Some(tx) = self.clients.remove(&id) {
+                        let _ = tx.send(Err(RequestError::Busy));
+                    }
+                }
                 self.count_step(ctx);
                 return self.answer(rx);
             }
