@@ -17,7 +17,6 @@ pub mod storage;
 
 #[cfg(not(madsim))]
 pub mod bench;
-#[cfg(not(madsim))]
 pub mod client;
 #[cfg(not(madsim))]
 pub mod entropy;

@@ -32,39 +32,82 @@
 //!   fenced off), including when the grant itself arrived too late.
 //! - Dropping an `acquire()` future before it resolves cancels its wait in
 //!   the cluster, and releases a grant that arrived for nobody.
+//!
+//! The library is one core over a `Transport` (one request, one reply) and
+//! a clock: in production the HTTP transport (`http.rs`) and the process's
+//! monotonic clock; in the simulator, simulated nodes over madsim's
+//! network and each client's own skewed, drifting clock. Both run this
+//! same code.
 
 use crate::actor::{Instant, NodeId};
-use crate::http::client::HttpClient;
-use crate::http::NativeReply;
 use crate::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
 use crate::session::{
-    Call, CallError, CallId, Done, Effect, Input, NodeReply, Session, SessionConfig, ToNode,
+    Call, CallError, CallId, Done, Effect, Input, NodeReply, RpcId, Session, SessionConfig, ToNode,
 };
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
+#[cfg(not(madsim))]
+mod http;
+#[cfg(not(madsim))]
+pub use http::{HttpTransport, CLIENT_DISCOVER_TIMEOUT_MS, CLIENT_IDLE_CONNECTIONS_MAX};
+
+/// Spawning and timers: tokio in production, madsim's in the simulator.
+mod rt {
+    #[cfg(madsim)]
+    pub use madsim::task::spawn;
+    #[cfg(madsim)]
+    pub use madsim::time::{sleep, timeout};
+    #[cfg(not(madsim))]
+    pub use tokio::spawn;
+    #[cfg(not(madsim))]
+    pub use tokio::time::{sleep, timeout};
+
+    /// Spawns `f` if a runtime is there to run it (a guard dropped after
+    /// its runtime has no release to send).
+    pub fn spawn_detached(f: impl std::future::Future<Output = ()> + Send + 'static) {
+        #[cfg(not(madsim))]
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(f);
+        }
+        #[cfg(madsim)]
+        {
+            madsim::task::spawn(f);
+        }
+    }
+}
+
+/// A node's answer, on its way.
+pub type Reply = Pin<Box<dyn Future<Output = NodeReply> + Send>>;
+
+/// How the driver reaches a node: one message, one reply. A node the
+/// transport does not know answers `Unavailable` at once (the session then
+/// tries the next).
+pub trait Transport: Send + Sync + 'static {
+    fn call(&self, to: NodeId, msg: ToNode) -> Reply;
+}
+
+/// The client's clock: local time, monotonic (each simulated client has its
+/// own, skewed and drifting).
+pub type Clock = Box<dyn Fn() -> Instant + Send>;
+
 /// Commands queued for the session task.
 pub const CLIENT_COMMANDS_LEN_MAX: usize = 1024;
 /// How long a node may hold a queued acquire's wait for its grant before
 /// answering "not yet" (then the client asks again at once).
 pub const CLIENT_WAIT_POLL_MS: u64 = 5_000;
-/// Idle kept-alive connections kept per endpoint.
-pub const CLIENT_IDLE_CONNECTIONS_MAX: usize = 8;
 /// How long `connect` waits for the session to open.
 pub const CLIENT_CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// How long `connect` waits for an endpoint to say which node it is.
-pub const CLIENT_DISCOVER_TIMEOUT_MS: u64 = 2_000;
 /// Lock names with a local gate at once (one per lock this client holds or
 /// waits for; gates nobody uses are dropped).
 pub const CLIENT_LOCAL_GATES_MAX: usize = 4096;
-
-/// Idle connections to one endpoint, reused across requests.
-type Pool = Arc<Mutex<Vec<HttpClient>>>;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -83,7 +126,7 @@ pub enum ClientError {
 }
 
 /// What the caller of a call waits for.
-enum Reply {
+enum Caller {
     Plain(oneshot::Sender<Result<Done, CallError>>),
     /// An acquire: the driver hands back the token with the guard's
     /// lost-watch, made in the same step as the grant, so a lease that
@@ -96,13 +139,18 @@ enum Reply {
 
 struct Granted {
     token: Token,
+    session: SessionId,
     lost: watch::Receiver<bool>,
 }
 
 enum Command {
-    Call(CallId, Call, Reply),
-    /// The caller of this call went away.
-    Abandon(CallId),
+    Call(CallId, Call, Caller),
+    /// The caller of this call went away; the lock's gate stays shut
+    /// (its permit held) until the call is over.
+    Abandon(CallId, OwnedSemaphorePermit),
+    /// A grant reached an acquire whose caller went away before taking it:
+    /// release it, the gate shut until that is done.
+    ReleaseUntaken(String, Token, OwnedSemaphorePermit),
 }
 
 /// A connection to a cluster, with one session. Cheap to clone; every
@@ -111,51 +159,64 @@ enum Command {
 pub struct Client {
     tx: mpsc::Sender<Command>,
     session: watch::Receiver<Option<SessionId>>,
+    lease: watch::Receiver<Option<Lease>>,
     next_call: Arc<AtomicU64>,
     gates: Arc<Gates>,
 }
 
 impl Client {
-    /// Opens a session with `ttl` against the cluster behind `endpoints`
-    /// (HTTP API addresses, any order, any subset). Returns once the
-    /// session is open. The session task runs on the current tokio runtime.
-    pub async fn connect(endpoints: Vec<SocketAddr>, ttl: Duration) -> Result<Client, ClientError> {
-        Client::open(endpoints, ttl, true).await
-    }
-
-    /// `connect`, but starting at the first endpoint given (and moving on
-    /// in the order given): for a benchmark or a test that places its
-    /// clients itself.
-    pub async fn connect_at(
-        endpoints: Vec<SocketAddr>,
+    /// Opens a session with `ttl` over `transport`, to the cluster of
+    /// `nodes` (tried in this order), on the client's `clock`, with the
+    /// session actor seeded by `seed`. Returns once the session is open.
+    /// The session task runs on the current runtime.
+    pub async fn start(
+        transport: Arc<dyn Transport>,
+        nodes: Vec<NodeId>,
         ttl: Duration,
+        clock: Clock,
+        seed: u64,
     ) -> Result<Client, ClientError> {
-        Client::open(endpoints, ttl, false).await
-    }
-
-    async fn open(
-        endpoints: Vec<SocketAddr>,
-        ttl: Duration,
-        random_start: bool,
-    ) -> Result<Client, ClientError> {
-        if endpoints.is_empty() {
+        if nodes.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let targets = discover(&endpoints).await?;
-        let seed = crate::entropy::random_u64().map_err(|e| ClientError::Entropy(e.to_string()))?;
-        let targets = if random_start {
-            spread(targets, seed)
-        } else {
-            targets
-        };
-        let (nodes, endpoints): (Vec<NodeId>, Vec<SocketAddr>) = targets.into_iter().unzip();
-        let mut config = SessionConfig::new(nodes.clone(), ttl);
+        let mut config = SessionConfig::new(nodes, ttl);
         config.poll_interval = Duration::from_millis(CLIENT_WAIT_POLL_MS);
+        Client::start_with(transport, config, clock, seed).await
+    }
+
+    /// `start` with every session setting chosen by the caller.
+    pub async fn start_with(
+        transport: Arc<dyn Transport>,
+        config: SessionConfig,
+        clock: Clock,
+        seed: u64,
+    ) -> Result<Client, ClientError> {
+        let driver = Driver::new(Session::new(config, seed), transport, clock);
+        Client::run(driver).await
+    }
+
+    /// `start_with` for the simulator, with deliberate bugs.
+    #[cfg(feature = "sim")]
+    pub async fn start_buggy(
+        transport: Arc<dyn Transport>,
+        config: SessionConfig,
+        clock: Clock,
+        seed: u64,
+        bugs: ClientBugs,
+    ) -> Result<Client, ClientError> {
+        let mut driver = Driver::new(Session::new(config, seed), transport, clock);
+        driver.bugs = bugs;
+        Client::run(driver).await
+    }
+
+    async fn run(mut driver: Driver) -> Result<Client, ClientError> {
         let (tx, rx) = mpsc::channel(CLIENT_COMMANDS_LEN_MAX);
         let (session_tx, mut session) = watch::channel(None);
-        let driver = Driver::new(Session::new(config, seed), nodes, endpoints, session_tx);
-        tokio::spawn(driver.run(rx));
-        let opened = tokio::time::timeout(
+        let (lease_tx, lease) = watch::channel(None);
+        driver.session_tx = session_tx;
+        driver.lease_tx = Some(lease_tx);
+        rt::spawn(driver.run(rx));
+        let opened = rt::timeout(
             Duration::from_millis(CLIENT_CONNECT_TIMEOUT_MS),
             session.wait_for(Option::is_some),
         )
@@ -169,6 +230,7 @@ impl Client {
         Ok(Client {
             tx,
             session,
+            lease,
             next_call: Arc::new(AtomicU64::new(0)),
             gates: Arc::new(Gates::default()),
         })
@@ -178,6 +240,19 @@ impl Client {
     /// new one for later calls).
     pub fn session_id(&self) -> Option<SessionId> {
         *self.session.borrow()
+    }
+
+    /// The session's lease as this client trusts it: until when (on the
+    /// client's clock) its locks may be used. `None` while no session is
+    /// open.
+    pub fn lease(&self) -> Option<Lease> {
+        *self.lease.borrow()
+    }
+
+    /// The lease, watched: changes when a renewal is acknowledged, when the
+    /// session is lost, and when a new one opens.
+    pub fn lease_watch(&self) -> watch::Receiver<Option<Lease>> {
+        self.lease.clone()
     }
 
     pub fn lock(&self, name: &str) -> LockBuilder {
@@ -197,7 +272,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let id = self.call_id();
         self.tx
-            .send(Command::Call(id, call, Reply::Plain(tx)))
+            .send(Command::Call(id, call, Caller::Plain(tx)))
             .await
             .map_err(|_| ClientError::Stopped)?;
         Ok(rx.await.map_err(|_| ClientError::Stopped)??)
@@ -239,56 +314,6 @@ fn unexpected(done: Done) -> ClientError {
     ClientError::Call(CallError::Lock(LockError::Malformed(format!(
         "unexpected answer {done:?}"
     ))))
-}
-
-/// Asks every endpoint, at once, which node it is (`GET /API/v1/cluster`);
-/// one that does not answer now keeps a placeholder id of its own, so it
-/// is still tried in turn. Fails only if none answers.
-async fn discover(endpoints: &[SocketAddr]) -> Result<Vec<(NodeId, SocketAddr)>, ClientError> {
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, &addr) in endpoints.iter().enumerate() {
-        asks.spawn(async move {
-            let mut http = HttpClient::new(addr);
-            let ask = http.json("GET", "/API/v1/cluster", &serde_json::Value::Null);
-            let limit = Duration::from_millis(CLIENT_DISCOVER_TIMEOUT_MS);
-            let answer = tokio::time::timeout(limit, ask).await;
-            let id = match answer {
-                Ok(Ok((200, v))) => Ok(v["id"].as_u64()),
-                Ok(Ok((status, v))) => Err(format!("{addr}: {status} {v}")),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "{addr}: no answer in {CLIENT_DISCOVER_TIMEOUT_MS} ms"
-                )),
-            };
-            (i, addr, id)
-        });
-    }
-    let mut found = vec![None; endpoints.len()];
-    let mut last_error = String::new();
-    while let Some(Ok((i, addr, id))) = asks.join_next().await {
-        let id = id.unwrap_or_else(|e| {
-            last_error = e;
-            None
-        });
-        found[i] = Some((id, addr));
-    }
-    if found.iter().flatten().all(|(id, _)| id.is_none()) {
-        return Err(ClientError::Unreachable(last_error));
-    }
-    // Placeholders sit far above any real node id.
-    Ok(found
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, f)| f.map(|(id, addr)| (id.unwrap_or(u64::MAX - i as u64), addr)))
-        .collect())
-}
-
-/// The targets in a random rotation: the session starts at the first and
-/// moves on in order, so clients spread over the cluster.
-fn spread(mut targets: Vec<(NodeId, SocketAddr)>, seed: u64) -> Vec<(NodeId, SocketAddr)> {
-    let n = targets.len().max(1);
-    targets.rotate_left((seed % n as u64) as usize);
-    targets
 }
 
 /// One gate per lock name: a client's guards of one lock take turns.
@@ -348,7 +373,7 @@ impl LockBuilder {
             None => gate
                 .try_acquire_owned()
                 .map_err(|_| ClientError::Call(CallError::Lock(LockError::Busy)))?,
-            Some(d) => tokio::time::timeout(d, gate.acquire_owned())
+            Some(d) => rt::timeout(d, gate.acquire_owned())
                 .await
                 .map_err(|_| ClientError::Call(CallError::Timeout))?
                 .map_err(|_| ClientError::Stopped)?,
@@ -361,28 +386,36 @@ impl LockBuilder {
         };
         let id = self.client.call_id();
         let (tx, rx) = oneshot::channel();
-        let reply = Reply::Acquire {
+        let reply = Caller::Acquire {
             lock: self.name.clone(),
             tx,
+        };
+        // From here, a dropped future hands the lock's gate to the driver,
+        // which keeps it shut until the call is over in the cluster (and a
+        // grant nobody took is released): the next guard's acquire must
+        // not meet this one's grant, or its release.
+        let mut abandon = Abandon {
+            tx: self.client.tx.clone(),
+            id,
+            lock: self.name.clone(),
+            permit: Some(permit),
+            rx,
         };
         self.client
             .tx
             .send(Command::Call(id, call, reply))
             .await
             .map_err(|_| ClientError::Stopped)?;
-        let mut abandon = Abandon {
-            tx: self.client.tx.clone(),
-            id,
-            armed: true,
-        };
-        let granted = rx.await.map_err(|_| ClientError::Stopped)??;
-        abandon.armed = false;
+        let answer = (&mut abandon.rx).await;
+        let permit = abandon.permit.take();
+        let granted = answer.map_err(|_| ClientError::Stopped)??;
         Ok(Guard {
             client: self.client,
             name: self.name,
             token: granted.token,
+            session: granted.session,
             lost: granted.lost,
-            permit: Some(permit),
+            permit,
             released: false,
         })
     }
@@ -393,13 +426,31 @@ impl LockBuilder {
 struct Abandon {
     tx: mpsc::Sender<Command>,
     id: CallId,
-    armed: bool,
+    lock: String,
+    /// The lock's gate, while the call is this future's.
+    permit: Option<OwnedSemaphorePermit>,
+    rx: oneshot::Receiver<Result<Granted, CallError>>,
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = self.tx.try_send(Command::Abandon(self.id));
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let command = match self.rx.try_recv() {
+            // Still in the cluster: cancel it there.
+            Err(oneshot::error::TryRecvError::Empty) => Command::Abandon(self.id, permit),
+            // Granted, but the future went away before it took the grant:
+            // release it.
+            Ok(Ok(granted)) => Command::ReleaseUntaken(self.lock.clone(), granted.token, permit),
+            // Over without a grant: nothing to undo.
+            _ => return,
+        };
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.tx.try_send(command) {
+            let tx = self.tx.clone();
+            rt::spawn_detached(async move {
+                let _ = tx.send(command).await;
+            });
         }
     }
 }
@@ -411,6 +462,7 @@ pub struct Guard {
     client: Client,
     name: String,
     token: Token,
+    session: SessionId,
     lost: watch::Receiver<bool>,
     permit: Option<OwnedSemaphorePermit>,
     released: bool,
@@ -423,6 +475,11 @@ impl Guard {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The session the lock was granted in (its lease is the guard's).
+    pub fn session(&self) -> SessionId {
+        self.session
     }
 
     /// Resolves when the lock is lost (the session's lease ran out).
@@ -461,61 +518,87 @@ impl Drop for Guard {
         let _ = self
             .client
             .tx
-            .try_send(Command::Call(id, call, Reply::Plain(tx)));
+            .try_send(Command::Call(id, call, Caller::Plain(tx)));
         // The client's next guard of this lock waits for the release.
         let permit = self.permit.take();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = rx.await;
-                drop(permit);
-            });
-        }
+        rt::spawn_detached(async move {
+            let _ = rx.await;
+            drop(permit);
+        });
     }
 }
 
+/// A call to a node in flight, with the rpc it answers.
+type InFlight = Pin<Box<dyn Future<Output = (RpcId, NodeReply)> + Send>>;
+
 /// Runs the session actor: feeds it time, user calls and node replies;
-/// carries out its sends (each on its own connection, concurrently).
+/// carries out its sends, concurrently, polling the calls in flight itself
+/// (a reply that has arrived is seen before a timer due at the same time).
 struct Driver {
     session: Session,
-    targets: BTreeMap<NodeId, (SocketAddr, Pool)>,
-    origin: std::time::Instant,
-    calls: BTreeMap<CallId, Reply>,
+    transport: Arc<dyn Transport>,
+    in_flight: FuturesUnordered<InFlight>,
+    clock: Clock,
+    calls: BTreeMap<CallId, Caller>,
     watches: BTreeMap<(String, Token), watch::Sender<bool>>,
     session_tx: watch::Sender<Option<SessionId>>,
+    lease_tx: Option<watch::Sender<Option<Lease>>>,
+    /// Locks' gates the driver holds for calls whose caller went away.
+    gates: BTreeMap<CallId, OwnedSemaphorePermit>,
     wake: Option<Instant>,
     /// Releases the driver makes on its own (a grant nobody took).
     next_own_call: CallId,
+    #[cfg(feature = "sim")]
+    bugs: ClientBugs,
+    /// Watches made late (the `late_grant_never_lost` control).
+    #[cfg(feature = "sim")]
+    deferred: Vec<((String, Token), watch::Sender<bool>)>,
+}
+
+/// Rules a negative control may break to prove the simulator's client-side
+/// checker can fail; only built with the `sim` feature.
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientBugs {
+    /// Make a guard's lost-watch after the step that granted it, so a grant
+    /// that arrives after the lease ended is never reported lost.
+    pub late_grant_never_lost: bool,
+}
+
+/// A session's lease as its client trusts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub session: SessionId,
+    /// On the client's clock.
+    pub until: Instant,
 }
 
 /// Call ids the driver uses for its own calls, far from the client's.
 const OWN_CALL_ID_BASE: CallId = 1 << 62;
 
 impl Driver {
-    fn new(
-        session: Session,
-        nodes: Vec<NodeId>,
-        endpoints: Vec<SocketAddr>,
-        session_tx: watch::Sender<Option<SessionId>>,
-    ) -> Self {
-        let targets = nodes
-            .into_iter()
-            .zip(endpoints)
-            .map(|(id, addr)| (id, (addr, Pool::default())))
-            .collect();
+    fn new(session: Session, transport: Arc<dyn Transport>, clock: Clock) -> Self {
         Driver {
             session,
-            targets,
-            origin: std::time::Instant::now(),
+            transport,
+            in_flight: FuturesUnordered::new(),
+            clock,
             calls: BTreeMap::new(),
             watches: BTreeMap::new(),
-            session_tx,
+            session_tx: watch::channel(None).0,
+            lease_tx: None,
+            gates: BTreeMap::new(),
             wake: None,
             next_own_call: OWN_CALL_ID_BASE,
+            #[cfg(feature = "sim")]
+            bugs: ClientBugs::default(),
+            #[cfg(feature = "sim")]
+            deferred: Vec::new(),
         }
     }
 
     fn now(&self) -> Instant {
-        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+        (self.clock)()
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -527,6 +610,9 @@ impl Driver {
                 .map(|at| at.saturating_since(self.now()))
                 .unwrap_or(Duration::from_secs(1));
             tokio::select! {
+                // In order, not at random: tokio's randomness is not the
+                // simulator's seed, and a seed must replay bit for bit.
+                biased;
                 command = commands.recv() => match command {
                     Some(Command::Call(id, call, reply)) => {
                         if let Call::Release { lock, token } = &call {
@@ -535,15 +621,28 @@ impl Driver {
                         self.calls.insert(id, reply);
                         self.step(Input::Call { id, call }, &reply_tx);
                     }
-                    Some(Command::Abandon(id)) => self.step(Input::Abandon { id }, &reply_tx),
+                    Some(Command::Abandon(id, permit)) => {
+                        if self.calls.contains_key(&id) {
+                            self.gates.insert(id, permit);
+                            self.step(Input::Abandon { id }, &reply_tx);
+                        }
+                    }
+                    Some(Command::ReleaseUntaken(lock, token, permit)) => {
+                        self.watches.remove(&(lock.clone(), token));
+                        let now = self.now();
+                        self.release_own(now, lock, token, Some(permit), &reply_tx);
+                    }
                     // Every handle dropped: end the session politely.
                     None => {
                         self.step(Input::Call { id: 0, call: Call::Close }, &reply_tx);
                         return;
                     }
                 },
+                Some((rpc, reply)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.step(Input::Reply { rpc, reply }, &reply_tx);
+                }
                 Some(input) = replies.recv() => self.step(input, &reply_tx),
-                _ = tokio::time::sleep(sleep) => {
+                _ = rt::sleep(sleep) => {
                     self.wake = None;
                     self.step(Input::Tick, &reply_tx);
                 }
@@ -555,6 +654,17 @@ impl Driver {
         let now = self.now();
         let effects = self.session.handle(now, input);
         self.carry_out(now, effects, replies);
+        if let Some(tx) = &self.lease_tx {
+            let lease = match (self.session.session_id(), self.session.lease_until()) {
+                (Some(session), Some(until)) => Some(Lease { session, until }),
+                _ => None,
+            };
+            tx.send_if_modified(|l| {
+                let changed = *l != lease;
+                *l = lease;
+                changed
+            });
+        }
     }
 
     /// Carries out one step's effects, in order.
@@ -562,7 +672,7 @@ impl Driver {
         let mut own_releases = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Send { to, rpc, msg } => self.send(to, rpc, msg, replies),
+                Effect::Send { to, rpc, msg } => self.send(to, rpc, msg),
                 Effect::WakeAt(at) => self.wake = Some(at),
                 Effect::Done { id, result } => {
                     if let Some(release) = self.done(now, id, result) {
@@ -587,29 +697,51 @@ impl Driver {
                 }
             }
         }
-        for (lock, token) in own_releases {
-            self.next_own_call += 1;
-            let id = self.next_own_call;
-            let call = Call::Release { lock, token };
-            let effects = self.session.handle(now, Input::Call { id, call });
-            self.carry_out(now, effects, replies);
+        #[cfg(feature = "sim")]
+        for (key, tx) in std::mem::take(&mut self.deferred) {
+            self.watches.insert(key, tx);
+        }
+        for (lock, token, gate) in own_releases {
+            self.release_own(now, lock, token, gate, replies);
         }
     }
 
+    /// Releases a grant nobody took; the lock's gate (if held) opens when
+    /// the release is over.
+    fn release_own(
+        &mut self,
+        now: Instant,
+        lock: String,
+        token: Token,
+        gate: Option<OwnedSemaphorePermit>,
+        replies: &mpsc::Sender<Input>,
+    ) {
+        self.next_own_call += 1;
+        let id = self.next_own_call;
+        if let Some(permit) = gate {
+            self.gates.insert(id, permit);
+        }
+        let call = Call::Release { lock, token };
+        let effects = self.session.handle(now, Input::Call { id, call });
+        self.carry_out(now, effects, replies);
+    }
+
     /// Hands a call's result to its caller. A grant whose caller went away
-    /// is returned, to be released.
+    /// is returned, to be released, with the lock's gate if the driver
+    /// holds it (it is let go once the release is over).
     fn done(
         &mut self,
         now: Instant,
         id: CallId,
         result: Result<Done, CallError>,
-    ) -> Option<(String, Token)> {
+    ) -> Option<(String, Token, Option<OwnedSemaphorePermit>)> {
+        let gate = self.gates.remove(&id);
         match self.calls.remove(&id)? {
-            Reply::Plain(tx) => {
+            Caller::Plain(tx) => {
                 let _ = tx.send(result);
                 None
             }
-            Reply::Acquire { lock, tx } => {
+            Caller::Acquire { lock, tx } => {
                 let token = match result {
                     Ok(Done::Granted { token }) => token,
                     Ok(other) => {
@@ -628,11 +760,26 @@ impl Driver {
                 // means the guard is born lost.
                 let held = self.session.holds(&lock, now) == Some(token);
                 let (lost_tx, lost_rx) = watch::channel(!held);
+                #[cfg(feature = "sim")]
+                if self.bugs.late_grant_never_lost {
+                    // The old order (a negative control): a watch made after
+                    // the step, which a loss in the same step never reaches.
+                    let (lost_tx, lost_rx) = watch::channel(false);
+                    self.deferred.push(((lock.clone(), token), lost_tx));
+                    let granted = Granted {
+                        token,
+                        session: self.session.session_id().unwrap_or(0),
+                        lost: lost_rx,
+                    };
+                    let _ = tx.send(Ok(granted));
+                    return None;
+                }
                 if held {
                     self.watches.insert((lock.clone(), token), lost_tx);
                 }
                 let granted = Granted {
                     token,
+                    session: self.session.session_id().unwrap_or(0),
                     lost: lost_rx,
                 };
                 match tx.send(Ok(granted)) {
@@ -640,60 +787,17 @@ impl Driver {
                     Err(_) => {
                         // Nobody took it (the acquire future was dropped).
                         self.watches.remove(&(lock.clone(), token));
-                        held.then_some((lock, token))
+                        held.then_some((lock, token, gate))
                     }
                 }
             }
         }
     }
 
-    fn send(
-        &self,
-        to: NodeId,
-        rpc: crate::session::RpcId,
-        msg: ToNode,
-        replies: &mpsc::Sender<Input>,
-    ) {
-        let Some((addr, pool)) = self.targets.get(&to) else {
-            // A node this client has no endpoint for: answer at once, so
-            // the session moves on to the next target.
-            let _ = replies.try_send(Input::Reply {
-                rpc,
-                reply: NodeReply::Unavailable,
-            });
-            return;
-        };
-        let (addr, pool, replies) = (*addr, pool.clone(), replies.clone());
-        tokio::spawn(async move {
-            let (path, body) = match msg {
-                ToNode::Propose(b) => ("/API/v1/native/propose", b),
-                ToNode::Read(b) => ("/API/v1/native/read", b),
-                ToNode::Wait(w) => ("/API/v1/native/wait", crate::lock::encode(&w)),
-            };
-            let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut http = idle.unwrap_or_else(|| HttpClient::new(addr));
-            let result = http.call("POST", path, &body).await;
-            if result.is_ok() {
-                let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < CLIENT_IDLE_CONNECTIONS_MAX {
-                    idle.push(http);
-                }
-            }
-            let reply = match result {
-                Ok((200, raw)) => match postcard::from_bytes::<NativeReply>(&raw) {
-                    Ok(NativeReply::Output(o)) => NodeReply::Output(o),
-                    Ok(NativeReply::NotLeader(l)) => NodeReply::NotLeader(l),
-                    Ok(NativeReply::Refused(why)) => NodeReply::Refused(why),
-                    _ => NodeReply::Unavailable,
-                },
-                // A 4xx is the node's final word on this request.
-                Ok((status @ 400..=499, raw)) if status != 429 => {
-                    NodeReply::Refused(format!("{status}: {}", String::from_utf8_lossy(&raw)))
-                }
-                _ => NodeReply::Unavailable,
-            };
-            let _ = replies.send(Input::Reply { rpc, reply }).await;
-        });
+    fn send(&mut self, to: NodeId, rpc: RpcId, msg: ToNode) {
+        let answer = self.transport.call(to, msg);
+        self.in_flight
+            .push(Box::pin(async move { (rpc, answer.await) }));
     }
 }
 

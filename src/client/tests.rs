@@ -69,16 +69,19 @@ fn a_grant_that_arrives_after_the_lease_ended_is_born_lost() {
         );
 
         let (session_tx, _session_rx) = watch::channel(Some(1));
-        let mut driver = Driver::new(
-            session,
-            vec![1],
-            vec!["127.0.0.1:1".parse().unwrap()],
-            session_tx,
-        );
+        struct Nowhere;
+        impl Transport for Nowhere {
+            fn call(&self, _: NodeId, _: ToNode) -> Reply {
+                Box::pin(async { NodeReply::Unavailable })
+            }
+        }
+        let clock: Clock = Box::new(move || late);
+        let mut driver = Driver::new(session, Arc::new(Nowhere), clock);
+        driver.session_tx = session_tx;
         let (tx, rx) = oneshot::channel();
         driver.calls.insert(
             5,
-            Reply::Acquire {
+            Caller::Acquire {
                 lock: "x".into(),
                 tx,
             },
