@@ -158,6 +158,10 @@ pub struct Shared {
     pub resource: Mutex<crate::lock_client::SimResource>,
     /// One per simulated lock client (index = client number).
     pub client_views: Vec<Mutex<crate::lock_client::ClientView>>,
+    /// One per simulated library user (index = its number).
+    pub library_views: Vec<Mutex<crate::library_client::LibraryView>>,
+    /// Deliberate bugs of the client library (negative controls).
+    pub client_bugs: raftlock::client::ClientBugs,
 }
 
 #[derive(Debug, Default)]

@@ -61,7 +61,7 @@ impl SimResource {
 }
 
 /// A write to the resource; true if accepted.
-fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) -> bool {
+pub fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) -> bool {
     let accepted = {
         let mut r = lock(&shared.resource);
         let stale = r.check_tokens && r.verifier.check(resource, token).is_err();
@@ -135,6 +135,8 @@ pub struct Client {
     next_call: CallId,
     /// Locks from the checked set this client believes it holds.
     lin_held: BTreeMap<String, Token>,
+    /// The lock and mode of the acquire in flight.
+    acquiring: Option<(String, Mode)>,
     trusted_until: Option<raftlock::actor::Instant>,
     restart_at: Option<Duration>,
     inputs: VecDeque<Input>,
@@ -171,6 +173,7 @@ pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
         step: Step::Idle { at: Duration::ZERO },
         next_call: 0,
         lin_held: BTreeMap::new(),
+        acquiring: None,
         trusted_until: None,
         restart_at: None,
         inputs: VecDeque::from([Input::Start]),
@@ -282,8 +285,9 @@ impl Client {
                             );
                         }
                     }
-                    Effect::Lost { lock, .. } => {
+                    Effect::Lost { lock, token } => {
                         self.lin_held.remove(&lock);
+                        self.checker().locks.beliefs.on_unbelieve(self.id, token);
                         // The application learns in time: it drops the work.
                         if matches!(&self.step, Step::Holding { lock: l, .. } if *l == lock) {
                             self.set_idle(g);
@@ -291,6 +295,7 @@ impl Client {
                     }
                     Effect::SessionLost => {
                         self.lin_held.clear();
+                        self.checker().locks.beliefs.on_client_reset(self.id);
                         self.restart_at = Some(g + Duration::from_millis(50));
                     }
                 }
@@ -303,6 +308,10 @@ impl Client {
                 if let (Some(until), Some(session)) = (until, self.session.session_id()) {
                     let real = g + clock.global_until(g, until);
                     let mut checker = self.checker();
+                    checker
+                        .locks
+                        .beliefs
+                        .on_trusted_until(self.id, session, real);
                     if let Err(m) = checker.locks.leases.on_trusted_until(session, real) {
                         checker.fail_lease(m);
                     }
@@ -314,9 +323,20 @@ impl Client {
     fn call(&mut self, g: Duration, call: Call, what: What) {
         self.next_call += 1;
         let id = self.next_call;
+        // What the client stops believing when it asks to let go, and
+        // what it will believe if an acquire is granted.
+        self.acquiring = match &call {
+            Call::Acquire { lock, mode, .. } => Some((lock.clone(), *mode)),
+            _ => None,
+        };
         {
             let mut checker = self.checker();
             checker.now = g;
+            match &call {
+                Call::Release { token, .. } => checker.locks.beliefs.on_unbelieve(self.id, *token),
+                Call::Close => checker.locks.beliefs.on_client_reset(self.id),
+                _ => {}
+            }
             checker.locks.waiters.on_call(self.id, g);
             if let What::Lin { event } = &what {
                 checker.locks.history.invoked((self.id, id), event.clone());
@@ -516,6 +536,18 @@ impl Client {
             );
         }
         let granted = matches!(result, Ok(Done::Granted { .. }));
+        if let (Ok(Done::Granted { token }), Some((lock, mode)), Some(session)) =
+            (&result, self.acquiring.take(), self.session.session_id())
+        {
+            let believed = match mode {
+                Mode::Exclusive => crate::checker::Believed::Exclusive,
+                Mode::Shared => crate::checker::Believed::Shared,
+                Mode::Semaphore(n) => crate::checker::Believed::Semaphore(n),
+            };
+            let mut checker = self.checker();
+            checker.now = g;
+            checker.on_belief(self.id, *token, session, &lock, believed, *token);
+        }
         self.checker()
             .locks
             .waiters

@@ -31,7 +31,10 @@ fn scenario(name: &str) -> Option<Scenario> {
         lock_controls: LockControls::default(),
     };
     let locks = |nodes, clients, faults: &'static [Fault]| Scenario {
-        workload: Workload::Locks { clients },
+        workload: Workload::Locks {
+            clients,
+            library: LIBRARY_CLIENTS,
+        },
         ..s(nodes, faults, 20)
     };
     let control = |controls, faults: &'static [Fault]| Scenario {
@@ -136,6 +139,28 @@ fn scenario(name: &str) -> Option<Scenario> {
             },
             LOCK_FAULTS,
         ),
+        "neg_reacquire_ignores_mode" => control(
+            LockControls {
+                reacquire_ignores_mode: true,
+                ..LockControls::default()
+            },
+            LOCK_FAULTS,
+        ),
+        // More library users than usual, so more of them wait for a grant
+        // while a pause outlasts their lease.
+        "neg_late_grant_never_lost" => Scenario {
+            workload: Workload::Locks {
+                clients: 1,
+                library: 4,
+            },
+            ..control(
+                LockControls {
+                    late_grant_never_lost: true,
+                    ..LockControls::default()
+                },
+                GC_PAUSE_FAULTS,
+            )
+        },
         "neg_drop_completed_release" => control(
             LockControls {
                 drop_completed_releases: true,
@@ -235,6 +260,10 @@ fn scenario(name: &str) -> Option<Scenario> {
     })
 }
 
+/// Users of the client library in every lock scenario (beside the session
+/// clients).
+const LIBRARY_CLIENTS: u64 = 2;
+
 /// Every fault, plus the client-side ones.
 const LOCK_FAULTS: &[Fault] = &[
     Fault::Crash,
@@ -287,11 +316,13 @@ const STALE_READS_SEED: u64 = 1;
 const COUNT_LEARNERS_SEED: u64 = 90;
 const SKIP_CONSISTENCY_CHECK_SEED: u64 = 9;
 const UNFENCED_RESOURCE_SEED: u64 = 1;
-const NO_DRIFT_MARGIN_SEED: u64 = 2;
+const NO_DRIFT_MARGIN_SEED: u64 = 3;
 const SKIP_DEDUP_SEED: u64 = 2;
-const LOCK_STALE_READS_SEED: u64 = 9;
-const RESET_TOKENS_SEED: u64 = 9;
+const LOCK_STALE_READS_SEED: u64 = 4;
+const RESET_TOKENS_SEED: u64 = 10;
 const DROP_COMPLETED_RELEASE_SEED: u64 = 3;
+const REACQUIRE_IGNORES_MODE_SEED: u64 = 3;
+const LATE_GRANT_NEVER_LOST_SEED: u64 = 1;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -380,13 +411,15 @@ fn sweep(name: &str) -> Result<String, String> {
         locks.linearizability_ops += l.linearizability_ops;
         locks.calls_open_at_end += l.calls_open_at_end;
         locks.client_pauses_past_ttl += l.client_pauses_past_ttl;
+        locks.beliefs_checked += l.beliefs_checked;
+        locks.guards_told_lost += l.guards_told_lost;
         inconclusive += outcome.stats.linearizability_inconclusive;
     }
     let lock_line = if sc.workload == Workload::Raft {
         String::new()
     } else {
         format!(
-            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive)",
+            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive), {} client beliefs checked, {} library guards told lost",
             locks.grants,
             locks.requests,
             locks.writes_accepted,
@@ -394,7 +427,9 @@ fn sweep(name: &str) -> Result<String, String> {
             locks.client_pauses_past_ttl,
             locks.expiries_checked,
             locks.linearizability_ops,
-            locks.calls_open_at_end
+            locks.calls_open_at_end,
+            locks.beliefs_checked,
+            locks.guards_told_lost
         )
     };
     let wall = started.elapsed().as_secs_f64();
@@ -696,6 +731,12 @@ fn tests() -> Vec<(String, TestFn)> {
     t.push(("neg_reset_tokens".into(), |n| {
         negative(n, &["token-order"], RESET_TOKENS_SEED)
     }));
+    t.push(("neg_reacquire_ignores_mode".into(), |n| {
+        negative(n, &["client-beliefs"], REACQUIRE_IGNORES_MODE_SEED)
+    }));
+    t.push(("neg_late_grant_never_lost".into(), |n| {
+        negative(n, &["client-beliefs"], LATE_GRANT_NEVER_LOST_SEED)
+    }));
     t.push(("neg_drop_completed_release".into(), |n| {
         negative(n, &["linearizability"], DROP_COMPLETED_RELEASE_SEED)
     }));
@@ -708,6 +749,9 @@ fn tests() -> Vec<(String, TestFn)> {
     t.push(("clock_model".into(), |_| crate::clock::self_check()));
     t.push(("lock_history".into(), |_| {
         crate::checker::lock_history_self_check()
+    }));
+    t.push(("client_beliefs".into(), |_| {
+        crate::checker::beliefs_self_check()
     }));
     t
 }

@@ -5,6 +5,7 @@
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
 use crate::cluster::{self, lock, run_client, run_node, Control, Shared, CLIENT_ADDR};
+use crate::library_client::{library_addr, run_library_client, LibraryView, LIBRARY_ID_BASE};
 use crate::lock_client::{self, run_lock_client, ClientView, SimResource, CLIENT_ID_BASE};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -58,8 +59,9 @@ pub enum Fault {
 pub enum Workload {
     /// The Raft checks: a client proposing opaque commands and reading.
     Raft,
-    /// The lock service, with `clients` session clients.
-    Locks { clients: u64 },
+    /// The lock service, with `clients` session clients (the session
+    /// actor driven directly) and `library` users of the client library.
+    Locks { clients: u64, library: u64 },
 }
 
 /// Deliberate mistakes for the lock checkers' negative controls.
@@ -77,6 +79,12 @@ pub struct LockControls {
     /// The history leaves out completed releases (the linearizability
     /// check must still fail, ambiguous open calls notwithstanding).
     pub drop_completed_releases: bool,
+    /// The lock machine answers a re-acquire in another mode with the grant
+    /// held (the hole of issue 11: two exclusive believers).
+    pub reacquire_ignores_mode: bool,
+    /// The client library makes a guard's lost-watch after the step that
+    /// granted it (a grant after the lease's end is never reported lost).
+    pub late_grant_never_lost: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -121,6 +129,7 @@ pub fn lock_config(controls: LockControls) -> LockConfig {
         bugs: raftlock::lock::LockBugs {
             skip_dedup: controls.skip_dedup,
             reset_tokens_on_restore: controls.reset_tokens_on_restore,
+            reacquire_ignores_mode: controls.reacquire_ignores_mode,
         },
         ..LockConfig::default()
     }
@@ -158,6 +167,9 @@ pub struct LockStats {
     /// Checked calls still unanswered when the run ended (ambiguous).
     pub calls_open_at_end: u64,
     pub client_pauses_past_ttl: u64,
+    /// Grants and holds the clients' side checker looked at.
+    pub beliefs_checked: u64,
+    pub guards_told_lost: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -313,9 +325,9 @@ async fn supervise(scenario: Scenario) -> Outcome {
     let bootstrap = Membership::voters_at(
         (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
     );
-    let lock_clients = match scenario.workload {
-        Workload::Raft => 0,
-        Workload::Locks { clients } => clients,
+    let (lock_clients, library_clients) = match scenario.workload {
+        Workload::Raft => (0, 0),
+        Workload::Locks { clients, library } => (clients, library),
     };
     let mut clocks: BTreeMap<NodeId, Clock> = node_ids
         .iter()
@@ -326,7 +338,10 @@ async fn supervise(scenario: Scenario) -> Outcome {
         .collect();
     // Clients' clocks are skewed and drift too, within the bound, for
     // the whole run (the lease checker converts their readings to real time).
-    for k in 1..=lock_clients {
+    let client_ids = (1..=lock_clients)
+        .map(|k| CLIENT_ID_BASE + k)
+        .chain((1..=library_clients).map(|k| LIBRARY_ID_BASE + k));
+    for id in client_ids {
         let offset = rng.gen_range(0..1_000_000_000_000u64);
         let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
         let rate = if rng.gen_bool(0.5) {
@@ -334,7 +349,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
         } else {
             1.0 - ppm / 1e6
         };
-        clocks.insert(CLIENT_ID_BASE + k, Clock::new(offset, rate));
+        clocks.insert(id, Clock::new(offset, rate));
     }
     let shared = Arc::new(Shared {
         checker: Mutex::new({
@@ -362,6 +377,12 @@ async fn supervise(scenario: Scenario) -> Outcome {
         client_views: (0..=lock_clients)
             .map(|_| Mutex::new(ClientView::default()))
             .collect(),
+        library_views: (0..=library_clients)
+            .map(|_| Mutex::new(LibraryView::default()))
+            .collect(),
+        client_bugs: raftlock::client::ClientBugs {
+            late_grant_never_lost: scenario.lock_controls.late_grant_never_lost,
+        },
     });
     if crate::trace::on() {
         // Each node's and client's clock: local reading at start and drift.
@@ -435,6 +456,16 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .init(move || run_lock_client(k, client_shared.clone()))
             .build();
         faults.clients.insert(k, node);
+    }
+    for k in 1..=library_clients {
+        let client_shared = shared.clone();
+        let node = handle
+            .create_node()
+            .name(format!("library{k}"))
+            .ip(library_addr(k).ip())
+            .init(move || run_library_client(k, client_shared.clone()))
+            .build();
+        faults.clients.insert(LIBRARY_ID_BASE + k, node);
     }
 
     // Fault phase: the seed picks what breaks, where, and for how long.
@@ -524,10 +555,22 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     .push((now + heal_after, Heal::UnclogRaw(links)));
             }
             Fault::PauseClient => {
+                // A session client between its lease check and its write
+                // (the GC pause), or a library user waiting for a grant (a
+                // grant that arrives after its lease ended).
                 let working: Vec<u64> = (1..=lock_clients)
                     .filter(|&k| lock_client::lock_view(&shared, k).working)
                     .collect();
-                let Some(&k) = working.choose(&mut rng).or(faults.clients.keys().next()) else {
+                let waiting: Vec<u64> = (1..=library_clients)
+                    .filter(|&k| lock(&shared.library_views[k as usize]).waiting)
+                    .map(|k| LIBRARY_ID_BASE + k)
+                    .collect();
+                let aimed = if waiting.is_empty() || (!working.is_empty() && rng.gen_bool(0.5)) {
+                    working.choose(&mut rng)
+                } else {
+                    waiting.choose(&mut rng)
+                };
+                let Some(&k) = aimed.or(faults.clients.keys().next()) else {
                     continue;
                 };
                 // Longer than the TTL, the drift margin and the lock-delay:
@@ -733,6 +776,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
         linearizability_ops: checker.locks.linearizability_ops,
         calls_open_at_end: checker.locks.history.open_at_end,
         client_pauses_past_ttl: faults.client_pauses_past_ttl,
+        beliefs_checked: checker.locks.beliefs.beliefs_checked,
+        guards_told_lost: checker.locks.beliefs.guards_told_lost,
     };
     let (committed, reads) = {
         let client = lock(&shared.client);

@@ -1,6 +1,7 @@
 //! Feeds the lock-service checkers (one file each) from what replicas and
 //! clients report, and keeps the history the linearizability check reads.
 
+use super::beliefs::{Beliefs, Believed};
 use super::exactly_once::ExactlyOnce;
 use super::fenced_exclusion::FencedExclusion;
 use super::lease_safety::LeaseSafety;
@@ -19,6 +20,7 @@ pub struct LockChecks {
     pub leases: LeaseSafety,
     pub once: ExactlyOnce,
     pub waiters: WaiterLiveness,
+    pub beliefs: Beliefs,
     pub history: LockHistory,
     pub writes_accepted: u64,
     pub linearizability_ops: u64,
@@ -171,6 +173,30 @@ impl Checker {
 
     pub fn fail_lease(&mut self, message: String) {
         self.fail(LeaseSafety::NAME, message);
+    }
+
+    pub fn fail_beliefs(&mut self, message: String) {
+        self.fail(Beliefs::NAME, message);
+    }
+
+    /// A client starts to believe it holds `lock` (see `beliefs.rs`).
+    pub fn on_belief(
+        &mut self,
+        client: u64,
+        id: u64,
+        session: u64,
+        lock: &str,
+        mode: Believed,
+        token: u64,
+    ) {
+        let now = self.now;
+        if let Err(m) = self
+            .locks
+            .beliefs
+            .on_believe(client, id, session, lock, mode, token, now)
+        {
+            self.fail(Beliefs::NAME, m);
+        }
     }
 
     /// The protected resource accepted a write.

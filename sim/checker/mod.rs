@@ -2,6 +2,7 @@
 //! run goes (not only at the end), so a violation is caught at the step that
 //! causes it, with the simulated time at which it happened.
 
+mod beliefs;
 mod durability;
 mod election_safety;
 mod exactly_once;
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use beliefs::{self_check as beliefs_self_check, Believed};
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;

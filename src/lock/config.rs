@@ -29,6 +29,9 @@ pub struct LockBugs {
     pub skip_dedup: bool,
     /// Forget the token counter when restoring a snapshot.
     pub reset_tokens_on_restore: bool,
+    /// Answer a re-acquire in another mode with the grant held (as before
+    /// issue 11: a shared holder told it holds the lock exclusively).
+    pub reacquire_ignores_mode: bool,
 }
 
 /// Every table and queue of the lock service has its bound here. The bounds
@@ -239,6 +242,13 @@ impl LockConfig {
     pub(crate) fn reset_tokens_on_restore(&self) -> bool {
         #[cfg(feature = "sim")]
         return self.bugs.reset_tokens_on_restore;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+
+    pub(crate) fn reacquire_ignores_mode(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.reacquire_ignores_mode;
         #[cfg(not(feature = "sim"))]
         false
     }
