@@ -9,6 +9,7 @@ pub mod actor;
 pub mod check;
 pub mod driver;
 pub mod fuzz;
+pub mod gateway;
 pub mod lock;
 pub mod net;
 pub mod raft;

@@ -1,10 +1,10 @@
 use super::error::ApiError;
-use super::waiters::Waiters;
+use super::gateway_task::GatewayHandle;
+use crate::gateway::{Answer, GatewayConfig, Request};
 use crate::lock::{
-    outcome_label, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
+    encode, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
     Response, SessionId, SessionInfo, Token,
 };
-use crate::raft::Index;
 use crate::runtime::{Family, Node};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,9 @@ impl Default for HttpConfig {
 }
 
 pub(super) type Shared = web::Data<Arc<Node<LockMachine>>>;
+/// Every lock, session and file request goes through the node's request
+/// layer (`crate::gateway`).
+pub(super) type Gateway = web::Data<Arc<GatewayHandle>>;
 
 /// Serves the API for `node` on `listener` until the returned server stops.
 pub fn serve(
@@ -40,16 +43,21 @@ pub fn serve(
     listener: std::net::TcpListener,
     config: HttpConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let waiters = Arc::new(Waiters::default());
-    // Subscribed here, before the server takes any request.
-    actix_rt::spawn(super::waiters::start(&node, waiters.clone()));
-    let waiters = web::Data::new(waiters);
+    // Subscribed to the node's events here, before any request is taken.
+    let gateway = GatewayHandle::start(
+        node.clone(),
+        GatewayConfig {
+            drift_ppm: config.drift_ppm,
+            ..GatewayConfig::default()
+        },
+    );
+    let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(waiters.clone())
+            .app_data(gateway.clone())
             .app_data(settings.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
@@ -228,84 +236,53 @@ pub fn check_request_body(data: &[u8]) {
 
 // ---- talking to the node ----
 
-async fn propose(node: &Node<LockMachine>, command: &Command) -> Result<Reply, ApiError> {
-    propose_at(node, command).await.map(|(reply, _)| reply)
-}
-
-/// Proposes `command`; its reply and the log index it was applied at.
-pub(super) async fn propose_at(
-    node: &Node<LockMachine>,
-    command: &Command,
-) -> Result<(Reply, Index), ApiError> {
-    let proposed = node.propose(crate::lock::encode(command)).await;
-    let response = count(node, command, &proposed);
-    let index = proposed?.index;
-    let response =
-        response.ok_or_else(|| ApiError::Unavailable("undecodable state machine output".into()))?;
-    Ok((response?, index))
-}
-
-/// Counts a proposal by operation and outcome in the node's metrics
-/// (`raftlock_operations_total`), and returns the response it decoded.
-pub(super) fn count(
-    node: &Node<LockMachine>,
-    command: &Command,
-    proposed: &Result<crate::raft::Applied, crate::runtime::ClientError>,
-) -> Option<Response> {
-    let applied = match proposed {
-        Ok(applied) => applied,
-        Err(_) => {
-            node.metrics().operation(command.label(), "unavailable");
-            return None;
-        }
+async fn propose(gateway: &GatewayHandle, command: &Command) -> Result<Reply, ApiError> {
+    let output = match gateway
+        .call(Request::Propose(encode(command)), None)
+        .await?
+    {
+        Answer::Output(applied) => applied.output,
+        other => return Err(unexpected_answer(other)),
     };
-    let response: Option<Response> = postcard::from_bytes(&applied.output).ok();
-    let outcome = response.as_ref().map_or("undecodable", outcome_label);
-    node.metrics().operation(command.label(), outcome);
-    response
+    let response: Response = postcard::from_bytes(&output)
+        .map_err(|e| ApiError::Unavailable(format!("undecodable response: {e}")))?;
+    Ok(response?)
 }
 
-pub(super) async fn query(
-    node: &Node<LockMachine>,
-    query: &Query,
-) -> Result<QueryAnswer, ApiError> {
-    let applied = node.read(crate::lock::encode(query)).await?;
-    postcard::from_bytes(&applied.output)
+async fn query(gateway: &GatewayHandle, query: &Query) -> Result<QueryAnswer, ApiError> {
+    let output = match gateway.call(Request::Read(encode(query)), None).await? {
+        Answer::Output(applied) => applied.output,
+        other => return Err(unexpected_answer(other)),
+    };
+    postcard::from_bytes(&output)
         .map_err(|e| ApiError::Unavailable(format!("undecodable query answer: {e}")))
 }
 
-pub(super) async fn request(
-    node: &Node<LockMachine>,
-    session: SessionId,
-    op: Op,
-) -> Result<Reply, ApiError> {
-    propose(node, &Command::Unsequenced { session, op }).await
+async fn request(gateway: &GatewayHandle, session: SessionId, op: Op) -> Result<Reply, ApiError> {
+    propose(gateway, &Command::Unsequenced { session, op }).await
 }
 
-pub(super) async fn open(node: &Node<LockMachine>, ttl_ms: u64) -> Result<SessionId, ApiError> {
+async fn open(gateway: &GatewayHandle, ttl_ms: u64) -> Result<SessionId, ApiError> {
     // The nonce makes a retried open idempotent: from the OS's randomness,
     // so two callers (or two nodes) never share one.
     let nonce = crate::entropy::random_u64()
         .map_err(|e| ApiError::Unavailable(format!("no randomness for a session nonce: {e}")))?;
-    match propose(node, &Command::Open { nonce, ttl_ms }).await? {
+    match propose(gateway, &Command::Open { nonce, ttl_ms }).await? {
         Reply::Opened { session, .. } => Ok(session),
         other => Err(unexpected(other)),
     }
 }
 
-pub(super) fn unexpected(reply: Reply) -> ApiError {
+fn unexpected(reply: Reply) -> ApiError {
     ApiError::Unavailable(format!("unexpected reply {reply:?}"))
 }
 
-pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
-    let max = crate::lock::Limits::default().name_bytes_max;
-    if name.is_empty() || name.len() > max {
-        return Err(ApiError::BadRequest(format!(
-            "a name is 1 to {max} bytes; this one is {}",
-            name.len()
-        )));
-    }
-    Ok(())
+fn unexpected_answer(answer: Answer) -> ApiError {
+    ApiError::Unavailable(format!("unexpected answer {answer:?}"))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    crate::gateway::check_name(name).map_err(ApiError::from)
 }
 
 // ---- handlers ----
@@ -327,7 +304,7 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn metrics(node: Shared, waiting: web::Data<Arc<Waiters>>) -> Result<HttpResponse, ApiError> {
+async fn metrics(node: Shared, gateway: Gateway) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let (sessions, locks, waiters, files) = node.inspect(|m| m.sizes()).await?;
     let is_leader = if s.role == crate::raft::Role::Leader {
@@ -367,8 +344,8 @@ async fn metrics(node: Shared, waiting: web::Data<Arc<Waiters>>) -> Result<HttpR
         ("raftlock_files", "Fenced files.", files as f64),
         (
             "raftlock_grant_waits",
-            "HTTP acquires on this node waiting for a grant.",
-            waiting.len() as f64,
+            "Acquires and native waits on this node waiting for a grant.",
+            gateway.waiting() as f64,
         ),
         (
             "raftlock_pending_requests",
@@ -424,7 +401,7 @@ async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
 }
 
 async fn release(
-    node: Shared,
+    gateway: Gateway,
     name: web::Path<String>,
     args: web::Query<ReleaseArgs>,
     body: web::Bytes,
@@ -443,7 +420,7 @@ async fn release(
         lock: name.clone(),
         token,
     };
-    match request(&node, session, op).await? {
+    match request(&gateway, session, op).await? {
         Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "token": token, "session": session, "released": true
         }))),
@@ -451,10 +428,10 @@ async fn release(
     }
 }
 
-async fn lock_info(node: Shared, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn lock_info(gateway: Gateway, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name(&name)?;
-    match query(&node, &Query::Lock { name: name.clone() }).await? {
+    match query(&gateway, &Query::Lock { name: name.clone() }).await? {
         QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(lock_json(&name, &info))),
         other => Err(ApiError::Unavailable(format!(
             "unexpected answer {other:?}"
@@ -503,19 +480,22 @@ fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
     })
 }
 
-async fn open_session(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn open_session(gateway: Gateway, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let args: SessionBody = parse_body(&body)?;
     let ttl_ms = args.ttl_ms.unwrap_or(super::TTL_MS_DEFAULT);
-    let session = open(&node, ttl_ms).await?;
+    let session = open(&gateway, ttl_ms).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
 }
 
-async fn list_sessions(node: Shared, args: web::Query<ListArgs>) -> Result<HttpResponse, ApiError> {
+async fn list_sessions(
+    gateway: Gateway,
+    args: web::Query<ListArgs>,
+) -> Result<HttpResponse, ApiError> {
     let q = Query::Sessions {
         after: args.after.unwrap_or(0),
         limit: args.limit.unwrap_or(crate::lock::SESSIONS_LISTED_MAX),
     };
-    match query(&node, &q).await? {
+    match query(&gateway, &q).await? {
         QueryAnswer::Sessions(list) => {
             let sessions: Vec<serde_json::Value> =
                 list.iter().map(|(id, s)| session_json(*id, s)).collect();
@@ -527,9 +507,12 @@ async fn list_sessions(node: Shared, args: web::Query<ListArgs>) -> Result<HttpR
     }
 }
 
-async fn session_info(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+async fn session_info(
+    gateway: Gateway,
+    id: web::Path<SessionId>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match query(&node, &Query::Session { session: id }).await? {
+    match query(&gateway, &Query::Session { session: id }).await? {
         QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(session_json(id, &s))),
         QueryAnswer::Session(None) => Err(ApiError::Gone(id)),
         other => Err(ApiError::Unavailable(format!(
@@ -538,17 +521,20 @@ async fn session_info(node: Shared, id: web::Path<SessionId>) -> Result<HttpResp
     }
 }
 
-async fn keepalive(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+async fn keepalive(gateway: Gateway, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match request(&node, id, Op::KeepAlive).await? {
+    match request(&gateway, id, Op::KeepAlive).await? {
         Reply::Renewed => Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id }))),
         other => Err(unexpected(other)),
     }
 }
 
-async fn close_session(node: Shared, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+async fn close_session(
+    gateway: Gateway,
+    id: web::Path<SessionId>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match request(&node, id, Op::Close).await? {
+    match request(&gateway, id, Op::Close).await? {
         Reply::Closed => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id, "closed": true })))
         }
@@ -557,7 +543,7 @@ async fn close_session(node: Shared, id: web::Path<SessionId>) -> Result<HttpRes
 }
 
 async fn append(
-    node: Shared,
+    gateway: Gateway,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -569,7 +555,7 @@ async fn append(
         token: args.token,
         data: args.data.into_bytes(),
     };
-    match request(&node, args.session, op).await? {
+    match request(&gateway, args.session, op).await? {
         Reply::Appended { offset } => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "offset": offset, "token": args.token
         }))),
@@ -577,10 +563,10 @@ async fn append(
     }
 }
 
-async fn file(node: Shared, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn file(gateway: Gateway, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name(&name)?;
-    match query(&node, &Query::File { name: name.clone() }).await? {
+    match query(&gateway, &Query::File { name: name.clone() }).await? {
         QueryAnswer::File(Some(FileInfo { token, data })) => {
             Ok(HttpResponse::Ok().json(serde_json::json!({
                 "name": name,

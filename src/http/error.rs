@@ -144,3 +144,20 @@ impl From<ClientError> for ApiError {
         }
     }
 }
+
+impl From<crate::gateway::GatewayError> for ApiError {
+    fn from(e: crate::gateway::GatewayError) -> Self {
+        use crate::gateway::GatewayError;
+        match e {
+            GatewayError::BadRequest(m) => ApiError::BadRequest(m),
+            GatewayError::Forbidden(m) => ApiError::Forbidden(m),
+            GatewayError::TooMany(m) => ApiError::TooMany(m),
+            e @ GatewayError::TimedOut { .. } => ApiError::Conflict(e.to_string()),
+            GatewayError::Lock(e) => e.into(),
+            GatewayError::Raft(e) => ClientError::Rejected(e).into(),
+            e @ (GatewayError::Stopped | GatewayError::Undecodable(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}

@@ -8,11 +8,11 @@ mod acquire;
 mod api;
 pub mod client;
 mod error;
+mod gateway_task;
 mod native;
 mod peer;
-mod waiters;
 
-pub use acquire::{TTL_MS_DEFAULT, WAIT_MS_MAX};
+pub use crate::gateway::{NATIVE_WAIT_MS_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};
 pub use api::{check_request_body, serve, HttpConfig, BODY_BYTES_MAX, HTTP_WORKERS};
 pub use error::{ApiError, RETRY_AFTER_S};
-pub use native::{NativeReply, NATIVE_WAIT_MS_MAX};
+pub use native::NativeReply;

@@ -1,6 +1,7 @@
 //! The native protocol over HTTP (`/API/v1/native/*`, postcard bodies):
 //! what the Rust client library's session actor sends. Exactly-once comes
-//! from the session's own sequence numbers, not from here.
+//! from the session's own sequence numbers, not from here; what a call
+//! does is the request layer's (`crate::gateway`).
 //!
 //! - `propose`: a postcard `Command`, proposed as is. Only client
 //!   commands: an expiry or undelay rests on the leader's own clock
@@ -10,21 +11,14 @@
 //! - `wait`: a postcard `session::WaitFor`, the long poll of a queued
 //!   acquire for its grant.
 
-use super::acquire::{held_token, wait_for_grant};
-use super::api::{count, Shared};
+use super::api::Gateway;
 use super::error::ApiError;
-use super::waiters::{Waiters, HTTP_WAITS_MAX};
-use crate::lock::{encode, Command, LockError, Query, QueryAnswer, Reply};
-use crate::raft::{Applied, RequestError};
-use crate::runtime::ClientError;
-use crate::session::WaitFor;
-use actix_web::{web, HttpResponse};
+use super::peer::PeerSocket;
+use crate::gateway::{node_reply, GatewayError, Request};
+use crate::lock::encode;
+use crate::session::{NodeReply, WaitFor};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Duration;
-
-/// Longest a node holds a native wait before answering "not yet".
-pub const NATIVE_WAIT_MS_MAX: u64 = 30_000;
 
 /// The native protocol's answer to one message (postcard): what the client
 /// session actor needs to tell apart.
@@ -40,93 +34,46 @@ pub enum NativeReply {
     Refused(String),
 }
 
-fn reply(reply: NativeReply) -> HttpResponse {
+/// Answers a native call: malformed or forbidden calls with a 4xx (the
+/// node's final word), anything else with a `NativeReply`, mapped as the
+/// simulator maps it (`gateway::node_reply`).
+async fn native(gateway: Gateway, request: Request, peer: Option<PeerSocket>) -> HttpResponse {
+    let Some(result) = gateway.ask(request, peer).await else {
+        return actix_web::ResponseError::error_response(&ApiError::ClientGone);
+    };
+    if let Err(e @ (GatewayError::BadRequest(_) | GatewayError::Forbidden(_))) = &result {
+        let e = ApiError::from(e.clone());
+        return actix_web::ResponseError::error_response(&e);
+    }
+    let why = result.as_ref().err().map(ToString::to_string);
+    let reply = match node_reply(result) {
+        NodeReply::Output(o) => NativeReply::Output(o),
+        NodeReply::NotLeader(l) => NativeReply::NotLeader(l),
+        NodeReply::Refused(why) => NativeReply::Refused(why),
+        NodeReply::Unavailable => NativeReply::Unavailable(why.unwrap_or_default()),
+    };
     HttpResponse::Ok()
         .content_type("application/octet-stream")
         .body(encode(&reply))
 }
 
-fn answered(result: Result<Applied, ClientError>) -> HttpResponse {
-    reply(match result {
-        Ok(applied) => NativeReply::Output(applied.output),
-        Err(ClientError::Rejected(RequestError::NotLeader { leader })) => {
-            NativeReply::NotLeader(leader)
-        }
-        Err(ClientError::Rejected(
-            e @ (RequestError::TooLarge { .. } | RequestError::NotAllowed(_)),
-        )) => NativeReply::Refused(e.to_string()),
-        Err(e) => NativeReply::Unavailable(e.to_string()),
-    })
+pub(super) async fn propose(gateway: Gateway, body: web::Bytes) -> HttpResponse {
+    native(gateway, Request::Propose(body.to_vec()), None).await
 }
 
-pub(super) async fn propose(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let command = postcard::from_bytes::<Command>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a command: {e}")))?;
-    if command.is_leader_only() {
-        return Err(ApiError::Forbidden(format!(
-            "{} is decided by the leader's own clock; clients cannot propose it",
-            command.label()
-        )));
-    }
-    let proposed = node.propose(body.to_vec()).await;
-    count(&node, &command, &proposed);
-    Ok(answered(proposed))
-}
-
-pub(super) async fn read(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    postcard::from_bytes::<Query>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a query: {e}")))?;
-    Ok(answered(node.read(body.to_vec()).await))
+pub(super) async fn read(gateway: Gateway, body: web::Bytes) -> HttpResponse {
+    native(gateway, Request::Read(body.to_vec()), None).await
 }
 
 /// Holds a queued acquire's wait until its grant (the one carrying its
 /// sequence number) or `timeout_ms`: `Response(Some(Granted))`, or
-/// `Response(None)` for "not yet, ask again". Registered before the
-/// session is looked up, so a grant cannot slip between the two.
-pub(super) async fn wait(
-    req: actix_web::HttpRequest,
-    node: Shared,
-    waiters: web::Data<Arc<Waiters>>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let w = postcard::from_bytes::<WaitFor>(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a wait: {e}")))?;
-    super::api::check_name(&w.lock)?;
-    let Some(mut ticket) = waiters.register(w.session, &w.lock) else {
-        return Err(ApiError::TooMany(format!(
-            "{HTTP_WAITS_MAX} requests already wait"
-        )));
-    };
-    let timeout = Duration::from_millis(w.timeout_ms.min(NATIVE_WAIT_MS_MAX));
-    let deadline = tokio::time::Instant::now() + timeout;
-    // The acquire queued before this wait was sent: if the session holds
-    // the lock now, it is this grant.
-    let found = match held_token(&node, w.session, &w.lock).await {
-        Ok(Some(token)) => Ok(Some(token)),
-        Ok(None) => {
-            let ours = |g: &crate::lock::Grant| g.seq == w.seq;
-            let peer = super::peer::PeerSocket::of(&req);
-            wait_for_grant(
-                &node,
-                &waiters,
-                peer,
-                &mut ticket,
-                ours,
-                deadline,
-                &mut None,
-            )
-            .await
+/// `Response(None)` for "not yet, ask again".
+pub(super) async fn wait(req: HttpRequest, gateway: Gateway, body: web::Bytes) -> HttpResponse {
+    match postcard::from_bytes::<WaitFor>(&body) {
+        Ok(w) => native(gateway, Request::Wait(w), PeerSocket::of(&req)).await,
+        Err(e) => {
+            let e = ApiError::BadRequest(format!("not a wait: {e}"));
+            actix_web::ResponseError::error_response(&e)
         }
-        Err(e) => Err(e),
-    };
-    waiters.unregister(&ticket);
-    let answer = match found {
-        Ok(Some(token)) => QueryAnswer::Response(Some(Ok(Reply::Granted { token }))),
-        Ok(None) => QueryAnswer::Response(None),
-        Err(ApiError::Gone(session)) => {
-            QueryAnswer::Response(Some(Err(LockError::SessionNotFound(session))))
-        }
-        Err(e) => return Ok(reply(NativeReply::Unavailable(e.to_string()))),
-    };
-    Ok(reply(NativeReply::Output(encode(&answer))))
+    }
 }

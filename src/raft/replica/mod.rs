@@ -126,9 +126,10 @@ pub enum PersistOp {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub index: Index,
+    #[serde(with = "serde_bytes")]
     pub output: Vec<u8>,
 }
 

@@ -1,0 +1,623 @@
+//! The request layer, sans IO: what a node decides about the requests its
+//! clients send, as a deterministic actor that the actix-web handlers drive
+//! in production (`http::gateway_task`) and the simulator drives with its
+//! own clients (`sim/http_client.rs`, and the library's and session
+//! clients' native calls). It never reads a clock or a socket: time comes
+//! in with each input, and what it wants done comes out as `Effect`s.
+//!
+//! Inputs (`handle_*`): a client's call, the outcome of a proposal or read
+//! it asked for, a lock-machine event seen on this node, a client that went
+//! away, the passing of time. Outputs (`poll_*`): effects in order, and the
+//! next instant it wants to be woken at.
+//!
+//! What it decides:
+//! - a session-less acquire opens a one-lock session, keeps it alive while
+//!   it waits (every TTL/3), reports how much of its lease is left, and
+//!   closes it if the acquire fails or its client goes away;
+//! - a waiting acquire is answered by the grant of *its own* acquire, found
+//!   by the log index the acquire was queued at (a lagging or restarted
+//!   node replays older grants of the same session and lock), or by a
+//!   linearizable look at the session when events were missed;
+//! - at its deadline a wait is cancelled, and the cancel says whether the
+//!   grant won the race;
+//! - the native protocol's long poll (`Request::Wait`) is answered by the
+//!   grant carrying its sequence number, "not yet" at its deadline;
+//! - proposals and reads pass through, except commands only a leader's own
+//!   clock may decide (docs/SAFETY.md rule 1), which are refused.
+
+mod acquire;
+#[cfg(test)]
+mod tests;
+mod wait;
+
+use crate::actor::Instant;
+use crate::lock::{
+    encode, outcome_label, Command, Event, LockError, Query, QueryAnswer, Reply, Response,
+    SessionId,
+};
+use crate::raft::{Applied, RequestError};
+use crate::session::{NodeReply, WaitFor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use thiserror::Error;
+
+pub use acquire::{AcquireArgs, Acquired, SessionChoice};
+
+/// A client's call, numbered by the driver (unique per gateway).
+pub type CallId = u64;
+/// A proposal or read the gateway asked its driver for.
+pub type OpId = u64;
+
+/// Calls in progress at once (waits included); more are refused `TooMany`.
+pub const CALLS_MAX: usize = 65_536;
+/// Longest an acquire may wait in the queue.
+pub const WAIT_MS_MAX: u64 = 300_000;
+/// Longest a node holds a native wait before answering "not yet".
+pub const NATIVE_WAIT_MS_MAX: u64 = 30_000;
+/// TTL of a one-lock session when the caller names none.
+pub const TTL_MS_DEFAULT: u64 = 10_000;
+/// Grants of its session and lock an acquire keeps while it does not yet
+/// know its own log index; past this it looks the session up instead.
+pub const EARLY_GRANTS_MAX: usize = 16;
+/// Proposals and reads in flight at which new calls are refused: a call has
+/// at most two at once (its own and a renewal) and leaves at most one undo.
+/// The driver reports every op it is given, so they drain.
+pub const OPS_MAX: usize = 3 * CALLS_MAX;
+
+/// What a client asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A try-lock or a wait in the lock's queue (`POST /API/v1/locks/..`).
+    Acquire(AcquireArgs),
+    /// The native protocol's long poll for a queued acquire's grant.
+    Wait(WaitFor),
+    /// A postcard `Command`, proposed as is.
+    Propose(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A postcard `Query`, read through ReadIndex.
+    Read(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// What a call is answered with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    Acquired(Acquired),
+    /// A native wait: granted, `None` for "not yet, ask again", or the
+    /// session is gone.
+    Waited(Option<Result<Reply, LockError>>),
+    /// A proposal's or read's output, as the state machine gave it.
+    Output(Applied),
+}
+
+/// Why a call failed (the HTTP layer turns each into a status).
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// Never allowed from a client (leader-only commands).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooMany(String),
+    #[error("lock {lock} not granted within {wait_ms} ms")]
+    TimedOut { lock: String, wait_ms: u64 },
+    /// The lock machine's answer.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Raft's refusal, or an outcome it could not learn.
+    #[error(transparent)]
+    Raft(#[from] RequestError),
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Undecodable(String),
+}
+
+impl GatewayError {
+    /// Whether the call's effect is unknown: it may or may not have been
+    /// applied (so a wait may still be queued).
+    fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Raft(
+                RequestError::LeadershipLost
+                    | RequestError::AppliedBySnapshot
+                    | RequestError::Busy
+                    | RequestError::NotLeader { .. }
+            ) | GatewayError::Stopped
+                | GatewayError::Undecodable(_)
+        )
+    }
+}
+
+/// What the gateway wants done, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Propose `command` (a postcard `Command`); report with `handle_done`.
+    Propose { op: OpId, command: Vec<u8> },
+    /// Read `query` (a postcard `Query`); report with `handle_done`.
+    Read { op: OpId, query: Vec<u8> },
+    /// The call's one answer.
+    Answer {
+        call: CallId,
+        result: Result<Answer, GatewayError>,
+    },
+    /// Count an outcome (`raftlock_operations_total{op, outcome}`).
+    Count {
+        operation: &'static str,
+        outcome: &'static str,
+    },
+}
+
+/// Deliberate bugs (negative controls for the simulator; sim feature only).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatewayBugs {
+    /// Take any grant of the session and lock as the answer to a wait (as
+    /// before issue 11): a replayed older grant hands out an old token.
+    pub match_grants_by_name: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GatewayConfig {
+    /// The cluster's clock-drift bound ρ in parts per million: a one-lock
+    /// session's lease is trusted for `TTL * (1 - ρ)` from its renewal.
+    pub drift_ppm: u32,
+    #[cfg(feature = "sim")]
+    pub bugs: GatewayBugs,
+}
+
+impl GatewayConfig {
+    fn match_grants_by_name(&self) -> bool {
+        #[cfg(feature = "sim")]
+        return self.bugs.match_grants_by_name;
+        #[cfg(not(feature = "sim"))]
+        false
+    }
+}
+
+/// A call in progress.
+enum Call {
+    Acquire(acquire::AcquireCall),
+    Wait(wait::WaitCall),
+    /// A proposal or read passed through; answered when it is done.
+    Pass,
+}
+
+/// What an op's outcome means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Pass,
+    Open,
+    Acquire,
+    Cancel,
+    KeepAlive {
+        sent: Instant,
+    },
+    Lookup,
+    /// Undoing what an abandoned or failed call left behind.
+    Undo,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Op {
+    call: Option<CallId>,
+    purpose: Purpose,
+    /// A proposal's command (`Command::label`), counted when it is done.
+    label: Option<&'static str>,
+}
+
+/// A timer's kind (a call may have both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Deadline,
+    Renew,
+}
+
+#[derive(Default)]
+pub struct Gateway {
+    config: GatewayConfig,
+    calls: BTreeMap<CallId, Call>,
+    ops: BTreeMap<OpId, Op>,
+    /// (session, lock) -> the calls that wait for its grant.
+    waiting: BTreeMap<(SessionId, String), BTreeSet<CallId>>,
+    /// Registrations in `waiting`.
+    waiting_len: usize,
+    timers: BTreeSet<(Instant, CallId, Timer)>,
+    effects: VecDeque<Effect>,
+    next_op: OpId,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Self {
+        Gateway {
+            config,
+            ..Gateway::default()
+        }
+    }
+
+    // ---- inputs ----
+
+    /// A client's call. `call` must not be in progress already.
+    pub fn handle_call(&mut self, now: Instant, call: CallId, request: Request) {
+        debug_assert!(!self.calls.contains_key(&call), "call {call} reused");
+        if self.calls.len() >= CALLS_MAX || self.ops.len() >= OPS_MAX {
+            let e = GatewayError::TooMany(format!("{CALLS_MAX} calls already in progress"));
+            return self.answer(call, Err(e));
+        }
+        match request {
+            Request::Acquire(args) => self.start_acquire(now, call, args),
+            Request::Wait(w) => self.start_wait(now, call, w),
+            Request::Propose(command) => self.start_propose(call, command),
+            Request::Read(query) => self.start_read(call, query),
+        }
+        self.check_invariants();
+    }
+
+    /// The outcome of an op this gateway asked for.
+    pub fn handle_done(&mut self, now: Instant, op: OpId, result: Result<Applied, GatewayError>) {
+        let Some(Op {
+            call,
+            purpose,
+            label,
+        }) = self.ops.remove(&op)
+        else {
+            return;
+        };
+        if let Some(label) = label {
+            self.count_proposal(label, &result);
+        }
+        match purpose {
+            Purpose::Pass => self.pass_done(call, result),
+            Purpose::Undo => {}
+            Purpose::Open
+            | Purpose::Acquire
+            | Purpose::Cancel
+            | Purpose::KeepAlive { .. }
+            | Purpose::Lookup => {
+                if let Some(call) = call {
+                    match self.calls.get(&call) {
+                        Some(Call::Acquire(_)) => self.acquire_done(now, call, purpose, result),
+                        Some(Call::Wait(_)) => self.wait_done(call, result),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// An event of this node's lock machine, in apply order.
+    pub fn handle_event(&mut self, now: Instant, event: &Event) {
+        match event {
+            Event::Granted(g) => {
+                let key = (g.session, g.lock.clone());
+                let Some(calls) = self.waiting.get(&key) else {
+                    return;
+                };
+                for call in calls.clone() {
+                    match self.calls.get(&call) {
+                        Some(Call::Acquire(_)) => self.acquire_granted(now, call, g),
+                        Some(Call::Wait(_)) => self.wait_granted(call, g),
+                        _ => {}
+                    }
+                }
+            }
+            // Events were dropped: a grant may be among them.
+            Event::Missed { .. } => self.handle_missed(),
+            _ => {}
+        }
+        self.check_invariants();
+    }
+
+    /// Events were missed (the machine's bound, or a driver that fell
+    /// behind): every wait looks its session up.
+    pub fn handle_missed(&mut self) {
+        let waiting: Vec<CallId> = self.waiting.values().flatten().copied().collect();
+        for call in waiting {
+            match self.calls.get(&call) {
+                Some(Call::Acquire(_)) => self.acquire_missed(call),
+                Some(Call::Wait(_)) => self.wait_missed(call),
+                _ => {}
+            }
+        }
+        self.check_invariants();
+    }
+
+    /// The call's client went away: nobody reads its answer, and what it
+    /// started is undone.
+    pub fn handle_gone(&mut self, call: CallId) {
+        match self.calls.get(&call) {
+            Some(Call::Acquire(_)) => self.acquire_gone(call),
+            Some(Call::Wait(_)) => self.finish(call),
+            Some(Call::Pass) => {
+                // Its op stays in flight; its answer will go nowhere.
+                self.calls.remove(&call);
+            }
+            None => {}
+        }
+        self.check_invariants();
+    }
+
+    /// Time has passed: deadlines and renewals that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, call, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, call, timer));
+            match self.calls.get(&call) {
+                Some(Call::Acquire(_)) => self.acquire_timer(now, call, timer),
+                Some(Call::Wait(_)) => self.wait_deadline(call),
+                _ => {}
+            }
+        }
+        self.check_invariants();
+    }
+
+    // ---- outputs ----
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _, _)| at)
+    }
+
+    /// Calls in progress.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls waiting for a grant.
+    pub fn waiting(&self) -> usize {
+        self.waiting_len
+    }
+
+    // ---- passing through ----
+
+    fn start_propose(&mut self, call: CallId, command: Vec<u8>) {
+        let decoded = match postcard::from_bytes::<Command>(&command) {
+            Ok(c) => c,
+            Err(e) => return self.answer(call, Err(bad(format!("not a command: {e}")))),
+        };
+        if decoded.is_leader_only() {
+            let e = GatewayError::Forbidden(format!(
+                "{} is decided by the leader's own clock; clients cannot propose it",
+                decoded.label()
+            ));
+            return self.answer(call, Err(e));
+        }
+        self.calls.insert(call, Call::Pass);
+        self.propose_raw(Some(call), Purpose::Pass, decoded.label(), command);
+    }
+
+    fn start_read(&mut self, call: CallId, query: Vec<u8>) {
+        if let Err(e) = postcard::from_bytes::<Query>(&query) {
+            return self.answer(call, Err(bad(format!("not a query: {e}"))));
+        }
+        self.calls.insert(call, Call::Pass);
+        let op = self.new_op(Some(call), Purpose::Pass, None);
+        self.effects.push_back(Effect::Read { op, query });
+    }
+
+    fn pass_done(&mut self, call: Option<CallId>, result: Result<Applied, GatewayError>) {
+        let Some(call) = call else { return };
+        if self.calls.remove(&call).is_some() {
+            self.answer(call, result.map(Answer::Output));
+        }
+    }
+
+    // ---- shared helpers ----
+
+    fn new_op(
+        &mut self,
+        call: Option<CallId>,
+        purpose: Purpose,
+        label: Option<&'static str>,
+    ) -> OpId {
+        self.next_op += 1;
+        let op = Op {
+            call,
+            purpose,
+            label,
+        };
+        self.ops.insert(self.next_op, op);
+        self.next_op
+    }
+
+    fn propose_raw(
+        &mut self,
+        call: Option<CallId>,
+        purpose: Purpose,
+        label: &'static str,
+        command: Vec<u8>,
+    ) {
+        let op = self.new_op(call, purpose, Some(label));
+        self.effects.push_back(Effect::Propose { op, command });
+    }
+
+    fn propose(&mut self, call: Option<CallId>, purpose: Purpose, command: &Command) {
+        self.propose_raw(call, purpose, command.label(), encode(command));
+    }
+
+    fn read(&mut self, call: CallId, query: &Query) {
+        let op = self.new_op(Some(call), Purpose::Lookup, None);
+        self.effects.push_back(Effect::Read {
+            op,
+            query: encode(query),
+        });
+    }
+
+    fn answer(&mut self, call: CallId, result: Result<Answer, GatewayError>) {
+        self.effects.push_back(Effect::Answer { call, result });
+    }
+
+    fn count_proposal(&mut self, operation: &'static str, result: &Result<Applied, GatewayError>) {
+        let outcome = match result {
+            Ok(applied) => match postcard::from_bytes::<Response>(&applied.output) {
+                Ok(response) => outcome_label(&response),
+                Err(_) => "undecodable",
+            },
+            Err(_) => "unavailable",
+        };
+        self.effects.push_back(Effect::Count { operation, outcome });
+    }
+
+    fn register(&mut self, call: CallId, session: SessionId, lock: &str) {
+        let added = self
+            .waiting
+            .entry((session, lock.to_string()))
+            .or_default()
+            .insert(call);
+        self.waiting_len += usize::from(added);
+    }
+
+    fn unregister(&mut self, call: CallId, session: SessionId, lock: &str) {
+        let key = (session, lock.to_string());
+        if let Some(set) = self.waiting.get_mut(&key) {
+            let removed = set.remove(&call);
+            self.waiting_len -= usize::from(removed);
+            if set.is_empty() {
+                self.waiting.remove(&key);
+            }
+        }
+    }
+
+    fn set_timer(&mut self, call: CallId, timer: Timer, old: Option<Instant>, at: Option<Instant>) {
+        if let Some(old) = old {
+            self.timers.remove(&(old, call, timer));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, call, timer));
+        }
+    }
+
+    /// Forgets a call: its registration, its timers; its ops in flight are
+    /// left to finish unanswered.
+    fn finish(&mut self, call: CallId) {
+        let Some(state) = self.calls.remove(&call) else {
+            return;
+        };
+        match state {
+            Call::Acquire(a) => {
+                if let Some(session) = a.session {
+                    self.unregister(call, session, &a.lock);
+                }
+                self.set_timer(call, Timer::Deadline, a.deadline, None);
+                self.set_timer(call, Timer::Renew, a.renew_at, None);
+            }
+            Call::Wait(w) => {
+                self.unregister(call, w.session, &w.lock);
+                self.set_timer(call, Timer::Deadline, Some(w.deadline), None);
+            }
+            Call::Pass => {}
+        }
+        for op in self.ops.values_mut() {
+            if op.call == Some(call) {
+                op.call = None;
+            }
+        }
+    }
+
+    /// Structural checks after every input (debug builds): every
+    /// registration, timer and op names a call in progress of its kind.
+    /// They walk every table, so past `CHECKED_CALLS_MAX` calls only the
+    /// bounds are checked (a full walk per input would be quadratic).
+    fn check_invariants(&self) {
+        const CHECKED_CALLS_MAX: usize = 256;
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        assert!(self.calls.len() <= CALLS_MAX);
+        if self.calls.len() > CHECKED_CALLS_MAX {
+            return;
+        }
+        let registered: usize = self.waiting.values().map(BTreeSet::len).sum();
+        assert_eq!(registered, self.waiting_len);
+        for ((session, lock), calls) in &self.waiting {
+            assert!(!calls.is_empty());
+            for call in calls {
+                let ok = match self.calls.get(call) {
+                    Some(Call::Acquire(a)) => a.session == Some(*session) && a.lock == *lock,
+                    Some(Call::Wait(w)) => w.session == *session && w.lock == *lock,
+                    _ => false,
+                };
+                assert!(ok, "registration of {session}/{lock} for call {call}");
+            }
+        }
+        for (at, call, timer) in &self.timers {
+            let ok = match (self.calls.get(call), timer) {
+                (Some(Call::Acquire(a)), Timer::Deadline) => a.deadline == Some(*at),
+                (Some(Call::Acquire(a)), Timer::Renew) => a.renew_at == Some(*at),
+                (Some(Call::Wait(w)), Timer::Deadline) => w.deadline == *at,
+                _ => false,
+            };
+            assert!(ok, "timer {timer:?} at {at:?} of call {call}");
+        }
+        for op in self.ops.values() {
+            if let Some(call) = op.call {
+                assert!(self.calls.contains_key(&call), "op of finished call {call}");
+            }
+        }
+    }
+}
+
+fn bad(message: String) -> GatewayError {
+    GatewayError::BadRequest(message)
+}
+
+/// A lock name is 1 to `name_bytes_max` bytes.
+pub fn check_name(name: &str) -> Result<(), GatewayError> {
+    let max = crate::lock::Limits::default().name_bytes_max;
+    if name.is_empty() || name.len() > max {
+        return Err(bad(format!(
+            "a name is 1 to {max} bytes; this one is {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a proposal's output as the lock machine's response.
+fn response_of(applied: &Applied) -> Result<Response, GatewayError> {
+    postcard::from_bytes(&applied.output)
+        .map_err(|e| GatewayError::Undecodable(format!("undecodable response: {e}")))
+}
+
+/// Decodes a read's output as a query answer.
+fn query_answer_of(applied: &Applied) -> Result<QueryAnswer, GatewayError> {
+    postcard::from_bytes(&applied.output)
+        .map_err(|e| GatewayError::Undecodable(format!("undecodable query answer: {e}")))
+}
+
+/// What the native protocol's client (the library's session actor) is told:
+/// the same mapping over HTTP (`http::native`) and in the simulator.
+pub fn node_reply(result: Result<Answer, GatewayError>) -> NodeReply {
+    match result {
+        Ok(Answer::Output(applied)) => NodeReply::Output(applied.output),
+        Ok(Answer::Waited(response)) => NodeReply::Output(encode(&QueryAnswer::Response(response))),
+        Ok(Answer::Acquired(_)) => NodeReply::Refused("not a native call".into()),
+        Err(GatewayError::Raft(RequestError::NotLeader { leader })) => NodeReply::NotLeader(leader),
+        // The node's final word: the same wherever it is sent.
+        Err(
+            e @ (GatewayError::Raft(RequestError::TooLarge { .. } | RequestError::NotAllowed(_))
+            | GatewayError::Forbidden(_)
+            | GatewayError::BadRequest(_)),
+        ) => NodeReply::Refused(e.to_string()),
+        Err(_) => NodeReply::Unavailable,
+    }
+}
+
+/// A native protocol message as a call (what `/API/v1/native/*` makes of
+/// each path, and what the simulator's native clients send).
+impl From<crate::session::ToNode> for Request {
+    fn from(msg: crate::session::ToNode) -> Self {
+        use crate::session::ToNode;
+        match msg {
+            ToNode::Propose(command) => Request::Propose(command),
+            ToNode::Read(query) => Request::Read(query),
+            ToNode::Wait(wait) => Request::Wait(wait),
+        }
+    }
+}
