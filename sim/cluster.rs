@@ -11,6 +11,7 @@ use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::driver::{DriverCore, FLUSH_STEPS_MAX};
+use raftlock::gateway::{CallId, Gateway, GatewayConfig, GatewayError, OpId};
 use raftlock::lock::{Command, Event, Grant, LockConfig, LockMachine, SessionId};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
@@ -59,27 +60,22 @@ pub enum SimFrame {
     },
     /// A queued acquire was granted (pushed to the session's client).
     Pushed(Grant),
-    /// A queued acquire's wait for its grant (the native protocol's long
-    /// poll); answered with a `Reply`, like a read.
-    Wait {
+    /// A client's call to the node's request layer (`raftlock::gateway`),
+    /// as production's HTTP handlers make it: the lock scenarios' clients
+    /// send only these.
+    Call {
         id: u64,
-        wait: raftlock::session::WaitFor,
+        request: raftlock::gateway::Request,
     },
-}
-
-/// Waits a node holds at once; more are answered "not yet" at once.
-pub const SIM_WAITS_MAX: usize = 1024;
-
-/// A wait the node holds until the grant that answers it (by session and
-/// sequence number) is applied here, or until its deadline.
-#[derive(Clone, Debug)]
-struct ParkedWait {
-    addr: SocketAddr,
-    client_id: u64,
-    session: SessionId,
-    seq: u64,
-    lock: String,
-    until: raftlock::actor::Instant,
+    /// The request layer's answer to a `Call`.
+    Answer {
+        id: u64,
+        result: Result<raftlock::gateway::Answer, GatewayError>,
+    },
+    /// The client of call `id` went away (closed its connection).
+    Gone {
+        id: u64,
+    },
 }
 
 /// Sessions whose client address a node remembers for pushes.
@@ -89,8 +85,8 @@ pub const PUSH_SESSIONS_MAX: usize = 1024;
 pub trait SimMachine: StateMachine + Sized + 'static {
     fn create(shared: &Shared) -> Self;
     /// After a step: report what applies did to the checkers; returns the
-    /// grants to push to clients.
-    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Grant>;
+    /// events (for the request layer, and grants to push to clients).
+    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Event>;
     /// The session a proposed command belongs to, if any.
     fn session_of(command: &[u8]) -> Option<SessionId>;
 }
@@ -99,7 +95,7 @@ impl SimMachine for Recorder {
     fn create(_: &Shared) -> Self {
         Recorder::new()
     }
-    fn drain(&mut self, _: NodeId, _: &mut Checker, _: &Shared) -> Vec<Grant> {
+    fn drain(&mut self, _: NodeId, _: &mut Checker, _: &Shared) -> Vec<Event> {
         Vec::new()
     }
     fn session_of(_: &[u8]) -> Option<SessionId> {
@@ -111,16 +107,10 @@ impl SimMachine for LockMachine {
     fn create(shared: &Shared) -> Self {
         LockMachine::new(shared.lock_config.clone())
     }
-    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Grant> {
+    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Event> {
         let events = self.take_events();
         checker.on_lock_events(node, &events, &shared.lin_locks);
         events
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Granted(g) if g.queued => Some(g),
-                _ => None,
-            })
-            .collect()
     }
     fn session_of(command: &[u8]) -> Option<SessionId> {
         match postcard::from_bytes::<Command>(command) {
@@ -162,6 +152,8 @@ pub struct Shared {
     pub library_views: Vec<Mutex<crate::library_client::LibraryView>>,
     /// Deliberate bugs of the client library (negative controls).
     pub client_bugs: raftlock::client::ClientBugs,
+    /// Deliberate bugs of the request layer (negative controls).
+    pub gateway_bugs: raftlock::gateway::GatewayBugs,
 }
 
 #[derive(Debug, Default)]
@@ -249,8 +241,14 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         clients: BTreeMap::new(),
         outbox: Vec::new(),
         sessions: BTreeMap::new(),
-        wait_reads: BTreeMap::new(),
-        waits: Vec::new(),
+        gateway: Gateway::new(GatewayConfig {
+            drift_ppm: shared.lock_config.drift_ppm,
+            bugs: shared.gateway_bugs,
+        }),
+        calls: BTreeMap::new(),
+        call_of: BTreeMap::new(),
+        next_call: 0,
+        gateway_ops: BTreeMap::new(),
         controls: BTreeMap::new(),
         next_request: 0,
         applied_seen: 0,
@@ -261,9 +259,10 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
     loop {
         let g = shared.elapsed();
         let clock = lock(&shared.clocks)[&id].clone();
-        let timer_wait = node
-            .core
-            .next_deadline()
+        let timer_wait = [node.core.next_deadline(), node.gateway.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|at| clock.global_until(g, at));
         let wait = timer_wait
             .unwrap_or(Duration::MAX)
@@ -283,7 +282,6 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             node.step(input);
         }
         node.maybe_ask_to_join(g).await;
-        node.expire_waits(clock.local(g));
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 node.accept(frame, from_addr);
@@ -304,6 +302,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         for t in node.core.due_timers(now) {
             node.step(Input::Timer(t));
         }
+        node.gateway.handle_timeout(now);
         node.flush().await;
     }
 }
@@ -322,10 +321,14 @@ struct NodeLoop<S> {
     outbox: Vec<(SocketAddr, SimFrame)>,
     /// Where to push a session's grants: the client that last wrote here.
     sessions: BTreeMap<SessionId, SocketAddr>,
-    /// Waits whose first look at the session (a read) is in flight.
-    wait_reads: BTreeMap<RequestId, ParkedWait>,
-    /// Waits held until their grant or deadline.
-    waits: Vec<ParkedWait>,
+    /// The request layer production's HTTP handlers call.
+    gateway: Gateway,
+    /// Calls in progress: the client's address and its id for the call.
+    calls: BTreeMap<CallId, (SocketAddr, u64)>,
+    call_of: BTreeMap<(SocketAddr, u64), CallId>,
+    next_call: CallId,
+    /// Proposals and reads made for the request layer.
+    gateway_ops: BTreeMap<RequestId, OpId>,
     /// Requests that came from the supervisor's control channel.
     controls: BTreeMap<RequestId, Control>,
     next_request: RequestId,
@@ -418,27 +421,34 @@ impl<S: SimMachine> NodeLoop<S> {
                 id: self.client_request(from_addr, client_id),
                 query,
             },
-            // First a linearizable look at the session (the grant may
-            // have happened already), then hold it.
-            SimFrame::Wait {
+            SimFrame::Call {
                 id: client_id,
-                wait,
+                request,
             } => {
+                if let raftlock::gateway::Request::Propose(command) = &request {
+                    if let Some(session) = S::session_of(command) {
+                        self.remember_session(session, from_addr);
+                    }
+                }
+                // A client reusing an id (it never does) replaces its call.
+                if let Some(old) = self.call_of.remove(&(from_addr, client_id)) {
+                    self.calls.remove(&old);
+                    self.gateway.handle_gone(old);
+                }
+                self.next_call += 1;
+                let call = self.next_call;
+                self.calls.insert(call, (from_addr, client_id));
+                self.call_of.insert((from_addr, client_id), call);
                 let now = self.local_now();
-                let request = self.client_request(from_addr, client_id);
-                let query = raftlock::lock::encode(&raftlock::lock::Query::Session {
-                    session: wait.session,
-                });
-                let parked = ParkedWait {
-                    addr: from_addr,
-                    client_id,
-                    session: wait.session,
-                    seq: wait.seq,
-                    lock: wait.lock,
-                    until: now + Duration::from_millis(wait.timeout_ms),
-                };
-                self.wait_reads.insert(request, parked);
-                Input::Read { id: request, query }
+                self.gateway.handle_call(now, call, request);
+                return;
+            }
+            SimFrame::Gone { id: client_id } => {
+                if let Some(call) = self.call_of.remove(&(from_addr, client_id)) {
+                    self.calls.remove(&call);
+                    self.gateway.handle_gone(call);
+                }
+                return;
             }
             _ => return,
         };
@@ -520,12 +530,61 @@ impl<S: SimMachine> NodeLoop<S> {
                 .state_machine_mut()
                 .drain(self.id, &mut checker, &shared)
         };
-        for grant in pushes {
-            self.answer_waits(&grant);
-            if let Some(&addr) = self.sessions.get(&grant.session) {
-                self.outbox.push((addr, SimFrame::Pushed(grant)));
+        let now = self.local_now();
+        for event in pushes {
+            self.gateway.handle_event(now, &event);
+            if let Event::Granted(grant) = event {
+                if !grant.queued {
+                    continue;
+                }
+                if let Some(&addr) = self.sessions.get(&grant.session) {
+                    self.outbox.push((addr, SimFrame::Pushed(grant)));
+                }
             }
         }
+    }
+
+    /// Carries out the request layer's effects: its proposals join the
+    /// flush's batch (Busy when the batch is full, as in production), its
+    /// reads are stepped, its answers go out with the flush. Returns
+    /// whether there were any.
+    fn pump_gateway(&mut self) -> bool {
+        use raftlock::gateway::Effect as G;
+        let mut any = false;
+        while let Some(effect) = self.gateway.poll_effect() {
+            any = true;
+            match effect {
+                G::Propose { op, command } => {
+                    self.next_request += 1;
+                    let id = self.next_request;
+                    if self.core.propose(id, command) {
+                        self.gateway_ops.insert(id, op);
+                    } else {
+                        let now = self.local_now();
+                        let busy = Err(GatewayError::Raft(RequestError::Busy));
+                        self.gateway.handle_done(now, op, busy);
+                    }
+                }
+                G::Read { op, query } => {
+                    self.next_request += 1;
+                    let id = self.next_request;
+                    self.gateway_ops.insert(id, op);
+                    self.step(Input::Read { id, query });
+                }
+                G::Answer { call, result } => {
+                    if let Some((addr, client_id)) = self.calls.remove(&call) {
+                        self.call_of.remove(&(addr, client_id));
+                        let frame = SimFrame::Answer {
+                            id: client_id,
+                            result,
+                        };
+                        self.outbox.push((addr, frame));
+                    }
+                }
+                G::Count { .. } => {}
+            }
+        }
+        any
     }
 
     /// Carries out the driver core's `Ready`, production's ordering:
@@ -535,6 +594,7 @@ impl<S: SimMachine> NodeLoop<S> {
     /// that follows is stepped and flushed in turn.
     async fn flush(&mut self) {
         loop {
+            self.pump_gateway();
             let now = self.local_now();
             let mut batch_effects = Vec::new();
             let ready = self
@@ -556,6 +616,10 @@ impl<S: SimMachine> NodeLoop<S> {
                 send(&self.ep, addr, &frame).await;
             }
             let Some(batch) = ready.batch else {
+                // Replies may have made the request layer act again.
+                if self.pump_gateway() {
+                    continue;
+                }
                 return;
             };
             for op in &batch.ops {
@@ -613,9 +677,10 @@ impl<S: SimMachine> NodeLoop<S> {
             if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
                 *lock(&self.shared.transfers_done) += 1;
             }
-        } else if let Some(parked) = self.wait_reads.remove(&id) {
-            self.clients.remove(&id);
-            self.looked_up(parked, result);
+        } else if let Some(op) = self.gateway_ops.remove(&id) {
+            let now = self.local_now();
+            let result = result.map_err(GatewayError::Raft);
+            self.gateway.handle_done(now, op, result);
         } else if let Some((addr, client_id)) = self.clients.remove(&id) {
             let result = result.map(|a| (a.index, a.output));
             send(
@@ -628,75 +693,6 @@ impl<S: SimMachine> NodeLoop<S> {
             )
             .await;
         }
-    }
-}
-
-impl<S: SimMachine> NodeLoop<S> {
-    /// The first look at a waiting session came back: granted already,
-    /// gone, or hold the wait.
-    fn looked_up(
-        &mut self,
-        parked: ParkedWait,
-        result: Result<raftlock::raft::Applied, RequestError>,
-    ) {
-        use raftlock::lock::{LockError, QueryAnswer, Reply};
-        let answer = match result {
-            Err(e) => return self.answer_wait(&parked, Err(e)),
-            Ok(applied) => postcard::from_bytes::<QueryAnswer>(&applied.output),
-        };
-        let response = match answer {
-            Ok(QueryAnswer::Session(None)) => Some(Err(LockError::SessionNotFound(parked.session))),
-            Ok(QueryAnswer::Session(Some(info))) => info
-                .held
-                .iter()
-                .find(|(l, _)| *l == parked.lock)
-                .map(|&(_, token)| Ok(Reply::Granted { token })),
-            _ => None,
-        };
-        match response {
-            Some(r) => self.answer_wait(&parked, Ok(QueryAnswer::Response(Some(r)))),
-            None if self.waits.len() < SIM_WAITS_MAX => self.waits.push(parked),
-            None => self.answer_wait(&parked, Ok(QueryAnswer::Response(None))),
-        }
-    }
-
-    /// A grant applied here answers the waits for its acquire.
-    fn answer_waits(&mut self, grant: &Grant) {
-        let (ours, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
-            .into_iter()
-            .partition(|w| w.session == grant.session && w.seq == grant.seq);
-        self.waits = rest;
-        for w in ours {
-            let granted = raftlock::lock::Reply::Granted { token: grant.token };
-            let answer = raftlock::lock::QueryAnswer::Response(Some(Ok(granted)));
-            self.answer_wait(&w, Ok(answer));
-        }
-    }
-
-    /// Waits past their deadline are answered "not yet".
-    fn expire_waits(&mut self, now: raftlock::actor::Instant) {
-        let (due, rest): (Vec<ParkedWait>, Vec<ParkedWait>) = std::mem::take(&mut self.waits)
-            .into_iter()
-            .partition(|w| now >= w.until);
-        self.waits = rest;
-        for w in due {
-            let answer = raftlock::lock::QueryAnswer::Response(None);
-            self.answer_wait(&w, Ok(answer));
-        }
-    }
-
-    /// Queues the answer to a wait for the next flush.
-    fn answer_wait(
-        &mut self,
-        w: &ParkedWait,
-        answer: Result<raftlock::lock::QueryAnswer, RequestError>,
-    ) {
-        let result = answer.map(|a| (0, raftlock::lock::encode(&a)));
-        let frame = SimFrame::Reply {
-            id: w.client_id,
-            result,
-        };
-        self.outbox.push((w.addr, frame));
     }
 }
 

@@ -13,7 +13,6 @@ use raftlock::actor::NodeId;
 use raftlock::client::{Client, Clock, Guard, Reply, Transport};
 use raftlock::lock::Mode;
 use raftlock::net::{decode_frame, encode_frame};
-use raftlock::raft::RequestError;
 use raftlock::session::{NodeReply, SessionConfig, ToNode};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -65,18 +64,12 @@ impl SimTransport {
             let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
                 continue;
             };
-            let Ok(Some((SimFrame::Reply { id, result }, _))) = decode_frame::<SimFrame>(&bytes)
+            let Ok(Some((SimFrame::Answer { id, result }, _))) = decode_frame::<SimFrame>(&bytes)
             else {
                 continue;
             };
-            let reply = match result {
-                Ok((_, output)) => NodeReply::Output(output),
-                Err(RequestError::NotLeader { leader }) => NodeReply::NotLeader(leader),
-                Err(e @ (RequestError::TooLarge { .. } | RequestError::NotAllowed(_))) => {
-                    NodeReply::Refused(e.to_string())
-                }
-                Err(_) => NodeReply::Unavailable,
-            };
+            // What production's native endpoint tells it.
+            let reply = raftlock::gateway::node_reply(result);
             if let Some(tx) = self.waiting().remove(&id) {
                 let _ = tx.send(reply);
             }
@@ -90,10 +83,9 @@ impl Transport for SimTransport {
             return Box::pin(async { NodeReply::Unavailable });
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let frame = match msg {
-            ToNode::Propose(command) => SimFrame::Request { id, command },
-            ToNode::Read(query) => SimFrame::Read { id, query },
-            ToNode::Wait(wait) => SimFrame::Wait { id, wait },
+        let frame = SimFrame::Call {
+            id,
+            request: msg.into(),
         };
         let (tx, rx) = oneshot::channel();
         self.waiting().insert(id, tx);
@@ -106,7 +98,12 @@ impl Transport for SimTransport {
             match madsim::time::timeout(limit, rx).await {
                 Ok(Ok(reply)) => reply,
                 _ => {
+                    // Given up: production's transport drops the
+                    // connection, which ends the call on the node.
                     this.waiting().remove(&id);
+                    if let Ok(bytes) = encode_frame(&SimFrame::Gone { id }) {
+                        let _ = this.ep.send_to_raw(addr, TAG, Box::new(bytes)).await;
+                    }
                     NodeReply::Unavailable
                 }
             }

@@ -15,10 +15,7 @@ use raftlock::check::linearizability as lin;
 use raftlock::lock::fence::FenceVerifier;
 use raftlock::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
 use raftlock::net::{decode_frame, encode_frame};
-use raftlock::raft::RequestError;
-use raftlock::session::{
-    Call, CallError, CallId, Done, Effect, Input, NodeReply, Session, SessionConfig, ToNode,
-};
+use raftlock::session::{Call, CallError, CallId, Done, Effect, Input, Session, SessionConfig};
 use rand::Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -206,13 +203,10 @@ pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
         match timeout(wait, rx.next()).await {
             Ok(Some(frame)) => {
                 let input = match frame {
-                    SimFrame::Reply { id, result } => Input::Reply {
+                    // Told what production's native endpoint tells it.
+                    SimFrame::Answer { id, result } => Input::Reply {
                         rpc: id,
-                        reply: match result {
-                            Ok((_, output)) => NodeReply::Output(output),
-                            Err(RequestError::NotLeader { leader }) => NodeReply::NotLeader(leader),
-                            Err(_) => NodeReply::Unavailable,
-                        },
+                        reply: raftlock::gateway::node_reply(result),
                     },
                     SimFrame::Pushed(g) => Input::Pushed(g),
                     _ => continue,
@@ -260,10 +254,9 @@ impl Client {
             for effect in effects {
                 match effect {
                     Effect::Send { to, rpc, msg } => {
-                        let frame = match msg {
-                            ToNode::Propose(command) => SimFrame::Request { id: rpc, command },
-                            ToNode::Read(query) => SimFrame::Read { id: rpc, query },
-                            ToNode::Wait(wait) => SimFrame::Wait { id: rpc, wait },
+                        let frame = SimFrame::Call {
+                            id: rpc,
+                            request: msg.into(),
                         };
                         if let (Some(&addr), Ok(bytes)) =
                             (self.shared.addrs.get(&to), encode_frame(&frame))

@@ -13,6 +13,8 @@ mod clock;
 #[cfg(madsim)]
 mod cluster;
 #[cfg(madsim)]
+mod http_client;
+#[cfg(madsim)]
 mod library_client;
 #[cfg(madsim)]
 mod lock_client;

@@ -34,6 +34,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         workload: Workload::Locks {
             clients,
             library: LIBRARY_CLIENTS,
+            http: HTTP_CLIENTS,
         },
         ..s(nodes, faults, 20)
     };
@@ -152,6 +153,7 @@ fn scenario(name: &str) -> Option<Scenario> {
             workload: Workload::Locks {
                 clients: 1,
                 library: 4,
+                http: HTTP_CLIENTS,
             },
             ..control(
                 LockControls {
@@ -161,6 +163,13 @@ fn scenario(name: &str) -> Option<Scenario> {
                 GC_PAUSE_FAULTS,
             )
         },
+        "neg_replayed_grant_to_waiter" => control(
+            LockControls {
+                match_grants_by_name: true,
+                ..LockControls::default()
+            },
+            LOCK_FAULTS,
+        ),
         "neg_drop_completed_release" => control(
             LockControls {
                 drop_completed_releases: true,
@@ -263,6 +272,8 @@ fn scenario(name: &str) -> Option<Scenario> {
 /// Users of the client library in every lock scenario (beside the session
 /// clients).
 const LIBRARY_CLIENTS: u64 = 2;
+/// HTTP-style users per lock scenario (`sim/http_client.rs`).
+const HTTP_CLIENTS: u64 = 2;
 
 /// Every fault, plus the client-side ones.
 const LOCK_FAULTS: &[Fault] = &[
@@ -318,11 +329,12 @@ const SKIP_CONSISTENCY_CHECK_SEED: u64 = 9;
 const UNFENCED_RESOURCE_SEED: u64 = 1;
 const NO_DRIFT_MARGIN_SEED: u64 = 3;
 const SKIP_DEDUP_SEED: u64 = 2;
-const LOCK_STALE_READS_SEED: u64 = 4;
+const LOCK_STALE_READS_SEED: u64 = 60;
 const RESET_TOKENS_SEED: u64 = 10;
 const DROP_COMPLETED_RELEASE_SEED: u64 = 3;
-const REACQUIRE_IGNORES_MODE_SEED: u64 = 3;
-const LATE_GRANT_NEVER_LOST_SEED: u64 = 1;
+const REACQUIRE_IGNORES_MODE_SEED: u64 = 1;
+const LATE_GRANT_NEVER_LOST_SEED: u64 = 176;
+const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 21;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -413,13 +425,15 @@ fn sweep(name: &str) -> Result<String, String> {
         locks.client_pauses_past_ttl += l.client_pauses_past_ttl;
         locks.beliefs_checked += l.beliefs_checked;
         locks.guards_told_lost += l.guards_told_lost;
+        locks.http_calls += l.http_calls;
+        locks.http_given_up += l.http_given_up;
         inconclusive += outcome.stats.linearizability_inconclusive;
     }
     let lock_line = if sc.workload == Workload::Raft {
         String::new()
     } else {
         format!(
-            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive), {} client beliefs checked, {} library guards told lost",
+            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive), {} client beliefs checked, {} library guards told lost, {} HTTP calls ({} given up by their client)",
             locks.grants,
             locks.requests,
             locks.writes_accepted,
@@ -429,7 +443,9 @@ fn sweep(name: &str) -> Result<String, String> {
             locks.linearizability_ops,
             locks.calls_open_at_end,
             locks.beliefs_checked,
-            locks.guards_told_lost
+            locks.guards_told_lost,
+            locks.http_calls,
+            locks.http_given_up
         )
     };
     let wall = started.elapsed().as_secs_f64();
@@ -736,6 +752,9 @@ fn tests() -> Vec<(String, TestFn)> {
     }));
     t.push(("neg_late_grant_never_lost".into(), |n| {
         negative(n, &["client-beliefs"], LATE_GRANT_NEVER_LOST_SEED)
+    }));
+    t.push(("neg_replayed_grant_to_waiter".into(), |n| {
+        negative(n, &["client-beliefs"], REPLAYED_GRANT_TO_WAITER_SEED)
     }));
     t.push(("neg_drop_completed_release".into(), |n| {
         negative(n, &["linearizability"], DROP_COMPLETED_RELEASE_SEED)

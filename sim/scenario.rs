@@ -5,6 +5,7 @@
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
 use crate::cluster::{self, lock, run_client, run_node, Control, Shared, CLIENT_ADDR};
+use crate::http_client::{http_addr, run_http_client, HTTP_ID_BASE};
 use crate::library_client::{library_addr, run_library_client, LibraryView, LIBRARY_ID_BASE};
 use crate::lock_client::{self, run_lock_client, ClientView, SimResource, CLIENT_ID_BASE};
 use madsim::net::NetSim;
@@ -60,8 +61,13 @@ pub enum Workload {
     /// The Raft checks: a client proposing opaque commands and reading.
     Raft,
     /// The lock service, with `clients` session clients (the session
-    /// actor driven directly) and `library` users of the client library.
-    Locks { clients: u64, library: u64 },
+    /// actor driven directly), `library` users of the client library and
+    /// `http` users of the HTTP API.
+    Locks {
+        clients: u64,
+        library: u64,
+        http: u64,
+    },
 }
 
 /// Deliberate mistakes for the lock checkers' negative controls.
@@ -85,6 +91,9 @@ pub struct LockControls {
     /// The client library makes a guard's lost-watch after the step that
     /// granted it (a grant after the lease's end is never reported lost).
     pub late_grant_never_lost: bool,
+    /// The request layer answers a wait with any grant of its session and
+    /// lock (the hole of issue 11: a replayed grant's old token).
+    pub match_grants_by_name: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -170,6 +179,9 @@ pub struct LockStats {
     /// Grants and holds the clients' side checker looked at.
     pub beliefs_checked: u64,
     pub guards_told_lost: u64,
+    /// Calls HTTP-style clients made, and those they gave up on.
+    pub http_calls: u64,
+    pub http_given_up: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -325,9 +337,13 @@ async fn supervise(scenario: Scenario) -> Outcome {
     let bootstrap = Membership::voters_at(
         (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
     );
-    let (lock_clients, library_clients) = match scenario.workload {
-        Workload::Raft => (0, 0),
-        Workload::Locks { clients, library } => (clients, library),
+    let (lock_clients, library_clients, http_clients) = match scenario.workload {
+        Workload::Raft => (0, 0, 0),
+        Workload::Locks {
+            clients,
+            library,
+            http,
+        } => (clients, library, http),
     };
     let mut clocks: BTreeMap<NodeId, Clock> = node_ids
         .iter()
@@ -340,7 +356,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
     // the whole run (the lease checker converts their readings to real time).
     let client_ids = (1..=lock_clients)
         .map(|k| CLIENT_ID_BASE + k)
-        .chain((1..=library_clients).map(|k| LIBRARY_ID_BASE + k));
+        .chain((1..=library_clients).map(|k| LIBRARY_ID_BASE + k))
+        .chain((1..=http_clients).map(|k| HTTP_ID_BASE + k));
     for id in client_ids {
         let offset = rng.gen_range(0..1_000_000_000_000u64);
         let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
@@ -382,6 +399,9 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .collect(),
         client_bugs: raftlock::client::ClientBugs {
             late_grant_never_lost: scenario.lock_controls.late_grant_never_lost,
+        },
+        gateway_bugs: raftlock::gateway::GatewayBugs {
+            match_grants_by_name: scenario.lock_controls.match_grants_by_name,
         },
     });
     if crate::trace::on() {
@@ -466,6 +486,15 @@ async fn supervise(scenario: Scenario) -> Outcome {
             .init(move || run_library_client(k, client_shared.clone()))
             .build();
         faults.clients.insert(LIBRARY_ID_BASE + k, node);
+    }
+    for k in 1..=http_clients {
+        let client_shared = shared.clone();
+        handle
+            .create_node()
+            .name(format!("http{k}"))
+            .ip(http_addr(k).ip())
+            .init(move || run_http_client(k, client_shared.clone()))
+            .build();
     }
 
     // Fault phase: the seed picks what breaks, where, and for how long.
@@ -738,7 +767,9 @@ async fn supervise(scenario: Scenario) -> Outcome {
             let clients: Vec<u64> = (1..=lock_clients).map(|k| CLIENT_ID_BASE + k).collect();
             let mut checker = lock(&shared.checker);
             checker.now = shared.elapsed();
-            if checker.check_waiters(&clients, healed_at, bound) {
+            let http: Vec<u64> = (1..=http_clients).map(|k| HTTP_ID_BASE + k).collect();
+            let requests_done = checker.check_requests(&http, healed_at, bound);
+            if checker.check_waiters(&clients, healed_at, bound) && requests_done {
                 break;
             }
             if checker.first_violation().is_some() {
@@ -778,6 +809,8 @@ async fn supervise(scenario: Scenario) -> Outcome {
         client_pauses_past_ttl: faults.client_pauses_past_ttl,
         beliefs_checked: checker.locks.beliefs.beliefs_checked,
         guards_told_lost: checker.locks.beliefs.guards_told_lost,
+        http_calls: checker.locks.requests.calls,
+        http_given_up: checker.locks.requests.given_up,
     };
     let (committed, reads) = {
         let client = lock(&shared.client);

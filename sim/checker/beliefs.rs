@@ -46,6 +46,8 @@ pub struct Beliefs {
     /// (client, session) -> the real instant the client stops trusting
     /// that session's lease.
     trusted_until: BTreeMap<(u64, u64), Duration>,
+    /// (client, lock) -> the highest token a new grant to it carried.
+    high_tokens: BTreeMap<(u64, String), u64>,
     pub beliefs_checked: u64,
     /// Library guards that were told their lock was lost (`lost()`).
     pub guards_told_lost: u64,
@@ -107,6 +109,24 @@ impl Beliefs {
                 "at {now:?}, client {client} believes it holds {lock} {mode:?} with token {token} (session {session}), while {clash}"
             ));
         }
+        Ok(())
+    }
+
+    /// `client` was granted `lock` with `token` by a new acquire (not a
+    /// re-acquire of what it holds). It asked after its earlier grants of
+    /// the lock reached it, so the token must be above theirs: an equal or
+    /// lower one is an old grant answering a new acquire.
+    pub fn on_new_grant(&mut self, client: u64, lock: &str, token: u64) -> Result<(), String> {
+        let high = self
+            .high_tokens
+            .entry((client, lock.to_string()))
+            .or_default();
+        if token <= *high {
+            return Err(format!(
+                "client {client} was granted {lock} with token {token}, not above token {high} of its own earlier grant: an old grant answered a new acquire"
+            ));
+        }
+        *high = token;
         Ok(())
     }
 
@@ -191,5 +211,13 @@ pub fn self_check() -> Result<String, String> {
     {
         return Err("a third believer of a semaphore of 2 passed".into());
     }
-    Ok("clashes caught; lapsed leases and compatible modes pass".into())
+    // An old token answering a new acquire.
+    let mut b = Beliefs::default();
+    b.on_new_grant(1, "x", 5)?;
+    b.on_new_grant(2, "x", 6)?;
+    b.on_new_grant(1, "x", 7)?;
+    if b.on_new_grant(1, "x", 5).is_ok() {
+        return Err("an old token for a new acquire passed".into());
+    }
+    Ok("clashes and old tokens caught; lapsed leases and compatible modes pass".into())
 }

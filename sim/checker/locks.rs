@@ -6,6 +6,7 @@ use super::exactly_once::ExactlyOnce;
 use super::fenced_exclusion::FencedExclusion;
 use super::lease_safety::LeaseSafety;
 use super::lock_history::LockHistory;
+use super::request_liveness::RequestLiveness;
 use super::token_order::TokenOrder;
 use super::waiter_liveness::WaiterLiveness;
 use super::Checker;
@@ -20,6 +21,7 @@ pub struct LockChecks {
     pub leases: LeaseSafety,
     pub once: ExactlyOnce,
     pub waiters: WaiterLiveness,
+    pub requests: RequestLiveness,
     pub beliefs: Beliefs,
     pub history: LockHistory,
     pub writes_accepted: u64,
@@ -225,6 +227,34 @@ impl Checker {
             // Too costly to decide is not a failure, but it is counted.
             Verdict::Inconclusive { .. } => self.stats.linearizability_inconclusive += 1,
         }
+    }
+
+    /// An HTTP-style client's call ended: answered, or it gave up.
+    pub fn on_http_call(&mut self, client: u64, invoked: Duration, given_up: bool) {
+        self.locks.requests.on_call(client, invoked, given_up);
+    }
+
+    /// After faults healed: no call made once the cluster settled went
+    /// unanswered, and every HTTP client had one answered (false while
+    /// some has not yet; a violation past `bound`).
+    pub fn check_requests(&mut self, clients: &[u64], healed: Duration, bound: Duration) -> bool {
+        if let Some((client, invoked)) = self.locks.requests.first_unanswered_since(healed) {
+            self.fail(
+                RequestLiveness::NAME,
+                format!(
+                    "client {client}'s call made at {invoked:?}, after faults healed at {healed:?} and the cluster settled, was never answered"
+                ),
+            );
+            return true;
+        }
+        let done = self.locks.requests.all_answered_since(clients, healed);
+        if !done && self.now > healed + bound {
+            self.fail(
+                RequestLiveness::NAME,
+                format!("within {bound:?} after faults healed at {healed:?}, not every HTTP client had a call answered"),
+            );
+        }
+        done
     }
 
     pub fn check_waiters(&mut self, clients: &[u64], healed: Duration, bound: Duration) -> bool {

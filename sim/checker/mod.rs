@@ -13,6 +13,7 @@ mod lock_history;
 mod locks;
 mod log_matching;
 mod read_linearizability;
+mod request_liveness;
 mod state_machine_safety;
 mod token_order;
 mod waiter_liveness;

@@ -11,10 +11,7 @@ fn at(ms: u64) -> Instant {
 }
 
 fn gateway() -> Gateway {
-    Gateway::new(GatewayConfig {
-        drift_ppm: DRIFT_PPM,
-        ..GatewayConfig::default()
-    })
+    Gateway::new(GatewayConfig::new(DRIFT_PPM))
 }
 
 /// Effects, without the per-proposal counts (`all_effects` has them; the
@@ -183,6 +180,21 @@ fn every_proposal_is_counted_by_its_command_and_outcome() {
         !after_read.iter().any(|e| matches!(e, Effect::Count { .. })),
         "reads are not counted: {after_read:?}"
     );
+}
+
+#[test]
+fn a_proposal_whose_client_went_away_is_counted_but_not_answered() {
+    let mut g = gateway();
+    let keepalive = encode(&Command::Unsequenced {
+        session: 5,
+        op: Op::KeepAlive,
+    });
+    g.handle_call(at(0), 1, Request::Propose(keepalive));
+    all_effects(&mut g);
+    g.handle_gone(1);
+    assert_eq!(g.calls(), 0);
+    g.handle_done(at(1), 1, response(12, Ok(Reply::Renewed)));
+    assert_eq!(all_effects(&mut g), vec![count("keepalive", "renewed")]);
 }
 
 #[test]

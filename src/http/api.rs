@@ -44,13 +44,7 @@ pub fn serve(
     config: HttpConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
     // Subscribed to the node's events here, before any request is taken.
-    let gateway = GatewayHandle::start(
-        node.clone(),
-        GatewayConfig {
-            drift_ppm: config.drift_ppm,
-            ..GatewayConfig::default()
-        },
-    );
+    let gateway = GatewayHandle::start(node.clone(), GatewayConfig::new(config.drift_ppm));
     let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());

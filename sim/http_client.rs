@@ -1,0 +1,500 @@
+//! A simulated user of the HTTP API: what a script with curl does, sent
+//! through the node's request layer (`raftlock::gateway`, the code behind
+//! production's handlers) to any node, leader or lagging follower. It
+//! acquires with and without its own session (a one-lock session the node
+//! opens and keeps alive while it waits), re-acquires what it holds, waits,
+//! gives up at its own timeout, disconnects mid-wait, keeps its session
+//! alive while it holds, and lets go. It tells the client-side checker what
+//! it believes, and how long it trusts each lease: its own session's from
+//! each renewal's send, a one-lock session's from the answer's `lease_ms`
+//! counted from its own send of the request (docs/API.md), less its own
+//! clock's drift margin.
+
+use crate::checker::Believed;
+use crate::cluster::{lock, Shared, SimFrame};
+use madsim::net::Endpoint;
+use madsim::time::{sleep, timeout};
+use raftlock::actor::{Instant, NodeId};
+use raftlock::gateway::{AcquireArgs, Answer, GatewayError, Request, SessionChoice};
+use raftlock::lock::{encode, Command, LockError, Mode, Op, Reply, Response, SessionId, Token};
+use raftlock::net::{decode_frame, encode_frame};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TAG: u64 = 1;
+/// HTTP clients' clock ids start here (session clients' at 100, library
+/// users' at 200).
+pub const HTTP_ID_BASE: u64 = 300;
+/// How long past its `wait_ms` a client waits for an answer before it
+/// gives up and closes the connection.
+pub const HTTP_ANSWER_SLACK_MS: u64 = 1_500;
+/// Percent of acquires whose client disconnects while it waits.
+const DISCONNECT_PERCENT: u32 = 8;
+/// Percent of calls for which a client changes the node it sends to.
+const NODE_SWITCH_PERCENT: u32 = 10;
+/// Percent of rounds in which a client changes the lock it takes.
+const LOCK_SWITCH_PERCENT: u32 = 30;
+/// Locks HTTP clients share with the library users (so two front ends
+/// contend for one lock), as (name, mode).
+const HTTP_LOCKS: &[(&str, Mode)] = &[
+    ("lib-x", Mode::Exclusive),
+    ("lib-rw", Mode::Shared),
+    ("lib-rw", Mode::Exclusive),
+    ("lib-sem", Mode::Semaphore(2)),
+    ("http-x", Mode::Exclusive),
+];
+
+pub fn http_addr(k: u64) -> SocketAddr {
+    SocketAddr::from(([10, 0, 4, k as u8], 9000))
+}
+
+/// The session a client opened itself and reuses across acquires.
+#[derive(Clone, Copy, Debug)]
+struct OwnSession {
+    id: SessionId,
+    ttl_ms: u64,
+}
+
+/// A grant this client holds.
+struct Held<'a> {
+    name: &'a str,
+    mode: Mode,
+    session: SessionId,
+    token: Token,
+    one_lock: bool,
+    /// Its id for the checker (the acquire's call number).
+    belief: u64,
+}
+
+struct HttpUser {
+    id: u64,
+    shared: Arc<Shared>,
+    ep: Endpoint,
+    nodes: Vec<NodeId>,
+    next_call: u64,
+    own: Option<OwnSession>,
+    /// Until when (its clock) it trusts its own session's lease.
+    own_until: Option<Instant>,
+    /// The node it sends to.
+    home: NodeId,
+    last_lock: Option<(&'static str, Mode)>,
+}
+
+/// What became of one call, from the client's side.
+enum Outcome {
+    Answered(Result<Answer, GatewayError>),
+    /// No answer by the client's timeout: it closed the connection.
+    GaveUp,
+    /// The client went away on purpose while it waited.
+    LeftEarly,
+}
+
+pub async fn run_http_client(k: u64, shared: Arc<Shared>) {
+    let ep = Endpoint::bind(http_addr(k))
+        .await
+        .expect("bind http client endpoint");
+    let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let mut user = HttpUser {
+        id: HTTP_ID_BASE + k,
+        home: nodes[k as usize % nodes.len()],
+        nodes,
+        shared,
+        ep,
+        next_call: 0,
+        own: None,
+        own_until: None,
+        last_lock: None,
+    };
+    loop {
+        user.round().await;
+        let pause = madsim::rand::thread_rng().gen_range(10..200);
+        sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+impl HttpUser {
+    fn ttl_ms(&self) -> u64 {
+        crate::lock_client::SIM_TTL_MS
+    }
+
+    fn drift_ppm(&self) -> u64 {
+        u64::from(self.shared.lock_config.drift_ppm)
+    }
+
+    fn local_now(&self) -> Instant {
+        lock(&self.shared.clocks)[&self.id].local(self.shared.elapsed())
+    }
+
+    /// The real instant this client's clock reads `at`.
+    fn real_at(&self, at: Instant) -> Duration {
+        let g = self.shared.elapsed();
+        g + lock(&self.shared.clocks)[&self.id].global_until(g, at)
+    }
+
+    /// `d` less this client's drift margin: what it may trust of a span
+    /// measured elsewhere.
+    fn trusted(&self, d: Duration) -> Duration {
+        d.saturating_sub(d * self.drift_ppm() as u32 / 1_000_000)
+    }
+
+    /// The client trusts `session`'s lease until its clock reads `until`;
+    /// false (and nothing trusted) when that is already past.
+    fn trust(&self, session: SessionId, until: Instant) -> bool {
+        if until <= self.local_now() {
+            return false;
+        }
+        let real = self.real_at(until);
+        let mut checker = lock(&self.shared.checker);
+        checker.now = self.shared.elapsed();
+        checker
+            .locks
+            .beliefs
+            .on_trusted_until(self.id, session, real);
+        if let Err(m) = checker.locks.leases.on_trusted_until(session, real) {
+            checker.fail_lease(m);
+        }
+        true
+    }
+
+    /// One acquire, and if granted a hold and a let-go.
+    async fn round(&mut self) {
+        let mut rng = madsim::rand::thread_rng();
+        // Often the lock it had last, in the same session (a lagging node
+        // replays the older grants of both).
+        if self.last_lock.is_none() || rng.gen_ratio(LOCK_SWITCH_PERCENT, 100) {
+            self.last_lock = HTTP_LOCKS.choose(&mut rng).copied();
+        }
+        let Some((name, mode)) = self.last_lock else {
+            return;
+        };
+        let one_lock = rng.gen_bool(0.5);
+        if !one_lock && self.own.is_none() {
+            self.open().await;
+            if self.own.is_none() {
+                return;
+            }
+        }
+        let wait_ms = match rng.gen_range(0..10) {
+            0..=2 => 0,
+            // A one-lock session's wait may outlast its TTL: the node
+            // keeps it alive. The client's own is its own to keep.
+            _ if one_lock => rng.gen_range(100..3 * self.ttl_ms()),
+            _ => rng.gen_range(100..self.ttl_ms() / 2),
+        };
+        if let Some(own) = self.own.filter(|_| !one_lock) {
+            // Renewed before it waits: nothing renews it during the call.
+            if !self.keepalive(own).await {
+                return;
+            }
+        }
+        let session = match self.own.filter(|_| !one_lock) {
+            Some(own) => SessionChoice::Existing(own.id),
+            None => SessionChoice::OneLock {
+                ttl_ms: self.ttl_ms(),
+                nonce: rng.gen(),
+            },
+        };
+        let sent = self.local_now();
+        let request = Request::Acquire(AcquireArgs {
+            lock: name.to_string(),
+            mode,
+            wait_ms,
+            session,
+        });
+        let leave_after = rng
+            .gen_ratio(DISCONNECT_PERCENT, 100)
+            .then(|| Duration::from_millis(rng.gen_range(0..wait_ms.max(1))));
+        let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+        let acquired = match self.call(request, limit, leave_after).await {
+            Outcome::Answered(Ok(Answer::Acquired(a))) => a,
+            Outcome::Answered(Err(GatewayError::Lock(LockError::SessionNotFound(_)))) => {
+                self.lose_own();
+                return;
+            }
+            // Its own session may hold the lock now (a grant that raced
+            // its leaving stays in the session): the documented recipe is
+            // to close the session.
+            Outcome::GaveUp | Outcome::LeftEarly if !one_lock => {
+                if let Some(own) = self.own {
+                    self.lose_own();
+                    let close = Command::Unsequenced {
+                        session: own.id,
+                        op: Op::Close,
+                    };
+                    let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+                    let _ = self.propose(close, limit).await;
+                }
+                return;
+            }
+            _ => return,
+        };
+        // The lease this client may count on, on its own clock: a grant
+        // whose lease is already over is let go unbelieved.
+        let session = acquired.session;
+        let live = match acquired.lease_ms {
+            Some(lease_ms) => {
+                let lease = self.trusted(Duration::from_millis(lease_ms));
+                self.trust(session, sent + lease)
+            }
+            None => self.own_until.is_some_and(|until| self.local_now() < until),
+        };
+        if !live {
+            self.let_go(session, name, acquired.token, acquired.ttl_ms.is_some())
+                .await;
+            return;
+        }
+        let belief = self.next_call;
+        {
+            let mut checker = lock(&self.shared.checker);
+            checker.now = self.shared.elapsed();
+            let token = acquired.token;
+            if let Err(m) = checker.locks.beliefs.on_new_grant(self.id, name, token) {
+                checker.fail_beliefs(m);
+            }
+            checker.on_belief(self.id, belief, session, name, believed(mode), token);
+        }
+        let held = Held {
+            name,
+            mode,
+            session,
+            token: acquired.token,
+            one_lock: acquired.ttl_ms.is_some(),
+            belief,
+        };
+        self.hold(held).await;
+    }
+
+    /// Holds a while, renewing the session, maybe re-acquiring what it
+    /// holds (which must answer with the same token), then lets go.
+    async fn hold(&mut self, h: Held<'_>) {
+        let Held {
+            name,
+            mode,
+            session,
+            token,
+            one_lock,
+            belief,
+        } = h;
+        let mut rng = madsim::rand::thread_rng();
+        let ttl = Duration::from_millis(self.ttl_ms());
+        let hold = Duration::from_millis(rng.gen_range(20..self.ttl_ms()));
+        let s = OwnSession {
+            id: session,
+            ttl_ms: self.ttl_ms(),
+        };
+        let mut held = Duration::ZERO;
+        while held < hold {
+            let step = (ttl / 3).min(hold - held);
+            sleep(step).await;
+            held += step;
+            if !self.keepalive(s).await {
+                break;
+            }
+        }
+        if !one_lock && rng.gen_bool(0.2) {
+            let again = Request::Acquire(AcquireArgs {
+                lock: name.to_string(),
+                mode,
+                wait_ms: 0,
+                session: SessionChoice::Existing(session),
+            });
+            let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+            if let Outcome::Answered(Ok(Answer::Acquired(a))) = self.call(again, limit, None).await
+            {
+                if a.token != token {
+                    let mut checker = lock(&self.shared.checker);
+                    checker.now = self.shared.elapsed();
+                    checker.fail_beliefs(format!(
+                        "client {} re-acquired {name} it holds with token {token} in session {session} and was answered token {}",
+                        self.id, a.token
+                    ));
+                }
+            }
+        }
+        // It stops believing as it asks to let go.
+        {
+            let mut checker = lock(&self.shared.checker);
+            checker.now = self.shared.elapsed();
+            checker.locks.beliefs.on_unbelieve(self.id, belief);
+        }
+        self.let_go(session, name, token, one_lock).await;
+    }
+
+    /// Releases the lock (closes a one-lock session). When the outcome is
+    /// unknown the session may hold it still: the client closes the
+    /// session, so a later grant is never mistaken for this one.
+    async fn let_go(&mut self, session: SessionId, name: &str, token: Token, one_lock: bool) {
+        let op = if one_lock {
+            Op::Close
+        } else {
+            Op::Release {
+                lock: name.to_string(),
+                token,
+            }
+        };
+        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let done = self
+            .propose(Command::Unsequenced { session, op }, limit)
+            .await;
+        let definite = matches!(
+            done,
+            Some(Ok(Reply::Released | Reply::Closed))
+                | Some(Err(LockError::NotHolder | LockError::SessionNotFound(_)))
+        );
+        if !definite && !one_lock {
+            self.lose_own();
+            let close = Command::Unsequenced {
+                session,
+                op: Op::Close,
+            };
+            let _ = self.propose(close, limit).await;
+        }
+    }
+
+    /// Opens the client's own session.
+    async fn open(&mut self) {
+        let nonce = madsim::rand::thread_rng().gen();
+        let ttl_ms = self.ttl_ms();
+        let sent = self.local_now();
+        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        if let Some(Ok(Reply::Opened { session, .. })) =
+            self.propose(Command::Open { nonce, ttl_ms }, limit).await
+        {
+            let trusted = self.trusted(Duration::from_millis(ttl_ms));
+            self.trust(session, sent + trusted);
+            self.own_until = Some(sent + trusted);
+            self.own = Some(OwnSession {
+                id: session,
+                ttl_ms,
+            });
+        }
+    }
+
+    /// Renews `s`; false when it is gone (everything in it is let go).
+    async fn keepalive(&mut self, s: OwnSession) -> bool {
+        let sent = self.local_now();
+        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let op = Op::KeepAlive;
+        match self
+            .propose(Command::Unsequenced { session: s.id, op }, limit)
+            .await
+        {
+            Some(Ok(Reply::Renewed)) => {
+                let trusted = self.trusted(Duration::from_millis(s.ttl_ms));
+                self.trust(s.id, sent + trusted);
+                if self.own.is_some_and(|o| o.id == s.id) {
+                    self.own_until = self.own_until.max(Some(sent + trusted));
+                }
+                true
+            }
+            Some(Err(LockError::SessionNotFound(_))) => {
+                if self.own.is_some_and(|o| o.id == s.id) {
+                    self.lose_own();
+                } else {
+                    lock(&self.shared.checker)
+                        .locks
+                        .beliefs
+                        .on_client_reset(self.id);
+                }
+                false
+            }
+            // Unknown: the lease still runs from the last renewal.
+            _ => true,
+        }
+    }
+
+    fn lose_own(&mut self) {
+        self.own = None;
+        self.own_until = None;
+        lock(&self.shared.checker)
+            .locks
+            .beliefs
+            .on_client_reset(self.id);
+    }
+
+    /// Proposes `command`; the lock machine's response, if one came.
+    async fn propose(&mut self, command: Command, limit: Duration) -> Option<Response> {
+        match self
+            .call(Request::Propose(encode(&command)), limit, None)
+            .await
+        {
+            Outcome::Answered(Ok(Answer::Output(applied))) => {
+                postcard::from_bytes(&applied.output).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a call to a random node and waits for its answer, at most
+    /// `limit`; with `leave_after`, goes away that soon instead.
+    async fn call(
+        &mut self,
+        request: Request,
+        limit: Duration,
+        leave_after: Option<Duration>,
+    ) -> Outcome {
+        self.next_call += 1;
+        let id = self.next_call;
+        // A user configured with one node's address, who sometimes tries
+        // another (a load balancer, a retry elsewhere).
+        let mut rng = madsim::rand::thread_rng();
+        if rng.gen_ratio(NODE_SWITCH_PERCENT, 100) {
+            self.home = *self.nodes.choose(&mut rng).expect("nodes");
+        }
+        let to = self.home;
+        let addr = self.shared.addrs[&to];
+        let invoked = self.shared.elapsed();
+        self.send(addr, &SimFrame::Call { id, request }).await;
+        let ep = &self.ep;
+        let answer = async {
+            loop {
+                let Ok((payload, _)) = ep.recv_from_raw(TAG).await else {
+                    return None;
+                };
+                let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
+                    continue;
+                };
+                if let Ok(Some((SimFrame::Answer { id: a, result }, _))) =
+                    decode_frame::<SimFrame>(&bytes)
+                {
+                    if a == id {
+                        return Some(result);
+                    }
+                }
+            }
+        };
+        let wait = leave_after.unwrap_or(limit).min(limit);
+        let outcome = match timeout(wait, answer).await {
+            Ok(Some(result)) => Outcome::Answered(result),
+            _ => {
+                self.send(addr, &SimFrame::Gone { id }).await;
+                if leave_after.is_some() {
+                    Outcome::LeftEarly
+                } else {
+                    Outcome::GaveUp
+                }
+            }
+        };
+        let mut checker = lock(&self.shared.checker);
+        checker.now = self.shared.elapsed();
+        checker.on_http_call(self.id, invoked, matches!(outcome, Outcome::GaveUp));
+        outcome
+    }
+
+    async fn send(&self, addr: SocketAddr, frame: &SimFrame) {
+        if let Ok(bytes) = encode_frame(frame) {
+            let _ = self.ep.send_to_raw(addr, TAG, Box::new(bytes)).await;
+        }
+    }
+}
+
+fn believed(mode: Mode) -> Believed {
+    match mode {
+        Mode::Exclusive => Believed::Exclusive,
+        Mode::Shared => Believed::Shared,
+        Mode::Semaphore(n) => Believed::Semaphore(n),
+    }
+}
