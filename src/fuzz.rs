@@ -7,11 +7,12 @@
 use crate::actor::Instant;
 use crate::lock::{Command, LockConfig, LockMachine, Mode, Op, Query, Request};
 use crate::raft::message::{
-    AppendRequest, AppendResponse, AppendResult, VoteRequest, VoteResponse,
+    AppendRequest, AppendResponse, AppendResult, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use crate::raft::{
-    Config, Entry, Input, Membership, Message, Payload, Raft, Recorder, Recovered, StateMachine,
-    Timer,
+    ConfChange, Config, Entry, Input, Membership, Message, Payload, Raft, Recorder, Recovered,
+    StateMachine, Timer,
 };
 use std::time::Duration;
 
@@ -208,8 +209,83 @@ fn entry(b: &mut Bytes) -> Entry {
     }
 }
 
+/// Snapshot bytes: mostly a real snapshot of a recorder that applied a few
+/// commands (so installs can complete), sometimes garbage.
+fn snapshot_bytes(b: &mut Bytes) -> Vec<u8> {
+    if b.flag() {
+        return (0..b.below(6)).map(|_| b.byte()).collect();
+    }
+    let mut recorder = Recorder::new();
+    for index in 1..=b.below(6) {
+        recorder.apply(index, Instant::ZERO, &[index as u8]);
+    }
+    recorder.snapshot().unwrap_or_default()
+}
+
+/// A membership of some of nodes 1..=4 (voters or learners).
+fn membership(b: &mut Bytes) -> Membership {
+    let mut m = Membership::voters_at((1..=1 + b.below(4)).map(|id| (id, format!("n{id}"))));
+    if b.flag() {
+        m = m
+            .apply(&ConfChange::AddLearner {
+                id: 4,
+                addr: "n4".into(),
+            })
+            .unwrap_or_else(|_| m.clone());
+    }
+    m
+}
+
+/// Every kind of peer message (`Message`), with fields drawn from small
+/// ranges so they collide with the replica's own state.
 fn raft_message(b: &mut Bytes) -> Message {
     let term = b.below(6);
+    match b.below(15) {
+        9 => {
+            let data = snapshot_bytes(b);
+            let offset = if b.flag() { 0 } else { b.below(8) };
+            let cut = (b.below(data.len() as u64 + 1) as usize).min(data.len());
+            let done = b.flag();
+            Message::InstallSnapshot(InstallSnapshotRequest {
+                term,
+                last_index: b.below(9),
+                last_term: b.below(6),
+                membership: membership(b),
+                offset,
+                data: if done { data } else { data[..cut].to_vec() },
+                done,
+            })
+        }
+        10 => Message::InstallSnapshotResponse(InstallSnapshotResponse {
+            term,
+            last_index: b.below(9),
+            next_offset: b.below(16),
+            done: b.flag(),
+        }),
+        11 => Message::Join {
+            id: 1 + b.below(5),
+            addr: format!("n{}", b.below(6)),
+        },
+        12 => Message::ReadIndex {
+            term,
+            id: b.below(4),
+        },
+        13 => Message::Forward {
+            term,
+            id: b.below(4),
+            command: vec![b.byte(); b.below(3) as usize],
+        },
+        14 => Message::ForwardResponse {
+            term,
+            id: b.below(4),
+            at: b.flag().then(|| b.below(9)),
+        },
+        _ => classic_message(b, term),
+    }
+}
+
+/// The messages of the Raft paper (votes, appends) and transfer, read index.
+fn classic_message(b: &mut Bytes, term: u64) -> Message {
     match b.below(9) {
         0 | 1 => {
             let request = VoteRequest {
@@ -313,9 +389,24 @@ pub fn check_raft_inputs(data: &[u8]) -> u64 {
             break;
         }
         now = now + Duration::from_millis(b.below(8) * 50);
-        let input = match b.below(12) {
+        let input = match b.below(14) {
             0 => Input::Timer(Timer::Election),
             1 => Input::Timer(Timer::Heartbeat),
+            12 => Input::TransferLeadership {
+                id,
+                to: 1 + b.below(4),
+            },
+            13 => Input::ChangeMembership {
+                id,
+                change: match b.below(3) {
+                    0 => ConfChange::AddLearner {
+                        id: 4,
+                        addr: "n4".into(),
+                    },
+                    1 => ConfChange::Promote { id: 1 + b.below(4) },
+                    _ => ConfChange::Remove { id: 1 + b.below(4) },
+                },
+            },
             2 => Input::Propose {
                 id,
                 command: vec![b.byte()],
@@ -392,6 +483,41 @@ mod tests {
             grants > 100,
             "only {grants} grants: the generator is too weak"
         );
+    }
+
+    #[test]
+    fn the_raft_generator_makes_every_kind_of_message() {
+        use std::collections::BTreeSet;
+        let mut kinds = BTreeSet::new();
+        for data in inputs(400, 64) {
+            let mut b = Bytes(&data);
+            while !b.done() {
+                let text = format!("{:?}", raft_message(&mut b));
+                kinds.insert(text.split(['(', ' ', '{']).next().unwrap_or("").to_string());
+            }
+        }
+        let all = [
+            "PreVote",
+            "PreVoteResponse",
+            "Vote",
+            "VoteResponse",
+            "Append",
+            "AppendResponse",
+            "InstallSnapshot",
+            "InstallSnapshotResponse",
+            "Join",
+            "TimeoutNow",
+            "ReadIndex",
+            "ReadIndexResponse",
+            "Forward",
+            "ForwardResponse",
+        ];
+        let missing: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| !kinds.contains(*k))
+            .collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
     }
 
     #[test]

@@ -862,6 +862,30 @@ fn malformed_append_entries_are_dropped_without_effects() {
     assert_eq!((r.term(), r.log().last_index()), (1, 0));
 }
 
+/// Found by the widened `raft_inputs` fuzz generator: a snapshot whose last
+/// entry is from a term after its sender's left the log's last term above
+/// the node's own term (a postcondition every step asserts).
+#[test]
+fn a_snapshot_from_a_term_after_its_senders_is_dropped_without_effects() {
+    let mut r = replica(2, 1, vec![]);
+    let mut donor = Recorder::new();
+    donor.apply(1, Instant::ZERO, b"a");
+    let install = Message::InstallSnapshot(InstallSnapshotRequest {
+        membership: members(&[1, 2, 3]),
+        term: 1,
+        last_index: 5,
+        last_term: 3,
+        offset: 0,
+        data: donor.snapshot().unwrap(),
+        done: true,
+    });
+    assert_eq!(msg(&mut r, 1, 1, install), vec![]);
+    assert_eq!(
+        (r.term(), r.log().last_index(), r.applied_index()),
+        (1, 0, 0)
+    );
+}
+
 fn ack(term: Term, match_index: Index, read_round: u64) -> Message {
     Message::AppendResponse(AppendResponse {
         term,

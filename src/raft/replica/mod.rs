@@ -684,6 +684,13 @@ impl<S: StateMachine> Raft<S> {
                 return;
             }
         }
+        // A snapshot's last entry cannot be from a term after its sender's.
+        if let Message::InstallSnapshot(req) = &msg {
+            if req.last_term > req.term {
+                tracing::warn!(from, "dropping a malformed InstallSnapshot");
+                return;
+            }
+        }
         // Pre-votes never change anyone's term (thesis 9.6).
         if let Message::PreVote(req) = &msg {
             let req = req.clone();
