@@ -4,7 +4,7 @@
 //! skewed, drifting clock, and a `SimDisk` per node that outlives crashes.
 
 use crate::checker::Checker;
-use crate::clock::Clock;
+use crate::shared::{lock, Control, Shared};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use madsim::net::Endpoint;
@@ -12,10 +12,10 @@ use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::driver::{DriverCore, FLUSH_STEPS_MAX};
 use raftlock::gateway::{CallId, Gateway, GatewayConfig, GatewayError, OpId};
-use raftlock::lock::{Command, Event, Grant, LockConfig, LockMachine, SessionId};
+use raftlock::lock::{Command, Event, Grant, LockMachine, SessionId};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
-    self, ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
+    ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
     RequestId, StateMachine,
 };
 use raftlock::storage::{RaftStore, SimDisk};
@@ -23,7 +23,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TAG: u64 = 1;
@@ -117,60 +117,6 @@ impl SimMachine for LockMachine {
             Ok(Command::Request(r)) => Some(r.session),
             _ => None,
         }
-    }
-}
-
-/// Out-of-band admin requests from the supervisor to a node.
-#[derive(Clone, Copy, Debug)]
-pub enum Control {
-    TransferLeadership { to: NodeId },
-    RemoveVoter { id: NodeId },
-}
-
-/// State shared by the supervisor, the nodes and the client of one run.
-pub struct Shared {
-    pub checker: Mutex<Checker>,
-    pub clocks: Mutex<BTreeMap<NodeId, Clock>>,
-    pub client: Mutex<ClientStats>,
-    pub start: std::time::Instant,
-    pub addrs: BTreeMap<NodeId, SocketAddr>,
-    /// The initial configuration; nodes outside it start empty and join.
-    pub bootstrap: Membership,
-    pub config: raft::Config,
-    pub controls: Mutex<BTreeMap<NodeId, Vec<Control>>>,
-    /// Transfers a leader reported as handed over (TimeoutNow sent).
-    pub transfers_done: Mutex<u64>,
-    pub lock_config: LockConfig,
-    /// Nodes run the lock machine (else the Raft test recorder).
-    pub lock_workload: bool,
-    /// Locks whose histories are checked for linearizability.
-    pub lin_locks: Vec<String>,
-    pub resource: Mutex<crate::lock_client::SimResource>,
-    /// One per simulated lock client (index = client number).
-    pub client_views: Vec<Mutex<crate::lock_client::ClientView>>,
-    /// One per simulated library user (index = its number).
-    pub library_views: Vec<Mutex<crate::library_client::LibraryView>>,
-    /// Deliberate bugs of the client library (negative controls).
-    pub client_bugs: raftlock::client::ClientBugs,
-    /// Deliberate bugs of the request layer (negative controls).
-    pub gateway_bugs: raftlock::gateway::GatewayBugs,
-}
-
-#[derive(Debug, Default)]
-pub struct ClientStats {
-    pub committed: u64,
-    pub reads: u64,
-    /// Invocation time of the latest proposal that committed.
-    pub last_commit_invoked: Option<Duration>,
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn elapsed(&self) -> Duration {
-        std::time::Instant::now().duration_since(self.start)
     }
 }
 

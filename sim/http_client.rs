@@ -11,7 +11,8 @@
 //! clock's drift margin.
 
 use crate::checker::Believed;
-use crate::cluster::{lock, Shared, SimFrame};
+use crate::cluster::SimFrame;
+use crate::shared::{lock, Shared};
 use madsim::net::Endpoint;
 use madsim::time::{sleep, timeout};
 use raftlock::actor::{Instant, NodeId};
@@ -215,18 +216,14 @@ impl HttpUser {
                 return;
             }
             // Its own session may hold the lock now (a grant that raced
-            // its leaving stays in the session): the documented recipe is
-            // to close the session.
+            // its leaving, or an acquire whose outcome is unknown, stays in
+            // the session): the documented recipe is to close the session.
             Outcome::GaveUp | Outcome::LeftEarly if !one_lock => {
-                if let Some(own) = self.own {
-                    self.lose_own();
-                    let close = Command::Unsequenced {
-                        session: own.id,
-                        op: Op::Close,
-                    };
-                    let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
-                    let _ = self.propose(close, limit).await;
-                }
+                self.close_own().await;
+                return;
+            }
+            Outcome::Answered(Err(e)) if !one_lock && outcome_unknown(&e) => {
+                self.close_own().await;
                 return;
             }
             _ => return,
@@ -406,6 +403,19 @@ impl HttpUser {
         }
     }
 
+    /// Forgets its own session and closes it.
+    async fn close_own(&mut self) {
+        if let Some(own) = self.own {
+            self.lose_own();
+            let close = Command::Unsequenced {
+                session: own.id,
+                op: Op::Close,
+            };
+            let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+            let _ = self.propose(close, limit).await;
+        }
+    }
+
     fn lose_own(&mut self) {
         self.own = None;
         self.own_until = None;
@@ -489,6 +499,20 @@ impl HttpUser {
             let _ = self.ep.send_to_raw(addr, TAG, Box::new(bytes)).await;
         }
     }
+}
+
+/// Whether an acquire that failed with `e` may have been granted all the
+/// same (a 503 over HTTP): only the lock machine's and the request layer's
+/// own refusals are certain.
+fn outcome_unknown(e: &GatewayError) -> bool {
+    !matches!(
+        e,
+        GatewayError::Lock(_)
+            | GatewayError::TimedOut { .. }
+            | GatewayError::BadRequest(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::TooMany(_)
+    )
 }
 
 fn believed(mode: Mode) -> Believed {

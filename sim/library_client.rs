@@ -6,7 +6,8 @@
 //! the client-side checker (`checker/beliefs.rs`) what it believes.
 
 use crate::checker::Believed;
-use crate::cluster::{lock, Shared, SimFrame};
+use crate::cluster::SimFrame;
+use crate::shared::{lock, write_resource, LibraryView, Shared};
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 use raftlock::actor::NodeId;
@@ -109,13 +110,6 @@ impl Transport for SimTransport {
             }
         })
     }
-}
-
-/// What the supervisor reads of a library client (to aim pauses).
-#[derive(Clone, Debug, Default)]
-pub struct LibraryView {
-    /// An acquire is waiting in a queue.
-    pub waiting: bool,
 }
 
 /// One library user: connects, then runs its workload forever.
@@ -314,7 +308,7 @@ impl User {
             self.check_lost_noticed(&guard).await;
         }
         if name == LIB_FENCED {
-            crate::lock_client::write_resource(&self.shared, name, guard.token(), self.id);
+            write_resource(&self.shared, name, guard.token(), self.id);
         }
         lock(&self.shared.checker)
             .locks

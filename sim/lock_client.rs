@@ -5,14 +5,14 @@
 //! linearizability check.
 
 use crate::checker::Checker;
-use crate::cluster::{lock, Shared, SimFrame};
+use crate::cluster::SimFrame;
+use crate::shared::{lock, lock_view, write_resource, Shared};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::check::linearizability as lin;
-use raftlock::lock::fence::FenceVerifier;
 use raftlock::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::session::{Call, CallError, CallId, Done, Effect, Input, Session, SessionConfig};
@@ -36,49 +36,6 @@ pub const FENCED_LOCKS: &[&str] = &["res-0", "res-1"];
 
 pub fn client_addr(k: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, 2, k as u8], 9000))
-}
-
-/// The protected resource: accepts a write only with a token at least the
-/// highest it has seen (`FenceVerifier`), unless the negative control
-/// turned the check off.
-pub struct SimResource {
-    verifier: FenceVerifier,
-    pub check_tokens: bool,
-    pub stale_rejected: u64,
-}
-
-impl SimResource {
-    pub fn new(check_tokens: bool) -> Self {
-        SimResource {
-            verifier: FenceVerifier::default(),
-            check_tokens,
-            stale_rejected: 0,
-        }
-    }
-}
-
-/// A write to the resource; true if accepted.
-pub fn write_resource(shared: &Shared, resource: &str, token: Token, client: u64) -> bool {
-    let accepted = {
-        let mut r = lock(&shared.resource);
-        let stale = r.check_tokens && r.verifier.check(resource, token).is_err();
-        r.stale_rejected += u64::from(stale);
-        !stale
-    };
-    let mut checker = lock(&shared.checker);
-    checker.now = shared.elapsed();
-    use crate::trace::V;
-    let kind = if accepted {
-        "resource_accept"
-    } else {
-        "resource_reject"
-    };
-    let fields = [("resource", V::S(resource)), ("token", V::N(token))];
-    checker.trace_event(client, kind, &fields);
-    if accepted {
-        checker.on_resource_write(resource, token, client);
-    }
-    accepted
 }
 
 #[derive(Clone, Debug)]
@@ -138,13 +95,6 @@ pub struct Client {
     restart_at: Option<Duration>,
     inputs: VecDeque<Input>,
     data_seq: u64,
-}
-
-/// Per-client facts the supervisor reads (to aim GC pauses).
-#[derive(Clone, Debug, Default)]
-pub struct ClientView {
-    /// Holding a fenced lock with a write pending.
-    pub working: bool,
 }
 
 pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
@@ -631,9 +581,4 @@ impl Client {
             _ => O::Unknown,
         }
     }
-}
-
-pub fn lock_view(shared: &Shared, k: u64) -> std::sync::MutexGuard<'_, ClientView> {
-    let views = &shared.client_views;
-    lock(&views[k as usize])
 }

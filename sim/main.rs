@@ -23,6 +23,10 @@ mod runner;
 #[cfg(madsim)]
 mod scenario;
 #[cfg(madsim)]
+mod seed;
+#[cfg(madsim)]
+mod shared;
+#[cfg(madsim)]
 mod soak;
 #[cfg(madsim)]
 mod timeline;

@@ -6,9 +6,9 @@
 //! `MADSIM_TEST_NUM` how many (default: the test's own, 1 if only a seed is
 //! given). Every failure prints the seed and the command that replays it.
 
-use crate::scenario::{run_seed, Fault, LockControls, Outcome, Scenario, Workload, ALL_FAULTS};
+use crate::scenario::{Fault, LockControls, Outcome, Scenario, Workload, ALL_FAULTS};
+use crate::seed::{repro, run_caught, write_trace};
 use raftlock::raft::config::Bugs;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 /// Seeds per scenario when nothing else is asked (what CI runs).
@@ -348,38 +348,6 @@ fn seeds(default_num: u64) -> (u64, u64) {
     }
 }
 
-pub(crate) fn repro(name: &str, seed: u64) -> String {
-    format!("MADSIM_TEST_SEED={seed} cargo test --features sim -- {name} --exact")
-}
-
-/// Replays a failing seed with the event trace on and writes it; returns
-/// the line to print (where the trace is, or why there is none).
-pub(crate) fn write_trace(name: &str, sc: &Scenario, seed: u64) -> String {
-    let traced = catch_unwind(AssertUnwindSafe(|| {
-        crate::scenario::run_seed_traced(sc, seed)
-    }));
-    match traced.map(|o| o.trace) {
-        Ok(Some(trace)) => match trace.write(name, seed) {
-            Ok(path) => format!("trace: {} ({} events)", path.display(), trace.lines().len()),
-            Err(e) => format!("trace: not written: {e}"),
-        },
-        Ok(None) => "trace: none recorded".into(),
-        Err(_) => "trace: none (the replay panicked; use SIM_TRACE=1)".into(),
-    }
-}
-
-/// Runs one seed, turning a panic anywhere in the run into a failure.
-pub(crate) fn run_caught(sc: &Scenario, seed: u64) -> Result<Outcome, String> {
-    catch_unwind(AssertUnwindSafe(|| run_seed(sc, seed))).map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "non-string panic".into());
-        format!("panic: {msg}")
-    })
-}
-
 fn sweep(name: &str) -> Result<String, String> {
     let sc = scenario(name).ok_or("unknown scenario")?;
     let (first, num) = seeds(SEEDS_PER_SCENARIO_DEFAULT);
@@ -509,6 +477,16 @@ fn negative(name: &str, checkers: &[&str], pinned: u64) -> Result<String, String
 /// they found). Seed numbers keep their meaning only while the code that
 /// draws from the seed is unchanged, so these guard the general area.
 const REGRESSIONS: &[(&str, u64, &str)] = &[
+    (
+        "locks_chaos_5",
+        95100007,
+        "an HTTP user kept its session after an acquire of unknown outcome, and its re-acquire answered the older grant",
+    ),
+    (
+        "locks_gc_pause_3",
+        95100266,
+        "the same, with a try-lock",
+    ),
     (
         "chaos_5",
         12,

@@ -4,10 +4,11 @@
 
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
-use crate::cluster::{self, lock, run_client, run_node, Control, Shared, CLIENT_ADDR};
+use crate::cluster::{self, run_client, run_node, CLIENT_ADDR};
 use crate::http_client::{http_addr, run_http_client, HTTP_ID_BASE};
-use crate::library_client::{library_addr, run_library_client, LibraryView, LIBRARY_ID_BASE};
-use crate::lock_client::{self, run_lock_client, ClientView, SimResource, CLIENT_ID_BASE};
+use crate::library_client::{library_addr, run_library_client, LIBRARY_ID_BASE};
+use crate::lock_client::{self, run_lock_client, CLIENT_ID_BASE};
+use crate::shared::{lock, lock_view, ClientView, Control, LibraryView, Shared, SimResource};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
@@ -588,7 +589,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 // (the GC pause), or a library user waiting for a grant (a
                 // grant that arrives after its lease ended).
                 let working: Vec<u64> = (1..=lock_clients)
-                    .filter(|&k| lock_client::lock_view(&shared, k).working)
+                    .filter(|&k| lock_view(&shared, k).working)
                     .collect();
                 let waiting: Vec<u64> = (1..=library_clients)
                     .filter(|&k| lock(&shared.library_views[k as usize]).waiting)

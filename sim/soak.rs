@@ -5,8 +5,8 @@
 //! that replays it. A failure does not stop the soak: the other seeds and
 //! scenarios keep running, so one report carries every finding.
 
-use crate::runner::{repro, run_caught, write_trace};
 use crate::scenario::Scenario;
+use crate::seed::{repro, run_caught, write_trace};
 use std::time::{Duration, Instant};
 
 /// Failures recorded before the soak stops early (each is worth reading).

@@ -336,7 +336,51 @@ impl Session {
         }
         self.handle_timers(now);
         self.poll_wake(now);
+        self.check_invariants();
         std::mem::take(&mut self.out)
+    }
+
+    /// Postconditions of every input (TigerBeetle style). The bounds are
+    /// cheap and checked in every build; the walks only in debug builds.
+    fn check_invariants(&self) {
+        assert!(
+            self.queued.len() <= CALLS_QUEUED_MAX,
+            "calls queued past their bound"
+        );
+        assert!(
+            self.reads.len() <= READS_PENDING_MAX,
+            "reads pending past their bound"
+        );
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let open = matches!(self.phase, Phase::Open(_));
+        assert!(
+            open || self.held.is_empty(),
+            "holds locks without a session"
+        );
+        assert!(
+            open || self.requests.is_empty(),
+            "requests without a session"
+        );
+        assert!(
+            open || self.keepalive_at.is_none(),
+            "keepalives without a session"
+        );
+        assert!(
+            open || self.lease_until.is_none(),
+            "a lease without a session"
+        );
+        assert!(
+            self.requests
+                .keys()
+                .all(|&seq| seq >= 1 && seq <= self.next_seq),
+            "a request numbered past the last one sent"
+        );
+        assert!(
+            self.requests.values().all(|p| p.rpc <= self.next_rpc),
+            "a request waiting for an rpc never sent"
+        );
     }
 
     fn handle_start(&mut self, now: Instant) {
