@@ -40,13 +40,13 @@ mod app {
     )]
     struct Cli {
         #[command(subcommand)]
-        command: Command,
+        command: CliCommand,
         #[command(flatten)]
         endpoints: cli::Endpoints,
     }
 
     #[derive(Subcommand)]
-    enum Command {
+    enum CliCommand {
         /// Run one node of a cluster.
         Serve(ServeArgs),
         /// Run a local 3-node cluster on 127.0.0.1 in this process.
@@ -198,15 +198,15 @@ mod app {
         let e = cli.endpoints;
         let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
         let result = match cli.command {
-            Command::Serve(args) => done(system.block_on(serve(args))),
-            Command::Dev(args) => done(system.block_on(dev(args))),
-            Command::Bench(args) => done(system.block_on(bench(args))),
-            Command::Lock(args) => system.block_on(cli::lock(&e, args)),
-            Command::Acquire(args) => system.block_on(cli::acquire(&e, args)),
-            Command::Release(args) => system.block_on(cli::release(&e, args)),
-            Command::Status { name } => system.block_on(cli::status(&e, &name)),
-            Command::Sessions => system.block_on(cli::sessions(&e)),
-            Command::Cluster { command } => system.block_on(cli::cluster(&e, command)),
+            CliCommand::Serve(args) => done(system.block_on(serve(args))),
+            CliCommand::Dev(args) => done(system.block_on(dev(args))),
+            CliCommand::Bench(args) => done(system.block_on(bench(args))),
+            CliCommand::Lock(args) => system.block_on(cli::lock(&e, args)),
+            CliCommand::Acquire(args) => system.block_on(cli::acquire(&e, args)),
+            CliCommand::Release(args) => system.block_on(cli::release(&e, args)),
+            CliCommand::Status { name } => system.block_on(cli::status(&e, &name)),
+            CliCommand::Sessions => system.block_on(cli::sessions(&e)),
+            CliCommand::Cluster { command } => system.block_on(cli::cluster(&e, command)),
         };
         match result {
             Ok(code) => code,

@@ -3,7 +3,7 @@
 //! Every wait polls with a deadline; nothing sleeps to synchronise.
 
 use raftlock::raft::{self, ConfChange, RequestError, Role};
-use raftlock::runtime::{ClientError, Node, NodeConfig, NodeStatus};
+use raftlock::runtime::{NodeError, Node, NodeConfig, NodeStatus};
 mod common;
 
 use common::wait_for;
@@ -75,8 +75,8 @@ async fn propose(nodes: &BTreeMap<u64, Node>, command: &[u8]) -> u64 {
         let (id, _) = leader(nodes).await?;
         match nodes[&id].propose(command.to_vec()).await {
             Ok(applied) => Some(applied.index),
-            Err(ClientError::Rejected(RequestError::LeadershipLost)) => None,
-            Err(ClientError::Rejected(RequestError::NotLeader { .. })) => None,
+            Err(NodeError::Rejected(RequestError::LeadershipLost)) => None,
+            Err(NodeError::Rejected(RequestError::NotLeader { .. })) => None,
             Err(e) => panic!("proposal failed: {e}"),
         }
     })
@@ -247,7 +247,7 @@ async fn follower_reads_see_completed_writes_and_leadership_transfers() {
         let read = wait_for("a read to be served", || async {
             match node.read(Vec::new()).await {
                 Ok(applied) => Some(applied),
-                Err(ClientError::Rejected(_)) => None,
+                Err(NodeError::Rejected(_)) => None,
                 Err(e) => panic!("read failed: {e}"),
             }
         })

@@ -143,7 +143,8 @@ struct Granted {
     lost: watch::Receiver<bool>,
 }
 
-enum Command {
+/// What the handles tell the driver task.
+enum ToDriver {
     Call(CallId, Call, Caller),
     /// The caller of this call went away; the lock's gate stays shut
     /// (its permit held) until the call is over.
@@ -157,7 +158,7 @@ enum Command {
 /// clone is the same session.
 #[derive(Clone)]
 pub struct Client {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<ToDriver>,
     session: watch::Receiver<Option<SessionId>>,
     lease: watch::Receiver<Option<Lease>>,
     next_call: Arc<AtomicU64>,
@@ -272,7 +273,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let id = self.call_id();
         self.tx
-            .send(Command::Call(id, call, Caller::Plain(tx)))
+            .send(ToDriver::Call(id, call, Caller::Plain(tx)))
             .await
             .map_err(|_| ClientError::Stopped)?;
         Ok(rx.await.map_err(|_| ClientError::Stopped)??)
@@ -403,7 +404,7 @@ impl LockBuilder {
         };
         self.client
             .tx
-            .send(Command::Call(id, call, reply))
+            .send(ToDriver::Call(id, call, reply))
             .await
             .map_err(|_| ClientError::Stopped)?;
         let answer = (&mut abandon.rx).await;
@@ -424,7 +425,7 @@ impl LockBuilder {
 /// Tells the driver that an acquire's caller went away (its future was
 /// dropped before it resolved).
 struct Abandon {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<ToDriver>,
     id: CallId,
     lock: String,
     /// The lock's gate, while the call is this future's.
@@ -439,10 +440,10 @@ impl Drop for Abandon {
         };
         let command = match self.rx.try_recv() {
             // Still in the cluster: cancel it there.
-            Err(oneshot::error::TryRecvError::Empty) => Command::Abandon(self.id, permit),
+            Err(oneshot::error::TryRecvError::Empty) => ToDriver::Abandon(self.id, permit),
             // Granted, but the future went away before it took the grant:
             // release it.
-            Ok(Ok(granted)) => Command::ReleaseUntaken(self.lock.clone(), granted.token, permit),
+            Ok(Ok(granted)) => ToDriver::ReleaseUntaken(self.lock.clone(), granted.token, permit),
             // Over without a grant: nothing to undo.
             _ => return,
         };
@@ -518,7 +519,7 @@ impl Drop for Guard {
         let _ = self
             .client
             .tx
-            .try_send(Command::Call(id, call, Caller::Plain(tx)));
+            .try_send(ToDriver::Call(id, call, Caller::Plain(tx)));
         // The client's next guard of this lock waits for the release.
         let permit = self.permit.take();
         rt::spawn_detached(async move {
@@ -601,7 +602,7 @@ impl Driver {
         (self.clock)()
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<ToDriver>) {
         let (reply_tx, mut replies) = mpsc::channel::<Input>(CLIENT_COMMANDS_LEN_MAX);
         self.step(Input::Start, &reply_tx);
         loop {
@@ -614,20 +615,20 @@ impl Driver {
                 // simulator's seed, and a seed must replay bit for bit.
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Call(id, call, reply)) => {
+                    Some(ToDriver::Call(id, call, reply)) => {
                         if let Call::Release { lock, token } = &call {
                             self.watches.remove(&(lock.clone(), *token));
                         }
                         self.calls.insert(id, reply);
                         self.step(Input::Call { id, call }, &reply_tx);
                     }
-                    Some(Command::Abandon(id, permit)) => {
+                    Some(ToDriver::Abandon(id, permit)) => {
                         if self.calls.contains_key(&id) {
                             self.gates.insert(id, permit);
                             self.step(Input::Abandon { id }, &reply_tx);
                         }
                     }
-                    Some(Command::ReleaseUntaken(lock, token, permit)) => {
+                    Some(ToDriver::ReleaseUntaken(lock, token, permit)) => {
                         self.watches.remove(&(lock.clone(), token));
                         let now = self.now();
                         self.release_own(now, lock, token, Some(permit), &reply_tx);

@@ -5,7 +5,7 @@ use crate::lock::{
     encode, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
     Response, SessionId, SessionInfo, Token,
 };
-use crate::runtime::{Family, Node};
+use crate::runtime::Node;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub fn serve(
             .app_data(settings.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics))
+            .route("/metrics", web::get().to(super::metrics::metrics))
             .route("/docs", web::get().to(docs_page))
             .route("/openapi.json", web::get().to(openapi))
             .route("/API/v1/cluster", web::get().to(cluster))
@@ -298,80 +298,6 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn metrics(node: Shared, gateway: Gateway) -> Result<HttpResponse, ApiError> {
-    let s = node.status().await?;
-    let (sessions, locks, waiters, files) = node.inspect(|m| m.sizes()).await?;
-    let is_leader = if s.role == crate::raft::Role::Leader {
-        1.0
-    } else {
-        0.0
-    };
-    let gauges = [
-        ("raftlock_term", "Current Raft term.", s.term as f64),
-        ("raftlock_is_leader", "1 if this node leads.", is_leader),
-        (
-            "raftlock_commit_index",
-            "Highest index known committed.",
-            s.commit_index as f64,
-        ),
-        (
-            "raftlock_applied_index",
-            "Highest index applied here.",
-            s.applied_index as f64,
-        ),
-        (
-            "raftlock_last_index",
-            "Last index of the local log.",
-            s.last_index as f64,
-        ),
-        ("raftlock_sessions", "Live sessions.", sessions as f64),
-        (
-            "raftlock_locks",
-            "Locks held, awaited or in lock-delay.",
-            locks as f64,
-        ),
-        (
-            "raftlock_waiters",
-            "Queued acquires, all locks.",
-            waiters as f64,
-        ),
-        ("raftlock_files", "Fenced files.", files as f64),
-        (
-            "raftlock_grant_waits",
-            "Acquires and native waits on this node waiting for a grant.",
-            gateway.waiting() as f64,
-        ),
-        (
-            "raftlock_pending_requests",
-            "Proposals and reads waiting on this node for an answer.",
-            s.pending_requests as f64,
-        ),
-    ];
-    let peer = |f: &dyn Fn(&crate::runtime::PeerQueue) -> f64| {
-        s.peer_queues
-            .iter()
-            .map(|q| (format!("peer=\"{}\"", q.peer), f(q)))
-            .collect()
-    };
-    let families = [
-        Family {
-            name: "raftlock_peer_send_queue",
-            help: "Frames queued for each peer connection.",
-            kind: "gauge",
-            samples: peer(&|q| q.queued as f64),
-        },
-        Family {
-            name: "raftlock_peer_dropped_total",
-            help: "Frames dropped because a peer's send queue was full.",
-            kind: "counter",
-            samples: peer(&|q| q.dropped as f64),
-        },
-    ];
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(node.metrics().render(&gauges, &families)))
-}
-
 async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let members: Vec<serde_json::Value> = s
@@ -597,12 +523,12 @@ async fn leader_only(node: &Node<LockMachine>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn admin_error(e: crate::runtime::ClientError) -> ApiError {
+fn admin_error(e: crate::runtime::NodeError) -> ApiError {
     use crate::raft::RequestError;
-    use crate::runtime::ClientError;
+    use crate::runtime::NodeError;
     match e {
-        ClientError::Rejected(RequestError::NotLeader { leader }) => ApiError::NotLeader(leader),
-        ClientError::Rejected(
+        NodeError::Rejected(RequestError::NotLeader { leader }) => ApiError::NotLeader(leader),
+        NodeError::Rejected(
             e @ (RequestError::Membership(_)
             | RequestError::UnknownNode(_)
             | RequestError::NotCaughtUp(_)

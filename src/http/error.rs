@@ -4,7 +4,7 @@
 
 use crate::lock::LockError;
 use crate::raft::RequestError;
-use crate::runtime::ClientError;
+use crate::runtime::NodeError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -130,14 +130,14 @@ impl From<LockError> for ApiError {
     }
 }
 
-impl From<ClientError> for ApiError {
-    fn from(e: ClientError) -> Self {
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
         match e {
-            ClientError::Rejected(RequestError::NotLeader { leader: None }) => {
+            NodeError::Rejected(RequestError::NotLeader { leader: None }) => {
                 ApiError::Unavailable("no leader at the moment; retry".into())
             }
-            ClientError::Rejected(RequestError::NotAllowed(why)) => ApiError::Forbidden(why),
-            ClientError::Rejected(RequestError::LeadershipLost) => ApiError::Unavailable(
+            NodeError::Rejected(RequestError::NotAllowed(why)) => ApiError::Forbidden(why),
+            NodeError::Rejected(RequestError::LeadershipLost) => ApiError::Unavailable(
                 "leadership changed while the request was in flight; its outcome is unknown".into(),
             ),
             other => ApiError::Unavailable(other.to_string()),
@@ -154,7 +154,7 @@ impl From<crate::gateway::GatewayError> for ApiError {
             GatewayError::TooMany(m) => ApiError::TooMany(m),
             e @ GatewayError::TimedOut { .. } => ApiError::Conflict(e.to_string()),
             GatewayError::Lock(e) => e.into(),
-            GatewayError::Raft(e) => ClientError::Rejected(e).into(),
+            GatewayError::Raft(e) => NodeError::Rejected(e).into(),
             e @ (GatewayError::Stopped | GatewayError::Undecodable(_)) => {
                 ApiError::Unavailable(e.to_string())
             }

@@ -16,7 +16,7 @@ use crate::gateway::{
 };
 use crate::lock::{Event, LockMachine};
 use crate::raft::Applied;
-use crate::runtime::{ClientError, Node};
+use crate::runtime::{NodeError, Node};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
@@ -238,9 +238,9 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn gateway_error(e: ClientError) -> GatewayError {
+fn gateway_error(e: NodeError) -> GatewayError {
     match e {
-        ClientError::Rejected(e) => GatewayError::Raft(e),
-        ClientError::Stopped => GatewayError::Stopped,
+        NodeError::Rejected(e) => GatewayError::Raft(e),
+        NodeError::Stopped => GatewayError::Stopped,
     }
 }

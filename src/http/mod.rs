@@ -9,6 +9,7 @@ mod api;
 pub mod client;
 mod error;
 mod gateway_task;
+mod metrics;
 mod native;
 mod peer;
 

@@ -43,7 +43,7 @@ pub enum RuntimeError {
 
 /// Errors a caller of a running node sees.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ClientError {
+pub enum NodeError {
     #[error(transparent)]
     Rejected(#[from] RequestError),
     #[error("the node has stopped")]

@@ -11,7 +11,7 @@ mod node;
 mod transport;
 mod writer;
 
-pub use error::{ClientError, RuntimeError};
+pub use error::{NodeError, RuntimeError};
 pub use identity::{Cluster, CLUSTER_NAME_BYTES_MAX, CLUSTER_NAME_DEFAULT, IDENTITY_FILE};
 pub use metrics::{Family, Histogram, Metrics, LATENCY_BUCKETS_S};
 pub use node::{Node, NodeConfig, NodeMachine, NodeStatus, PeerQueue, EVENTS_CHANNEL_LEN_MAX};

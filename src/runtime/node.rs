@@ -9,7 +9,7 @@
 //! step. The simulator runs the same core, so the ordering it checks is
 //! this one. Peer connections follow the configuration in effect.
 
-use super::error::{ClientError, RuntimeError};
+use super::error::{NodeError, RuntimeError};
 use super::identity::{self, Cluster};
 use super::metrics::Metrics;
 use super::transport::{accept_loop, PeerSender};
@@ -129,7 +129,7 @@ impl Node<Recorder> {
     }
 
     /// Commands applied, in order (bounded by the Recorder).
-    pub async fn applied(&self) -> Result<Vec<Vec<u8>>, ClientError> {
+    pub async fn applied(&self) -> Result<Vec<Vec<u8>>, NodeError> {
         self.inspect(|r| r.applied().iter().map(|(_, c)| c.clone()).collect())
             .await
     }
@@ -255,11 +255,11 @@ impl<S: NodeMachine> Node<S> {
     pub async fn inspect<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut S) -> R + Send + 'static,
-    ) -> Result<R, ClientError> {
+    ) -> Result<R, NodeError> {
         self.addr
             .send(Inspect(Box::new(f)))
             .await
-            .map_err(|_| ClientError::Stopped)
+            .map_err(|_| NodeError::Stopped)
     }
 
     pub fn id(&self) -> NodeId {
@@ -271,32 +271,32 @@ impl<S: NodeMachine> Node<S> {
         &self.cluster
     }
 
-    async fn request(&self, request: Request) -> Result<Applied, ClientError> {
+    async fn request(&self, request: Request) -> Result<Applied, NodeError> {
         self.addr
             .send(request)
             .await
-            .map_err(|_| ClientError::Stopped)?
+            .map_err(|_| NodeError::Stopped)?
     }
 
     /// Proposes a command; resolves once it is applied (or fails).
-    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ClientError> {
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, NodeError> {
         self.request(Request::Propose(command)).await
     }
 
     /// A linearizable read (ReadIndex); any node can serve it.
-    pub async fn read(&self, query: Vec<u8>) -> Result<Applied, ClientError> {
+    pub async fn read(&self, query: Vec<u8>) -> Result<Applied, NodeError> {
         self.request(Request::Read(query)).await
     }
 
     /// Asks this node, if leader, to hand leadership to `to`. Resolves when
     /// the target has been told to campaign (or the transfer failed).
-    pub async fn transfer_leadership(&self, to: NodeId) -> Result<Applied, ClientError> {
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<Applied, NodeError> {
         self.request(Request::Transfer(to)).await
     }
 
     /// Asks this node, if leader, to change membership by one server;
     /// resolves once the new configuration commits.
-    pub async fn change_membership(&self, change: ConfChange) -> Result<Applied, ClientError> {
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Applied, NodeError> {
         self.request(Request::Change(change)).await
     }
 
@@ -312,11 +312,11 @@ impl<S: NodeMachine> Node<S> {
         }));
     }
 
-    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         self.addr
             .send(GetStatus)
             .await
-            .map_err(|_| ClientError::Stopped)
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// Graceful stop: a leader first hands leadership to its most caught-up
@@ -468,7 +468,7 @@ impl<S: NodeMachine> Actor for RaftNode<S> {
 struct Inbound(Envelope);
 
 #[derive(Message)]
-#[rtype(result = "Result<Applied, ClientError>")]
+#[rtype(result = "Result<Applied, NodeError>")]
 enum Request {
     Propose(Vec<u8>),
     Read(Vec<u8>),
@@ -703,7 +703,7 @@ impl<S: NodeMachine> Handler<Inbound> for RaftNode<S> {
 }
 
 impl<S: NodeMachine> Handler<Request> for RaftNode<S> {
-    type Result = ResponseFuture<Result<Applied, ClientError>>;
+    type Result = ResponseFuture<Result<Applied, NodeError>>;
     fn handle(&mut self, request: Request, ctx: &mut Context<Self>) -> Self::Result {
         self.next_request += 1;
         let id = self.next_request;
@@ -735,15 +735,15 @@ impl<S: NodeMachine> RaftNode<S> {
     fn answer(
         &self,
         rx: oneshot::Receiver<Result<Applied, RequestError>>,
-    ) -> ResponseFuture<Result<Applied, ClientError>> {
+    ) -> ResponseFuture<Result<Applied, NodeError>> {
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
         Box::pin(async move {
             let result = rx.await;
             metrics.commit.observe(started.elapsed());
             match result {
-                Ok(result) => result.map_err(ClientError::Rejected),
-                Err(_) => Err(ClientError::Stopped),
+                Ok(result) => result.map_err(NodeError::Rejected),
+                Err(_) => Err(NodeError::Stopped),
             }
         })
     }
