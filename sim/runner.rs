@@ -334,7 +334,7 @@ const RESET_TOKENS_SEED: u64 = 10;
 const DROP_COMPLETED_RELEASE_SEED: u64 = 3;
 const REACQUIRE_IGNORES_MODE_SEED: u64 = 1;
 const LATE_GRANT_NEVER_LOST_SEED: u64 = 176;
-const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 21;
+const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 165;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {

@@ -332,195 +332,271 @@ fn symmetric(a: &[NodeId], b: &[NodeId]) -> Vec<(NodeId, NodeId)> {
 }
 
 async fn supervise(scenario: Scenario) -> Outcome {
-    let handle = Handle::current();
-    let mut rng = madsim::rand::thread_rng();
-    let node_ids: Vec<NodeId> = (1..=scenario.nodes + scenario.spare_nodes).collect();
-    let bootstrap = Membership::voters_at(
-        (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
-    );
-    let (lock_clients, library_clients, http_clients) = match scenario.workload {
-        Workload::Raft => (0, 0, 0),
-        Workload::Locks {
-            clients,
-            library,
-            http,
-        } => (clients, library, http),
-    };
-    let mut clocks: BTreeMap<NodeId, Clock> = node_ids
-        .iter()
-        .map(|&id| {
-            let offset = rng.gen_range(0..1_000_000_000_000u64);
-            (id, Clock::new(offset, 1.0))
-        })
-        .collect();
-    // Clients' clocks are skewed and drift too, within the bound, for
-    // the whole run (the lease checker converts their readings to real time).
-    let client_ids = (1..=lock_clients)
-        .map(|k| CLIENT_ID_BASE + k)
-        .chain((1..=library_clients).map(|k| LIBRARY_ID_BASE + k))
-        .chain((1..=http_clients).map(|k| HTTP_ID_BASE + k));
-    for id in client_ids {
-        let offset = rng.gen_range(0..1_000_000_000_000u64);
-        let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
-        let rate = if rng.gen_bool(0.5) {
-            1.0 + ppm / 1e6
-        } else {
-            1.0 - ppm / 1e6
+    let mut run = Run::start(scenario);
+    run.fault_phase().await;
+    run.liveness_phase().await;
+    run.outcome()
+}
+
+/// One run's supervisor: what it set up, and the faults it injects and
+/// heals.
+struct Run {
+    scenario: Scenario,
+    handle: Handle,
+    shared: Arc<Shared>,
+    faults: Faults,
+    node_ids: Vec<NodeId>,
+    lock_clients: u64,
+    library_clients: u64,
+    http_clients: u64,
+    /// When the liveness phase healed every fault.
+    healed_at: Duration,
+}
+
+impl Run {
+    /// Clocks, the shared state, the nodes and the clients.
+    fn start(scenario: Scenario) -> Run {
+        let handle = Handle::current();
+        let mut rng = madsim::rand::thread_rng();
+        let node_ids: Vec<NodeId> = (1..=scenario.nodes + scenario.spare_nodes).collect();
+        let bootstrap = Membership::voters_at(
+            (1..=scenario.nodes).map(|id| (id, cluster::addr_of(id).to_string())),
+        );
+        let (lock_clients, library_clients, http_clients) = match scenario.workload {
+            Workload::Raft => (0, 0, 0),
+            Workload::Locks {
+                clients,
+                library,
+                http,
+            } => (clients, library, http),
         };
-        clocks.insert(id, Clock::new(offset, rate));
-    }
-    let shared = Arc::new(Shared {
-        checker: Mutex::new({
-            let mut c = Checker::new(bootstrap.clone());
-            c.trace = crate::trace::on().then(crate::trace::Trace::default);
-            c.locks.history.drop_completed_releases =
-                scenario.lock_controls.drop_completed_releases;
-            c
-        }),
-        bootstrap,
-        clocks: Mutex::new(clocks),
-        client: Mutex::new(Default::default()),
-        start: std::time::Instant::now(),
-        addrs: node_ids
+        let mut clocks: BTreeMap<NodeId, Clock> = node_ids
             .iter()
-            .map(|&id| (id, cluster::addr_of(id)))
-            .collect(),
-        config: raft_config(&scenario),
-        controls: Mutex::new(BTreeMap::new()),
-        transfers_done: Mutex::new(0),
-        lock_config: lock_config(scenario.lock_controls),
-        lock_workload: lock_clients > 0,
-        lin_locks: LIN_LOCKS.iter().map(|s| s.to_string()).collect(),
-        resource: Mutex::new(SimResource::new(!scenario.lock_controls.unfenced_resource)),
-        client_views: (0..=lock_clients)
-            .map(|_| Mutex::new(ClientView::default()))
-            .collect(),
-        library_views: (0..=library_clients)
-            .map(|_| Mutex::new(LibraryView::default()))
-            .collect(),
-        client_bugs: raftlock::client::ClientBugs {
-            late_grant_never_lost: scenario.lock_controls.late_grant_never_lost,
-        },
-        gateway_bugs: raftlock::gateway::GatewayBugs {
-            match_grants_by_name: scenario.lock_controls.match_grants_by_name,
-        },
-    });
-    if crate::trace::on() {
-        // Each node's and client's clock: local reading at start and drift.
-        let clocks: Vec<(NodeId, u64, f64)> = lock(&shared.clocks)
-            .iter()
-            .map(|(&id, c)| (id, c.local(Duration::ZERO).as_micros(), c.rate()))
-            .collect();
-        let mut checker = lock(&shared.checker);
-        for (id, local_us, rate) in clocks {
-            let ppm = ((rate - 1.0) * 1e6).round() as i64;
-            checker.trace_event(
-                id,
-                "clock",
-                &[
-                    ("local_us", crate::trace::V::N(local_us)),
-                    ("drift_ppm", crate::trace::V::S(&ppm.to_string())),
-                ],
-            );
-        }
-    }
-    let mut faults = Faults {
-        handle: handle.clone(),
-        net: NetSim::current(),
-        ids: BTreeMap::new(),
-        disks: BTreeMap::new(),
-        down: BTreeSet::new(),
-        paused: BTreeSet::new(),
-        clogs: BTreeMap::new(),
-        heals: Vec::new(),
-        injected: 0,
-        crashes_mid_write: 0,
-        crashes_mid_compaction: 0,
-        clients: BTreeMap::new(),
-        client_pauses_past_ttl: 0,
-    };
-    for &id in &node_ids {
-        let disk = SimDisk::new();
-        faults.disks.insert(id, disk.clone());
-        let shared = shared.clone();
-        let node = handle
-            .create_node()
-            .name(format!("n{id}"))
-            .ip(cluster::addr_of(id).ip())
-            .init(move || {
-                let (disk, shared) = (disk.clone(), shared.clone());
-                async move {
-                    match shared.lock_workload {
-                        true => run_node::<LockMachine>(id, disk, shared).await,
-                        false => run_node::<Recorder>(id, disk, shared).await,
-                    }
-                }
+            .map(|&id| {
+                let offset = rng.gen_range(0..1_000_000_000_000u64);
+                (id, Clock::new(offset, 1.0))
             })
-            .build();
-        faults.ids.insert(id, node);
-    }
-    if lock_clients == 0 {
-        let client_shared = shared.clone();
-        handle
-            .create_node()
-            .name("client")
-            .ip(CLIENT_ADDR.ip())
-            .init(move || run_client(client_shared.clone()))
-            .build();
-    }
-    for k in 1..=lock_clients {
-        let client_shared = shared.clone();
-        let node = handle
-            .create_node()
-            .name(format!("client{k}"))
-            .ip(lock_client::client_addr(k).ip())
-            .init(move || run_lock_client(k, client_shared.clone()))
-            .build();
-        faults.clients.insert(k, node);
-    }
-    for k in 1..=library_clients {
-        let client_shared = shared.clone();
-        let node = handle
-            .create_node()
-            .name(format!("library{k}"))
-            .ip(library_addr(k).ip())
-            .init(move || run_library_client(k, client_shared.clone()))
-            .build();
-        faults.clients.insert(LIBRARY_ID_BASE + k, node);
-    }
-    for k in 1..=http_clients {
-        let client_shared = shared.clone();
-        handle
-            .create_node()
-            .name(format!("http{k}"))
-            .ip(http_addr(k).ip())
-            .init(move || run_http_client(k, client_shared.clone()))
-            .build();
+            .collect();
+        // Clients' clocks are skewed and drift too, within the bound, for
+        // the whole run (the lease checker converts their readings to real time).
+        let client_ids = (1..=lock_clients)
+            .map(|k| CLIENT_ID_BASE + k)
+            .chain((1..=library_clients).map(|k| LIBRARY_ID_BASE + k))
+            .chain((1..=http_clients).map(|k| HTTP_ID_BASE + k));
+        for id in client_ids {
+            let offset = rng.gen_range(0..1_000_000_000_000u64);
+            let ppm = rng.gen_range(0..=CLOCK_DRIFT_PPM_MAX) as f64;
+            let rate = if rng.gen_bool(0.5) {
+                1.0 + ppm / 1e6
+            } else {
+                1.0 - ppm / 1e6
+            };
+            clocks.insert(id, Clock::new(offset, rate));
+        }
+        let shared = Arc::new(Shared {
+            checker: Mutex::new({
+                let mut c = Checker::new(bootstrap.clone());
+                c.trace = crate::trace::on().then(crate::trace::Trace::default);
+                c.locks.history.drop_completed_releases =
+                    scenario.lock_controls.drop_completed_releases;
+                c
+            }),
+            bootstrap,
+            clocks: Mutex::new(clocks),
+            client: Mutex::new(Default::default()),
+            start: std::time::Instant::now(),
+            addrs: node_ids
+                .iter()
+                .map(|&id| (id, cluster::addr_of(id)))
+                .collect(),
+            config: raft_config(&scenario),
+            controls: Mutex::new(BTreeMap::new()),
+            transfers_done: Mutex::new(0),
+            lock_config: lock_config(scenario.lock_controls),
+            lock_workload: lock_clients > 0,
+            lin_locks: LIN_LOCKS.iter().map(|s| s.to_string()).collect(),
+            resource: Mutex::new(SimResource::new(!scenario.lock_controls.unfenced_resource)),
+            client_views: (0..=lock_clients)
+                .map(|_| Mutex::new(ClientView::default()))
+                .collect(),
+            library_views: (0..=library_clients)
+                .map(|_| Mutex::new(LibraryView::default()))
+                .collect(),
+            client_bugs: raftlock::client::ClientBugs {
+                late_grant_never_lost: scenario.lock_controls.late_grant_never_lost,
+            },
+            gateway_bugs: raftlock::gateway::GatewayBugs {
+                match_grants_by_name: scenario.lock_controls.match_grants_by_name,
+            },
+        });
+        if crate::trace::on() {
+            // Each node's and client's clock: local reading at start and drift.
+            let clocks: Vec<(NodeId, u64, f64)> = lock(&shared.clocks)
+                .iter()
+                .map(|(&id, c)| (id, c.local(Duration::ZERO).as_micros(), c.rate()))
+                .collect();
+            let mut checker = lock(&shared.checker);
+            for (id, local_us, rate) in clocks {
+                let ppm = ((rate - 1.0) * 1e6).round() as i64;
+                checker.trace_event(
+                    id,
+                    "clock",
+                    &[
+                        ("local_us", crate::trace::V::N(local_us)),
+                        ("drift_ppm", crate::trace::V::S(&ppm.to_string())),
+                    ],
+                );
+            }
+        }
+        let mut faults = Faults {
+            handle: handle.clone(),
+            net: NetSim::current(),
+            ids: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            down: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            clogs: BTreeMap::new(),
+            heals: Vec::new(),
+            injected: 0,
+            crashes_mid_write: 0,
+            crashes_mid_compaction: 0,
+            clients: BTreeMap::new(),
+            client_pauses_past_ttl: 0,
+        };
+        for &id in &node_ids {
+            let disk = SimDisk::new();
+            faults.disks.insert(id, disk.clone());
+            let shared = shared.clone();
+            let node = handle
+                .create_node()
+                .name(format!("n{id}"))
+                .ip(cluster::addr_of(id).ip())
+                .init(move || {
+                    let (disk, shared) = (disk.clone(), shared.clone());
+                    async move {
+                        match shared.lock_workload {
+                            true => run_node::<LockMachine>(id, disk, shared).await,
+                            false => run_node::<Recorder>(id, disk, shared).await,
+                        }
+                    }
+                })
+                .build();
+            faults.ids.insert(id, node);
+        }
+        if lock_clients == 0 {
+            let client_shared = shared.clone();
+            handle
+                .create_node()
+                .name("client")
+                .ip(CLIENT_ADDR.ip())
+                .init(move || run_client(client_shared.clone()))
+                .build();
+        }
+        for k in 1..=lock_clients {
+            let client_shared = shared.clone();
+            let node = handle
+                .create_node()
+                .name(format!("client{k}"))
+                .ip(lock_client::client_addr(k).ip())
+                .init(move || run_lock_client(k, client_shared.clone()))
+                .build();
+            faults.clients.insert(k, node);
+        }
+        for k in 1..=library_clients {
+            let client_shared = shared.clone();
+            let node = handle
+                .create_node()
+                .name(format!("library{k}"))
+                .ip(library_addr(k).ip())
+                .init(move || run_library_client(k, client_shared.clone()))
+                .build();
+            faults.clients.insert(LIBRARY_ID_BASE + k, node);
+        }
+        for k in 1..=http_clients {
+            let client_shared = shared.clone();
+            handle
+                .create_node()
+                .name(format!("http{k}"))
+                .ip(http_addr(k).ip())
+                .init(move || run_http_client(k, client_shared.clone()))
+                .build();
+        }
+        Run {
+            scenario,
+            handle,
+            shared,
+            faults,
+            node_ids,
+            lock_clients,
+            library_clients,
+            http_clients,
+            healed_at: Duration::ZERO,
+        }
     }
 
-    // Fault phase: the seed picks what breaks, where, and for how long.
-    while shared.elapsed() < scenario.fault_phase && !scenario.faults.is_empty() {
-        sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
-        let now = shared.elapsed();
-        let healed = faults.heal_due(now);
-        trace_heals(&shared, now, &healed);
-        if lock(&shared.checker).first_violation().is_some() {
-            break;
+    /// The fault phase: the seed picks what breaks, where, and for how long.
+    async fn fault_phase(&mut self) {
+        let shared = self.shared.clone();
+        let (node_ids, scenario) = (self.node_ids.clone(), self.scenario.clone());
+        let mut rng = madsim::rand::thread_rng();
+        while shared.elapsed() < scenario.fault_phase && !scenario.faults.is_empty() {
+            sleep(Duration::from_millis(rng.gen_range(50..1500))).await;
+            let now = shared.elapsed();
+            let faults = &mut self.faults;
+            let healed = faults.heal_due(now);
+            trace_heals(&shared, now, &healed);
+            if lock(&shared.checker).first_violation().is_some() {
+                break;
+            }
+            let Some(&fault) = scenario.faults.choose(&mut rng) else {
+                break;
+            };
+            let up: Vec<NodeId> = node_ids
+                .iter()
+                .copied()
+                .filter(|n| !faults.down.contains(n) && !faults.paused.contains(n))
+                .collect();
+            let heal_after = Duration::from_millis(rng.gen_range(200..4000));
+            let injected_before = faults.heals.len();
+            self.inject(fault, now, heal_after, &up).await;
+            let faults = &mut self.faults;
+            faults.injected += (faults.heals.len() - injected_before) as u64;
+            if faults.heals.len() > injected_before || fault == Fault::ClockDrift {
+                use crate::trace::V;
+                let name = format!("{fault:?}");
+                let added = &faults.heals[injected_before..];
+                let heals: Vec<String> = added
+                    .iter()
+                    .map(|(at, h)| format!("{h:?} at {at:?}"))
+                    .collect();
+                // Until the last of its heals (a clock drift is never undone).
+                let until = added.iter().map(|(at, _)| *at).max().unwrap_or(now);
+                let mut checker = lock(&shared.checker);
+                checker.now = now;
+                checker.trace_event(
+                    0,
+                    "fault",
+                    &[
+                        ("fault", V::S(&name)),
+                        ("heals", V::S(&heals.join("; "))),
+                        ("until_us", V::N(until.as_micros() as u64)),
+                    ],
+                );
+            }
         }
-        let Some(&fault) = scenario.faults.choose(&mut rng) else {
-            break;
-        };
-        let up: Vec<NodeId> = node_ids
-            .iter()
-            .copied()
-            .filter(|n| !faults.down.contains(n) && !faults.paused.contains(n))
-            .collect();
-        let heal_after = Duration::from_millis(rng.gen_range(200..4000));
-        let injected_before = faults.heals.len();
+    }
+
+    /// Injects one fault of kind `fault` at `now` (nothing, when it has no
+    /// target).
+    async fn inject(&mut self, fault: Fault, now: Duration, heal_after: Duration, up: &[NodeId]) {
+        let (lock_clients, library_clients) = (self.lock_clients, self.library_clients);
+        let (shared, handle, node_ids) = (self.shared.clone(), &self.handle, &self.node_ids);
+        let faults = &mut self.faults;
+        let mut rng = madsim::rand::thread_rng();
         match fault {
             Fault::Crash => {
                 let Some(&n) = up.choose(&mut rng) else {
-                    continue;
+                    return;
                 };
                 handle.kill(faults.ids[&n].id());
                 let report = faults.disks[&n].crash(&mut rng, true);
@@ -556,7 +632,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
                         break;
                     }
                 }
-                let Some(n) = victim else { continue };
+                let Some(n) = victim else { return };
                 handle.kill(faults.ids[&n].id());
                 faults.disks[&n].crash(&mut rng, true);
                 faults.crashes_mid_write += 1;
@@ -569,7 +645,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     .iter()
                     .nth(rng.gen_range(0..faults.clients.len().max(1)))
                 else {
-                    continue;
+                    return;
                 };
                 let client = node.id();
                 let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = faults
@@ -601,14 +677,14 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     waiting.choose(&mut rng)
                 };
                 let Some(&k) = aimed.or(faults.clients.keys().next()) else {
-                    continue;
+                    return;
                 };
                 // Longer than the TTL, the drift margin and the lock-delay:
                 // the session expires and someone else may take the lock.
                 let ttl = lock_client::SIM_TTL_MS;
                 let pause = Duration::from_millis(rng.gen_range(ttl * 3 / 2..ttl * 3));
                 let Some(node) = faults.clients.get(&k) else {
-                    continue;
+                    return;
                 };
                 handle.pause(node.id());
                 faults.client_pauses_past_ttl += 1;
@@ -616,7 +692,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
             }
             Fault::Pause => {
                 let Some(&n) = up.choose(&mut rng) else {
-                    continue;
+                    return;
                 };
                 handle.pause(faults.ids[&n].id());
                 faults.paused.insert(n);
@@ -632,7 +708,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
             }
             Fault::IsolateLeader => {
                 let leader = lock(&shared.checker).current_leader();
-                let Some(leader) = leader else { continue };
+                let Some(leader) = leader else { return };
                 let others: Vec<NodeId> =
                     node_ids.iter().copied().filter(|&n| n != leader).collect();
                 let links = symmetric(&[leader], &others);
@@ -652,7 +728,7 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 } else {
                     let b = node_ids[rng.gen_range(0..node_ids.len())];
                     if a == b {
-                        continue;
+                        return;
                     } else {
                         vec![(a, b)]
                     }
@@ -679,12 +755,12 @@ async fn supervise(scenario: Scenario) -> Outcome {
                     let checker = lock(&shared.checker);
                     (checker.current_leader(), checker.voters())
                 };
-                let Some(leader) = leader else { continue };
+                let Some(leader) = leader else { return };
                 if voters.len() <= 3 {
-                    continue;
+                    return;
                 }
                 let Some(&id) = voters.choose(&mut rng) else {
-                    continue;
+                    return;
                 };
                 lock(&shared.controls)
                     .entry(leader)
@@ -694,11 +770,11 @@ async fn supervise(scenario: Scenario) -> Outcome {
             }
             Fault::TransferLeader => {
                 let leader = lock(&shared.checker).current_leader();
-                let Some(leader) = leader else { continue };
+                let Some(leader) = leader else { return };
                 let others: Vec<NodeId> =
                     node_ids.iter().copied().filter(|&n| n != leader).collect();
                 let Some(&to) = others.choose(&mut rng) else {
-                    continue;
+                    return;
                 };
                 lock(&shared.controls)
                     .entry(leader)
@@ -728,112 +804,103 @@ async fn supervise(scenario: Scenario) -> Outcome {
                 );
             }
         }
-        faults.injected += (faults.heals.len() - injected_before) as u64;
-        if faults.heals.len() > injected_before || fault == Fault::ClockDrift {
-            use crate::trace::V;
-            let name = format!("{fault:?}");
-            let added = &faults.heals[injected_before..];
-            let heals: Vec<String> = added
-                .iter()
-                .map(|(at, h)| format!("{h:?} at {at:?}"))
-                .collect();
-            // Until the last of its heals (a clock drift is never undone).
-            let until = added.iter().map(|(at, _)| *at).max().unwrap_or(now);
-            let mut checker = lock(&shared.checker);
-            checker.now = now;
-            checker.trace_event(
-                0,
-                "fault",
-                &[
-                    ("fault", V::S(&name)),
-                    ("heals", V::S(&heals.join("; "))),
-                    ("until_us", V::N(until.as_micros() as u64)),
-                ],
-            );
-        }
     }
 
-    // Liveness phase: heal everything; a leader must commit a new entry.
-    let healed = faults.heal_all();
-    let healed_at = shared.elapsed();
-    trace_heals(&shared, healed_at, &healed);
-    let bound = Duration::from_millis(LIVENESS_BOUND_MS);
-    loop {
-        sleep(Duration::from_millis(100)).await;
-        if lock(&shared.checker).first_violation().is_some() {
-            break;
+    /// The liveness phase: heal everything; a leader must commit a new
+    /// entry, every client's waits end, every request is answered.
+    async fn liveness_phase(&mut self) {
+        let (lock_clients, http_clients) = (self.lock_clients, self.http_clients);
+        let shared = self.shared.clone();
+        let faults = &mut self.faults;
+        let healed = faults.heal_all();
+        let healed_at = shared.elapsed();
+        trace_heals(&shared, healed_at, &healed);
+        let bound = Duration::from_millis(LIVENESS_BOUND_MS);
+        loop {
+            sleep(Duration::from_millis(100)).await;
+            if lock(&shared.checker).first_violation().is_some() {
+                break;
+            }
+            if lock_clients > 0 {
+                // Every client's waits end and every client gets a lock again.
+                let clients: Vec<u64> = (1..=lock_clients).map(|k| CLIENT_ID_BASE + k).collect();
+                let mut checker = lock(&shared.checker);
+                checker.now = shared.elapsed();
+                let http: Vec<u64> = (1..=http_clients).map(|k| HTTP_ID_BASE + k).collect();
+                let requests_done = checker.check_requests(&http, healed_at, bound);
+                if checker.check_waiters(&clients, healed_at, bound) && requests_done {
+                    break;
+                }
+                if checker.first_violation().is_some() {
+                    break;
+                }
+                continue;
+            }
+            let stats = lock(&shared.client);
+            if stats.last_commit_invoked.is_some_and(|t| t >= healed_at) {
+                break;
+            }
+            drop(stats);
+            if shared.elapsed() > healed_at + bound {
+                let mut checker = lock(&shared.checker);
+                let leader = checker.current_leader();
+                checker.fail_liveness(format!(
+                    "no new entry committed within {bound:?} after faults healed at {healed_at:?} (leader: {leader:?})"
+                ));
+                break;
+            }
         }
+        self.healed_at = healed_at;
+    }
+
+    /// What the checkers found and counted.
+    fn outcome(&mut self) -> Outcome {
+        let lock_clients = self.lock_clients;
+        let shared = self.shared.clone();
+        let faults = &mut self.faults;
+        let mut checker = lock(&shared.checker);
+        checker.now = shared.elapsed();
+        checker.finish();
         if lock_clients > 0 {
-            // Every client's waits end and every client gets a lock again.
-            let clients: Vec<u64> = (1..=lock_clients).map(|k| CLIENT_ID_BASE + k).collect();
-            let mut checker = lock(&shared.checker);
-            checker.now = shared.elapsed();
-            let http: Vec<u64> = (1..=http_clients).map(|k| HTTP_ID_BASE + k).collect();
-            let requests_done = checker.check_requests(&http, healed_at, bound);
-            if checker.check_waiters(&clients, healed_at, bound) && requests_done {
-                break;
-            }
-            if checker.first_violation().is_some() {
-                break;
-            }
-            continue;
+            checker.finish_locks(&shared.lin_locks);
+            checker.trace_event(0, "run_end", &[]);
         }
-        let stats = lock(&shared.client);
-        if stats.last_commit_invoked.is_some_and(|t| t >= healed_at) {
-            break;
-        }
-        drop(stats);
-        if shared.elapsed() > healed_at + bound {
-            let mut checker = lock(&shared.checker);
-            let leader = checker.current_leader();
-            checker.fail_liveness(format!(
-                "no new entry committed within {bound:?} after faults healed at {healed_at:?} (leader: {leader:?})"
-            ));
-            break;
-        }
+        let locks = LockStats {
+            grants: checker.locks.tokens.grants() as u64,
+            requests: checker.locks.once.requests() as u64,
+            writes_accepted: checker.locks.writes_accepted,
+            stale_writes_rejected: lock(&shared.resource).stale_rejected,
+            expiries_checked: checker.locks.leases.expiries_checked,
+            linearizability_ops: checker.locks.linearizability_ops,
+            calls_open_at_end: checker.locks.history.open_at_end,
+            client_pauses_past_ttl: faults.client_pauses_past_ttl,
+            beliefs_checked: checker.locks.beliefs.beliefs_checked,
+            guards_told_lost: checker.locks.beliefs.guards_told_lost,
+            http_calls: checker.locks.requests.calls,
+            http_given_up: checker.locks.requests.given_up,
+        };
+        let (committed, reads) = {
+            let client = lock(&shared.client);
+            (client.committed, client.reads)
+        };
+        let transfers = *lock(&shared.transfers_done);
+        let outcome = Outcome {
+            violation: checker.first_violation().cloned(),
+            trace_hash: checker.trace_hash(),
+            sim_time: shared.elapsed(),
+            committed,
+            leaders: checker.stats.leaders_elected,
+            faults: faults.injected,
+            crashes_mid_write: faults.crashes_mid_write,
+            crashes_mid_compaction: faults.crashes_mid_compaction,
+            reads,
+            transfers,
+            stats: checker.stats.clone(),
+            locks,
+            trace: checker.trace.take(),
+        };
+        outcome
     }
-    let mut checker = lock(&shared.checker);
-    checker.now = shared.elapsed();
-    checker.finish();
-    if lock_clients > 0 {
-        checker.finish_locks(&shared.lin_locks);
-        checker.trace_event(0, "run_end", &[]);
-    }
-    let locks = LockStats {
-        grants: checker.locks.tokens.grants() as u64,
-        requests: checker.locks.once.requests() as u64,
-        writes_accepted: checker.locks.writes_accepted,
-        stale_writes_rejected: lock(&shared.resource).stale_rejected,
-        expiries_checked: checker.locks.leases.expiries_checked,
-        linearizability_ops: checker.locks.linearizability_ops,
-        calls_open_at_end: checker.locks.history.open_at_end,
-        client_pauses_past_ttl: faults.client_pauses_past_ttl,
-        beliefs_checked: checker.locks.beliefs.beliefs_checked,
-        guards_told_lost: checker.locks.beliefs.guards_told_lost,
-        http_calls: checker.locks.requests.calls,
-        http_given_up: checker.locks.requests.given_up,
-    };
-    let (committed, reads) = {
-        let client = lock(&shared.client);
-        (client.committed, client.reads)
-    };
-    let transfers = *lock(&shared.transfers_done);
-    let outcome = Outcome {
-        violation: checker.first_violation().cloned(),
-        trace_hash: checker.trace_hash(),
-        sim_time: shared.elapsed(),
-        committed,
-        leaders: checker.stats.leaders_elected,
-        faults: faults.injected,
-        crashes_mid_write: faults.crashes_mid_write,
-        crashes_mid_compaction: faults.crashes_mid_compaction,
-        reads,
-        transfers,
-        stats: checker.stats.clone(),
-        locks,
-        trace: checker.trace.take(),
-    };
-    outcome
 }
 
 impl Checker {
