@@ -3,7 +3,7 @@
 //! Every wait polls with a deadline; nothing sleeps to synchronise.
 
 use raftlock::raft::{self, ConfChange, RequestError, Role};
-use raftlock::runtime::{NodeError, Node, NodeConfig, NodeStatus};
+use raftlock::runtime::{Node, NodeConfig, NodeError, NodeStatus};
 mod common;
 
 use common::wait_for;

@@ -16,7 +16,7 @@ use crate::gateway::{
 };
 use crate::lock::{Event, LockMachine};
 use crate::raft::Applied;
-use crate::runtime::{NodeError, Node};
+use crate::runtime::{Node, NodeError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;

@@ -80,4 +80,3 @@ pub(super) async fn metrics(node: Shared, gateway: Gateway) -> Result<HttpRespon
         .content_type("text/plain; version=0.0.4")
         .body(node.metrics().render(&gauges, &families)))
 }
-

@@ -48,7 +48,12 @@ impl<S: StateMachine> Raft<S> {
         );
     }
 
-    pub(super) fn handle_pre_vote_response(&mut self, now: Instant, from: NodeId, resp: VoteResponse) {
+    pub(super) fn handle_pre_vote_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        resp: VoteResponse,
+    ) {
         if self.role != Role::PreCandidate
             || !resp.granted
             || resp.term != self.term + 1

@@ -164,7 +164,12 @@ impl<S: StateMachine> Raft<S> {
         self.maybe_send_timeout_now();
     }
 
-    pub(super) fn handle_append_result(&mut self, from: NodeId, result: AppendResult, last_index: Index) {
+    pub(super) fn handle_append_result(
+        &mut self,
+        from: NodeId,
+        result: AppendResult,
+        last_index: Index,
+    ) {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };

@@ -165,4 +165,3 @@ pub enum RaftError {
     #[error(transparent)]
     Restore(#[from] RestoreError),
 }
-
