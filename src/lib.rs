@@ -1,9 +1,14 @@
 //! raftlock: a distributed lock service on Raft.
 //!
-//! The Raft replica (`raft`), and later the lock manager and client
-//! sessions, are deterministic actors (`actor`): they take local time and an
-//! input and return effects. Two drivers run them: `runtime` (actix, tokio,
-//! TCP, fsync) in production, and the madsim simulator in `sim/`.
+//! Four deterministic actors (`actor`: local time and an input in, effects
+//! out; no clocks, sockets, files or unseeded randomness inside): the Raft
+//! replica (`raft`), the lock machine it replicates (`lock`), the client's
+//! session (`session`), and each node's request layer (`gateway`). Two
+//! drivers run the same actors through one driver core (`driver`): the
+//! production node (`runtime`: actix, tokio, TCP, fsync; `http` drives the
+//! gateway) and the madsim simulator in `sim/`. The client library
+//! (`client`) runs the session actor over a transport and a clock, real or
+//! simulated.
 
 pub mod actor;
 pub mod check;
