@@ -181,7 +181,7 @@ impl Gateway {
             Purpose::Cancel => self.cancelled(now, call, result),
             Purpose::KeepAlive { sent } => self.renewed(now, call, sent, result),
             Purpose::Lookup => self.looked_up(now, call, result),
-            Purpose::Pass | Purpose::Undo => {}
+            Purpose::Pass | Purpose::Undo { .. } => {}
         }
     }
 
@@ -322,6 +322,9 @@ impl Gateway {
                 match info.held.iter().find(|(l, _)| *l == lock) {
                     Some(&(_, token)) => self.granted(now, call, token),
                     None if a.gone => self.abandon(call, false),
+                    // Past its deadline it cancels, however often events
+                    // were missed meanwhile.
+                    None if a.deadline.is_some_and(|d| now >= d) => self.cancel(call),
                     None if std::mem::take(&mut a.missed) => self.lookup(call, acquire),
                     None => self.wait_or_cancel(now, call, acquire),
                 }
@@ -470,16 +473,19 @@ impl Gateway {
     }
 
     fn undo(&mut self, session: SessionId, lock: &str, close: bool, cancel: bool) {
-        let op = if close {
-            Op::Close
-        } else if cancel {
-            Op::Cancel {
+        if close {
+            return self.propose_close(session, 0);
+        }
+        if cancel {
+            let purpose = Purpose::Undo {
+                close: None,
+                attempt: 0,
+            };
+            let op = Op::Cancel {
                 lock: lock.to_string(),
-            }
-        } else {
-            return;
-        };
-        self.propose(None, Purpose::Undo, &Command::Unsequenced { session, op });
+            };
+            self.propose(None, purpose, &Command::Unsequenced { session, op });
+        }
     }
 
     fn count_wait(&mut self, outcome: &'static str) {

@@ -59,6 +59,13 @@ pub const TTL_MS_DEFAULT: u64 = 10_000;
 /// Grants of its session and lock an acquire keeps while it does not yet
 /// know its own log index; past this it looks the session up instead.
 pub const EARLY_GRANTS_MAX: usize = 16;
+/// Attempts at closing a one-lock session its call left behind, while the
+/// cluster answers that it cannot say (no leader, busy, outcome unknown).
+pub const UNDO_ATTEMPTS_MAX: u32 = 8;
+/// The first retry's delay; each later one doubles, up to
+/// `UNDO_RETRY_MS_MAX`.
+pub const UNDO_RETRY_MS_MIN: u64 = 100;
+pub const UNDO_RETRY_MS_MAX: u64 = 5_000;
 /// Proposals and reads in flight at which new calls are refused: a call has
 /// at most two at once (its own and a renewal) and leaves at most one undo.
 /// The driver reports every op it is given, so they drain.
@@ -202,8 +209,15 @@ enum Purpose {
         sent: Instant,
     },
     Lookup,
-    /// Undoing what an abandoned or failed call left behind.
-    Undo,
+    /// Undoing what an abandoned or failed call left behind: closing the
+    /// one-lock session `close` (retried while the cluster cannot say,
+    /// `attempt` counting), or cancelling a wait in the caller's own
+    /// session (`close` is None: never retried, since by then the session
+    /// may wait for the lock again on its owner's behalf).
+    Undo {
+        close: Option<SessionId>,
+        attempt: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,6 +245,9 @@ pub struct Gateway {
     /// Registrations in `waiting`.
     waiting_len: usize,
     timers: BTreeSet<(Instant, CallId, Timer)>,
+    /// Closes of one-lock sessions to try again: (when, session) -> the
+    /// attempt it will be. At most `CALLS_MAX`.
+    undo_retries: BTreeMap<(Instant, SessionId), u32>,
     effects: VecDeque<Effect>,
     next_op: OpId,
 }
@@ -276,7 +293,7 @@ impl Gateway {
         }
         match purpose {
             Purpose::Pass => self.pass_done(call, result),
-            Purpose::Undo => {}
+            Purpose::Undo { close, attempt } => self.undo_done(now, close, attempt, &result),
             Purpose::Open
             | Purpose::Acquire
             | Purpose::Cancel
@@ -346,6 +363,13 @@ impl Gateway {
 
     /// Time has passed: deadlines and renewals that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((&(at, session), &attempt)) = self.undo_retries.first_key_value() {
+            if at > now {
+                break;
+            }
+            self.undo_retries.remove(&(at, session));
+            self.propose_close(session, attempt);
+        }
         while let Some(&(at, call, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -368,7 +392,9 @@ impl Gateway {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _, _)| at)
+        let timer = self.timers.first().map(|&(at, _, _)| at);
+        let retry = self.undo_retries.keys().next().map(|&(at, _)| at);
+        timer.into_iter().chain(retry).min()
     }
 
     /// Calls in progress.
@@ -469,6 +495,41 @@ impl Gateway {
             Err(_) => "unavailable",
         };
         self.effects.push_back(Effect::Count { operation, outcome });
+    }
+
+    /// Closes a one-lock session nobody uses any more.
+    fn propose_close(&mut self, session: SessionId, attempt: u32) {
+        let purpose = Purpose::Undo {
+            close: Some(session),
+            attempt,
+        };
+        let close = Command::Unsequenced {
+            session,
+            op: crate::lock::Op::Close,
+        };
+        self.propose(None, purpose, &close);
+    }
+
+    /// An undo came back. A close the cluster could not decide is tried
+    /// again later (a queued wait of that session would otherwise be
+    /// granted to nobody and hold the lock for the TTL and the lock-delay);
+    /// the lock machine's own answer (closed, or already gone) ends it.
+    fn undo_done(
+        &mut self,
+        now: Instant,
+        close: Option<SessionId>,
+        attempt: u32,
+        result: &Result<Applied, GatewayError>,
+    ) {
+        let Some(session) = close else { return };
+        let decided = matches!(result, Ok(applied) if response_of(applied).is_ok());
+        let next = attempt + 1;
+        if decided || next >= UNDO_ATTEMPTS_MAX || self.undo_retries.len() >= CALLS_MAX {
+            return;
+        }
+        let delay_ms = (UNDO_RETRY_MS_MIN << attempt.min(16)).min(UNDO_RETRY_MS_MAX);
+        let at = now + std::time::Duration::from_millis(delay_ms);
+        self.undo_retries.insert((at, session), next);
     }
 
     fn register(&mut self, call: CallId, session: SessionId, lock: &str) {

@@ -709,3 +709,86 @@ fn the_native_client_is_told_what_production_tells_it() {
     }
     let _ = Duration::ZERO;
 }
+
+/// Review finding: an undo the cluster could not decide was dropped, so a
+/// queued wait of an abandoned one-lock session could be granted to nobody.
+#[test]
+fn a_close_the_cluster_cannot_decide_is_tried_again_until_it_is() {
+    let mut g = gateway();
+    queued_one_lock(&mut g);
+    g.handle_gone(1);
+    effects(&mut g);
+    let no_leader = GatewayError::Raft(RequestError::NotLeader { leader: None });
+    g.handle_done(at(5), 3, Err(no_leader));
+    assert_eq!(effects(&mut g), vec![]);
+    assert_eq!(g.poll_timeout(), Some(at(5 + UNDO_RETRY_MS_MIN)));
+    g.handle_timeout(at(105));
+    assert_eq!(effects(&mut g), vec![proposal(4, 7, Op::Close)]);
+    g.handle_done(at(106), 4, Err(GatewayError::Raft(RequestError::Busy)));
+    assert_eq!(
+        g.poll_timeout(),
+        Some(at(106 + 2 * UNDO_RETRY_MS_MIN)),
+        "the delay doubles"
+    );
+    g.handle_timeout(at(306));
+    assert_eq!(effects(&mut g), vec![proposal(5, 7, Op::Close)]);
+    g.handle_done(at(307), 5, response(40, Err(LockError::SessionNotFound(7))));
+    assert_eq!(g.poll_timeout(), None, "the lock machine's answer ends it");
+
+    // And it gives up after UNDO_ATTEMPTS_MAX attempts.
+    let mut g = gateway();
+    queued_one_lock(&mut g);
+    g.handle_gone(1);
+    effects(&mut g);
+    let mut op = 3;
+    let mut now = 5;
+    for _ in 0..UNDO_ATTEMPTS_MAX {
+        g.handle_done(at(now), op, Err(GatewayError::Stopped));
+        effects(&mut g);
+        match g.poll_timeout() {
+            Some(t) => {
+                g.handle_timeout(t);
+                now = t.as_micros() / 1000;
+                op += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(op, 3 + u64::from(UNDO_ATTEMPTS_MAX) - 1);
+    assert_eq!(g.poll_timeout(), None);
+
+    // A cancel in the caller's own session is not retried: by then the
+    // session may be waiting again on its owner's behalf.
+    let mut g = gateway();
+    g.handle_call(at(0), 1, acquire(SessionChoice::Existing(5), 1000));
+    g.handle_done(at(1), 1, response(30, Ok(Reply::Queued { position: 0 })));
+    g.handle_gone(1);
+    effects(&mut g);
+    g.handle_done(at(2), 2, Err(GatewayError::Stopped));
+    assert_eq!(g.poll_timeout(), None);
+}
+
+/// Review finding: while events kept being missed, a wait looked its
+/// session up again and again past its deadline and was never answered.
+#[test]
+fn a_wait_whose_lookups_keep_missing_events_still_ends_at_its_deadline() {
+    let mut g = gateway();
+    g.handle_call(at(0), 1, acquire(SessionChoice::Existing(5), 1000));
+    effects(&mut g);
+    g.handle_done(at(1), 1, response(30, Ok(Reply::Queued { position: 0 })));
+    effects(&mut g);
+    g.handle_missed();
+    assert_eq!(effects(&mut g), vec![session_read(2, 5)]);
+    g.handle_missed();
+    g.handle_timeout(at(1001));
+    assert_eq!(effects(&mut g), vec![], "the look in flight decides");
+    let not_yet = SessionInfo {
+        ttl_ms: 3000,
+        held: vec![],
+        waiting: vec!["L".into()],
+        expires_in_ms: Some(2000),
+    };
+    g.handle_done(at(1002), 2, answer(31, QueryAnswer::Session(Some(not_yet))));
+    let cancel = Op::Cancel { lock: "L".into() };
+    assert_eq!(effects(&mut g), vec![proposal(3, 5, cancel)]);
+}

@@ -21,7 +21,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -31,12 +31,17 @@ use tokio::sync::{mpsc, oneshot};
 pub const GATEWAY_INBOX_LEN_MAX: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Answer, GatewayError>>;
+/// Set by a call's handler when its client went away (before the notice is
+/// sent), so that a departure that overtakes its call is never lost.
+type Departed = Arc<AtomicBool>;
+type Inbound = (CallId, Request, Reply, Departed);
 type Done = Pin<Box<dyn Future<Output = (OpId, Result<Applied, GatewayError>)>>>;
 
 /// The handlers' end of the gateway task.
 pub struct GatewayHandle {
-    calls: mpsc::Sender<(CallId, Request, Reply)>,
-    /// One per call at most, so it never fills: `CALLS_MAX` long.
+    calls: mpsc::Sender<Inbound>,
+    /// One per call at most, sent only once the call is in the inbox, so
+    /// it never fills: as long as the calls the gateway and the inbox hold.
     gone: mpsc::Sender<CallId>,
     next: AtomicU64,
     waiting: Arc<AtomicUsize>,
@@ -47,7 +52,7 @@ impl GatewayHandle {
     /// subscribed to the node's events before any call is taken.
     pub fn start(node: Arc<Node<LockMachine>>, config: GatewayConfig) -> Arc<GatewayHandle> {
         let (calls, calls_rx) = mpsc::channel(GATEWAY_INBOX_LEN_MAX);
-        let (gone, gone_rx) = mpsc::channel(CALLS_MAX);
+        let (gone, gone_rx) = mpsc::channel(CALLS_MAX + GATEWAY_INBOX_LEN_MAX);
         let waiting = Arc::new(AtomicUsize::new(0));
         let task = Task {
             events: node.subscribe(),
@@ -93,12 +98,19 @@ impl GatewayHandle {
     ) -> Option<Result<Answer, GatewayError>> {
         let call = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
-        if self.calls.send((call, request, tx)).await.is_err() {
+        let departed = Departed::default();
+        if self
+            .calls
+            .send((call, request, tx, departed.clone()))
+            .await
+            .is_err()
+        {
             return Some(Err(GatewayError::Stopped));
         }
         let mut watch = Gone {
             tx: self.gone.clone(),
             call,
+            departed,
             armed: true,
         };
         let answer = match peer {
@@ -107,6 +119,10 @@ impl GatewayHandle {
                 let mut check = tokio::time::interval(Duration::from_millis(PEER_CHECK_MS));
                 loop {
                     tokio::select! {
+                        // An answer that is ready is taken, even from a
+                        // client seen to leave: the gateway has finished
+                        // that call and could not undo it any more.
+                        biased;
                         answer = &mut rx => break answer,
                         _ = check.tick() => if peer.gone() {
                             // `watch` tells the gateway as it drops.
@@ -125,13 +141,16 @@ impl GatewayHandle {
 struct Gone {
     tx: mpsc::Sender<CallId>,
     call: CallId,
+    departed: Departed,
     armed: bool,
 }
 
 impl Drop for Gone {
     fn drop(&mut self) {
         if self.armed {
-            // Room is certain: one message per call, CALLS_MAX slots.
+            self.departed.store(true, Ordering::Release);
+            // Room is certain: one message per call the gateway or the
+            // inbox holds, and that many slots.
             let _ = self.tx.try_send(self.call);
         }
     }
@@ -152,11 +171,7 @@ impl Task {
         Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
-    async fn run(
-        mut self,
-        mut calls: mpsc::Receiver<(CallId, Request, Reply)>,
-        mut gone: mpsc::Receiver<CallId>,
-    ) {
+    async fn run(mut self, mut calls: mpsc::Receiver<Inbound>, mut gone: mpsc::Receiver<CallId>) {
         let mut events_open = true;
         loop {
             let wake = self
@@ -182,15 +197,20 @@ impl Task {
                         }
                     }
                 }
-                Some(call) = gone.recv() => {
-                    self.replies.remove(&call);
-                    self.gateway.handle_gone(call);
-                }
                 call = calls.recv() => {
-                    let Some((call, request, reply)) = call else { return };
+                    let Some((call, request, reply, departed)) = call else { return };
                     self.replies.insert(call, reply);
                     let now = self.now();
                     self.gateway.handle_call(now, call, request);
+                    // Its client left before the call got here: the notice
+                    // came first and named a call not yet known.
+                    if departed.load(Ordering::Acquire) && self.replies.remove(&call).is_some() {
+                        self.gateway.handle_gone(call);
+                    }
+                }
+                Some(call) = gone.recv() => {
+                    self.replies.remove(&call);
+                    self.gateway.handle_gone(call);
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
                     let now = self.now();
