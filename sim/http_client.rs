@@ -150,13 +150,7 @@ impl HttpUser {
         let real = self.real_at(until);
         let mut checker = lock(&self.shared.checker);
         checker.now = self.shared.elapsed();
-        checker
-            .locks
-            .beliefs
-            .on_trusted_until(self.id, session, real);
-        if let Err(m) = checker.locks.leases.on_trusted_until(session, real) {
-            checker.fail_lease(m);
-        }
+        checker.on_lease_trusted(self.id, session, real);
         true
     }
 

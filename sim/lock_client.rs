@@ -250,14 +250,7 @@ impl Client {
                 self.trusted_until = until;
                 if let (Some(until), Some(session)) = (until, self.session.session_id()) {
                     let real = g + clock.global_until(g, until);
-                    let mut checker = self.checker();
-                    checker
-                        .locks
-                        .beliefs
-                        .on_trusted_until(self.id, session, real);
-                    if let Err(m) = checker.locks.leases.on_trusted_until(session, real) {
-                        checker.fail_lease(m);
-                    }
+                    self.checker().on_lease_trusted(self.id, session, real);
                 }
             }
         }

@@ -173,6 +173,15 @@ impl Checker {
         }
     }
 
+    /// `client` trusts `session`'s lease until real time `until`: what the
+    /// client-beliefs and lease-safety checkers both need to know.
+    pub fn on_lease_trusted(&mut self, client: u64, session: u64, until: Duration) {
+        self.locks.beliefs.on_trusted_until(client, session, until);
+        if let Err(m) = self.locks.leases.on_trusted_until(session, until) {
+            self.fail_lease(m);
+        }
+    }
+
     pub fn fail_lease(&mut self, message: String) {
         self.fail(LeaseSafety::NAME, message);
     }
