@@ -12,12 +12,16 @@
 
 use crate::checker::Believed;
 use crate::cluster::SimFrame;
-use crate::shared::{lock, Shared};
+use crate::library_client::lin_mode;
+use crate::shared::{lock, Shared, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
 use madsim::net::Endpoint;
 use madsim::time::{sleep, timeout};
 use raftlock::actor::{Instant, NodeId};
+use raftlock::check::linearizability as lin;
 use raftlock::gateway::{AcquireArgs, Answer, GatewayError, Request, SessionChoice};
-use raftlock::lock::{encode, Command, LockError, Mode, Op, Reply, Response, SessionId, Token};
+use raftlock::lock::{
+    encode, Command, LockError, Mode, Op, Query, QueryAnswer, Reply, Response, SessionId, Token,
+};
 use raftlock::net::{decode_frame, encode_frame};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -46,7 +50,17 @@ const HTTP_LOCKS: &[(&str, Mode)] = &[
     ("lib-rw", Mode::Exclusive),
     ("lib-sem", Mode::Semaphore(2)),
     ("http-x", Mode::Exclusive),
+    // Checked for linearizability, always in the client's own session:
+    // try-locks beside session clients and library users, and waits.
+    ("lin-0", Mode::Exclusive),
+    ("lin-1", Mode::Shared),
+    ("lin-0", Mode::Semaphore(2)),
+    (LIN_WAIT_LOCK, Mode::Exclusive),
+    (LIN_WAIT_LOCK, Mode::Shared),
 ];
+/// How long a re-acquire of the lock only waits take may wait (a holder's
+/// is answered at once; one whose session lost the lock queues).
+const LIN_REACQUIRE_WAIT_MS: u64 = 200;
 
 pub fn http_addr(k: u64) -> SocketAddr {
     SocketAddr::from(([10, 0, 4, k as u8], 9000))
@@ -68,6 +82,8 @@ struct Held<'a> {
     one_lock: bool,
     /// Its id for the checker (the acquire's call number).
     belief: u64,
+    /// On a lock checked for linearizability.
+    lin: bool,
 }
 
 struct HttpUser {
@@ -82,6 +98,8 @@ struct HttpUser {
     /// The node it sends to.
     home: NodeId,
     last_lock: Option<(&'static str, Mode)>,
+    /// Calls recorded in the linearizability history, for their keys.
+    lin_calls: u64,
 }
 
 /// What became of one call, from the client's side.
@@ -108,6 +126,7 @@ pub async fn run_http_client(k: u64, shared: Arc<Shared>) {
         own: None,
         own_until: None,
         last_lock: None,
+        lin_calls: 0,
     };
     loop {
         user.round().await;
@@ -165,7 +184,8 @@ impl HttpUser {
         let Some((name, mode)) = self.last_lock else {
             return;
         };
-        let one_lock = rng.gen_bool(0.5);
+        let lin = is_lin(name);
+        let one_lock = !lin && rng.gen_bool(0.5);
         if !one_lock && self.own.is_none() {
             self.open().await;
             if self.own.is_none() {
@@ -173,6 +193,8 @@ impl HttpUser {
             }
         }
         let wait_ms = match rng.gen_range(0..10) {
+            _ if lin && name != LIN_WAIT_LOCK => 0,
+            _ if lin => rng.gen_range(100..self.ttl_ms() / 2),
             0..=2 => 0,
             // A one-lock session's wait may outlast its TTL: the node
             // keeps it alive. The client's own is its own to keep.
@@ -203,7 +225,15 @@ impl HttpUser {
             .gen_ratio(DISCONNECT_PERCENT, 100)
             .then(|| Duration::from_millis(rng.gen_range(0..wait_ms.max(1))));
         let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
-        let acquired = match self.call(request, limit, leave_after).await {
+        let checked = match (lin, session) {
+            (true, SessionChoice::Existing(id)) => Some(self.lin_acquire(name, mode, id)),
+            _ => None,
+        };
+        let outcome = self.call(request, limit, leave_after).await;
+        if let Some(checked) = checked {
+            self.lin_acquired(checked, &outcome);
+        }
+        let acquired = match outcome {
             Outcome::Answered(Ok(Answer::Acquired(a))) => a,
             Outcome::Answered(Err(GatewayError::Lock(LockError::SessionNotFound(_)))) => {
                 self.lose_own();
@@ -254,6 +284,7 @@ impl HttpUser {
             token: acquired.token,
             one_lock: acquired.ttl_ms.is_some(),
             belief,
+            lin,
         };
         self.hold(held).await;
     }
@@ -268,6 +299,7 @@ impl HttpUser {
             token,
             one_lock,
             belief,
+            lin,
         } = h;
         let mut rng = madsim::rand::thread_rng();
         let ttl = Duration::from_millis(self.ttl_ms());
@@ -285,16 +317,27 @@ impl HttpUser {
                 break;
             }
         }
+        if lin && rng.gen_bool(0.3) {
+            self.lin_query(name).await;
+        }
         if !one_lock && rng.gen_bool(0.2) {
+            let wait_ms = match name {
+                LIN_WAIT_LOCK => LIN_REACQUIRE_WAIT_MS,
+                _ => 0,
+            };
             let again = Request::Acquire(AcquireArgs {
                 lock: name.to_string(),
                 mode,
-                wait_ms: 0,
+                wait_ms,
                 session: SessionChoice::Existing(session),
             });
-            let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
-            if let Outcome::Answered(Ok(Answer::Acquired(a))) = self.call(again, limit, None).await
-            {
+            let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+            let checked = lin.then(|| self.lin_acquire(name, mode, session));
+            let outcome = self.call(again, limit, None).await;
+            if let Some(checked) = checked {
+                self.lin_acquired(checked, &outcome);
+            }
+            if let Outcome::Answered(Ok(Answer::Acquired(a))) = outcome {
                 if a.token != token {
                     let mut checker = lock(&self.shared.checker);
                     checker.now = self.shared.elapsed();
@@ -314,6 +357,77 @@ impl HttpUser {
         self.let_go(session, name, token, one_lock).await;
     }
 
+    /// Records an acquire of a checked lock in `session`, about to be sent.
+    fn lin_acquire(&mut self, name: &str, mode: Mode, session: SessionId) -> LinCall {
+        self.lin_calls += 1;
+        let key = (self.id, self.lin_calls);
+        let op = lin::Op::Acquire {
+            session,
+            mode: lin_mode(mode),
+        };
+        let event = self.shared.lin_invoke(key, name, op);
+        LinCall {
+            key,
+            event,
+            session,
+        }
+    }
+
+    /// What became of a checked acquire. One whose outcome the client
+    /// cannot know may have been granted, and the request layer lets go of
+    /// such a grant on its own (after a hang-up, a wait's deadline, or an
+    /// unknown outcome).
+    fn lin_acquired(&mut self, call: LinCall, outcome: &Outcome) {
+        let seen = match outcome {
+            Outcome::Answered(Ok(Answer::Acquired(a))) if a.session == call.session => {
+                Some(lin::Outcome::Granted(a.token))
+            }
+            Outcome::Answered(Err(GatewayError::Lock(e))) => match e {
+                LockError::Busy => Some(lin::Outcome::Busy),
+                LockError::LimitMismatch { .. } => Some(lin::Outcome::LimitMismatch),
+                LockError::ModeConflict { .. } => Some(lin::Outcome::ModeConflict),
+                _ => None,
+            },
+            _ => None,
+        };
+        let lock_name = call.event.lock.clone();
+        match seen {
+            Some(outcome) => self.shared.lin_complete(call.key, call.event, outcome),
+            None => {
+                self.shared
+                    .lin_complete(call.key, call.event, lin::Outcome::Unknown);
+                self.shared.lin_undo(&lock_name, call.session);
+            }
+        }
+    }
+
+    /// Asks who holds a checked lock.
+    async fn lin_query(&mut self, name: &str) {
+        self.lin_calls += 1;
+        let key = (self.id, self.lin_calls);
+        let event = self.shared.lin_invoke(key, name, lin::Op::Query);
+        let query = Query::Lock {
+            name: name.to_string(),
+        };
+        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let answer = self.call(Request::Read(encode(&query)), limit, None).await;
+        let outcome = match answer {
+            Outcome::Answered(Ok(Answer::Output(applied))) => {
+                match postcard::from_bytes::<QueryAnswer>(&applied.output) {
+                    Ok(QueryAnswer::Lock(info)) => {
+                        let mut holders: Vec<_> =
+                            info.holders.iter().map(|h| (h.session, h.token)).collect();
+                        holders.sort();
+                        lin::Outcome::Holders(holders)
+                    }
+                    _ => lin::Outcome::Unknown,
+                }
+            }
+            _ => lin::Outcome::Unknown,
+        };
+        self.shared.lin_complete(key, event, outcome);
+    }
+
     /// Releases the lock (closes a one-lock session). When the outcome is
     /// unknown the session may hold it still: the client closes the
     /// session, so a later grant is never mistaken for this one.
@@ -327,9 +441,23 @@ impl HttpUser {
             }
         };
         let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let checked = (is_lin(name) && !one_lock).then(|| {
+            self.lin_calls += 1;
+            let key = (self.id, self.lin_calls);
+            let op = lin::Op::Release { session, token };
+            (key, self.shared.lin_invoke(key, name, op))
+        });
         let done = self
             .propose(Command::Unsequenced { session, op }, limit)
             .await;
+        if let Some((key, event)) = checked {
+            let outcome = match done {
+                Some(Ok(Reply::Released)) => lin::Outcome::Released,
+                Some(Err(LockError::NotHolder)) => lin::Outcome::NotHolder,
+                _ => lin::Outcome::Unknown,
+            };
+            self.shared.lin_complete(key, event, outcome);
+        }
         let definite = matches!(
             done,
             Some(Ok(Reply::Released | Reply::Closed))
@@ -507,6 +635,17 @@ fn outcome_unknown(e: &GatewayError) -> bool {
             | GatewayError::Forbidden(_)
             | GatewayError::TooMany(_)
     )
+}
+
+/// A checked call on its way.
+struct LinCall {
+    key: crate::checker::lock_history::CallKey,
+    event: lin::Event,
+    session: SessionId,
+}
+
+fn is_lin(name: &str) -> bool {
+    name == LIN_WAIT_LOCK || LIN_TRY_LOCKS.contains(&name)
 }
 
 fn believed(mode: Mode) -> Believed {

@@ -7,13 +7,15 @@
 
 use crate::checker::Believed;
 use crate::cluster::SimFrame;
-use crate::shared::{lock, write_resource, LibraryView, Shared};
+use crate::shared::{lock, write_resource, LibraryView, Shared, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 use raftlock::actor::NodeId;
-use raftlock::client::{Client, Clock, Guard, Reply, Transport};
-use raftlock::lock::Mode;
+use raftlock::check::linearizability as lin;
+use raftlock::client::{Client, ClientError, Clock, Guard, Reply, Transport};
+use raftlock::lock::{LockError, Mode, Query, QueryAnswer};
 use raftlock::net::{decode_frame, encode_frame};
+use raftlock::session::CallError;
 use raftlock::session::{NodeReply, SessionConfig, ToNode};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -233,7 +235,8 @@ impl User {
                 }
                 55..=69 => self.hold(LIB_SEM, Mode::Semaphore(2), next_belief).await,
                 70..=79 => self.abandon().await,
-                _ => self.hold(LIB_FENCED, Mode::Exclusive, next_belief).await,
+                80..=89 => self.hold(LIB_FENCED, Mode::Exclusive, next_belief).await,
+                _ => self.lin_round(next_belief).await,
             }
         }
     }
@@ -355,6 +358,151 @@ impl User {
         ));
     }
 
+    /// A round on the locks whose history is checked for linearizability:
+    /// a try-lock on a lock the session clients and HTTP users also
+    /// try-lock, or a wait on the lock only waits take; maybe a query; a
+    /// release, or on the waited lock a drop (its release is never seen).
+    async fn lin_round(&self, round: u64) {
+        let (wait, lock_name, mode, hold_ms, query, drop_it) = {
+            let mut rng = madsim::rand::thread_rng();
+            let wait = rng.gen_bool(0.4);
+            let lock_name = match wait {
+                true => LIN_WAIT_LOCK,
+                false => LIN_TRY_LOCKS[rng.gen_range(0..LIN_TRY_LOCKS.len())],
+            };
+            let mode = match rng.gen_range(0..3) {
+                0 => Mode::Exclusive,
+                1 => Mode::Shared,
+                _ => Mode::Semaphore(2),
+            };
+            let wait = wait.then(|| Duration::from_millis(rng.gen_range(100..1500)));
+            (
+                wait,
+                lock_name,
+                mode,
+                rng.gen_range(1..60),
+                rng.gen_bool(0.3),
+                wait.is_some() && rng.gen_bool(0.3),
+            )
+        };
+        let Some(session) = self.client.session_id() else {
+            return;
+        };
+        // Call keys of this round: (client, round * 4 + call).
+        let key = |call: u64| (self.id, round * 4 + call);
+        let op = lin::Op::Acquire {
+            session,
+            mode: lin_mode(mode),
+        };
+        let event = self.shared.lin_invoke(key(0), lock_name, op);
+        let builder = self.client.lock(lock_name);
+        let builder = match wait {
+            Some(d) => builder.wait(d),
+            None => builder,
+        };
+        let builder = match mode {
+            Mode::Shared => builder.shared(),
+            Mode::Semaphore(n) => builder.semaphore(n),
+            Mode::Exclusive => builder,
+        };
+        let guard = match builder.acquire().await {
+            Ok(guard) => {
+                // Granted in the session it was asked in, or in the one
+                // the client opened after that one ended.
+                let mut event = event;
+                event.op = lin::Op::Acquire {
+                    session: guard.session(),
+                    mode: lin_mode(mode),
+                };
+                let outcome = lin::Outcome::Granted(guard.token());
+                self.shared.lin_complete(key(0), event, outcome);
+                guard
+            }
+            Err(e) => {
+                let definite = match e {
+                    ClientError::Call(CallError::Lock(LockError::Busy)) if wait.is_none() => {
+                        Some(lin::Outcome::Busy)
+                    }
+                    ClientError::Call(CallError::Lock(LockError::LimitMismatch { .. })) => {
+                        Some(lin::Outcome::LimitMismatch)
+                    }
+                    ClientError::Call(CallError::Lock(LockError::ModeConflict { .. })) => {
+                        Some(lin::Outcome::ModeConflict)
+                    }
+                    _ => None,
+                };
+                // A refusal is this session's only if the client was in it
+                // throughout (a client whose lease ran out asks in a new
+                // one).
+                let definite = definite.filter(|_| self.client.session_id() == Some(session));
+                match definite {
+                    Some(outcome) => self.shared.lin_complete(key(0), event, outcome),
+                    None => {
+                        // A wait that timed out, or any failure: it may have
+                        // been granted, in this session or in the next one,
+                        // and the client's driver lets go of such a grant.
+                        let later = self.client.session_id().filter(|&s| s != session);
+                        let mut again = event.clone();
+                        self.shared
+                            .lin_complete(key(0), event, lin::Outcome::Unknown);
+                        self.shared.lin_undo(lock_name, session);
+                        if let Some(later) = later {
+                            again.op = lin::Op::Acquire {
+                                session: later,
+                                mode: lin_mode(mode),
+                            };
+                            self.shared
+                                .lin_complete(key(3), again, lin::Outcome::Unknown);
+                            self.shared.lin_undo(lock_name, later);
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        if query {
+            let event = self.shared.lin_invoke(key(1), lock_name, lin::Op::Query);
+            let asked = Query::Lock {
+                name: lock_name.to_string(),
+            };
+            let outcome = match self.client.query(asked).await {
+                Ok(QueryAnswer::Lock(info)) => {
+                    let mut holders: Vec<_> =
+                        info.holders.iter().map(|h| (h.session, h.token)).collect();
+                    holders.sort();
+                    lin::Outcome::Holders(holders)
+                }
+                _ => lin::Outcome::Unknown,
+            };
+            self.shared.lin_complete(key(1), event, outcome);
+        }
+        madsim::time::sleep(Duration::from_millis(hold_ms)).await;
+        let op = lin::Op::Release {
+            session: guard.session(),
+            token: guard.token(),
+        };
+        let event = self.shared.lin_invoke(key(2), lock_name, op);
+        if drop_it {
+            // Released in the background: the answer is never seen.
+            drop(guard);
+            return;
+        }
+        // The client releases in the session it is in: a refusal is the
+        // guard's session's only if that was it throughout.
+        let held_in = guard.session();
+        let before = self.client.session_id();
+        let outcome = match guard.release().await {
+            Ok(()) => lin::Outcome::Released,
+            Err(ClientError::Call(CallError::Lock(LockError::NotHolder)))
+                if before == Some(held_in) && self.client.session_id() == Some(held_in) =>
+            {
+                lin::Outcome::NotHolder
+            }
+            Err(_) => lin::Outcome::Unknown,
+        };
+        self.shared.lin_complete(key(2), event, outcome);
+    }
+
     /// An acquire whose caller goes away: its future is dropped while it
     /// waits, which must cancel the wait in the cluster.
     async fn abandon(&self) {
@@ -368,5 +516,13 @@ impl User {
             // Granted in time after all: let it go at once.
             drop(guard);
         }
+    }
+}
+
+pub fn lin_mode(mode: Mode) -> lin::Mode {
+    match mode {
+        Mode::Exclusive => lin::Mode::Exclusive,
+        Mode::Shared => lin::Mode::Shared,
+        Mode::Semaphore(n) => lin::Mode::Semaphore(n),
     }
 }

@@ -387,8 +387,8 @@ impl Client {
         let Some(session) = self.session.session_id() else {
             return;
         };
-        let locks = self.shared.lin_locks.clone();
-        let lock = locks[rng.gen_range(0..locks.len())].clone();
+        let locks = crate::shared::LIN_TRY_LOCKS;
+        let lock = locks[rng.gen_range(0..locks.len())].to_string();
         let (call, op) = match (rng.gen_range(0..10), self.lin_held.get(&lock)) {
             (0..=3, Some(&token)) => (
                 Call::Release {

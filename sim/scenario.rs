@@ -8,7 +8,10 @@ use crate::cluster::{self, run_client, run_node, CLIENT_ADDR};
 use crate::http_client::{http_addr, run_http_client, HTTP_ID_BASE};
 use crate::library_client::{library_addr, run_library_client, LIBRARY_ID_BASE};
 use crate::lock_client::{self, run_lock_client, CLIENT_ID_BASE};
-use crate::shared::{lock, lock_view, ClientView, Control, LibraryView, Shared, SimResource};
+use crate::shared::{
+    lock, lock_view, ClientView, Control, LibraryView, Shared, SimResource, LIN_TRY_LOCKS,
+    LIN_WAIT_LOCK,
+};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::sleep;
@@ -145,9 +148,6 @@ pub fn lock_config(controls: LockControls) -> LockConfig {
     }
 }
 
-/// Locks whose histories are checked for linearizability (try-locks only).
-const LIN_LOCKS: &[&str] = &["lin-0", "lin-1"];
-
 #[derive(Debug)]
 pub struct Outcome {
     pub violation: Option<Violation>,
@@ -176,6 +176,8 @@ pub struct LockStats {
     pub linearizability_ops: u64,
     /// Checked calls still unanswered when the run ended (ambiguous).
     pub calls_open_at_end: u64,
+    /// Checked calls answered definitely, by front end (`FRONT_ENDS`).
+    pub lin_definite: [u64; 3],
     pub client_pauses_past_ttl: u64,
     /// Grants and holds the clients' side checker looked at.
     pub beliefs_checked: u64,
@@ -414,7 +416,11 @@ impl Run {
             transfers_done: Mutex::new(0),
             lock_config: lock_config(scenario.lock_controls),
             lock_workload: lock_clients > 0,
-            lin_locks: LIN_LOCKS.iter().map(|s| s.to_string()).collect(),
+            lin_locks: LIN_TRY_LOCKS
+                .iter()
+                .chain([&LIN_WAIT_LOCK])
+                .map(|s| s.to_string())
+                .collect(),
             resource: Mutex::new(SimResource::new(!scenario.lock_controls.unfenced_resource)),
             client_views: (0..=lock_clients)
                 .map(|_| Mutex::new(ClientView::default()))
@@ -873,6 +879,7 @@ impl Run {
             expiries_checked: checker.locks.leases.expiries_checked,
             linearizability_ops: checker.locks.linearizability_ops,
             calls_open_at_end: checker.locks.history.open_at_end,
+            lin_definite: checker.locks.history.definite_by_front_end,
             client_pauses_past_ttl: faults.client_pauses_past_ttl,
             beliefs_checked: checker.locks.beliefs.beliefs_checked,
             guards_told_lost: checker.locks.beliefs.guards_told_lost,

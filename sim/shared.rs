@@ -3,9 +3,11 @@
 //! aims faults by. A leaf module, so that the node driver (`cluster.rs`)
 //! and the clients depend on it and not on each other.
 
+use crate::checker::lock_history::CallKey;
 use crate::checker::Checker;
 use crate::clock::Clock;
 use raftlock::actor::NodeId;
+use raftlock::check::linearizability as lin;
 use raftlock::lock::fence::FenceVerifier;
 use raftlock::lock::{LockConfig, Token};
 use raftlock::raft::{self, Membership};
@@ -13,6 +15,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Locks whose histories are checked for linearizability and that every
+/// front end only try-locks (session clients, library users and HTTP
+/// users contend for them).
+pub const LIN_TRY_LOCKS: &[&str] = &["lin-0", "lin-1"];
+/// A checked lock that library and HTTP users only wait for (the history
+/// model has no queue, so a try-lock's `Busy` is not checked beside
+/// waiters: see `lin::Op::Acquire`).
+pub const LIN_WAIT_LOCK: &str = "lin-w";
 
 /// Out-of-band admin requests from the supervisor to a node.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +76,48 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub fn elapsed(&self) -> Duration {
         std::time::Instant::now().duration_since(self.start)
+    }
+
+    /// A checked call is sent now: it is open (ambiguous if the run ends
+    /// first) until `lin_complete`.
+    pub fn lin_invoke(&self, key: CallKey, lock_name: &str, op: lin::Op) -> lin::Event {
+        let event = lin::Event {
+            lock: lock_name.to_string(),
+            op,
+            invoked: self.elapsed().as_nanos() as u64,
+            completed: 0,
+            outcome: lin::Outcome::Unknown,
+        };
+        lock(&self.checker)
+            .locks
+            .history
+            .invoked(key, event.clone());
+        event
+    }
+
+    /// A checked call's answer came now (`Unknown`: it may or may not have
+    /// taken effect).
+    pub fn lin_complete(&self, key: CallKey, mut event: lin::Event, outcome: lin::Outcome) {
+        event.completed = self.elapsed().as_nanos() as u64;
+        event.outcome = outcome;
+        lock(&self.checker)
+            .locks
+            .history
+            .completed(key, event, &self.lin_locks);
+    }
+
+    /// A call whose client left (or whose outcome it cannot know) may have
+    /// been granted `lock_name` in `session`, and its front end lets go of
+    /// that grant on its own from now on.
+    pub fn lin_undo(&self, lock_name: &str, session: u64) {
+        let now = self.elapsed().as_nanos() as u64;
+        lock(&self.checker).locks.history.record(lin::Event {
+            lock: lock_name.to_string(),
+            op: lin::Op::Undo { session },
+            invoked: now,
+            completed: 0,
+            outcome: lin::Outcome::Unknown,
+        });
     }
 }
 

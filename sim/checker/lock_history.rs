@@ -29,7 +29,23 @@ pub struct LockHistory {
     pub drop_completed_releases: bool,
     /// Calls that were still open when the run ended, recorded ambiguous.
     pub open_at_end: u64,
+    /// Calls answered with a definite outcome, by front end: session
+    /// clients, library users, HTTP users (`FrontEnd`).
+    pub definite_by_front_end: [u64; 3],
 }
+
+/// Which front end a simulated client uses, by its id.
+pub fn front_end(client: u64) -> usize {
+    use crate::{http_client::HTTP_ID_BASE, library_client::LIBRARY_ID_BASE};
+    match client {
+        c if c >= HTTP_ID_BASE => 2,
+        c if c >= LIBRARY_ID_BASE => 1,
+        _ => 0,
+    }
+}
+
+/// The front ends' names, in `definite_by_front_end` order.
+pub const FRONT_ENDS: [&str; 3] = ["session clients", "library users", "HTTP users"];
 
 impl LockHistory {
     /// A checked call was sent.
@@ -40,6 +56,9 @@ impl LockHistory {
     /// A checked call was answered; `event` carries completion and outcome.
     pub fn completed(&mut self, key: CallKey, event: lin::Event, lin_locks: &[String]) {
         self.open.remove(&key);
+        if event.outcome != lin::Outcome::Unknown {
+            self.definite_by_front_end[front_end(key.0)] += 1;
+        }
         let dropped = self.drop_completed_releases && event.outcome == lin::Outcome::Released;
         if !dropped {
             self.record_call(event, lin_locks);

@@ -86,8 +86,28 @@ impl Checker {
                             ("index", V::N(*index)),
                         ],
                     );
+                    let first = self.locks.history.first_apply(*index, "");
+                    if first && !*expired {
+                        // A close is certain once applied: recorded here too
+                        // (a front end's close of a session whose client left
+                        // is seen by no client; a close a client saw is
+                        // recorded twice, which changes nothing). Only for
+                        // the checked locks it let go of, so the thousands of
+                        // one-lock sessions' closes do not swell the history.
+                        let held_lin = lin_locks
+                            .iter()
+                            .filter(|l| held.iter().any(|(h, _)| h == *l));
+                        for lock in held_lin {
+                            self.locks.history.record(lin::Event {
+                                lock: lock.clone(),
+                                op: lin::Op::Close { session: *session },
+                                invoked: now.as_nanos() as u64,
+                                completed: now.as_nanos() as u64,
+                                outcome: lin::Outcome::Done,
+                            });
+                        }
+                    }
                     if *expired {
-                        let first = self.locks.history.first_apply(*index, "");
                         if first {
                             // An expiry is a certain operation at the moment
                             // the first replica applies it (the leader,

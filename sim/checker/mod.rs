@@ -9,7 +9,7 @@ mod exactly_once;
 mod fenced_exclusion;
 mod leader_completeness;
 mod lease_safety;
-mod lock_history;
+pub mod lock_history;
 mod locks;
 mod log_matching;
 mod read_linearizability;

@@ -42,7 +42,11 @@ pub enum Mode {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// try-lock (never waits)
+    /// A try-lock, or a wait whose grant came within the call. The model
+    /// has no queue: a wait's grant is placed where the lock was free for
+    /// it, and a try-lock's `Busy` is only checked on locks nobody waits
+    /// for (beside a queued writer a reader's try-lock is refused although
+    /// the lock is shared; the model would grant it).
     Acquire {
         session: SessionId,
         mode: Mode,
@@ -50,6 +54,13 @@ pub enum Op {
     Release {
         session: SessionId,
         token: Token,
+    },
+    /// A front end letting go, on its own, of what a call whose client
+    /// left may have been granted (the client library's cancel of a dropped
+    /// wait, the request layer's undo after a client hung up): whatever
+    /// `session` holds of the lock is released. Its outcome is never seen.
+    Undo {
+        session: SessionId,
     },
     /// who holds the lock
     Query,
@@ -295,6 +306,16 @@ impl LockState {
                     _ => None,
                 }
             }
+            Op::Undo { session } => match outcome {
+                Outcome::Unknown => {
+                    let mut next = self.clone();
+                    if let Ok(i) = next.find(*session) {
+                        next.holders.remove(i);
+                    }
+                    Some(next)
+                }
+                _ => None,
+            },
             Op::Query => match outcome {
                 Outcome::Unknown => Some(self.clone()),
                 Outcome::Holders(list) => {
@@ -372,6 +393,7 @@ impl LockState {
                 format!("Holders({list:?})")
             }
             Op::Close { .. } | Op::Expire { .. } | Op::Undelay => "Done".to_string(),
+            Op::Undo { .. } => "(never seen)".to_string(),
         }
     }
 }
@@ -445,8 +467,26 @@ fn flip(bits: &mut [u64], i: usize) {
 }
 
 fn check_lock(events: &[(usize, &Event)], limits: &Limits) -> LockResult {
+    // Only a session that asks for the lock can hold it: the end of any
+    // other session changes nothing here, in every order, so it is left
+    // out. (A leader expires dozens of sessions at one instant after a
+    // partition heals; as concurrent ops their orders were searched one
+    // by one, 2^n of them.)
+    let acquirers: std::collections::BTreeSet<SessionId> = events
+        .iter()
+        .filter_map(|(_, e)| match e.op {
+            Op::Acquire { session, .. } => Some(session),
+            _ => None,
+        })
+        .collect();
     let mut entries: Vec<Entry<'_>> = Vec::with_capacity(events.len());
     for &(index, event) in events {
+        if let Op::Close { session } | Op::Expire { session } | Op::Undo { session } = event.op {
+            let silent = matches!(event.outcome, Outcome::Done | Outcome::Unknown);
+            if silent && !acquirers.contains(&session) {
+                continue;
+            }
+        }
         let deadline = if event.outcome == Outcome::Unknown {
             // A read with unknown result says nothing and changes nothing.
             if event.op == Op::Query {
