@@ -84,9 +84,15 @@ pub const PUSH_SESSIONS_MAX: usize = 1024;
 /// What the simulation needs of a state machine beyond `StateMachine`.
 pub trait SimMachine: StateMachine + Sized + 'static {
     fn create(shared: &Shared) -> Self;
-    /// After a step: report what applies did to the checkers; returns the
-    /// events (for the request layer, and grants to push to clients).
-    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Event>;
+    /// A flush's events (`Ready::events`): reports them to the checkers;
+    /// returns them as lock events (for the request layer, and grants to
+    /// push to clients).
+    fn report(
+        node: NodeId,
+        events: Vec<Self::Event>,
+        checker: &mut Checker,
+        shared: &Shared,
+    ) -> Vec<Event>;
     /// The session a proposed command belongs to, if any.
     fn session_of(command: &[u8]) -> Option<SessionId>;
 }
@@ -95,7 +101,7 @@ impl SimMachine for Recorder {
     fn create(_: &Shared) -> Self {
         Recorder::new()
     }
-    fn drain(&mut self, _: NodeId, _: &mut Checker, _: &Shared) -> Vec<Event> {
+    fn report(_: NodeId, _: Vec<()>, _: &mut Checker, _: &Shared) -> Vec<Event> {
         Vec::new()
     }
     fn session_of(_: &[u8]) -> Option<SessionId> {
@@ -107,8 +113,12 @@ impl SimMachine for LockMachine {
     fn create(shared: &Shared) -> Self {
         LockMachine::new(shared.lock_config.clone())
     }
-    fn drain(&mut self, node: NodeId, checker: &mut Checker, shared: &Shared) -> Vec<Event> {
-        let events = self.take_events();
+    fn report(
+        node: NodeId,
+        events: Vec<Event>,
+        checker: &mut Checker,
+        shared: &Shared,
+    ) -> Vec<Event> {
         checker.on_lock_events(node, &events, &shared.lin_locks);
         events
     }
@@ -433,8 +443,7 @@ impl<S: SimMachine> NodeLoop<S> {
         self.observe(&input_text, &effects);
     }
 
-    /// Shows a step's effects to the checkers (and the step trace), then
-    /// drains what the state machine's applies did.
+    /// Shows a step's effects to the checkers (and the step trace).
     fn observe(&mut self, input_text: &str, effects: &[Effect]) {
         let shared = self.shared.clone();
         let g = shared.elapsed();
@@ -454,7 +463,7 @@ impl<S: SimMachine> NodeLoop<S> {
                 eprintln!("      -> {}", cut(format!("{e:?}")));
             }
         }
-        let pushes = {
+        {
             let mut checker = lock(&shared.checker);
             checker.now = g;
             let raft = &self.raft;
@@ -472,12 +481,22 @@ impl<S: SimMachine> NodeLoop<S> {
                 }
             }
             self.applied_seen = raft.applied_index();
-            self.raft
-                .state_machine_mut()
-                .drain(self.id, &mut checker, &shared)
+        }
+    }
+
+    /// What the flush's applies did, as production's host publishes it
+    /// after the replies: to the checkers, to the request layer, and
+    /// queued grants pushed to the client that last sent their session's
+    /// request here.
+    fn deliver_events(&mut self, events: Vec<S::Event>) {
+        let shared = self.shared.clone();
+        let events = {
+            let mut checker = lock(&shared.checker);
+            checker.now = shared.elapsed();
+            S::report(self.id, events, &mut checker, &shared)
         };
         let now = self.local_now();
-        for event in pushes {
+        for event in events {
             self.gateway.handle_event(now, &event);
             if let Event::Granted(grant) = event {
                 if !grant.queued {
@@ -507,6 +526,7 @@ impl<S: SimMachine> NodeLoop<S> {
                         self.gateway_ops.insert(id, op);
                     } else {
                         let now = self.local_now();
+                        lock(&self.shared.checker).stats.limits.busy += 1;
                         let busy = Err(GatewayError::Raft(RequestError::Busy));
                         self.gateway.handle_done(now, op, busy);
                     }
@@ -558,6 +578,7 @@ impl<S: SimMachine> NodeLoop<S> {
             for (id, result) in ready.replies {
                 self.reply(id, result).await;
             }
+            self.deliver_events(ready.events);
             for (addr, frame) in std::mem::take(&mut self.outbox) {
                 send(&self.ep, addr, &frame).await;
             }
@@ -619,6 +640,7 @@ impl<S: SimMachine> NodeLoop<S> {
         id: RequestId,
         result: Result<raftlock::raft::Applied, RequestError>,
     ) {
+        lock(&self.shared.checker).stats.limits.on_result(&result);
         if let Some(control) = self.controls.remove(&id) {
             if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
                 *lock(&self.shared.transfers_done) += 1;

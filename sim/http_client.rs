@@ -13,12 +13,12 @@
 use crate::checker::Believed;
 use crate::cluster::SimFrame;
 use crate::library_client::lin_mode;
-use crate::shared::{lock, Shared, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
+use crate::shared::{lock, Shared, TightLimits, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
 use madsim::net::Endpoint;
 use madsim::time::{sleep, timeout};
 use raftlock::actor::{Instant, NodeId};
-use raftlock::check::linearizability as lin;
 use raftlock::gateway::{AcquireArgs, Answer, GatewayError, Request, SessionChoice};
+use raftlock::linearizability as lin;
 use raftlock::lock::{
     encode, Command, LockError, Mode, Op, Query, QueryAnswer, Reply, Response, SessionId, Token,
 };
@@ -58,6 +58,12 @@ const HTTP_LOCKS: &[(&str, Mode)] = &[
     (LIN_WAIT_LOCK, Mode::Exclusive),
     (LIN_WAIT_LOCK, Mode::Shared),
 ];
+/// The lock of a tight-limits run that some hold for seconds while
+/// others wait for it in one-lock sessions of a short TTL.
+const LONG_LOCK: &str = "long-x";
+/// How long (ms) a tight-limits run's long holds last.
+const LONG_HOLD_MS: std::ops::Range<u64> = 2_000..8_000;
+
 /// How long a re-acquire of the lock only waits take may wait (a holder's
 /// is answered at once; one whose session lost the lock queues).
 const LIN_REACQUIRE_WAIT_MS: u64 = 200;
@@ -100,6 +106,8 @@ struct HttpUser {
     last_lock: Option<(&'static str, Mode)>,
     /// Calls recorded in the linearizability history, for their keys.
     lin_calls: u64,
+    /// This round holds for seconds (a tight-limits run).
+    long_hold: bool,
 }
 
 /// What became of one call, from the client's side.
@@ -127,6 +135,7 @@ pub async fn run_http_client(k: u64, shared: Arc<Shared>) {
         own_until: None,
         last_lock: None,
         lin_calls: 0,
+        long_hold: false,
     };
     loop {
         user.round().await;
@@ -176,9 +185,21 @@ impl HttpUser {
     /// One acquire, and if granted a hold and a let-go.
     async fn round(&mut self) {
         let mut rng = madsim::rand::thread_rng();
+        self.long_hold = false;
+        if self.shared.tight_limits {
+            match rng.gen_range(0..4) {
+                0 => return self.long_wait().await,
+                1 => {
+                    self.long_hold = true;
+                    self.last_lock = Some((LONG_LOCK, Mode::Exclusive));
+                }
+                _ => {}
+            }
+        }
         // Often the lock it had last, in the same session (a lagging node
         // replays the older grants of both).
-        if self.last_lock.is_none() || rng.gen_ratio(LOCK_SWITCH_PERCENT, 100) {
+        if !self.long_hold && (self.last_lock.is_none() || rng.gen_ratio(LOCK_SWITCH_PERCENT, 100))
+        {
             self.last_lock = HTTP_LOCKS.choose(&mut rng).copied();
         }
         let Some((name, mode)) = self.last_lock else {
@@ -303,7 +324,11 @@ impl HttpUser {
         } = h;
         let mut rng = madsim::rand::thread_rng();
         let ttl = Duration::from_millis(self.ttl_ms());
-        let hold = Duration::from_millis(rng.gen_range(20..self.ttl_ms()));
+        let hold_ms = match self.long_hold {
+            true => rng.gen_range(LONG_HOLD_MS),
+            false => rng.gen_range(20..self.ttl_ms()),
+        };
+        let hold = Duration::from_millis(hold_ms);
         let s = OwnSession {
             id: session,
             ttl_ms: self.ttl_ms(),
@@ -355,6 +380,43 @@ impl HttpUser {
             checker.locks.beliefs.on_unbelieve(self.id, belief);
         }
         self.let_go(session, name, token, one_lock).await;
+    }
+
+    /// A one-lock wait of more than `LONG_WAIT_TTLS` of its session's
+    /// short TTL, for the lock others hold for seconds: the node must keep
+    /// the session alive all along, or the answer is a lost session rather
+    /// than a grant or a timeout. A grant is let go at once.
+    async fn long_wait(&mut self) {
+        let ttl_ms = TightLimits::SHORT_TTL_MS;
+        let (ttls, nonce) = {
+            let mut rng = madsim::rand::thread_rng();
+            let least = TightLimits::LONG_WAIT_TTLS + 1;
+            let extra = TightLimits::LONG_WAIT_EXTRA_TTLS_MAX;
+            (rng.gen_range(least..least + extra), rng.gen())
+        };
+        let wait_ms = ttl_ms * ttls;
+        let request = Request::Acquire(AcquireArgs {
+            lock: LONG_LOCK.to_string(),
+            mode: Mode::Exclusive,
+            wait_ms,
+            session: SessionChoice::OneLock { ttl_ms, nonce },
+        });
+        let started = self.shared.elapsed();
+        let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+        let outcome = self.call(request, limit, None).await;
+        let waited = self.shared.elapsed() - started;
+        let long = waited >= Duration::from_millis(ttl_ms * TightLimits::LONG_WAIT_TTLS);
+        let answered = match outcome {
+            Outcome::Answered(Ok(Answer::Acquired(a))) => {
+                self.let_go(a.session, LONG_LOCK, a.token, true).await;
+                true
+            }
+            Outcome::Answered(Err(GatewayError::TimedOut { .. })) => true,
+            _ => false,
+        };
+        if answered && long {
+            lock(&self.shared.checker).stats.limits.long_waits += 1;
+        }
     }
 
     /// Records an acquire of a checked lock in `session`, about to be sent.

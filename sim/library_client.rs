@@ -11,8 +11,8 @@ use crate::shared::{lock, write_resource, LibraryView, Shared, LIN_TRY_LOCKS, LI
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 use raftlock::actor::NodeId;
-use raftlock::check::linearizability as lin;
 use raftlock::client::{Client, ClientError, Clock, Guard, Reply, Transport};
+use raftlock::linearizability as lin;
 use raftlock::lock::{LockError, Mode, Query, QueryAnswer};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::session::CallError;

@@ -6,13 +6,13 @@
 
 use crate::checker::Checker;
 use crate::cluster::SimFrame;
-use crate::shared::{lock, lock_view, write_resource, Shared};
+use crate::shared::{lock, lock_view, write_resource, Shared, TightLimits};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
-use raftlock::check::linearizability as lin;
+use raftlock::linearizability as lin;
 use raftlock::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::session::{Call, CallError, CallId, Done, Effect, Input, Session, SessionConfig};
@@ -55,6 +55,7 @@ enum What {
     Append {
         lock: String,
         token: Token,
+        bytes: usize,
     },
     Release,
 }
@@ -331,12 +332,19 @@ impl Client {
                     write_resource(&self.shared, &lock, token, self.id);
                     lock_view(&self.shared, self.k).working = false;
                     self.data_seq += 1;
-                    let data = format!("c{}-{}-t{token};", self.k, self.data_seq).into_bytes();
+                    let mut data = format!("c{}-{}-t{token};", self.k, self.data_seq).into_bytes();
+                    if self.shared.tight_limits {
+                        // From half the largest entry to a little over it.
+                        let max = TightLimits::ENTRY_BYTES_MAX;
+                        let len = madsim::rand::thread_rng().gen_range(max / 2..max + 1024);
+                        data.resize(len, b'.');
+                    }
+                    let bytes = data.len();
                     let file = lock.clone();
                     self.call(
                         g,
                         Call::Append { file, token, data },
-                        What::Append { lock, token },
+                        What::Append { lock, token, bytes },
                     );
                 } else {
                     self.call(
@@ -513,7 +521,10 @@ impl Client {
                     fenced: false,
                 };
             }
-            (What::Append { lock, token }, _) => {
+            (What::Append { lock, token, bytes }, result) => {
+                if result.is_ok() && bytes >= TightLimits::ENTRY_BYTES_MAX / 2 {
+                    self.checker().stats.limits.large_appends += 1;
+                }
                 self.step = Step::Holding {
                     lock,
                     token,

@@ -9,8 +9,8 @@ use crate::http_client::{http_addr, run_http_client, HTTP_ID_BASE};
 use crate::library_client::{library_addr, run_library_client, LIBRARY_ID_BASE};
 use crate::lock_client::{self, run_lock_client, CLIENT_ID_BASE};
 use crate::shared::{
-    lock, lock_view, ClientView, Control, LibraryView, Shared, SimResource, LIN_TRY_LOCKS,
-    LIN_WAIT_LOCK,
+    lock, lock_view, ClientView, Control, LibraryView, Shared, SimResource, TightLimits,
+    LIN_TRY_LOCKS, LIN_WAIT_LOCK,
 };
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -127,12 +127,33 @@ pub struct Scenario {
     pub spare_nodes: u64,
     pub workload: Workload,
     pub lock_controls: LockControls,
+    /// The bounds scaled down so a run reaches them (`TightLimits`).
+    pub tight_limits: bool,
+}
+
+impl Scenario {
+    /// How long after faults heal the liveness phase waits: longer where
+    /// a client's calls are long (a tight-limits run's long waits), since
+    /// one begun as the cluster settles may be followed by another.
+    pub fn liveness_bound(&self) -> Duration {
+        let bound = Duration::from_millis(LIVENESS_BOUND_MS);
+        match self.tight_limits {
+            true => bound + 2 * TightLimits::longest_call(),
+            false => bound,
+        }
+    }
 }
 
 /// The lock service's settings in simulation: the drift bound covers the
 /// largest drift the simulator gives any clock.
-pub fn lock_config(controls: LockControls) -> LockConfig {
+pub fn lock_config(controls: LockControls, tight: bool) -> LockConfig {
+    let mut limits = raftlock::lock::Limits::default();
+    if tight {
+        limits.ttl_ms_min = TightLimits::SHORT_TTL_MS;
+        limits.file_bytes_max = TightLimits::FILE_BYTES_MAX;
+    }
     LockConfig {
+        limits,
         drift_ppm: if controls.no_drift_margin {
             0
         } else {
@@ -188,7 +209,7 @@ pub struct LockStats {
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
-    raft::Config {
+    let config = raft::Config {
         election_timeout_min: Duration::from_millis(150),
         election_timeout_max: Duration::from_millis(300),
         heartbeat_interval: Duration::from_millis(30),
@@ -196,6 +217,19 @@ fn raft_config(scenario: &Scenario) -> raft::Config {
         snapshot_threshold_entries: scenario.snapshot_threshold_entries,
         snapshot_chunk_bytes: scenario.snapshot_chunk_bytes,
         ..raft::Config::default()
+    };
+    if !scenario.tight_limits {
+        return config;
+    }
+    raft::Config {
+        pending_proposals_max: TightLimits::PENDING_PROPOSALS_MAX,
+        entry_bytes_max: TightLimits::ENTRY_BYTES_MAX,
+        append_bytes_max: TightLimits::APPEND_BYTES_MAX,
+        inflight_bytes_max: TightLimits::INFLIGHT_BYTES_MAX,
+        snapshot_threshold_bytes: TightLimits::SNAPSHOT_THRESHOLD_BYTES,
+        log_bytes_max: TightLimits::LOG_BYTES_MAX,
+        snapshot_chunk_bytes: TightLimits::SNAPSHOT_CHUNK_BYTES,
+        ..config
     }
 }
 
@@ -211,9 +245,7 @@ pub fn run_seed_traced(scenario: &Scenario, seed: u64) -> Outcome {
 /// Runs one seed of a scenario to completion in a fresh madsim runtime.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.set_time_limit(
-        scenario.fault_phase + Duration::from_millis(LIVENESS_BOUND_MS) + Duration::from_secs(60),
-    );
+    rt.set_time_limit(scenario.fault_phase + scenario.liveness_bound() + Duration::from_secs(60));
     let scenario = scenario.clone();
     rt.block_on(async move { supervise(scenario).await })
 }
@@ -414,7 +446,8 @@ impl Run {
             config: raft_config(&scenario),
             controls: Mutex::new(BTreeMap::new()),
             transfers_done: Mutex::new(0),
-            lock_config: lock_config(scenario.lock_controls),
+            lock_config: lock_config(scenario.lock_controls, scenario.tight_limits),
+            tight_limits: scenario.tight_limits,
             lock_workload: lock_clients > 0,
             lin_locks: LIN_TRY_LOCKS
                 .iter()
@@ -821,7 +854,7 @@ impl Run {
         let healed = faults.heal_all();
         let healed_at = shared.elapsed();
         trace_heals(&shared, healed_at, &healed);
-        let bound = Duration::from_millis(LIVENESS_BOUND_MS);
+        let bound = self.scenario.liveness_bound();
         loop {
             sleep(Duration::from_millis(100)).await;
             if lock(&shared.checker).first_violation().is_some() {

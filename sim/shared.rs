@@ -7,7 +7,7 @@ use crate::checker::lock_history::CallKey;
 use crate::checker::Checker;
 use crate::clock::Clock;
 use raftlock::actor::NodeId;
-use raftlock::check::linearizability as lin;
+use raftlock::linearizability as lin;
 use raftlock::lock::fence::FenceVerifier;
 use raftlock::lock::{LockConfig, Token};
 use raftlock::raft::{self, Membership};
@@ -24,6 +24,40 @@ pub const LIN_TRY_LOCKS: &[&str] = &["lin-0", "lin-1"];
 /// model has no queue, so a try-lock's `Busy` is not checked beside
 /// waiters: see `lin::Op::Acquire`).
 pub const LIN_WAIT_LOCK: &str = "lin-w";
+
+/// The bounds of a tight-limits run, scaled down from production's so
+/// that a 20 s run reaches each: a leader that answers `Busy`, entries
+/// near the largest a client may propose and an append batch that holds
+/// one of them, compaction by bytes and a log that fills, snapshot
+/// installs while followers' forwards are in flight, and one-lock waits
+/// longer than 50 of their session's TTLs.
+pub struct TightLimits;
+
+impl TightLimits {
+    pub const PENDING_PROPOSALS_MAX: usize = 8;
+    pub const ENTRY_BYTES_MAX: usize = 16 * 1024;
+    pub const APPEND_BYTES_MAX: usize = 16 * 1024;
+    pub const INFLIGHT_BYTES_MAX: usize = 64 * 1024;
+    pub const SNAPSHOT_THRESHOLD_BYTES: usize = 128 * 1024;
+    /// Room for the threshold and one more entry (`Config::validate`).
+    pub const LOG_BYTES_MAX: usize = Self::SNAPSHOT_THRESHOLD_BYTES + Self::ENTRY_BYTES_MAX;
+    pub const SNAPSHOT_CHUNK_BYTES: usize = 16 * 1024;
+    pub const FILE_BYTES_MAX: usize = 256 * 1024;
+    /// The TTL of a long wait's one-lock session.
+    pub const SHORT_TTL_MS: u64 = 100;
+    /// A long wait lasts this many of its session's TTLs, at least.
+    pub const LONG_WAIT_TTLS: u64 = 50;
+    /// A long wait lasts at most this many TTLs more.
+    pub const LONG_WAIT_EXTRA_TTLS_MAX: u64 = 10;
+
+    /// The longest call a client makes in such a run (a long wait, and
+    /// its client's slack past it).
+    pub fn longest_call() -> Duration {
+        let ttls = Self::LONG_WAIT_TTLS + 1 + Self::LONG_WAIT_EXTRA_TTLS_MAX;
+        let slack = crate::http_client::HTTP_ANSWER_SLACK_MS;
+        Duration::from_millis(Self::SHORT_TTL_MS * ttls + slack)
+    }
+}
 
 /// Out-of-band admin requests from the supervisor to a node.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +80,9 @@ pub struct Shared {
     /// Transfers a leader reported as handed over (TimeoutNow sent).
     pub transfers_done: Mutex<u64>,
     pub lock_config: LockConfig,
+    /// A tight-limits run (`scenario::TightLimits`): clients push at the
+    /// bounds.
+    pub tight_limits: bool,
     /// Nodes run the lock machine (else the Raft test recorder).
     pub lock_workload: bool,
     /// Locks whose histories are checked for linearizability.

@@ -56,14 +56,18 @@ pub struct Batch {
 }
 
 /// What a flush lets happen now.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Ready {
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ready<E> {
     /// Messages that may leave now.
     pub messages: Vec<(NodeId, Message)>,
     /// Replies that may leave now.
     pub replies: Vec<(RequestId, Result<Applied, RequestError>)>,
     /// The writes of this flush, if any.
     pub batch: Option<Batch>,
+    /// What the applies of the steps since the last flush did, in order
+    /// (`StateMachine::take_events`): they are committed, so they may go
+    /// out now, after the replies.
+    pub events: Vec<E>,
 }
 
 /// What a batch does to the durable end of the log.
@@ -136,12 +140,17 @@ impl DriverCore {
         raft: &mut Raft<S>,
         now: Instant,
         mut observe: impl FnMut(&[Effect]),
-    ) -> Ready {
+    ) -> Ready<S::Event> {
         if !self.proposals.is_empty() {
             let batch = std::mem::take(&mut self.proposals);
             observe(self.step(raft, now, Input::ProposeBatch(batch)));
         }
-        let mut ready = Ready::default();
+        let mut ready = Ready {
+            messages: Vec::new(),
+            replies: Vec::new(),
+            batch: None,
+            events: raft.state_machine_mut().take_events(),
+        };
         let mut ops = Vec::new();
         let mut sync = false;
         let mut end = LogEnd::Unchanged;

@@ -11,10 +11,10 @@
 //! simulated.
 
 pub mod actor;
-pub mod check;
 pub mod driver;
 pub mod fuzz;
 pub mod gateway;
+pub mod linearizability;
 pub mod lock;
 pub mod net;
 pub mod raft;

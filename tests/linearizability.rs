@@ -3,7 +3,7 @@
 //! fail.
 
 use proptest::prelude::*;
-use raftlock::check::linearizability::*;
+use raftlock::linearizability::*;
 use std::collections::BTreeMap;
 
 const A: SessionId = 100;

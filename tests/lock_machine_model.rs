@@ -2,12 +2,12 @@
 //! random operations applied one at a time (so the history is sequential)
 //! must form a linearizable history, and the machine's own invariants must
 //! hold after every step. Two independent descriptions of the same rules
-//! (src/lock/machine.rs and src/check/linearizability.rs) checked against
+//! (src/lock/machine.rs and src/linearizability.rs) checked against
 //! each other.
 
 use proptest::prelude::*;
 use raftlock::actor::Instant;
-use raftlock::check::linearizability::{self as lin, Verdict};
+use raftlock::linearizability::{self as lin, Verdict};
 use raftlock::lock::{
     encode, Command, LockConfig, LockError, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
     Request, Response,

@@ -7,7 +7,7 @@
 //! 82422167 and 82422357: a release applied, or an acquire granted, whose
 //! answer was still on its way when the run stopped).
 
-use raftlock::check::linearizability as lin;
+use raftlock::linearizability as lin;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Operations recorded for the linearizability check; more are not

@@ -10,7 +10,7 @@ use super::request_liveness::RequestLiveness;
 use super::token_order::TokenOrder;
 use super::waiter_liveness::WaiterLiveness;
 use super::Checker;
-use raftlock::check::linearizability::{self as lin, Verdict};
+use raftlock::linearizability::{self as lin, Verdict};
 use raftlock::lock::Event;
 use std::time::Duration;
 

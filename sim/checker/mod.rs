@@ -117,6 +117,56 @@ pub struct Stats {
     pub config_changes: u64,
     /// Lock histories too costly to decide within the step bound.
     pub linearizability_inconclusive: u64,
+    /// What a tight-limits run reached (`scenario::TightLimits`).
+    pub limits: LimitsReached,
+}
+
+/// How often a run met each bound: a tight-limits scenario fails if one
+/// was never met, since then it tested nothing there.
+#[derive(Clone, Debug, Default)]
+pub struct LimitsReached {
+    /// Proposals and reads a node refused `Busy`.
+    pub busy: u64,
+    /// Forwarded proposals whose entry a snapshot install covered.
+    pub applied_by_snapshot: u64,
+    /// Proposals refused as larger than an entry may be.
+    pub too_large: u64,
+    /// Appends accepted with at least half the largest entry's bytes.
+    pub large_appends: u64,
+    /// One-lock waits answered (granted or timed out) after more than
+    /// `LONG_WAIT_TTLS` of their session's TTLs.
+    pub long_waits: u64,
+}
+
+impl LimitsReached {
+    pub fn add(&mut self, other: &LimitsReached) {
+        self.busy += other.busy;
+        self.applied_by_snapshot += other.applied_by_snapshot;
+        self.too_large += other.too_large;
+        self.large_appends += other.large_appends;
+        self.long_waits += other.long_waits;
+    }
+
+    /// The counts, named, for the sweep line.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("Busy refusals", self.busy),
+            ("forwards applied by a snapshot", self.applied_by_snapshot),
+            ("proposals too large", self.too_large),
+            ("large appends accepted", self.large_appends),
+            ("one-lock waits over 50 TTLs", self.long_waits),
+        ]
+    }
+
+    pub fn on_result<T>(&mut self, result: &Result<T, raftlock::raft::RequestError>) {
+        use raftlock::raft::RequestError as E;
+        match result {
+            Err(E::Busy) => self.busy += 1,
+            Err(E::AppliedBySnapshot) => self.applied_by_snapshot += 1,
+            Err(E::TooLarge { .. }) => self.too_large += 1,
+            _ => {}
+        }
+    }
 }
 
 impl Checker {

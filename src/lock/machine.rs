@@ -131,9 +131,11 @@ impl LockMachine {
         &self.config
     }
 
-    /// What applies did since the last call, in order: drivers push the
-    /// queued grants to the clients they serve; the simulator checks all.
-    pub fn take_events(&mut self) -> Vec<Event> {
+    /// What applies did since the last call, in order (the driver core
+    /// hands them out at each flush: `StateMachine::take_events`). Drivers
+    /// push the queued grants to the clients they serve; the simulator
+    /// checks all.
+    fn drain_events(&mut self) -> Vec<Event> {
         let missed = std::mem::take(&mut self.local.events_missed);
         let mut out = Vec::with_capacity(self.local.events.len() + 1);
         if missed > 0 {
@@ -857,6 +859,12 @@ fn semaphore_limit(lock: &Lock, mode: Mode) -> Option<u32> {
 }
 
 impl StateMachine for LockMachine {
+    type Event = Event;
+
+    fn take_events(&mut self) -> Vec<Event> {
+        self.drain_events()
+    }
+
     fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
         let response = match postcard::from_bytes::<Command>(command) {
             Ok(command) => self.apply_command(index, now, command),

@@ -22,7 +22,17 @@ pub struct SnapshotError(pub String);
 /// local, unreplicated bookkeeping only (the lock service records when it
 /// applied each lease renewal, docs/SAFETY.md rule 3).
 pub trait StateMachine {
+    /// What an apply did that someone outside may wait for (the lock
+    /// service's grants to queued waiters, session ends).
+    type Event;
+
     fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8>;
+
+    /// The events of the applies since the last call, in order. Only the
+    /// driver core calls it, at every flush, and hands them to the driver
+    /// in `Ready::events` with the step's other effects; so no driver can
+    /// forget to read them, or read them at another point than the other.
+    fn take_events(&mut self) -> Vec<Self::Event>;
 
     /// Answers a read-only query against the applied state. Called only once
     /// the read is linearizable (ReadIndex confirmed and applied). `now` is
@@ -85,6 +95,12 @@ impl Recorder {
 }
 
 impl StateMachine for Recorder {
+    type Event = ();
+
+    fn take_events(&mut self) -> Vec<()> {
+        Vec::new()
+    }
+
     fn apply(&mut self, index: Index, _now: Instant, command: &[u8]) -> Vec<u8> {
         let mut h = crc32fast::Hasher::new();
         h.update(&self.digest.to_le_bytes());

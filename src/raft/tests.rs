@@ -1760,6 +1760,10 @@ fn a_forwarded_proposal_applied_before_the_answer_still_gets_its_output() {
 struct Strict(Recorder);
 
 impl StateMachine for Strict {
+    type Event = ();
+    fn take_events(&mut self) -> Vec<()> {
+        Vec::new()
+    }
     fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
         self.0.apply(index, now, command)
     }
@@ -1873,6 +1877,10 @@ fn commands_the_machine_keeps_for_its_leader_are_refused_from_clients() {
 struct Ticking(Recorder);
 
 impl StateMachine for Ticking {
+    type Event = ();
+    fn take_events(&mut self) -> Vec<()> {
+        Vec::new()
+    }
     fn apply(&mut self, index: Index, now: Instant, command: &[u8]) -> Vec<u8> {
         self.0.apply(index, now, command)
     }

@@ -68,7 +68,7 @@ pub struct Metrics {
     pub fsync: Histogram,
     /// From a proposal reaching the node to its reply (commit and apply).
     pub commit: Histogram,
-    /// Peer messages waiting in the node actor's mailbox.
+    /// Peer messages waiting in the node host's mailbox.
     pub inbound_queued: AtomicU64,
     /// Peer messages dropped because that mailbox was full.
     pub inbound_dropped: AtomicU64,
@@ -110,7 +110,7 @@ impl Metrics {
         let dropped = self.inbound_dropped.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "# HELP raftlock_inbound_queue Peer messages waiting for the node actor.\n# TYPE raftlock_inbound_queue gauge\nraftlock_inbound_queue {inbound}"
+            "# HELP raftlock_inbound_queue Peer messages waiting for the node host.\n# TYPE raftlock_inbound_queue gauge\nraftlock_inbound_queue {inbound}"
         );
         let _ = writeln!(
             out,

@@ -1,4 +1,5 @@
-//! The production driver: the Raft actor hosted in an actix actor on tokio,
+//! The production driver: the Raft actor run by the node *host* (an actix
+//! `Actor` on tokio; in raftlock "actor" alone means a deterministic one),
 //! with real timers, real fsync and a TCP transport between nodes.
 //!
 //! Not compiled under `--cfg madsim` (actix cannot run inside madsim); the

@@ -1,4 +1,5 @@
-//! One raftlock node: the Raft actor inside an actix actor.
+//! One raftlock node: the Raft actor run by its host, `RaftNode` (an actix
+//! `Actor`; "host" here, since "actor" alone means a deterministic one).
 //!
 //! Inputs (peer messages, client requests, timers) are stepped through the
 //! driver core (`crate::driver`) as they arrive, and one `Flush`, after the
@@ -16,7 +17,7 @@ use super::transport::{accept_loop, PeerSender};
 use super::writer::{LogWriter, Report};
 use crate::actor::{Instant, NodeId};
 use crate::driver::DriverCore;
-use crate::lock::{Event, LockMachine};
+use crate::lock::LockMachine;
 use crate::raft::{
     self, Applied, ConfChange, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
     RequestId, Role, StateMachine,
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-/// Messages waiting in the actor's mailbox; more are dropped.
+/// Messages waiting in the host's mailbox; more are dropped.
 pub const INBOUND_QUEUE_LEN_MAX: usize = 4096;
 use crate::driver::FLUSH_STEPS_MAX;
 /// How long a leader shutting down waits for leadership to move, and how
@@ -50,24 +51,11 @@ pub const EVENTS_CHANNEL_LEN_MAX: usize = 4096;
 /// What the production driver needs of a state machine beyond
 /// `StateMachine`: the events its applies produce, published to
 /// subscribers after every flush.
-pub trait NodeMachine: StateMachine + Unpin + 'static {
-    type Event: Clone + Send + 'static;
-    fn take_events(&mut self) -> Vec<Self::Event>;
-}
+pub trait NodeMachine: StateMachine<Event: Clone + Send + 'static> + Unpin + 'static {}
 
-impl NodeMachine for Recorder {
-    type Event = ();
-    fn take_events(&mut self) -> Vec<()> {
-        Vec::new()
-    }
-}
+impl NodeMachine for Recorder {}
 
-impl NodeMachine for LockMachine {
-    type Event = Event;
-    fn take_events(&mut self) -> Vec<Event> {
-        LockMachine::take_events(self)
-    }
-}
+impl NodeMachine for LockMachine {}
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -178,13 +166,13 @@ impl<S: NodeMachine> Node<S> {
         let metrics = Arc::new(Metrics::default());
 
         let term = raft.term();
-        // The writer reports to the actor, so the actor's address comes first.
+        // The writer reports to the host, so the host's address comes first.
         let mut ctx = Context::new();
-        let to_actor = ctx.address();
+        let to_host = ctx.address();
         let writer = LogWriter::start(id, store, metrics.clone(), move |report| {
-            to_actor.do_send(report)
+            to_host.do_send(report)
         })?;
-        let actor = RaftNode {
+        let host = RaftNode {
             id,
             raft,
             writer,
@@ -202,7 +190,7 @@ impl<S: NodeMachine> Node<S> {
             span: node_span(id, term),
         };
         ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
-        let addr = ctx.run(actor);
+        let addr = ctx.run(host);
         let inbound = addr.clone();
         let counted = metrics.clone();
         let mut tasks = vec![tokio::task::spawn_local(accept_loop(
@@ -359,7 +347,7 @@ impl<S: NodeMachine> Node<S> {
         self.addr.do_send(Stop);
     }
 
-    /// Stops the actor and closes every connection, like a crash without
+    /// Stops the host and closes every connection, like a crash without
     /// losing fsynced data.
     pub fn stop(self) {
         for task in &self.tasks {
@@ -412,7 +400,7 @@ fn node_span(id: NodeId, term: raft::Term) -> tracing::Span {
 }
 
 /// The election-timeout RNG only needs to differ between nodes and runs;
-/// the driver may read the OS's randomness, the actor may not.
+/// the driver may read the OS's randomness, the Raft actor may not.
 fn entropy_seed(id: NodeId) -> u64 {
     crate::entropy::random_u64().unwrap_or_else(|_| {
         let nanos = std::time::SystemTime::now()
@@ -442,7 +430,7 @@ struct RaftNode<S: NodeMachine> {
     metrics: Arc<Metrics>,
     /// Sent to peers when connecting (`transport`).
     cluster_id: u64,
-    /// Every log line of this node's actor carries its id and current term:
+    /// Every log line of this node's host carries its id and current term:
     /// a span made anew when the term changes, so a step only enters it.
     span: tracing::Span,
 }
@@ -589,7 +577,7 @@ impl<S: NodeMachine> RaftNode<S> {
         }
         // Applied entries are committed: their events may go out now. With
         // no subscriber they are dropped (send fails harmlessly).
-        for event in self.raft.state_machine_mut().take_events() {
+        for event in ready.events {
             let _ = self.events.send(event);
         }
         self.arm_timer(ctx);

@@ -1,5 +1,5 @@
 //! TCP between peers: one outbound connection per peer, fed by a bounded
-//! queue, and an accept loop that decodes inbound frames for the actor.
+//! queue, and an accept loop that decodes inbound frames for the node host.
 //!
 //! Every connection opens with a preamble: `PREAMBLE_MAGIC` (which also
 //! names the protocol version) and the sender's cluster id. The acceptor

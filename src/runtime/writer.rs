@@ -1,14 +1,14 @@
 //! The log writer: a thread that owns the node's `RaftStore`, writes the
-//! persist operations the actor hands it, and fsyncs.
+//! persist operations the node host hands it, and fsyncs.
 //!
 //! Why a thread: an fsync blocks for a fraction of a millisecond, and the
-//! node actor used to do it itself. While it waited, nothing else on its
+//! node host used to do it itself. While it waited, nothing else on its
 //! thread ran: the AppendEntries it had just queued did not reach the socket
 //! until the fsync was over (so the leader's and the followers' fsyncs ran
-//! one after the other), and no new request was read. Now the actor queues
+//! one after the other), and no new request was read. Now the host queues
 //! a batch and carries on; the writer takes every batch queued while it was
 //! busy, writes them in order, fsyncs once (group commit across batches),
-//! and reports the last batch number it made durable. The actor holds back
+//! and reports the last batch number it made durable. The host holds back
 //! what must not leave before that (see `node.rs`).
 
 use super::metrics::Metrics;
@@ -18,13 +18,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Batches queued for the writer; a full queue makes the actor wait, which
+/// Batches queued for the writer; a full queue makes the host wait, which
 /// is the back-pressure a disk slower than the network needs.
 pub const WRITE_QUEUE_BATCHES_MAX: usize = 64;
 /// Batches the writer takes for one fsync.
 pub const WRITE_BATCHES_PER_SYNC_MAX: usize = 256;
 
-/// What the writer tells the actor.
+/// What the writer tells the host.
 #[derive(Debug, actix::Message)]
 #[rtype(result = "()")]
 pub enum Report {

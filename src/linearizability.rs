@@ -1,4 +1,7 @@
-//! Linearizability checker for histories of lock operations.
+//! Linearizability checker for histories of lock operations, recorded
+//! against a running lock service: used by the simulator, and by anyone
+//! testing raftlock as a black box. (The simulator's own checkers live in
+//! `sim/checker/`.)
 //!
 //! Wing & Gong's search with Lowe's memoization (as in Porcupine): each lock
 //! is an independent object, so the history is split per lock name and each
