@@ -36,6 +36,11 @@ pub const HTTP_ID_BASE: u64 = 300;
 /// How long past its `wait_ms` a client waits for an answer before it
 /// gives up and closes the connection.
 pub const HTTP_ANSWER_SLACK_MS: u64 = 1_500;
+/// The same in a tight-limits run: a follower that falls a snapshot behind
+/// a leader under full load answers its clients only once it has installed
+/// the next one (its forwards' outputs come from its own applies), which
+/// there takes up to a second or two.
+pub const TIGHT_ANSWER_SLACK_MS: u64 = 5_000;
 /// Percent of acquires whose client disconnects while it waits.
 const DISCONNECT_PERCENT: u32 = 8;
 /// Percent of calls for which a client changes the node it sends to.
@@ -145,6 +150,14 @@ pub async fn run_http_client(k: u64, shared: Arc<Shared>) {
 }
 
 impl HttpUser {
+    /// How long past a call's own wait it waits for the answer.
+    fn slack_ms(&self) -> u64 {
+        match self.shared.tight_limits {
+            true => TIGHT_ANSWER_SLACK_MS,
+            false => HTTP_ANSWER_SLACK_MS,
+        }
+    }
+
     fn ttl_ms(&self) -> u64 {
         crate::lock_client::SIM_TTL_MS
     }
@@ -245,7 +258,7 @@ impl HttpUser {
         let leave_after = rng
             .gen_ratio(DISCONNECT_PERCENT, 100)
             .then(|| Duration::from_millis(rng.gen_range(0..wait_ms.max(1))));
-        let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(wait_ms + self.slack_ms());
         let checked = match (lin, session) {
             (true, SessionChoice::Existing(id)) => Some(self.lin_acquire(name, mode, id)),
             _ => None,
@@ -356,7 +369,7 @@ impl HttpUser {
                 wait_ms,
                 session: SessionChoice::Existing(session),
             });
-            let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+            let limit = Duration::from_millis(wait_ms + self.slack_ms());
             let checked = lin.then(|| self.lin_acquire(name, mode, session));
             let outcome = self.call(again, limit, None).await;
             if let Some(checked) = checked {
@@ -402,7 +415,7 @@ impl HttpUser {
             session: SessionChoice::OneLock { ttl_ms, nonce },
         });
         let started = self.shared.elapsed();
-        let limit = Duration::from_millis(wait_ms + HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(wait_ms + self.slack_ms());
         let outcome = self.call(request, limit, None).await;
         let waited = self.shared.elapsed() - started;
         let long = waited >= Duration::from_millis(ttl_ms * TightLimits::LONG_WAIT_TTLS);
@@ -471,7 +484,7 @@ impl HttpUser {
         let query = Query::Lock {
             name: name.to_string(),
         };
-        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(self.slack_ms());
         let answer = self.call(Request::Read(encode(&query)), limit, None).await;
         let outcome = match answer {
             Outcome::Answered(Ok(Answer::Output(applied))) => {
@@ -502,7 +515,7 @@ impl HttpUser {
                 token,
             }
         };
-        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(self.slack_ms());
         let checked = (is_lin(name) && !one_lock).then(|| {
             self.lin_calls += 1;
             let key = (self.id, self.lin_calls);
@@ -540,7 +553,7 @@ impl HttpUser {
         let nonce = madsim::rand::thread_rng().gen();
         let ttl_ms = self.ttl_ms();
         let sent = self.local_now();
-        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(self.slack_ms());
         if let Some(Ok(Reply::Opened { session, .. })) =
             self.propose(Command::Open { nonce, ttl_ms }, limit).await
         {
@@ -557,7 +570,7 @@ impl HttpUser {
     /// Renews `s`; false when it is gone (everything in it is let go).
     async fn keepalive(&mut self, s: OwnSession) -> bool {
         let sent = self.local_now();
-        let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+        let limit = Duration::from_millis(self.slack_ms());
         let op = Op::KeepAlive;
         match self
             .propose(Command::Unsequenced { session: s.id, op }, limit)
@@ -595,7 +608,7 @@ impl HttpUser {
                 session: own.id,
                 op: Op::Close,
             };
-            let limit = Duration::from_millis(HTTP_ANSWER_SLACK_MS);
+            let limit = Duration::from_millis(self.slack_ms());
             let _ = self.propose(close, limit).await;
         }
     }
@@ -641,6 +654,10 @@ impl HttpUser {
         let to = self.home;
         let addr = self.shared.addrs[&to];
         let invoked = self.shared.elapsed();
+        let what = match crate::trace::on() {
+            true => request_kind(&request),
+            false => String::new(),
+        };
         self.send(addr, &SimFrame::Call { id, request }).await;
         let ep = &self.ep;
         let answer = async {
@@ -674,6 +691,25 @@ impl HttpUser {
         };
         let mut checker = lock(&self.shared.checker);
         checker.now = self.shared.elapsed();
+        if crate::trace::on() {
+            use crate::trace::V;
+            let result = match &outcome {
+                Outcome::Answered(r) => format!("{r:?}"),
+                Outcome::GaveUp => "gave up".to_string(),
+                Outcome::LeftEarly => "left early".to_string(),
+            };
+            let fields = [
+                ("call_id", V::N(id)),
+                ("to", V::N(to)),
+                ("invoked_us", V::N(invoked.as_micros() as u64)),
+                ("call", V::S(&what)),
+                (
+                    "result",
+                    V::S(&result.chars().take(200).collect::<String>()),
+                ),
+            ];
+            checker.trace_event(self.id, "http_call", &fields);
+        }
         checker.on_http_call(self.id, invoked, matches!(outcome, Outcome::GaveUp));
         outcome
     }
@@ -697,6 +733,20 @@ fn outcome_unknown(e: &GatewayError) -> bool {
             | GatewayError::Forbidden(_)
             | GatewayError::TooMany(_)
     )
+}
+
+/// What a call asks, for the trace.
+fn request_kind(request: &Request) -> String {
+    match request {
+        Request::Acquire(a) => format!("acquire {} wait {} ms", a.lock, a.wait_ms),
+        Request::Propose(bytes) => match postcard::from_bytes::<Command>(bytes) {
+            Ok(Command::Unsequenced { session, op }) => format!("{} in {session}", op.label()),
+            Ok(c) => c.label().to_string(),
+            Err(_) => "undecodable".to_string(),
+        },
+        Request::Read(_) => "read".to_string(),
+        Request::Wait(_) => "wait".to_string(),
+    }
 }
 
 /// A checked call on its way.

@@ -285,6 +285,8 @@ fn scenario(name: &str) -> Option<Scenario> {
 const LIBRARY_CLIENTS: u64 = 2;
 /// HTTP-style users per lock scenario (`sim/http_client.rs`).
 const HTTP_CLIENTS: u64 = 2;
+/// Seeds from which a tight-limits sweep must have reached every bound.
+const BOUNDS_SWEEP_SEEDS_MIN: u64 = 100;
 /// HTTP-style users of the tight-limits scenario: enough to fill a leader's
 /// proposal queue.
 const LIMITS_HTTP_CLIENTS: u64 = 6;
@@ -341,7 +343,7 @@ const SKIP_FSYNC_SEED: u64 = 2;
 const STALE_READS_SEED: u64 = 1;
 const COUNT_LEARNERS_SEED: u64 = 90;
 const SKIP_CONSISTENCY_CHECK_SEED: u64 = 9;
-const UNFENCED_RESOURCE_SEED: u64 = 3;
+const UNFENCED_RESOURCE_SEED: u64 = 1;
 const NO_DRIFT_MARGIN_SEED: u64 = 2;
 const SKIP_DEDUP_SEED: u64 = 1;
 const LOCK_STALE_READS_SEED: u64 = 2;
@@ -353,7 +355,7 @@ const REACQUIRE_IGNORES_MODE_SEED: u64 = 2;
 const LATE_GRANT_NEVER_LOST_SEED: u64 = 17;
 /// Caught on a seed in tens to hundreds (a lagging node must replay an
 /// older grant of a session and lock while that session waits there again).
-const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 128;
+const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 29;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -421,7 +423,9 @@ fn sweep(name: &str) -> Result<String, String> {
         inconclusive += outcome.stats.linearizability_inconclusive;
         reached.add(&outcome.stats.limits);
     }
-    if sc.tight_limits {
+    // Over a sweep (not a single seed being reproduced), every bound must
+    // have been reached.
+    if sc.tight_limits && num >= BOUNDS_SWEEP_SEEDS_MIN {
         if let Some((what, _)) = reached.named().into_iter().find(|(_, n)| *n == 0) {
             return Err(format!(
                 "a tight-limits scenario never reached one of its bounds ({what}) in {num} seeds: {reached:?}"
@@ -533,6 +537,11 @@ fn negative(name: &str, checkers: &[&str], pinned: u64) -> Result<String, String
 /// they found). Seed numbers keep their meaning only while the code that
 /// draws from the seed is unchanged, so these guard the general area.
 const REGRESSIONS: &[(&str, u64, &str)] = &[
+    (
+        "locks_limits_3",
+        9_300_032,
+        "a leader restarted a snapshot transfer with each newer snapshot it took; compaction outpaced the transfer, the follower never caught up and a client of it was never answered",
+    ),
     (
         "locks_chaos_5",
         95100007,

@@ -39,8 +39,9 @@ impl TightLimits {
     pub const APPEND_BYTES_MAX: usize = 16 * 1024;
     pub const INFLIGHT_BYTES_MAX: usize = 64 * 1024;
     pub const SNAPSHOT_THRESHOLD_BYTES: usize = 128 * 1024;
-    /// Room for the threshold and one more entry (`Config::validate`).
-    pub const LOG_BYTES_MAX: usize = Self::SNAPSHOT_THRESHOLD_BYTES + Self::ENTRY_BYTES_MAX;
+    /// Twice the threshold, as production's defaults: room for a leader to
+    /// hold off compaction while a follower installs a snapshot.
+    pub const LOG_BYTES_MAX: usize = 2 * Self::SNAPSHOT_THRESHOLD_BYTES;
     pub const SNAPSHOT_CHUNK_BYTES: usize = 16 * 1024;
     pub const FILE_BYTES_MAX: usize = 256 * 1024;
     /// The TTL of a long wait's one-lock session.
@@ -54,7 +55,7 @@ impl TightLimits {
     /// its client's slack past it).
     pub fn longest_call() -> Duration {
         let ttls = Self::LONG_WAIT_TTLS + 1 + Self::LONG_WAIT_EXTRA_TTLS_MAX;
-        let slack = crate::http_client::HTTP_ANSWER_SLACK_MS;
+        let slack = crate::http_client::TIGHT_ANSWER_SLACK_MS;
         Duration::from_millis(Self::SHORT_TTL_MS * ttls + slack)
     }
 }

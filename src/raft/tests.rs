@@ -1230,6 +1230,72 @@ fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() 
     }
 }
 
+/// Soak seed 9300032 of `locks_limits_3`: a leader that restarted a
+/// transfer with each newer snapshot it took never finished one where
+/// compaction outpaced the transfer, and the follower never caught up. It
+/// now finishes the snapshot it started.
+#[test]
+fn a_snapshot_transfer_finishes_the_snapshot_it_started() {
+    let mut cfg = snapshot_config(2, 4);
+    cfg.pending_proposals_max = 16;
+    let mut r = leader_with(cfg);
+    let propose = |r: &mut Raft<Recorder>, at: u64, id: u64| {
+        r.handle(
+            ms(at),
+            Input::Propose {
+                id,
+                command: b"x".to_vec(),
+            },
+        );
+        durable(r, at);
+    };
+    propose(&mut r, 200, 1);
+    msg(&mut r, 201, 2, success(1, 2));
+    assert_eq!(r.log().snapshot_index(), 2);
+    // Node 3 is sent the first chunk of the snapshot at 2, and asks for more.
+    let effects = r.handle(ms(MIN_MS + HB_MS + 2), Input::Timer(Timer::Heartbeat));
+    let first = effects.iter().find_map(|e| match e {
+        Effect::Send {
+            to: 3,
+            msg: Message::InstallSnapshot(req),
+        } => Some(req.clone()),
+        _ => None,
+    });
+    assert_eq!(first.map(|c| (c.last_index, c.offset)), Some((2, 0)));
+    // Meanwhile the leader commits more: it holds off compacting while
+    // node 3 installs (so that the entries after the snapshot are there
+    // when it is done), but only so long.
+    let cap = 2 * COMPACTION_DEFER_THRESHOLDS;
+    for i in 0..cap {
+        propose(&mut r, 300 + i, 2 + i);
+        msg(&mut r, 300 + i, 2, success(1, 3 + i));
+        if i + 3 < 2 + cap {
+            assert_eq!(r.log().snapshot_index(), 2, "deferred at {}", i + 3);
+        }
+    }
+    let newer = r.log().snapshot_index();
+    assert!(newer > 2, "compacted once the deferral's bound was reached");
+    let resp = InstallSnapshotResponse {
+        term: 1,
+        last_index: 2,
+        next_offset: 4,
+        done: false,
+    };
+    let effects = msg(&mut r, 400, 3, Message::InstallSnapshotResponse(resp));
+    let next = effects.iter().find_map(|e| match e {
+        Effect::Send {
+            to: 3,
+            msg: Message::InstallSnapshot(req),
+        } => Some(req.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        next.map(|c| (c.last_index, c.offset)),
+        Some((2, 4)),
+        "the transfer goes on with the snapshot it started: {effects:?}"
+    );
+}
+
 #[test]
 fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
     // Paper 7 (figure 13): chunks are accepted at the expected offset only;

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use thiserror::Error;
 
 mod commit;
@@ -38,6 +39,7 @@ use forward::Forwarded;
 pub use forward::FORWARD_OUTPUTS_KEPT_MAX;
 use read::{FollowerRead, LeaderRead};
 use snapshot::Incoming;
+pub use snapshot::COMPACTION_DEFER_THRESHOLDS;
 use transfer::Transfer;
 
 /// Heartbeats without an answer before a snapshot chunk is sent again.
@@ -67,8 +69,12 @@ struct Progress {
     matched_at_last_tick: Index,
     /// Highest ReadIndex round this follower answered.
     read_round_acked: u64,
-    /// (snapshot index, next offset) while sending it a snapshot.
-    snapshot: Option<(Index, u64)>,
+    /// The snapshot being sent to this follower, and the offset it expects
+    /// next. The leader finishes the snapshot it started even if it has
+    /// taken a newer one since: restarting with each new snapshot never
+    /// finished where compaction outpaced a transfer (soak seed 9300032 of
+    /// `locks_limits_3`). It holds at most one snapshot per follower.
+    snapshot: Option<(Arc<Snapshot>, u64)>,
     /// Heartbeats since the last snapshot chunk went out unanswered.
     snapshot_silent_ticks: u32,
     /// The commit index this follower can have learned from us (what we
@@ -143,7 +149,7 @@ pub struct Raft<S> {
     forward_outputs: VecDeque<(Index, Term, Vec<u8>)>,
     transfer: Option<Transfer>,
     /// The latest snapshot, kept to send to followers that need it.
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Arc<Snapshot>>,
     incoming: Option<Incoming>,
     /// Armed timers. Drivers learn of changes through `SetTimer` and
     /// `CancelTimer`, emitted once per step at its end.
@@ -230,7 +236,7 @@ impl<S: StateMachine> Raft<S> {
             forwarded: BTreeMap::new(),
             forward_outputs: VecDeque::new(),
             transfer: None,
-            snapshot: recovered.snapshot,
+            snapshot: recovered.snapshot.map(Arc::new),
             incoming: None,
             election_at: None,
             heartbeat_at: None,

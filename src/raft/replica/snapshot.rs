@@ -4,10 +4,15 @@
 //! `snapshot_threshold_entries` applied entries sit in its log, and drops
 //! them. A leader whose follower needs compacted entries sends the latest
 //! snapshot in chunks of `snapshot_chunk_bytes`, one at a time, each
-//! answered with the offset the follower expects next; a chunk is resent at
-//! every heartbeat until answered.
+//! answered with the offset the follower expects next; a chunk is resent
+//! after a few silent heartbeats. A transfer, once started, finishes with
+//! the snapshot it started with, though the leader takes newer ones.
 
 use super::*;
+
+/// How many snapshot thresholds of entries a leader may keep while a
+/// follower installs a snapshot (`Raft::defers_compaction`).
+pub const COMPACTION_DEFER_THRESHOLDS: u64 = 10;
 
 /// A snapshot being received, chunk by chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +30,9 @@ impl<S: StateMachine> Raft<S> {
         let by_bytes =
             entries > 0 && self.log.payload_bytes() >= self.config.snapshot_threshold_bytes;
         if !by_count && !by_bytes {
+            return;
+        }
+        if self.defers_compaction(entries) {
             return;
         }
         let Some(term) = self.log.term_at(self.applied) else {
@@ -48,6 +56,29 @@ impl<S: StateMachine> Raft<S> {
         self.persist_snapshot(snapshot);
     }
 
+    /// A leader holds off compacting while a follower installs a snapshot,
+    /// so that the entries after that snapshot are still here when it is
+    /// done; else it needs another snapshot at once, and where writes
+    /// outpace a transfer it never catches up (soak seed 4 of
+    /// `locks_limits_3`: a follower installed snapshot after snapshot, one
+    /// second each, and its readers waited). Only up to half the room
+    /// between the threshold and the log's bound (clients are not refused
+    /// `Busy` for it), and `COMPACTION_DEFER_THRESHOLDS` thresholds of
+    /// entries.
+    fn defers_compaction(&self, entries: u64) -> bool {
+        if self.role != Role::Leader || self.progress.values().all(|p| p.snapshot.is_none()) {
+            return false;
+        }
+        let threshold = self.config.snapshot_threshold_bytes;
+        let room = self.config.log_bytes_max.saturating_sub(threshold) / 2;
+        let bytes_ok = self.log.payload_bytes() < threshold.saturating_add(room);
+        let entries_max = self
+            .config
+            .snapshot_threshold_entries
+            .saturating_mul(COMPACTION_DEFER_THRESHOLDS);
+        bytes_ok && entries < entries_max
+    }
+
     fn persist_snapshot(&mut self, snapshot: Snapshot) {
         self.base_membership = snapshot.membership.clone();
         let hard_state = HardState {
@@ -60,22 +91,27 @@ impl<S: StateMachine> Raft<S> {
             hard_state,
             tail,
         });
-        self.snapshot = Some(snapshot);
+        self.snapshot = Some(Arc::new(snapshot));
     }
 
-    /// Sends the chunk of the latest snapshot this follower expects.
+    /// Sends the chunk this follower expects of the snapshot it is being
+    /// sent, or the first of the latest one.
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
         let term = self.term;
         let chunk = self.config.snapshot_chunk_bytes;
-        let Some(snap) = &self.snapshot else { return };
+        let latest = self.snapshot.clone();
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
         };
-        let offset = match p.snapshot {
-            Some((index, offset)) if index == snap.index => offset.min(snap.data.len() as u64),
-            _ => 0,
+        let (snap, offset) = match (p.snapshot.take(), latest) {
+            (Some((snap, offset)), _) => {
+                let offset = offset.min(snap.data.len() as u64);
+                (snap, offset)
+            }
+            (None, Some(latest)) => (latest, 0),
+            (None, None) => return,
         };
-        p.snapshot = Some((snap.index, offset));
+        p.snapshot = Some((snap.clone(), offset));
         let start = offset as usize;
         let end = start.saturating_add(chunk).min(snap.data.len());
         let req = InstallSnapshotRequest {
@@ -202,6 +238,7 @@ impl<S: StateMachine> Raft<S> {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        let sending = p.snapshot.as_ref().map(|(s, _)| s.index);
         // A follower answers for a snapshot this leader sent, never past it:
         // a larger index is a broken or hostile peer (it would commit past
         // the log).
@@ -216,11 +253,10 @@ impl<S: StateMachine> Raft<S> {
             p.inflight.clear();
             self.maybe_commit();
             self.send_append(from, false);
-        } else if p
-            .snapshot
-            .is_some_and(|(index, _)| Some(index) == current && index == resp.last_index)
-        {
-            p.snapshot = Some((resp.last_index, resp.next_offset));
+        } else if sending == Some(resp.last_index) {
+            if let Some((_, offset)) = p.snapshot.as_mut() {
+                *offset = resp.next_offset;
+            }
             self.send_snapshot_chunk(from);
         }
     }
