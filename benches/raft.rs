@@ -61,6 +61,7 @@ mod bench {
                 join: None,
                 raft: raft::Config::default(),
                 cluster: Default::default(),
+                tls: None,
             };
             nodes.push(Node::start(cfg, l).expect("node starts"));
         }

@@ -30,3 +30,5 @@ pub mod entropy;
 pub mod http;
 #[cfg(not(madsim))]
 pub mod runtime;
+#[cfg(not(madsim))]
+pub mod tls;

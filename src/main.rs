@@ -24,6 +24,7 @@ mod app {
     use raftlock::lock::{LockConfig, LockMachine};
     use raftlock::raft;
     use raftlock::runtime::{Cluster, Node, NodeConfig};
+    use raftlock::tls::{self, PeerTls};
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -51,6 +52,11 @@ mod app {
         Serve(ServeArgs),
         /// Run a local 3-node cluster on 127.0.0.1 in this process.
         Dev(DevArgs),
+        /// Make TLS certificates: a cluster CA, and one per node.
+        Certs {
+            #[command(subcommand)]
+            command: CertsCommand,
+        },
         /// Measure acquire+release throughput and latency of a running
         /// cluster (raftlock, or etcd for comparison).
         Bench(BenchArgs),
@@ -104,6 +110,24 @@ mod app {
         ttl_ms: u64,
     }
 
+    #[derive(Subcommand)]
+    enum CertsCommand {
+        /// A new cluster CA: ca.pem (give it to every node) and ca.key
+        /// (keep it off the nodes; it signs their certificates).
+        CreateCa {
+            #[arg(long, env = "RAFTLOCK_CERTS_DIR")]
+            certs_dir: PathBuf,
+        },
+        /// Node ID's certificate and key (node-ID.pem, node-ID.key), signed
+        /// by the CA in the same directory.
+        CreateNode {
+            #[arg(long, env = "RAFTLOCK_CERTS_DIR")]
+            certs_dir: PathBuf,
+            #[arg(long)]
+            id: NodeId,
+        },
+    }
+
     #[derive(clap::Args)]
     struct ServeArgs {
         /// This node's id (a positive integer, unique in the cluster).
@@ -137,6 +161,14 @@ mod app {
         /// the leader adds this node as a learner and promotes it once caught up.
         #[arg(long, env = "RAFTLOCK_JOIN", conflicts_with = "initial_cluster")]
         join: Option<SocketAddr>,
+        /// This node's TLS material for its peers: ca.pem, node-ID.pem and
+        /// node-ID.key, as `raftlock certs` makes them.
+        #[arg(long, env = "RAFTLOCK_CERTS_DIR", required_unless_present = "insecure")]
+        certs_dir: Option<PathBuf>,
+        /// Peers without TLS: anyone who reaches the peer port can then
+        /// take the cluster over. Only on a loopback or trusted network.
+        #[arg(long, env = "RAFTLOCK_INSECURE", conflicts_with = "certs_dir")]
+        insecure: bool,
     }
 
     #[derive(clap::Args)]
@@ -150,6 +182,43 @@ mod app {
         /// First of three consecutive HTTP API ports on 127.0.0.1.
         #[arg(long, env = "RAFTLOCK_DEV_HTTP_PORT", default_value_t = 7201)]
         http_port: u16,
+        /// Peers without TLS (by default a throwaway CA and node
+        /// certificates are made under DIR/certs).
+        #[arg(long)]
+        insecure: bool,
+    }
+
+    /// Node `id`'s peer TLS from `certs_dir`, or none (and a warning) when
+    /// run insecure.
+    fn peer_tls(
+        id: NodeId,
+        certs_dir: Option<&std::path::Path>,
+    ) -> Result<Option<Arc<PeerTls>>, String> {
+        match certs_dir {
+            Some(dir) => PeerTls::load(dir, id)
+                .map(|t| Some(Arc::new(t)))
+                .map_err(|e| e.to_string()),
+            None => {
+                tracing::warn!(
+                    node = id,
+                    "--insecure: peer connections are plain TCP; whoever reaches the peer port can take the cluster over"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes what is missing of a CA and nodes 1..=n's certificates.
+    fn ensure_certs(dir: &std::path::Path, ids: &[NodeId]) -> Result<(), String> {
+        if !tls::ca_cert_path(dir).exists() {
+            tls::create_ca(dir).map_err(|e| e.to_string())?;
+        }
+        for &id in ids {
+            if !tls::node_cert_path(dir, id).exists() {
+                tls::create_node(dir, id).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     fn parse_cluster_name(s: &str) -> Result<Cluster, String> {
@@ -200,6 +269,7 @@ mod app {
         let result = match cli.command {
             CliCommand::Serve(args) => done(system.block_on(serve(args))),
             CliCommand::Dev(args) => done(system.block_on(dev(args))),
+            CliCommand::Certs { command } => done(certs(command)),
             CliCommand::Bench(args) => done(system.block_on(bench(args))),
             CliCommand::Lock(args) => system.block_on(cli::lock(&e, args)),
             CliCommand::Acquire(args) => system.block_on(cli::acquire(&e, args)),
@@ -217,6 +287,28 @@ mod app {
         }
     }
 
+    fn certs(command: CertsCommand) -> Result<(), String> {
+        match command {
+            CertsCommand::CreateCa { certs_dir } => {
+                tls::create_ca(&certs_dir).map_err(|e| e.to_string())?;
+                println!(
+                    "wrote {} and {} (keep the key off the nodes)",
+                    tls::ca_cert_path(&certs_dir).display(),
+                    tls::ca_key_path(&certs_dir).display()
+                );
+            }
+            CertsCommand::CreateNode { certs_dir, id } => {
+                tls::create_node(&certs_dir, id).map_err(|e| e.to_string())?;
+                println!(
+                    "wrote {} and {}",
+                    tls::node_cert_path(&certs_dir, id).display(),
+                    tls::node_key_path(&certs_dir, id).display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn serve(args: ServeArgs) -> Result<(), String> {
         let peers = args.initial_cluster.unwrap_or_default();
         if args.join.is_none() {
@@ -230,6 +322,11 @@ mod app {
                 ));
             }
         }
+        let tls = peer_tls(args.id, args.certs_dir.as_deref())?;
+        tracing::warn!(
+            node = args.id,
+            "the HTTP API has no TLS or authentication yet: serve it on loopback or a trusted network"
+        );
         let listener = TcpListener::bind(args.listen_peer)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen_peer))?;
@@ -240,6 +337,7 @@ mod app {
             join: args.join,
             raft: raft::Config::default(),
             cluster: args.cluster_name,
+            tls,
         };
         let lock_config = LockConfig {
             lock_delay: Duration::from_millis(args.lock_delay_ms),
@@ -389,7 +487,23 @@ mod app {
         }
         let mut nodes = Vec::new();
         let mut servers = Vec::new();
+        let certs_dir = args.dir.join("certs");
+        let certs_dir = match args.insecure {
+            true => None,
+            false => {
+                let ids: Vec<NodeId> = peers.keys().copied().collect();
+                ensure_certs(&certs_dir, &ids)?;
+                Some(certs_dir)
+            }
+        };
         println!("raftlock dev: 3 nodes, data under {}", args.dir.display());
+        match &certs_dir {
+            Some(dir) => println!(
+                "  peers talk mutual TLS with a throwaway CA in {}",
+                dir.display()
+            ),
+            None => println!("  --insecure: peers talk plain TCP"),
+        }
         for (id, listener, http_listener, http) in listeners {
             let data_dir = args.dir.join(format!("node{id}"));
             let config = NodeConfig {
@@ -399,6 +513,7 @@ mod app {
                 join: None,
                 raft: raft::Config::default(),
                 cluster: Default::default(),
+                tls: peer_tls(id, certs_dir.as_deref())?,
             };
             let node = Arc::new(
                 Node::start_with(config, listener, LockMachine::new(LockConfig::default()))

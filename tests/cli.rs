@@ -17,7 +17,7 @@ fn raftlock(args: &[&str]) -> (i32, String) {
 
 /// `raftlock serve --id 1 --data-dir x` followed by `rest`.
 fn serve(rest: &[&str]) -> (i32, String) {
-    let mut args = vec!["serve", "--id", "1", "--data-dir", "x"];
+    let mut args = vec!["serve", "--insecure", "--id", "1", "--data-dir", "x"];
     args.extend_from_slice(rest);
     raftlock(&args)
 }
@@ -28,6 +28,7 @@ fn a_node_missing_from_its_cluster_is_refused() {
     let data = dir.path().join("d").display().to_string();
     let (code, text) = raftlock(&[
         "serve",
+        "--insecure",
         "--id",
         "4",
         "--data-dir",
@@ -80,6 +81,7 @@ fn serve_alone(id: u64, data: &std::path::Path) -> (i32, String) {
     let cluster = format!("{id}={addr}");
     raftlock(&[
         "serve",
+        "--insecure",
         "--id",
         &id,
         "--data-dir",
@@ -159,6 +161,7 @@ fn a_bad_cluster_name_is_refused_before_anything_starts() {
     let data = dir.path().display().to_string();
     let (code, text) = raftlock(&[
         "serve",
+        "--insecure",
         "--id",
         "1",
         "--data-dir",
@@ -173,4 +176,101 @@ fn a_bad_cluster_name_is_refused_before_anything_starts() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("cluster name \"no spaces\""), "{text}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+/// `serve` with `--certs-dir DIR` on a free port, node `id` of a one-node
+/// cluster.
+fn serve_with_certs(certs: &std::path::Path, id: u64) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").display().to_string();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let id = id.to_string();
+    let cluster = format!("{id}={addr}");
+    raftlock(&[
+        "serve",
+        "--id",
+        &id,
+        "--data-dir",
+        &data,
+        "--listen-peer",
+        &addr,
+        "--initial-cluster",
+        &cluster,
+        "--certs-dir",
+        &certs.display().to_string(),
+    ])
+}
+
+#[test]
+fn serve_is_secure_by_default_and_says_what_its_tls_lacks() {
+    // Neither TLS material nor --insecure: refused, naming the flag.
+    let (code, text) = raftlock(&[
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        "x",
+        "--listen-peer",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--certs-dir"), "{text}");
+    let certs = tempfile::tempdir().unwrap();
+    // An empty directory: the file it lacks is named.
+    let (code, text) = serve_with_certs(certs.path(), 1);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("ca.pem"), "{text}");
+    // A CA and node 2's certificate, started as node 1.
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_raftlock"))
+            .arg("certs")
+            .args(args)
+            .arg("--certs-dir")
+            .arg(certs.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    run(&["create-ca"]);
+    run(&["create-node", "--id", "2"]);
+    let (code, text) = serve_with_certs(certs.path(), 1);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("node-1.pem"), "{text}");
+    // Node 2's certificate copied in as node 1's: refused at start-up, not
+    // by every peer later.
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            certs.path().join(format!("node-2.{ext}")),
+            certs.path().join(format!("node-1.{ext}")),
+        )
+        .unwrap();
+    }
+    let (code, text) = serve_with_certs(certs.path(), 1);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not usable for node 1"), "{text}");
+    // The files it writes are its owner's only, and it never overwrites.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.key", "ca.pem", "node-2.key", "node-2.pem"] {
+        let mode = std::fs::metadata(certs.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_raftlock"))
+        .args(["certs", "create-ca", "--certs-dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{out:?}"
+    );
 }

@@ -30,6 +30,7 @@ fn start(id: u64, dir: &Path, peers: &BTreeMap<u64, SocketAddr>, listener: TcpLi
         join: None,
         raft: config(),
         cluster: Default::default(),
+        tls: None,
     };
     Node::start(cfg, listener).expect("node starts")
 }
@@ -159,6 +160,7 @@ async fn a_node_outside_the_cluster_map_is_refused() {
         join: None,
         raft: config(),
         cluster: Default::default(),
+        tls: None,
     };
     assert!(matches!(
         Node::start(cfg, l),
@@ -319,6 +321,7 @@ async fn nodes_join_a_running_cluster_and_the_leader_can_be_removed() {
             join: Some(join_addr),
             raft: config(),
             cluster: Default::default(),
+            tls: None,
         };
         nodes.insert(id, Node::start(cfg, l).expect("joining node starts"));
     }

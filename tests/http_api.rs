@@ -54,6 +54,7 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
                 ..raft::Config::default()
             },
             cluster: raftlock::runtime::Cluster::new("http-test").unwrap(),
+            tls: None,
         };
         let machine = LockMachine::new(LockConfig {
             lock_delay: Duration::from_millis(lock_delay_ms),

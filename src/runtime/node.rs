@@ -13,7 +13,7 @@
 use super::error::{NodeError, RuntimeError};
 use super::identity::{self, Cluster};
 use super::metrics::Metrics;
-use super::transport::{accept_loop, PeerSender};
+use super::transport::{accept_loop, PeerLink, PeerSender};
 use super::writer::{LogWriter, Report};
 use crate::actor::{Instant, NodeId};
 use crate::driver::DriverCore;
@@ -71,6 +71,8 @@ pub struct NodeConfig {
     /// The cluster this node belongs to: checked against the data dir and
     /// exchanged with peers when they connect.
     pub cluster: Cluster,
+    /// Mutual TLS with peers; `None` only when run `--insecure`.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +174,10 @@ impl<S: NodeMachine> Node<S> {
         let writer = LogWriter::start(id, store, metrics.clone(), move |report| {
             to_host.do_send(report)
         })?;
+        let link = PeerLink {
+            cluster_id: config.cluster.id(),
+            tls: config.tls.clone(),
+        };
         let host = RaftNode {
             id,
             raft,
@@ -186,7 +192,7 @@ impl<S: NodeMachine> Node<S> {
             next_request: 0,
             events: events.clone(),
             metrics: metrics.clone(),
-            cluster_id: config.cluster.id(),
+            link: link.clone(),
             span: node_span(id, term),
         };
         ctx.set_mailbox_capacity(INBOUND_QUEUE_LEN_MAX);
@@ -195,7 +201,7 @@ impl<S: NodeMachine> Node<S> {
         let counted = metrics.clone();
         let mut tasks = vec![tokio::task::spawn_local(accept_loop(
             listener,
-            config.cluster.id(),
+            link.clone(),
             move |env: Envelope| {
                 // `to == 0` is a join request addressed to whoever answers.
                 let for_us = env.to == id || env.to == 0;
@@ -216,7 +222,7 @@ impl<S: NodeMachine> Node<S> {
                 id,
                 own_addr,
                 join,
-                config.cluster.id(),
+                link,
                 addr.clone(),
             )));
         }
@@ -362,10 +368,10 @@ async fn ask_to_join<S: NodeMachine>(
     id: NodeId,
     own: SocketAddr,
     join: SocketAddr,
-    cluster_id: u64,
+    link: PeerLink,
     node: Addr<RaftNode<S>>,
 ) {
-    let (sender, task) = PeerSender::spawn(0, join, cluster_id);
+    let (sender, task) = PeerSender::spawn(0, join, link);
     let msg = Message::Join {
         id,
         addr: own.to_string(),
@@ -428,8 +434,8 @@ struct RaftNode<S: NodeMachine> {
     next_request: RequestId,
     events: broadcast::Sender<S::Event>,
     metrics: Arc<Metrics>,
-    /// Sent to peers when connecting (`transport`).
-    cluster_id: u64,
+    /// What its peer connections carry (`transport`).
+    link: PeerLink,
     /// Every log line of this node's host carries its id and current term:
     /// a span made anew when the term changes, so a step only enters it.
     span: tracing::Span,
@@ -639,7 +645,7 @@ impl<S: NodeMachine> RaftNode<S> {
         for (id, addr) in wanted {
             match addr.parse::<SocketAddr>() {
                 Ok(sock) => {
-                    let (sender, task) = PeerSender::spawn(id, sock, self.cluster_id);
+                    let (sender, task) = PeerSender::spawn(id, sock, self.link.clone());
                     self.peers.insert(id, (sender, task, addr));
                 }
                 Err(e) => {

@@ -5,15 +5,22 @@
 //! names the protocol version) and the sender's cluster id. The acceptor
 //! closes a connection whose preamble is wrong, so a node of another
 //! cluster, or something that is not a raftlock peer, is never heard.
+//!
+//! With TLS (`crate::tls::PeerTls`, the default) the preamble and frames go
+//! inside mutual TLS: a connection without a certificate from the
+//! cluster's CA is refused in the handshake, and a frame whose sender is
+//! not the node the connection's certificate names closes it.
 
 use crate::actor::NodeId;
 use crate::net::{encode_frame, FrameDecoder};
-use crate::raft::Envelope;
+use crate::raft::{Envelope, Message};
+use crate::tls::PeerTls;
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,6 +43,14 @@ const PREAMBLE_BYTES: usize = 12;
 /// How long an acceptor waits for a preamble before closing.
 pub const PREAMBLE_TIMEOUT_MS: u64 = 5_000;
 
+/// What every peer connection of a node carries: its cluster's id, and
+/// its TLS (none only with `--insecure`).
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    pub cluster_id: u64,
+    pub tls: Option<Arc<PeerTls>>,
+}
+
 fn preamble(cluster_id: u64) -> [u8; PREAMBLE_BYTES] {
     let mut p = [0u8; PREAMBLE_BYTES];
     p[..4].copy_from_slice(&PREAMBLE_MAGIC);
@@ -53,14 +68,15 @@ pub struct PeerSender {
 
 impl PeerSender {
     /// Spawns the connection task for `addr` on the current tokio runtime.
-    pub fn spawn(peer: NodeId, addr: SocketAddr, cluster_id: u64) -> (PeerSender, JoinHandle<()>) {
+    /// `peer` 0: whichever member answers at `addr` (a join request).
+    pub fn spawn(peer: NodeId, addr: SocketAddr, link: PeerLink) -> (PeerSender, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE_LEN_MAX);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let queue = Queue {
             rx,
             bytes: queued_bytes.clone(),
         };
-        let task = tokio::task::spawn_local(peer_loop(peer, addr, cluster_id, queue));
+        let task = tokio::task::spawn_local(peer_loop(peer, addr, link, queue));
         (
             PeerSender {
                 tx,
@@ -137,11 +153,28 @@ impl Queue {
     }
 }
 
-async fn peer_loop(peer: NodeId, addr: SocketAddr, cluster_id: u64, mut rx: Queue) {
+async fn peer_loop(peer: NodeId, addr: SocketAddr, link: PeerLink, mut rx: Queue) {
     let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
     loop {
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
+        let connected = match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                match &link.tls {
+                    None => Ok(send_frames(stream, &mut rx, link.cluster_id).await),
+                    Some(tls) => match dial(tls, peer, stream).await {
+                        Ok(stream) => Ok(send_frames(stream, &mut rx, link.cluster_id).await),
+                        Err(e) => Err(e),
+                    },
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match connected {
+            Ok(Ended::QueueClosed) => return,
+            Ok(Ended::ConnectionLost) => {
+                backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
+                tracing::debug!(peer, %addr, "connection lost; reconnecting");
+            }
             Err(e) => {
                 if rx.is_closed() {
                     return;
@@ -149,35 +182,56 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, cluster_id: u64, mut rx: Queu
                 tracing::debug!(peer, %addr, error = %e, ?backoff, "connect failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(RECONNECT_BACKOFF_MS_MAX));
-                continue;
             }
+        }
+    }
+}
+
+/// The TLS handshake with `peer`, which must present that node's
+/// certificate (any member's, for `peer` 0).
+async fn dial(
+    tls: &PeerTls,
+    peer: NodeId,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = PeerTls::server_name(peer).map_err(|e| e.to_string())?;
+    tls.connector()
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+enum Ended {
+    QueueClosed,
+    ConnectionLost,
+}
+
+/// Writes the preamble and then the queued frames until the connection
+/// fails or the queue closes.
+async fn send_frames<W: AsyncWrite + Unpin>(stream: W, rx: &mut Queue, cluster_id: u64) -> Ended {
+    let mut w = BufWriter::new(stream);
+    let mut opening = Some(preamble(cluster_id));
+    loop {
+        let Some(frame) = rx.recv().await else {
+            return Ended::QueueClosed;
         };
-        let _ = stream.set_nodelay(true);
-        backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
-        tracing::debug!(peer, %addr, "connected");
-        let mut w = BufWriter::new(stream);
-        let mut opening = Some(preamble(cluster_id));
-        loop {
-            let Some(frame) = rx.recv().await else { return };
-            // Buffered with the first frame, so it costs no extra write.
-            let mut result = match opening.take() {
-                Some(p) => w.write_all(&p).await,
-                None => Ok(()),
-            };
-            if result.is_ok() {
-                result = w.write_all(&frame).await;
+        // Buffered with the first frame, so it costs no extra write.
+        let mut result = match opening.take() {
+            Some(p) => w.write_all(&p).await,
+            None => Ok(()),
+        };
+        if result.is_ok() {
+            result = w.write_all(&frame).await;
+        }
+        // Coalesce whatever else is queued into one write.
+        while result.is_ok() {
+            match rx.try_recv() {
+                Some(more) => result = w.write_all(&more).await,
+                None => break,
             }
-            // Coalesce whatever else is queued into one write.
-            while result.is_ok() {
-                match rx.try_recv() {
-                    Some(more) => result = w.write_all(&more).await,
-                    None => break,
-                }
-            }
-            if result.is_err() || w.flush().await.is_err() {
-                tracing::debug!(peer, %addr, "connection lost; reconnecting");
-                break;
-            }
+        }
+        if result.is_err() || w.flush().await.is_err() {
+            return Ended::ConnectionLost;
         }
     }
 }
@@ -185,7 +239,7 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, cluster_id: u64, mut rx: Queu
 /// Accepts peer connections and hands each decoded envelope to `deliver`.
 /// Connection tasks live in a `JoinSet` owned by this task, so aborting it
 /// closes every inbound connection too.
-pub async fn accept_loop<F>(listener: TcpListener, cluster_id: u64, deliver: F)
+pub async fn accept_loop<F>(listener: TcpListener, link: PeerLink, deliver: F)
 where
     F: Fn(Envelope) + Clone + 'static,
 {
@@ -195,7 +249,7 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn_local(read_loop(stream, from, cluster_id, deliver.clone()));
+                    conns.spawn_local(serve_peer(stream, from, link.clone(), deliver.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -207,10 +261,72 @@ where
     }
 }
 
-async fn read_loop<F: Fn(Envelope)>(
-    mut stream: TcpStream,
+/// One inbound connection: its TLS handshake (if any), then its frames.
+async fn serve_peer<F: Fn(Envelope)>(
+    stream: TcpStream,
+    from: SocketAddr,
+    link: PeerLink,
+    deliver: F,
+) {
+    let Some(tls) = &link.tls else {
+        return read_loop(stream, from, link.cluster_id, None, deliver).await;
+    };
+    let handshake = tokio::time::timeout(
+        Duration::from_millis(PREAMBLE_TIMEOUT_MS),
+        tls.acceptor().accept(stream),
+    )
+    .await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%from, error = %e, "refused a peer connection: TLS handshake failed (no certificate, or one not from this cluster's CA?)");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%from, "refused a peer connection: no TLS handshake in time");
+            return;
+        }
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let Some(cert) = cert else {
+        tracing::warn!(%from, "refused a peer connection: no client certificate");
+        return;
+    };
+    read_loop(stream, from, link.cluster_id, Some(cert), deliver).await
+}
+
+/// Whether the frame may come from a connection whose certificate is
+/// `cert`: its sender (and a join's subject) must be the node named there.
+/// `verified` remembers the id already checked, so the check runs once.
+fn from_named_peer(
+    envelope: &Envelope,
+    cert: &CertificateDer<'_>,
+    verified: &mut Option<NodeId>,
+) -> bool {
+    let claimed = match &envelope.msg {
+        Message::Join { id, .. } if *id != envelope.from => return false,
+        _ => envelope.from,
+    };
+    if *verified == Some(claimed) {
+        return true;
+    }
+    if PeerTls::sent_by(cert, claimed) {
+        *verified = Some(claimed);
+        return true;
+    }
+    false
+}
+
+async fn read_loop<S: AsyncRead + Unpin, F: Fn(Envelope)>(
+    mut stream: S,
     from: SocketAddr,
     cluster_id: u64,
+    cert: Option<CertificateDer<'static>>,
     deliver: F,
 ) {
     let mut opening = [0u8; PREAMBLE_BYTES];
@@ -236,6 +352,7 @@ async fn read_loop<F: Fn(Envelope)>(
         );
         return;
     }
+    let mut verified = None;
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     loop {
@@ -246,7 +363,19 @@ async fn read_loop<F: Fn(Envelope)>(
         decoder.extend(&buf[..n]);
         loop {
             match decoder.next_frame::<Envelope>() {
-                Ok(Some(envelope)) => deliver(envelope),
+                Ok(Some(envelope)) => {
+                    if let Some(cert) = &cert {
+                        if !from_named_peer(&envelope, cert, &mut verified) {
+                            tracing::warn!(
+                                %from,
+                                claimed = envelope.from,
+                                "a peer sent a frame as a node its certificate does not name; closing its connection"
+                            );
+                            return;
+                        }
+                    }
+                    deliver(envelope)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%from, error = %e, "bad frame from peer; closing connection");
@@ -260,7 +389,6 @@ async fn read_loop<F: Fn(Envelope)>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::Message;
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -298,7 +426,11 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let got = Rc::new(RefCell::new(Vec::new()));
             let sink = got.clone();
-            tokio::task::spawn_local(accept_loop(listener, 42, move |e| {
+            let link = PeerLink {
+                cluster_id: 42,
+                tls: None,
+            };
+            tokio::task::spawn_local(accept_loop(listener, link.clone(), move |e| {
                 sink.borrow_mut().push(e)
             }));
             let frame = encode_frame(&envelope(9)).unwrap();
@@ -317,7 +449,7 @@ mod tests {
             assert_eq!(*got.borrow(), vec![envelope(9)]);
 
             // And the real sender opens with the preamble.
-            let (sender, _task) = PeerSender::spawn(1, addr, 42);
+            let (sender, _task) = PeerSender::spawn(1, addr, link);
             sender.send(&envelope(5));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while got.borrow().len() < 2 && tokio::time::Instant::now() < deadline {

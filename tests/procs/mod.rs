@@ -35,6 +35,8 @@ pub struct Cluster {
     cluster_flag: String,
     /// Flags every node is started with, after the ones it always gets.
     extra: Vec<String>,
+    /// The peers' TLS material, made with `raftlock certs`.
+    pub certs: PathBuf,
     _root: tempfile::TempDir,
 }
 
@@ -85,6 +87,25 @@ fn log_file(id: u64) -> Stdio {
         .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
+/// A CA and node certificates in `dir`, made as an operator would: with
+/// `raftlock certs`.
+pub fn make_certs(dir: &std::path::Path, ids: &[u64]) {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("certs")
+            .args(args)
+            .arg("--certs-dir")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "raftlock certs {args:?}: {out:?}");
+    };
+    run(&["create-ca"]);
+    for id in ids {
+        run(&["create-node", "--id", &id.to_string()]);
+    }
+}
+
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -122,11 +143,14 @@ impl Cluster {
         let turn = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let certs = root.path().join("certs");
+        make_certs(&certs, &[1, 2, 3]);
         let mut c = Cluster {
             _turn: turn,
             procs,
             cluster_flag,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            certs,
             _root: root,
         };
         for i in 0..3 {
@@ -145,6 +169,8 @@ impl Cluster {
             .args(["--listen-http", &p.http.to_string()])
             .args(["--initial-cluster", &self.cluster_flag])
             .args(["--lock-delay-ms", "200"])
+            .arg("--certs-dir")
+            .arg(&self.certs)
             .args(&self.extra)
             .env(
                 "RUST_LOG",

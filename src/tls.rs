@@ -1,0 +1,316 @@
+//! Mutual TLS between peers, and the certificates it rests on.
+//!
+//! Every node holds a certificate from the cluster's CA whose names are
+//! `node-<id>.raftlock` (its identity) and `member.raftlock` (what a node
+//! that joins through an address, not yet knowing the id behind it, asks
+//! for). A connection is accepted only with a certificate from that CA,
+//! and every frame on it must come from the node the certificate names
+//! (`PeerTls::sent_by`): a node cannot speak for another, and a process
+//! without a certificate is not heard at all. Outbound, a node dials a
+//! peer by id and accepts only that id's certificate.
+//!
+//! `raftlock certs` makes the files (`create_ca`, `create_node`), with
+//! rcgen, ECDSA P-256 keys, written 0600.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+use crate::actor::NodeId;
+
+/// The name every member's certificate carries besides its own.
+pub const MEMBER_NAME: &str = "member.raftlock";
+/// A CA certificate is valid this long from its creation.
+pub const CA_VALIDITY_DAYS: i64 = 3650;
+/// A node certificate is valid this long from its creation.
+pub const NODE_VALIDITY_DAYS: i64 = 825;
+/// The CA's common name (a node certificate's issuer).
+const CA_COMMON_NAME: &str = "raftlock cluster CA";
+
+/// The name that identifies node `id`.
+pub fn node_name(id: NodeId) -> String {
+    format!("node-{id}.raftlock")
+}
+
+/// The files of a certificates directory.
+pub fn ca_cert_path(dir: &Path) -> PathBuf {
+    dir.join("ca.pem")
+}
+pub fn ca_key_path(dir: &Path) -> PathBuf {
+    dir.join("ca.key")
+}
+pub fn node_cert_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.pem"))
+}
+pub fn node_key_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.key"))
+}
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: String },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: String },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} already exists; remove it first to make a new one")]
+    Exists { path: PathBuf },
+    #[error("cannot make a certificate: {0}")]
+    Generate(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// The node's own certificate fails the check its peers will make.
+    #[error("the certificate {path} is not usable for node {id}: {error}")]
+    Unusable {
+        path: PathBuf,
+        id: NodeId,
+        error: String,
+    },
+}
+
+/// A node's peer TLS: what it presents, and whom it accepts.
+pub struct PeerTls {
+    pub id: NodeId,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerTls(node {})", self.id)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
+}
+
+fn config_error(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Config(e.to_string())
+}
+
+impl PeerTls {
+    /// Loads node `id`'s material from a certificates directory, and
+    /// checks it as a peer will: a certificate the CA signed, in date, for
+    /// this node's name. A bad file is a clear error at start-up, not a
+    /// refused connection later.
+    pub fn load(dir: &Path, id: NodeId) -> Result<PeerTls, TlsError> {
+        let ca = certs(&ca_cert_path(dir))?;
+        let cert_path = node_cert_path(dir, id);
+        let chain = certs(&cert_path)?;
+        let key = key(&node_key_path(dir, id))?;
+        let mut roots = RootCertStore::empty();
+        for c in ca {
+            roots.add(c).map_err(config_error)?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(config_error)?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(config_error)?;
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(config_error)?;
+        let tls = PeerTls {
+            id,
+            server: Arc::new(server),
+            client: Arc::new(client),
+        };
+        tls.self_check().map_err(|error| TlsError::Unusable {
+            path: cert_path,
+            id,
+            error,
+        })?;
+        Ok(tls)
+    }
+
+    /// A handshake with itself, in memory: the peers' checks (chain,
+    /// dates, name) run on this node's own certificate.
+    fn self_check(&self) -> Result<(), String> {
+        let name = ServerName::try_from(node_name(self.id)).map_err(|e| e.to_string())?;
+        let mut client =
+            rustls::ClientConnection::new(self.client.clone(), name).map_err(|e| e.to_string())?;
+        let mut server =
+            rustls::ServerConnection::new(self.server.clone()).map_err(|e| e.to_string())?;
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            server
+                .read_tls(&mut buf.as_slice())
+                .map_err(|e| e.to_string())?;
+            server.process_new_packets().map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            client
+                .read_tls(&mut buf.as_slice())
+                .map_err(|e| e.to_string())?;
+            client.process_new_packets().map_err(|e| e.to_string())?;
+        }
+        Err("the handshake did not finish".into())
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server.clone())
+    }
+
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(self.client.clone())
+    }
+
+    /// The name to ask of the node dialled as `peer` (0: whichever member
+    /// answers at a join address).
+    pub fn server_name(peer: NodeId) -> Result<ServerName<'static>, TlsError> {
+        let name = match peer {
+            0 => MEMBER_NAME.to_string(),
+            id => node_name(id),
+        };
+        ServerName::try_from(name).map_err(config_error)
+    }
+
+    /// Whether the certificate a peer presented names node `id`.
+    pub fn sent_by(cert: &CertificateDer<'_>, id: NodeId) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+            return false;
+        };
+        let Ok(name) = ServerName::try_from(node_name(id)) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+}
+
+/// Writes `contents` to a new file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| TlsError::Write {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => TlsError::Exists {
+                path: path.to_path_buf(),
+            },
+            _ => err(e),
+        })?;
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn generate_error(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Generate(e.to_string())
+}
+
+fn validity(params: &mut rcgen::CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    // A day's slack for clocks behind this one.
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn ca_params() -> Result<rcgen::CertificateParams, TlsError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, CA_COMMON_NAME);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, CA_VALIDITY_DAYS);
+    Ok(params)
+}
+
+/// Makes a new CA in `dir` (`ca.pem`, and `ca.key` which signs node
+/// certificates: keep it off the nodes in production).
+pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write {
+        path: dir.to_path_buf(),
+        error: e.to_string(),
+    })?;
+    let key = rcgen::KeyPair::generate().map_err(generate_error)?;
+    let cert = ca_params()?.self_signed(&key).map_err(generate_error)?;
+    write_private(&ca_key_path(dir), &key.serialize_pem())?;
+    write_private(&ca_cert_path(dir), &cert.pem())
+}
+
+/// Makes node `id`'s certificate and key in `dir`, signed by the CA there.
+pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
+    if id == 0 {
+        return Err(TlsError::Generate("node id 0 is reserved".into()));
+    }
+    let ca_key_pem = String::from_utf8(read(&ca_key_path(dir))?).map_err(generate_error)?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(generate_error)?;
+    // The issuer as rcgen needs it: the same name and key as `ca.pem`.
+    let issuer = ca_params()?.self_signed(&ca_key).map_err(generate_error)?;
+    let mut params = rcgen::CertificateParams::new(vec![node_name(id), MEMBER_NAME.to_string()])
+        .map_err(generate_error)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, node_name(id));
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut params, NODE_VALIDITY_DAYS);
+    let key = rcgen::KeyPair::generate().map_err(generate_error)?;
+    let cert = params
+        .signed_by(&key, &issuer, &ca_key)
+        .map_err(generate_error)?;
+    write_private(&node_key_path(dir, id), &key.serialize_pem())?;
+    write_private(&node_cert_path(dir, id), &cert.pem())
+}
