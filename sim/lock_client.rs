@@ -480,7 +480,7 @@ impl Client {
             );
         }
         let granted = matches!(result, Ok(Done::Granted { .. }));
-        if let (Ok(Done::Granted { token }), Some((lock, mode)), Some(session)) =
+        if let (Ok(Done::Granted { token, .. }), Some((lock, mode)), Some(session)) =
             (&result, self.acquiring.take(), self.session.session_id())
         {
             let believed = match mode {
@@ -498,7 +498,7 @@ impl Client {
             .on_done(self.id, invoked, granted);
         let mut rng = madsim::rand::thread_rng();
         match (what, result) {
-            (What::Fenced { lock }, Ok(Done::Granted { token })) => {
+            (What::Fenced { lock }, Ok(Done::Granted { token, .. })) => {
                 // Check the lease, then work a while and write.
                 let now = self.clock().local(g);
                 if self.session.holds(&lock, now) == Some(token) {
@@ -513,7 +513,7 @@ impl Client {
                     self.set_idle(g);
                 }
             }
-            (What::Hold { lock }, Ok(Done::Granted { token })) => {
+            (What::Hold { lock }, Ok(Done::Granted { token, .. })) => {
                 self.step = Step::Holding {
                     lock,
                     token,
@@ -554,7 +554,7 @@ impl Client {
     fn lin_outcome(&mut self, event: &lin::Event, result: Result<Done, CallError>) -> lin::Outcome {
         use lin::Outcome as O;
         match (&event.op, result) {
-            (lin::Op::Acquire { .. }, Ok(Done::Granted { token })) => {
+            (lin::Op::Acquire { .. }, Ok(Done::Granted { token, .. })) => {
                 self.lin_held.insert(event.lock.clone(), token);
                 O::Granted(token)
             }

@@ -743,8 +743,8 @@ impl Driver {
                 None
             }
             Caller::Acquire { lock, tx } => {
-                let token = match result {
-                    Ok(Done::Granted { token }) => token,
+                let (token, session) = match result {
+                    Ok(Done::Granted { token, session }) => (token, session),
                     Ok(other) => {
                         let _ = tx.send(Err(CallError::Lock(LockError::Malformed(format!(
                             "unexpected answer {other:?}"
@@ -769,7 +769,7 @@ impl Driver {
                     self.deferred.push(((lock.clone(), token), lost_tx));
                     let granted = Granted {
                         token,
-                        session: self.session.session_id().unwrap_or(0),
+                        session,
                         lost: lost_rx,
                     };
                     let _ = tx.send(Ok(granted));
@@ -778,9 +778,12 @@ impl Driver {
                 if held {
                     self.watches.insert((lock.clone(), token), lost_tx);
                 }
+                // The grant's session, not the one the client is in now: a
+                // lease that ran out in this very step leaves none (a guard
+                // once said session 0), and a new one is not the grant's.
                 let granted = Granted {
                     token,
-                    session: self.session.session_id().unwrap_or(0),
+                    session,
                     lost: lost_rx,
                 };
                 match tx.send(Ok(granted)) {

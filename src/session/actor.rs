@@ -81,9 +81,16 @@ pub enum Call {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Done {
-    Granted { token: Token },
+    /// `session`: the session the lock was granted in, whose lease is the
+    /// grant's (the client may be in another one by the time it hears).
+    Granted {
+        token: Token,
+        session: SessionId,
+    },
     Released,
-    Appended { offset: u64 },
+    Appended {
+        offset: u64,
+    },
     Answer(QueryAnswer),
     Closed,
 }
@@ -718,8 +725,11 @@ impl Session {
         if let Op::Acquire { lock, .. } = &p.op {
             self.held.insert(lock.clone(), token);
         }
+        // Requests live only in an open session (losing it fails them all).
+        debug_assert!(self.session_id().is_some());
+        let session = self.session_id().unwrap_or(0);
         if let Purpose::Call(id) = p.purpose {
-            self.done(id, Ok(Done::Granted { token }));
+            self.done(id, Ok(Done::Granted { token, session }));
         }
     }
 

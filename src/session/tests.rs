@@ -232,7 +232,13 @@ fn holds_answers_only_while_the_lease_is_valid_and_a_lapse_reports_the_lock_lost
     w.deliver(ms(0));
     assert_eq!(
         w.take_events(),
-        vec![done(1, Ok(Done::Granted { token: 1 }))]
+        vec![done(
+            1,
+            Ok(Done::Granted {
+                token: 1,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
     assert_eq!(w.session.holds("x", ms(9_899)), Some(1));
     // Keepalives are lost from here on; a pending call will be lost too.
@@ -274,7 +280,13 @@ fn a_redirect_and_a_timeout_resend_the_same_request_which_applies_once() {
     // ...and gets the first execution's token; nothing was granted twice.
     assert_eq!(
         w.take_events(),
-        vec![done(1, Ok(Done::Granted { token: 1 }))]
+        vec![done(
+            1,
+            Ok(Done::Granted {
+                token: 1,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
     assert_eq!(w.m.last_token(), 1);
 }
@@ -297,7 +309,13 @@ fn a_queued_acquire_completes_on_the_pushed_grant() {
     w.input(ms(20), Input::Pushed(grants[0].clone()));
     assert_eq!(
         w.take_events(),
-        vec![done(5, Ok(Done::Granted { token: 2 }))]
+        vec![done(
+            5,
+            Ok(Done::Granted {
+                token: 2,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
     assert_eq!(w.session.holds("x", ms(20)), Some(2));
     // A duplicate push changes nothing.
@@ -325,7 +343,13 @@ fn a_queued_acquire_learns_its_grant_from_its_wait_even_if_the_node_drops_it() {
     w.deliver(ms(1_010));
     assert_eq!(
         w.take_events(),
-        vec![done(5, Ok(Done::Granted { token: 2 }))]
+        vec![done(
+            5,
+            Ok(Done::Granted {
+                token: 2,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
     assert!(matches!(
         w.m.answer(ms(1_010), Query::Lock { name: "x".into() }),
@@ -346,7 +370,13 @@ fn a_queued_acquire_is_granted_as_soon_as_the_lock_is_released() {
     w.deliver(ms(20));
     assert_eq!(
         w.take_events(),
-        vec![done(5, Ok(Done::Granted { token: 2 }))]
+        vec![done(
+            5,
+            Ok(Done::Granted {
+                token: 2,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
 }
 
@@ -397,7 +427,13 @@ fn a_wait_granted_just_before_its_cancel_applies_is_a_grant_not_a_timeout() {
     w.deliver(ms(302));
     assert_eq!(
         w.take_events(),
-        vec![done(5, Ok(Done::Granted { token: 2 }))]
+        vec![done(
+            5,
+            Ok(Done::Granted {
+                token: 2,
+                session: w.session.session_id().unwrap()
+            })
+        )]
     );
     assert_eq!(w.session.holds("x", ms(302)), Some(2));
 }
@@ -410,7 +446,16 @@ fn calls_before_the_session_opens_wait_for_it_and_a_closed_session_refuses_calls
     w.deliver(ms(0));
     let events = w.take_events();
     assert!(matches!(events[0], Effect::Opened(_)), "{events:?}");
-    assert_eq!(events[1], done(1, Ok(Done::Granted { token: 1 })));
+    assert_eq!(
+        events[1],
+        done(
+            1,
+            Ok(Done::Granted {
+                token: 1,
+                session: w.session.session_id().unwrap()
+            })
+        )
+    );
     w.call(ms(1), 2, Call::Close);
     w.deliver(ms(1));
     assert_eq!(w.take_events(), vec![done(2, Ok(Done::Closed))]);
@@ -446,7 +491,7 @@ fn a_long_wait_never_starves_keepalives_or_other_calls() {
             w.deliver(ms(now));
             let token = match w.take_events().as_slice() {
                 [Effect::Done {
-                    result: Ok(Done::Granted { token }),
+                    result: Ok(Done::Granted { token, .. }),
                     ..
                 }] => *token,
                 other => panic!("at {now} ms: {other:?}"),
