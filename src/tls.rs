@@ -314,3 +314,21 @@ pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
     write_private(&node_key_path(dir, id), &key.serialize_pem())?;
     write_private(&node_cert_path(dir, id), &cert.pem())
 }
+
+/// The certificate paths a peer's bytes reach, for the `peer_cert` fuzz
+/// target: the first byte is a node id, the rest a certificate as PEM
+/// (what `PeerTls::load` reads) or DER (what a handshake hands over).
+/// Never a panic, and a certificate names a node only if it parses.
+pub fn check_peer_cert(data: &[u8]) {
+    let Some((&id, rest)) = data.split_first() else {
+        return;
+    };
+    let id = NodeId::from(id);
+    let der = CertificateDer::from(rest.to_vec());
+    let parses = webpki::EndEntityCert::try_from(&der).is_ok();
+    assert!(parses || !PeerTls::sent_by(&der, id));
+    for cert in CertificateDer::pem_slice_iter(rest).flatten() {
+        let _ = PeerTls::sent_by(&cert, id);
+    }
+    let _ = PrivateKeyDer::from_pem_slice(rest);
+}
