@@ -45,6 +45,14 @@ impl SimDisk {
         Self::default()
     }
 
+    /// Drops every file: the end of a simulated run, whose disk handles
+    /// the simulator's runtime may keep after it is gone.
+    pub fn discard(&self) {
+        if let Ok(mut state) = self.lock() {
+            *state = State::default();
+        }
+    }
+
     fn lock(&self) -> io::Result<MutexGuard<'_, State>> {
         self.state
             .lock()
