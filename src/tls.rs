@@ -125,46 +125,85 @@ fn config_error(e: impl std::fmt::Display) -> TlsError {
     TlsError::Config(e.to_string())
 }
 
+/// Fails if any of `paths` exists: a command writes all its files or none.
+fn all_absent(paths: &[&Path]) -> Result<(), TlsError> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(p) => Err(TlsError::Exists {
+            path: p.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| TlsError::Write {
+            path: dir.to_path_buf(),
+            error: e.to_string(),
+        })
+}
+
 impl PeerTls {
     /// Loads node `id`'s material from a certificates directory, and
     /// checks it as a peer will: a certificate the CA signed, in date, for
     /// this node's name. A bad file is a clear error at start-up, not a
     /// refused connection later.
     pub fn load(dir: &Path, id: NodeId) -> Result<PeerTls, TlsError> {
-        let ca = certs(&ca_cert_path(dir))?;
+        if id == 0 {
+            return Err(TlsError::Config("node id 0 is reserved".into()));
+        }
+        let ca_path = ca_cert_path(dir);
+        let ca = certs(&ca_path)?;
         let cert_path = node_cert_path(dir, id);
         let chain = certs(&cert_path)?;
         let key = key(&node_key_path(dir, id))?;
+        PeerTls::from_parts(ca, chain, key, id).map_err(|error| TlsError::Unusable {
+            path: cert_path,
+            id,
+            error,
+        })
+    }
+
+    /// The same from material in memory, checked the same way.
+    fn from_parts(
+        ca: Vec<CertificateDer<'static>>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        id: NodeId,
+    ) -> Result<PeerTls, String> {
+        let config_error = |e: &dyn std::fmt::Display| e.to_string();
         let mut roots = RootCertStore::empty();
         for c in ca {
-            roots.add(c).map_err(config_error)?;
+            roots
+                .add(c)
+                .map_err(|e| format!("the CA certificate: {e}"))?;
         }
         let roots = Arc::new(roots);
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
-            .map_err(config_error)?;
+            .map_err(|e| config_error(&e))?;
         let server = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(config_error)?
+            .map_err(|e| config_error(&e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(config_error)?;
+            .map_err(|e| format!("the certificate and its key: {e}"))?;
         let client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(config_error)?
+            .map_err(|e| config_error(&e))?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
-            .map_err(config_error)?;
+            .map_err(|e| format!("the certificate and its key: {e}"))?;
         let tls = PeerTls {
             id,
             server: Arc::new(server),
             client: Arc::new(client),
         };
-        tls.self_check().map_err(|error| TlsError::Unusable {
-            path: cert_path,
-            id,
-            error,
-        })?;
+        tls.self_check()?;
         Ok(tls)
     }
 
@@ -278,21 +317,25 @@ fn ca_params() -> Result<rcgen::CertificateParams, TlsError> {
 /// Makes a new CA in `dir` (`ca.pem`, and `ca.key` which signs node
 /// certificates: keep it off the nodes in production).
 pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write {
-        path: dir.to_path_buf(),
-        error: e.to_string(),
-    })?;
+    make_dir(dir)?;
+    all_absent(&[&ca_key_path(dir), &ca_cert_path(dir)])?;
     let key = rcgen::KeyPair::generate().map_err(generate_error)?;
     let cert = ca_params()?.self_signed(&key).map_err(generate_error)?;
     write_private(&ca_key_path(dir), &key.serialize_pem())?;
     write_private(&ca_cert_path(dir), &cert.pem())
 }
 
-/// Makes node `id`'s certificate and key in `dir`, signed by the CA there.
+/// Makes node `id`'s certificate and key in `dir`, signed by the CA there,
+/// and checks them against `ca.pem` as a peer will before writing them: a
+/// `ca.key` that is not `ca.pem`'s, or a `ca.pem` from another tool whose
+/// name differs, is an error here, not at the node's start.
 pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
     if id == 0 {
         return Err(TlsError::Generate("node id 0 is reserved".into()));
     }
+    let (cert_path, key_path) = (node_cert_path(dir, id), node_key_path(dir, id));
+    all_absent(&[&cert_path, &key_path])?;
+    let ca = certs(&ca_cert_path(dir))?;
     let ca_key_pem = String::from_utf8(read(&ca_key_path(dir))?).map_err(generate_error)?;
     let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(generate_error)?;
     // The issuer as rcgen needs it: the same name and key as `ca.pem`.
@@ -311,8 +354,16 @@ pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
     let cert = params
         .signed_by(&key, &issuer, &ca_key)
         .map_err(generate_error)?;
-    write_private(&node_key_path(dir, id), &key.serialize_pem())?;
-    write_private(&node_cert_path(dir, id), &cert.pem())
+    let der =
+        PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).map_err(generate_error)?;
+    PeerTls::from_parts(ca, vec![cert.der().clone()], der, id).map_err(|error| {
+        TlsError::Generate(format!(
+            "the new certificate does not verify against {} (is ca.key that CA's key, and was ca.pem made by `raftlock certs create-ca`?): {error}",
+            ca_cert_path(dir).display()
+        ))
+    })?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&cert_path, &cert.pem())
 }
 
 /// The certificate paths a peer's bytes reach, for the `peer_cert` fuzz

@@ -203,8 +203,10 @@ impl<S: NodeMachine> Node<S> {
             listener,
             link.clone(),
             move |env: Envelope| {
-                // `to == 0` is a join request addressed to whoever answers.
-                let for_us = env.to == id || env.to == 0;
+                // `to == 0` is a join request addressed to whoever answers;
+                // nothing else may be addressed so.
+                let join = matches!(env.msg, Message::Join { .. });
+                let for_us = env.to == id || (env.to == 0 && join);
                 if !for_us {
                     return;
                 }

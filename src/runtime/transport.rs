@@ -13,7 +13,7 @@
 
 use crate::actor::NodeId;
 use crate::net::{encode_frame, FrameDecoder};
-use crate::raft::{Envelope, Message};
+use crate::raft::Envelope;
 use crate::tls::PeerTls;
 use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
@@ -42,6 +42,15 @@ pub const PREAMBLE_MAGIC: [u8; 4] = *b"RLK\x01";
 const PREAMBLE_BYTES: usize = 12;
 /// How long an acceptor waits for a preamble before closing.
 pub const PREAMBLE_TIMEOUT_MS: u64 = 5_000;
+/// How long a TLS handshake may take, either side, and a dial with it.
+pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+/// Inbound peer connections at once (a cluster needs a few per member);
+/// more are closed at once, so a flood of connections cannot use up the
+/// node's file descriptors, which its storage needs too.
+pub const PEER_CONNECTIONS_MAX: usize = 256;
+/// Inbound TLS handshakes at once: each costs a signature on the node's
+/// own thread before the peer has shown a certificate.
+pub const PEER_HANDSHAKES_MAX: usize = 16;
 
 /// What every peer connection of a node carries: its cluster's id, and
 /// its TLS (none only with `--insecure`).
@@ -156,7 +165,12 @@ impl Queue {
 async fn peer_loop(peer: NodeId, addr: SocketAddr, link: PeerLink, mut rx: Queue) {
     let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
     loop {
-        let connected = match TcpStream::connect(addr).await {
+        let dial_within = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
+        let tcp = match tokio::time::timeout(dial_within, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other("connect timed out")),
+        };
+        let connected = match tcp {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 match &link.tls {
@@ -188,17 +202,26 @@ async fn peer_loop(peer: NodeId, addr: SocketAddr, link: PeerLink, mut rx: Queue
 }
 
 /// The TLS handshake with `peer`, which must present that node's
-/// certificate (any member's, for `peer` 0).
+/// certificate (any member's, for `peer` 0), within
+/// `PEER_HANDSHAKE_TIMEOUT_MS`. A failure is worth a warning: a wrong
+/// address, or a certificate the peer refuses, looks otherwise like a
+/// silent loss of quorum.
 async fn dial(
     tls: &PeerTls,
     peer: NodeId,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let name = PeerTls::server_name(peer).map_err(|e| e.to_string())?;
-    tls.connector()
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS handshake: {e}"))
+    let within = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
+    let result = match tokio::time::timeout(within, tls.connector().connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+        Err(_) => Err("TLS handshake timed out".to_string()),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(peer, error = %e, "cannot reach peer over TLS");
+    }
+    result
 }
 
 enum Ended {
@@ -244,12 +267,19 @@ where
     F: Fn(Envelope) + Clone + 'static,
 {
     let mut conns = JoinSet::new();
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(PEER_HANDSHAKES_MAX));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
+                    if conns.len() >= PEER_CONNECTIONS_MAX {
+                        // Dropped unread; counted in the log at powers of two.
+                        refused(from, "too many peer connections");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    conns.spawn_local(serve_peer(stream, from, link.clone(), deliver.clone()));
+                    let serve = serve_peer(stream, from, link.clone(), handshakes.clone(), deliver.clone());
+                    conns.spawn_local(serve);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -261,31 +291,47 @@ where
     }
 }
 
-/// One inbound connection: its TLS handshake (if any), then its frames.
+/// Refusals of peer connections so far; logged at powers of two, so a
+/// flood cannot fill the log.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+fn refused(from: SocketAddr, why: &str) {
+    let n = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(%from, refused = n, "refused a peer connection: {why}");
+    }
+}
+
+/// One inbound connection: its TLS handshake (if any, at most
+/// `PEER_HANDSHAKES_MAX` at once), then its frames.
 async fn serve_peer<F: Fn(Envelope)>(
     stream: TcpStream,
     from: SocketAddr,
     link: PeerLink,
+    handshakes: Arc<tokio::sync::Semaphore>,
     deliver: F,
 ) {
     let Some(tls) = &link.tls else {
         return read_loop(stream, from, link.cluster_id, None, deliver).await;
     };
+    let Ok(turn) = handshakes.try_acquire() else {
+        return refused(from, "too many TLS handshakes at once");
+    };
     let handshake = tokio::time::timeout(
-        Duration::from_millis(PREAMBLE_TIMEOUT_MS),
+        Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS),
         tls.acceptor().accept(stream),
     )
     .await;
+    drop(turn);
     let stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::warn!(%from, error = %e, "refused a peer connection: TLS handshake failed (no certificate, or one not from this cluster's CA?)");
-            return;
+            let why = format!(
+                "TLS handshake failed (no certificate, or one not from this cluster's CA?): {e}"
+            );
+            return refused(from, &why);
         }
-        Err(_) => {
-            tracing::warn!(%from, "refused a peer connection: no TLS handshake in time");
-            return;
-        }
+        Err(_) => return refused(from, "no TLS handshake in time"),
     };
     let cert = stream
         .get_ref()
@@ -301,17 +347,19 @@ async fn serve_peer<F: Fn(Envelope)>(
 }
 
 /// Whether the frame may come from a connection whose certificate is
-/// `cert`: its sender (and a join's subject) must be the node named there.
-/// `verified` remembers the id already checked, so the check runs once.
+/// `cert`: its sender must be the node named there. (A `Join` names the
+/// node to admit, which is not its sender when a follower passes it on to
+/// its leader.) `verified` remembers the id already checked, so the check
+/// runs once.
 fn from_named_peer(
     envelope: &Envelope,
     cert: &CertificateDer<'_>,
     verified: &mut Option<NodeId>,
 ) -> bool {
-    let claimed = match &envelope.msg {
-        Message::Join { id, .. } if *id != envelope.from => return false,
-        _ => envelope.from,
-    };
+    let claimed = envelope.from;
+    if claimed == 0 {
+        return false;
+    }
     if *verified == Some(claimed) {
         return true;
     }
@@ -389,6 +437,7 @@ async fn read_loop<S: AsyncRead + Unpin, F: Fn(Envelope)>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::Message;
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -457,5 +506,38 @@ mod tests {
             }
             assert_eq!(*got.borrow(), vec![envelope(9), envelope(5)]);
         });
+    }
+
+    #[test]
+    fn a_frame_is_heard_only_from_the_node_its_certificate_names() {
+        use rustls::pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::create_ca(dir.path()).unwrap();
+        crate::tls::create_node(dir.path(), 2).unwrap();
+        let pem = std::fs::read(crate::tls::node_cert_path(dir.path(), 2)).unwrap();
+        let cert = CertificateDer::from_pem_slice(&pem).unwrap();
+        let from = |id| Envelope {
+            from: id,
+            to: 1,
+            msg: Message::TimeoutNow { term: 7 },
+        };
+        let mut verified = None;
+        assert!(!from_named_peer(&from(3), &cert, &mut verified));
+        assert!(!from_named_peer(&from(0), &cert, &mut verified));
+        assert!(!from_named_peer(&from(22), &cert, &mut verified));
+        assert!(from_named_peer(&from(2), &cert, &mut verified));
+        assert_eq!(verified, Some(2));
+        // Once verified as 2, the connection cannot switch to another id.
+        assert!(!from_named_peer(&from(3), &cert, &mut verified));
+        // A follower passing on a join for node 5 speaks as itself.
+        let join = Envelope {
+            from: 2,
+            to: 1,
+            msg: Message::Join {
+                id: 5,
+                addr: "127.0.0.1:1".into(),
+            },
+        };
+        assert!(from_named_peer(&join, &cert, &mut verified));
     }
 }
