@@ -484,17 +484,20 @@ impl<S: SimMachine> NodeLoop<S> {
         }
     }
 
-    /// What the flush's applies did, as production's host publishes it
-    /// after the replies: to the checkers, to the request layer, and
-    /// queued grants pushed to the client that last sent their session's
-    /// request here.
-    fn deliver_events(&mut self, events: Vec<S::Event>) {
+    /// What the flush's applies did, to the checkers: at once, before any
+    /// send of this flush yields (a crash landing there must not lose the
+    /// record of an apply whose effects a reply already carries).
+    fn report_events(&mut self, events: Vec<S::Event>) -> Vec<Event> {
         let shared = self.shared.clone();
-        let events = {
-            let mut checker = lock(&shared.checker);
-            checker.now = shared.elapsed();
-            S::report(self.id, events, &mut checker, &shared)
-        };
+        let mut checker = lock(&shared.checker);
+        checker.now = shared.elapsed();
+        S::report(self.id, events, &mut checker, &shared)
+    }
+
+    /// The flush's events, as production's host publishes them after the
+    /// replies: to the request layer, and queued grants pushed to the
+    /// client that last sent their session's request here.
+    fn deliver_events(&mut self, events: Vec<Event>) {
         let now = self.local_now();
         for event in events {
             self.gateway.handle_event(now, &event);
@@ -569,6 +572,7 @@ impl<S: SimMachine> NodeLoop<S> {
             if !batch_effects.is_empty() {
                 self.observe("ProposeBatch", &batch_effects);
             }
+            let events = self.report_events(ready.events);
             for (addr, frame) in std::mem::take(&mut self.outbox) {
                 send(&self.ep, addr, &frame).await;
             }
@@ -578,7 +582,7 @@ impl<S: SimMachine> NodeLoop<S> {
             for (id, result) in ready.replies {
                 self.reply(id, result).await;
             }
-            self.deliver_events(ready.events);
+            self.deliver_events(events);
             for (addr, frame) in std::mem::take(&mut self.outbox) {
                 send(&self.ep, addr, &frame).await;
             }

@@ -449,9 +449,9 @@ impl HttpUser {
     }
 
     /// What became of a checked acquire. One whose outcome the client
-    /// cannot know may have been granted, and the request layer lets go of
-    /// such a grant on its own (after a hang-up, a wait's deadline, or an
-    /// unknown outcome).
+    /// cannot know may have been granted; the request layer keeps a grant
+    /// in the caller's own session, and what lets go of it is the client's
+    /// close of that session (recorded from the log) or its expiry.
     fn lin_acquired(&mut self, call: LinCall, outcome: &Outcome) {
         let seen = match outcome {
             Outcome::Answered(Ok(Answer::Acquired(a))) if a.session == call.session => {
@@ -465,15 +465,8 @@ impl HttpUser {
             },
             _ => None,
         };
-        let lock_name = call.event.lock.clone();
-        match seen {
-            Some(outcome) => self.shared.lin_complete(call.key, call.event, outcome),
-            None => {
-                self.shared
-                    .lin_complete(call.key, call.event, lin::Outcome::Unknown);
-                self.shared.lin_undo(&lock_name, call.session);
-            }
-        }
+        let outcome = seen.unwrap_or(lin::Outcome::Unknown);
+        self.shared.lin_complete(call.key, call.event, outcome);
     }
 
     /// Asks who holds a checked lock.

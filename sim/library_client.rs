@@ -438,14 +438,14 @@ impl User {
                 match definite {
                     Some(outcome) => self.shared.lin_complete(key(0), event, outcome),
                     None => {
-                        // A wait that timed out, or any failure: it may have
-                        // been granted, in this session or in the next one,
-                        // and the client's driver lets go of such a grant.
+                        // Any failure: it may have been granted, in this
+                        // session or in the next one. (A timed-out wait was
+                        // cancelled in the cluster, but a grant racing the
+                        // cancel wins, so nothing is more certain.)
                         let later = self.client.session_id().filter(|&s| s != session);
                         let mut again = event.clone();
                         self.shared
                             .lin_complete(key(0), event, lin::Outcome::Unknown);
-                        self.shared.lin_undo(lock_name, session);
                         if let Some(later) = later {
                             again.op = lin::Op::Acquire {
                                 session: later,
@@ -453,7 +453,6 @@ impl User {
                             };
                             self.shared
                                 .lin_complete(key(3), again, lin::Outcome::Unknown);
-                            self.shared.lin_undo(lock_name, later);
                         }
                     }
                 }

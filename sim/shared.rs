@@ -143,20 +143,6 @@ impl Shared {
             .history
             .completed(key, event, &self.lin_locks);
     }
-
-    /// A call whose client left (or whose outcome it cannot know) may have
-    /// been granted `lock_name` in `session`, and its front end lets go of
-    /// that grant on its own from now on.
-    pub fn lin_undo(&self, lock_name: &str, session: u64) {
-        let now = self.elapsed().as_nanos() as u64;
-        lock(&self.checker).locks.history.record(lin::Event {
-            lock: lock_name.to_string(),
-            op: lin::Op::Undo { session },
-            invoked: now,
-            completed: 0,
-            outcome: lin::Outcome::Unknown,
-        });
-    }
 }
 
 /// The protected resource: accepts a write only with a token at least the

@@ -132,8 +132,9 @@ impl Checker {
                         Ok(())
                     }
                 }
-                // The driver drains every step; a drop here would blind the
-                // token and exactly-once checkers, so it fails the run.
+                // The driver core takes them at every flush; a drop here
+                // would blind the token and exactly-once checkers, so it
+                // fails the run.
                 Event::Missed { count } => Err((
                     "events-missed",
                     format!("node {node}'s lock machine dropped {count} events"),

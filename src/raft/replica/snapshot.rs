@@ -61,12 +61,19 @@ impl<S: StateMachine> Raft<S> {
     /// done; else it needs another snapshot at once, and where writes
     /// outpace a transfer it never catches up (soak seed 4 of
     /// `locks_limits_3`: a follower installed snapshot after snapshot, one
-    /// second each, and its readers waited). Only up to half the room
-    /// between the threshold and the log's bound (clients are not refused
-    /// `Busy` for it), and `COMPACTION_DEFER_THRESHOLDS` thresholds of
-    /// entries.
+    /// second each, and its readers waited). Only for a transfer that can
+    /// still help (its snapshot not yet compacted past, its follower still
+    /// answering), only up to half the room between the threshold and the
+    /// log's bound (the other half stays for entries not yet applied, so
+    /// clients meet `Busy` later, not never), and for at most
+    /// `COMPACTION_DEFER_THRESHOLDS` thresholds of entries.
     fn defers_compaction(&self, entries: u64) -> bool {
-        if self.role != Role::Leader || self.progress.values().all(|p| p.snapshot.is_none()) {
+        let base = self.log.snapshot_index();
+        let helps = |p: &Progress| {
+            p.snapshot.as_ref().is_some_and(|(s, _)| s.index >= base)
+                && p.snapshot_silent_ticks < SNAPSHOT_RESEND_TICKS
+        };
+        if self.role != Role::Leader || !self.progress.values().any(helps) {
             return false;
         }
         let threshold = self.config.snapshot_threshold_bytes;
@@ -245,7 +252,11 @@ impl<S: StateMachine> Raft<S> {
         if current.is_none_or(|i| resp.last_index > i) {
             return;
         }
-        if resp.done {
+        if resp.done && sending.is_some_and(|s| resp.last_index < s) {
+            // A late answer for an earlier transfer: the one under way
+            // goes on.
+            p.matched = p.matched.max(resp.last_index);
+        } else if resp.done {
             p.matched = p.matched.max(resp.last_index);
             p.next = p.matched + 1;
             p.snapshot = None;
@@ -254,7 +265,11 @@ impl<S: StateMachine> Raft<S> {
             self.maybe_commit();
             self.send_append(from, false);
         } else if sending == Some(resp.last_index) {
-            if let Some((_, offset)) = p.snapshot.as_mut() {
+            if resp.next_offset == 0 && current > sending {
+                // The follower starts over (it restarted, or could not
+                // restore): start over with the latest snapshot instead.
+                p.snapshot = None;
+            } else if let Some((_, offset)) = p.snapshot.as_mut() {
                 *offset = resp.next_offset;
             }
             self.send_snapshot_chunk(from);
