@@ -163,3 +163,42 @@ fn peers_without_the_clusters_certificate_for_their_name_are_not_heard() {
         now.iter().any(|(term, _)| *term >= far).then_some(())
     });
 }
+
+/// A node that joins through a follower: the follower passes the join on
+/// to its leader as itself, which the leader must accept (the first cut
+/// of peer TLS closed the follower's connection for it, every 500 ms).
+#[test]
+fn a_node_joins_through_a_follower_over_tls() {
+    let c = Cluster::start();
+    let leader = terms(&c)[0].1;
+    let follower = c.procs.iter().find(|p| p.id != leader).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["certs", "create-node", "--id", "4", "--certs-dir"])
+        .arg(&c.certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, http) = (free_addr(), free_addr());
+    let child = std::process::Command::new(bin())
+        .args(["serve", "--id", "4", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen-peer", &peer.to_string()])
+        .args(["--listen-http", &http.to_string()])
+        .args(["--join", &follower.peer.to_string()])
+        .arg("--certs-dir")
+        .arg(&c.certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(child);
+    wait_for("node 4 to become a voter", || {
+        let (status, s) = call(c.procs[0].http, "GET", "/API/v1/cluster", "")?;
+        let voter = s["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["id"].as_u64() == Some(4) && m["voter"].as_bool() == Some(true));
+        (status == 200 && voter).then_some(())
+    });
+}
