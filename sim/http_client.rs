@@ -13,7 +13,7 @@
 use crate::checker::Believed;
 use crate::cluster::SimFrame;
 use crate::library_client::lin_mode;
-use crate::shared::{lock, Shared, TightLimits, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
+use crate::shared::{holders_seen, lock, Shared, TightLimits, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
 use madsim::net::Endpoint;
 use madsim::time::{sleep, timeout};
 use raftlock::actor::{Instant, NodeId};
@@ -482,12 +482,7 @@ impl HttpUser {
         let outcome = match answer {
             Outcome::Answered(Ok(Answer::Output(applied))) => {
                 match postcard::from_bytes::<QueryAnswer>(&applied.output) {
-                    Ok(QueryAnswer::Lock(info)) => {
-                        let mut holders: Vec<_> =
-                            info.holders.iter().map(|h| (h.session, h.token)).collect();
-                        holders.sort();
-                        lin::Outcome::Holders(holders)
-                    }
+                    Ok(QueryAnswer::Lock(info)) => holders_seen(&info),
                     _ => lin::Outcome::Unknown,
                 }
             }

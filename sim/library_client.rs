@@ -7,7 +7,9 @@
 
 use crate::checker::Believed;
 use crate::cluster::SimFrame;
-use crate::shared::{lock, write_resource, LibraryView, Shared, LIN_TRY_LOCKS, LIN_WAIT_LOCK};
+use crate::shared::{
+    holders_seen, lock, write_resource, LibraryView, Shared, LIN_TRY_LOCKS, LIN_WAIT_LOCK,
+};
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 use raftlock::actor::NodeId;
@@ -465,12 +467,7 @@ impl User {
                 name: lock_name.to_string(),
             };
             let outcome = match self.client.query(asked).await {
-                Ok(QueryAnswer::Lock(info)) => {
-                    let mut holders: Vec<_> =
-                        info.holders.iter().map(|h| (h.session, h.token)).collect();
-                    holders.sort();
-                    lin::Outcome::Holders(holders)
-                }
+                Ok(QueryAnswer::Lock(info)) => holders_seen(&info),
                 _ => lin::Outcome::Unknown,
             };
             self.shared.lin_complete(key(1), event, outcome);

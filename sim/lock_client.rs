@@ -13,7 +13,7 @@ use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
 use raftlock::linearizability as lin;
-use raftlock::lock::{LockError, Mode, Query, QueryAnswer, SessionId, Token};
+use raftlock::lock::{LockError, Mode, Query, QueryAnswer, Token};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::session::{Call, CallError, CallId, Done, Effect, Input, Session, SessionConfig};
 use rand::Rng;
@@ -571,10 +571,7 @@ impl Client {
             }
             (lin::Op::Release { .. }, Err(CallError::Lock(LockError::NotHolder))) => O::NotHolder,
             (lin::Op::Query, Ok(Done::Answer(QueryAnswer::Lock(info)))) => {
-                let mut holders: Vec<(SessionId, Token)> =
-                    info.holders.iter().map(|h| (h.session, h.token)).collect();
-                holders.sort();
-                O::Holders(holders)
+                crate::shared::holders_seen(&info)
             }
             (lin::Op::Close { .. }, Ok(Done::Closed)) => {
                 self.lin_held.clear();

@@ -145,6 +145,13 @@ impl Shared {
     }
 }
 
+/// A lock query's answer as the history records it: holders by session.
+pub fn holders_seen(info: &raftlock::lock::LockInfo) -> lin::Outcome {
+    let mut holders: Vec<_> = info.holders.iter().map(|h| (h.session, h.token)).collect();
+    holders.sort();
+    lin::Outcome::Holders(holders)
+}
+
 /// The protected resource: accepts a write only with a token at least the
 /// highest it has seen (`FenceVerifier`), unless the negative control
 /// turned the check off.

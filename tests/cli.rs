@@ -73,15 +73,19 @@ fn malformed_flags_name_what_is_wrong() {
 
 /// `serve` as node `id` of a one-node cluster on a free port, on `data`.
 fn serve_alone(id: u64, data: &std::path::Path) -> (i32, String) {
+    serve_alone_with(id, data, &["--insecure"])
+}
+
+/// The same with `flags` (TLS or `--insecure`).
+fn serve_alone_with(id: u64, data: &std::path::Path, flags: &[&str]) -> (i32, String) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
     let id = id.to_string();
     let data = data.display().to_string();
     let cluster = format!("{id}={addr}");
-    raftlock(&[
+    let mut args = vec![
         "serve",
-        "--insecure",
         "--id",
         &id,
         "--data-dir",
@@ -90,7 +94,9 @@ fn serve_alone(id: u64, data: &std::path::Path) -> (i32, String) {
         &addr,
         "--initial-cluster",
         &cluster,
-    ])
+    ];
+    args.extend_from_slice(flags);
+    raftlock(&args)
 }
 
 #[test]
@@ -182,27 +188,8 @@ fn a_bad_cluster_name_is_refused_before_anything_starts() {
 /// cluster.
 fn serve_with_certs(certs: &std::path::Path, id: u64) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").display().to_string();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let id = id.to_string();
-    let cluster = format!("{id}={addr}");
-    raftlock(&[
-        "serve",
-        "--id",
-        &id,
-        "--data-dir",
-        &data,
-        "--listen-peer",
-        &addr,
-        "--initial-cluster",
-        &cluster,
-        "--certs-dir",
-        &certs.display().to_string(),
-    ])
+    let certs = certs.display().to_string();
+    serve_alone_with(id, &dir.path().join("d"), &["--certs-dir", &certs])
 }
 
 #[test]

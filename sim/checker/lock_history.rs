@@ -72,6 +72,19 @@ impl LockHistory {
         self.recorded.insert((index, lock.to_string()))
     }
 
+    /// An operation recorded from the log, certain at `at` (its first
+    /// apply): an expiry, an undelay, a close.
+    pub fn record_certain(&mut self, lock: &str, op: lin::Op, at: std::time::Duration) {
+        let at = at.as_nanos() as u64;
+        self.record(lin::Event {
+            lock: lock.to_string(),
+            op,
+            invoked: at,
+            completed: at,
+            outcome: lin::Outcome::Done,
+        });
+    }
+
     pub fn record(&mut self, event: lin::Event) {
         if self.events.len() < HISTORY_OPS_MAX {
             self.events.push(event);

@@ -98,13 +98,8 @@ impl Checker {
                             .iter()
                             .filter(|l| held.iter().any(|(h, _)| h == *l));
                         for lock in held_lin {
-                            self.locks.history.record(lin::Event {
-                                lock: lock.clone(),
-                                op: lin::Op::Close { session: *session },
-                                invoked: now.as_nanos() as u64,
-                                completed: now.as_nanos() as u64,
-                                outcome: lin::Outcome::Done,
-                            });
+                            let close = lin::Op::Close { session: *session };
+                            self.locks.history.record_certain(lock, close, now);
                         }
                     }
                     if *expired {
@@ -113,13 +108,8 @@ impl Checker {
                             // the first replica applies it (the leader,
                             // right as it commits).
                             for lock in lin_locks {
-                                self.locks.history.record(lin::Event {
-                                    lock: lock.clone(),
-                                    op: lin::Op::Expire { session: *session },
-                                    invoked: now.as_nanos() as u64,
-                                    completed: now.as_nanos() as u64,
-                                    outcome: lin::Outcome::Done,
-                                });
+                                let expire = lin::Op::Expire { session: *session };
+                                self.locks.history.record_certain(lock, expire, now);
                             }
                             self.locks
                                 .leases
@@ -177,13 +167,8 @@ impl Checker {
                 }
                 Event::Undelayed { index, lock } => {
                     if lin_locks.contains(lock) && self.locks.history.first_apply(*index, lock) {
-                        self.locks.history.record(lin::Event {
-                            lock: lock.clone(),
-                            op: lin::Op::Undelay,
-                            invoked: now.as_nanos() as u64,
-                            completed: now.as_nanos() as u64,
-                            outcome: lin::Outcome::Done,
-                        });
+                        let history = &mut self.locks.history;
+                        history.record_certain(lock, lin::Op::Undelay, now);
                     }
                     Ok(())
                 }
