@@ -165,7 +165,6 @@ pub fn lock_config(controls: LockControls, tight: bool) -> LockConfig {
             reset_tokens_on_restore: controls.reset_tokens_on_restore,
             reacquire_ignores_mode: controls.reacquire_ignores_mode,
         },
-        ..LockConfig::default()
     }
 }
 
