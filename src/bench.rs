@@ -117,7 +117,7 @@ impl Client {
                 .map_err(|e| BenchError::Refused(e.to_string()))?;
             return Ok(Client::Library(client));
         }
-        let mut http = HttpClient::new(addr);
+        let mut http = HttpClient::new(addr).with_credential(crate::client::env_credential());
         let owner = match target {
             Target::Raftlock | Target::RaftlockLibrary => {
                 let (status, v) = http
@@ -253,7 +253,7 @@ pub async fn endpoints_via(
 /// The endpoint of the current leader, if the cluster says which it is.
 pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     for &addr in endpoints {
-        let mut http = HttpClient::new(addr);
+        let mut http = HttpClient::new(addr).with_credential(crate::client::env_credential());
         let (own, leader) = match target {
             Target::Raftlock | Target::RaftlockLibrary => {
                 let (_, v) = http
@@ -316,7 +316,8 @@ pub async fn sessions(
     let openers: Vec<_> = (0..SESSION_CONNECTIONS)
         .map(|_| {
             actix_rt::spawn(async move {
-                let mut http = HttpClient::new(endpoint);
+                let mut http =
+                    HttpClient::new(endpoint).with_credential(crate::client::env_credential());
                 let mut ids = Vec::new();
                 for _ in 0..per {
                     let r = http
@@ -347,7 +348,8 @@ pub async fn sessions(
         .into_iter()
         .map(|ids| {
             actix_rt::spawn(async move {
-                let mut http = HttpClient::new(endpoint);
+                let mut http =
+                    HttpClient::new(endpoint).with_credential(crate::client::env_credential());
                 let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
                 while Instant::now() < deadline {
                     let round = Instant::now();

@@ -31,6 +31,15 @@ pub struct Endpoints {
         global = true
     )]
     pub endpoints: Vec<SocketAddr>,
+    /// The credential (bearer string `rlk_...`) sent with every call:
+    /// `raftlock dev` writes one to raftlock-dev/admin.token.
+    #[arg(
+        long,
+        env = "RAFTLOCK_CREDENTIAL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub credential: Option<String>,
 }
 
 #[derive(Args)]
@@ -79,6 +88,56 @@ pub struct ReleaseArgs {
 }
 
 #[derive(Subcommand)]
+pub enum TokenCommand {
+    /// A new credential; its bearer string is printed once. Without
+    /// --admin, give one --allow PREFIX=OPS per lock-name prefix, OPS a
+    /// '+'-separated list of acquire, status, append, read.
+    Create {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long = "allow", value_parser = parse_allow)]
+        allow: Vec<(String, Vec<String>)>,
+    },
+    /// Every credential (ids, names, policies; never secrets).
+    List,
+    /// Revoke a credential by its id: it stops working on every node.
+    Revoke { id: String },
+}
+
+fn parse_allow(s: &str) -> Result<(String, Vec<String>), String> {
+    let (prefix, ops) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}' is not PREFIX=OPS (e.g. orders/=acquire+status)"))?;
+    let ops: Vec<String> = ops.split('+').map(|o| o.trim().to_string()).collect();
+    for o in &ops {
+        if !["acquire", "status", "append", "read"].contains(&o.as_str()) {
+            return Err(format!("'{o}' is not one of acquire, status, append, read"));
+        }
+    }
+    Ok((prefix.to_string(), ops))
+}
+
+pub async fn token(e: &Endpoints, c: TokenCommand) -> Result<ExitCode, String> {
+    let (status, v) = match c {
+        TokenCommand::Create { name, admin, allow } => {
+            let rules: Vec<Value> = allow
+                .into_iter()
+                .map(|(prefix, ops)| json!({ "prefix": prefix, "allow": ops }))
+                .collect();
+            let body = json!({ "name": name, "admin": admin, "rules": rules });
+            http(e, "POST", "/API/v1/credentials", body).await?
+        }
+        TokenCommand::List => http(e, "GET", "/API/v1/credentials", Value::Null).await?,
+        TokenCommand::Revoke { id } => {
+            let path = format!("/API/v1/credentials/{id}");
+            http(e, "DELETE", &path, Value::Null).await?
+        }
+    };
+    Ok(print(status, &v))
+}
+
+#[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Members, leader, term and indexes, as one node sees them.
     Status,
@@ -94,14 +153,15 @@ pub enum ClusterCommand {
 
 /// Tries each endpoint in turn; the first that answers decides.
 async fn http(
-    endpoints: &[SocketAddr],
+    e: &Endpoints,
     method: &str,
     path: &str,
     body: Value,
 ) -> Result<(u16, Value), String> {
     let mut last = String::from("no endpoints");
-    for &addr in endpoints {
-        match HttpClient::new(addr).json(method, path, &body).await {
+    for &addr in &e.endpoints {
+        let mut client = HttpClient::new(addr).with_credential(e.credential.clone());
+        match client.json(method, path, &body).await {
             Ok(r) => return Ok(r),
             Err(e) => last = e.to_string(),
         }
@@ -134,13 +194,7 @@ pub async fn acquire(e: &Endpoints, a: AcquireArgs) -> Result<ExitCode, String> 
     if let Some(s) = a.session {
         body["session"] = json!(s);
     }
-    let (status, v) = http(
-        &e.endpoints,
-        "POST",
-        &format!("/API/v1/locks/{}", a.name),
-        body,
-    )
-    .await?;
+    let (status, v) = http(e, "POST", &format!("/API/v1/locks/{}", a.name), body).await?;
     Ok(print(status, &v))
 }
 
@@ -149,30 +203,24 @@ pub async fn release(e: &Endpoints, a: ReleaseArgs) -> Result<ExitCode, String> 
         "/API/v1/locks/{}?token={}&session={}",
         a.name, a.token, a.session
     );
-    let (status, v) = http(&e.endpoints, "DELETE", &path, Value::Null).await?;
+    let (status, v) = http(e, "DELETE", &path, Value::Null).await?;
     Ok(print(status, &v))
 }
 
 pub async fn status(e: &Endpoints, name: &str) -> Result<ExitCode, String> {
-    let (status, v) = http(
-        &e.endpoints,
-        "GET",
-        &format!("/API/v1/locks/{name}"),
-        Value::Null,
-    )
-    .await?;
+    let (status, v) = http(e, "GET", &format!("/API/v1/locks/{name}"), Value::Null).await?;
     Ok(print(status, &v))
 }
 
 pub async fn sessions(e: &Endpoints) -> Result<ExitCode, String> {
-    let (status, v) = http(&e.endpoints, "GET", "/API/v1/sessions", Value::Null).await?;
+    let (status, v) = http(e, "GET", "/API/v1/sessions", Value::Null).await?;
     Ok(print(status, &v))
 }
 
 pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, String> {
     let (method, path, body) = match c {
         ClusterCommand::Status => {
-            let (status, v) = http(&e.endpoints, "GET", "/API/v1/cluster", Value::Null).await?;
+            let (status, v) = http(e, "GET", "/API/v1/cluster", Value::Null).await?;
             return Ok(print(status, &v));
         }
         ClusterCommand::Add { id, peer_addr } => (
@@ -194,7 +242,8 @@ pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, Strin
     // Admin calls must reach the leader: try each endpoint until one is.
     let mut last = (503, json!({"message": "no endpoint answered"}));
     for &addr in &e.endpoints {
-        match HttpClient::new(addr).json(method, &path, &body).await {
+        let mut client = HttpClient::new(addr).with_credential(e.credential.clone());
+        match client.json(method, &path, &body).await {
             Ok((421, v)) => last = (421, v),
             Ok((status, v)) => return Ok(print(status, &v)),
             Err(err) => last = (503, json!({ "message": err.to_string() })),
@@ -211,7 +260,8 @@ pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, Strin
 /// but left processes behind, before the lock is released, so nothing it
 /// started goes on working without the lock.
 pub async fn lock(e: &Endpoints, a: LockArgs) -> Result<ExitCode, String> {
-    let client = Client::connect(e.endpoints.clone(), Duration::from_millis(a.ttl_ms))
+    let ttl = Duration::from_millis(a.ttl_ms);
+    let client = Client::connect_as(e.endpoints.clone(), ttl, e.credential.clone())
         .await
         .map_err(|e| e.to_string())?;
     let mut builder = client.lock(&a.name);

@@ -75,6 +75,11 @@ mod app {
             #[command(subcommand)]
             command: cli::ClusterCommand,
         },
+        /// Credentials: create, list, revoke (an admin credential's calls).
+        Token {
+            #[command(subcommand)]
+            command: cli::TokenCommand,
+        },
     }
 
     #[derive(clap::Args)]
@@ -169,6 +174,15 @@ mod app {
         /// take the cluster over. Only on a loopback or trusted network.
         #[arg(long, env = "RAFTLOCK_INSECURE", conflicts_with = "certs_dir")]
         insecure: bool,
+        /// Where the cluster's first admin credential is written, by the
+        /// node with the lowest id of --initial-cluster when it starts on
+        /// an empty data dir (readable by its owner only).
+        #[arg(long, env = "RAFTLOCK_ADMIN_CREDENTIAL_FILE")]
+        admin_credential_file: Option<PathBuf>,
+        /// /metrics needs a credential too (by default it is open, like
+        /// /health).
+        #[arg(long, env = "RAFTLOCK_METRICS_AUTH")]
+        metrics_auth: bool,
     }
 
     #[derive(clap::Args)]
@@ -218,6 +232,37 @@ mod app {
                 tls::create_node(dir, id).map_err(|e| e.to_string())?;
             }
         }
+        Ok(())
+    }
+
+    /// The admin credential's file name (`serve`: in the data dir; `dev`:
+    /// in its directory).
+    const ADMIN_CREDENTIAL_FILE: &str = "admin.token";
+
+    /// Whether `dir` holds nothing yet (a first start).
+    fn is_fresh(dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+    }
+
+    /// The bootstrapping node's part: on a first start, writes a new admin
+    /// credential to `file` and proposes it; on a later start with the
+    /// file there, proposes it again (a no-op once the cluster has it), in
+    /// case the first start stopped before it committed.
+    fn bootstrap_admin(
+        node: &Arc<Node<LockMachine>>,
+        file: &std::path::Path,
+        fresh: bool,
+    ) -> Result<(), String> {
+        let bearer = if file.exists() {
+            http::auth::read_bearer(file)?
+        } else if fresh {
+            let b = http::auth::write_new_bearer(file)?;
+            tracing::info!(file = %file.display(), "wrote the cluster's first admin credential");
+            b
+        } else {
+            return Ok(());
+        };
+        http::auth::bootstrap(node.clone(), file.to_path_buf(), bearer);
         Ok(())
     }
 
@@ -277,6 +322,7 @@ mod app {
             CliCommand::Status { name } => system.block_on(cli::status(&e, &name)),
             CliCommand::Sessions => system.block_on(cli::sessions(&e)),
             CliCommand::Cluster { command } => system.block_on(cli::cluster(&e, command)),
+            CliCommand::Token { command } => system.block_on(cli::token(&e, command)),
         };
         match result {
             Ok(code) => code,
@@ -323,10 +369,23 @@ mod app {
             }
         }
         let tls = peer_tls(args.id, args.certs_dir.as_deref())?;
-        tracing::warn!(
-            node = args.id,
-            "the HTTP API has no TLS or authentication yet: serve it on loopback or a trusted network"
-        );
+        if args.insecure {
+            tracing::warn!(
+                node = args.id,
+                "--insecure: the HTTP API takes calls without credentials; serve it on loopback only"
+            );
+        } else {
+            tracing::warn!(
+                node = args.id,
+                "the HTTP API has no TLS yet: its bearer credentials cross the network in plain text"
+            );
+        }
+        let bootstrapper = args.join.is_none() && peers.keys().next() == Some(&args.id);
+        let fresh = is_fresh(&args.data_dir);
+        let admin_file = args
+            .admin_credential_file
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join(ADMIN_CREDENTIAL_FILE));
         let listener = TcpListener::bind(args.listen_peer)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen_peer))?;
@@ -363,7 +422,15 @@ mod app {
         let http_config = HttpConfig {
             workers: args.http_workers,
             drift_ppm: lock_config.drift_ppm,
+            auth_required: !args.insecure,
+            metrics_auth: args.metrics_auth,
         };
+        if !args.insecure && bootstrapper {
+            if let Err(e) = bootstrap_admin(&node, &admin_file, fresh) {
+                node.stop_shared();
+                return Err(e);
+            }
+        }
         let server = http::serve(node.clone(), http_listener, http_config)
             .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
         let server_handle = server.handle();
@@ -504,8 +571,10 @@ mod app {
             ),
             None => println!("  --insecure: peers talk plain TCP"),
         }
+        let admin_file = args.dir.join(ADMIN_CREDENTIAL_FILE);
         for (id, listener, http_listener, http) in listeners {
             let data_dir = args.dir.join(format!("node{id}"));
+            let fresh = is_fresh(&data_dir);
             let config = NodeConfig {
                 id,
                 data_dir,
@@ -524,10 +593,14 @@ mod app {
                 http_listener,
                 HttpConfig {
                     workers: 1,
+                    auth_required: !args.insecure,
                     ..HttpConfig::default()
                 },
             )
             .map_err(|e| format!("node {id}: cannot serve HTTP on {http}: {e}"))?;
+            if !args.insecure && id == 1 {
+                bootstrap_admin(&node, &admin_file, fresh)?;
+            }
             servers.push(server.handle());
             actix_rt::spawn(server);
             println!("  node {id}: http://{http}  (peer {})", peers[&id]);
@@ -536,11 +609,20 @@ mod app {
         let first = SocketAddr::from(([127, 0, 0, 1], args.http_port));
         println!();
         println!("try:");
+        let auth = if args.insecure {
+            ""
+        } else {
+            println!(
+                "  export RAFTLOCK_CREDENTIAL=$(cat {})   # the admin credential",
+                admin_file.display()
+            );
+            " -H \"Authorization: Bearer $RAFTLOCK_CREDENTIAL\""
+        };
         println!(
-            "  curl -s -X POST http://{first}/API/v1/locks/my-lock -d '{{\"ttl_ms\": 30000}}'"
+            "  curl -s{auth} -X POST http://{first}/API/v1/locks/my-lock -d '{{\"ttl_ms\": 30000}}'"
         );
-        println!("  curl -s http://{first}/API/v1/locks/my-lock");
-        println!("  curl -s http://{first}/API/v1/cluster");
+        println!("  curl -s{auth} http://{first}/API/v1/locks/my-lock");
+        println!("  curl -s{auth} http://{first}/API/v1/cluster");
         println!("Ctrl-C to stop");
         wait_for_stop_signal().await?;
         for server in servers {

@@ -68,6 +68,9 @@ async fn cluster(lock_delay_ms: u64) -> Cluster {
             h,
             HttpConfig {
                 workers: 1,
+                // The API's semantics, without credentials; the checks of
+                // credentials run against real processes (tests/auth.rs).
+                auth_required: false,
                 ..HttpConfig::default()
             },
         )

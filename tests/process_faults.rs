@@ -90,6 +90,7 @@ fn a_client_process_stopped_past_its_ttl_loses_its_lock_and_its_stale_token_is_r
             .args(["lock", "f", "--ttl-ms", "1000", "--endpoints", &endpoints])
             .args(["--", "sleep", "60"])
             .env("RUST_LOG", "warn")
+            .env("RAFTLOCK_CREDENTIAL", admin())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

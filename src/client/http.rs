@@ -24,15 +24,18 @@ type Pool = Arc<Mutex<Vec<HttpClient>>>;
 /// Each node's HTTP address and its idle connections.
 pub struct HttpTransport {
     targets: BTreeMap<NodeId, (SocketAddr, Pool)>,
+    /// The bearer string sent with every call.
+    credential: Option<String>,
 }
 
 impl HttpTransport {
-    pub fn new(targets: &[(NodeId, SocketAddr)]) -> Self {
+    pub fn new(targets: &[(NodeId, SocketAddr)], credential: Option<String>) -> Self {
         HttpTransport {
             targets: targets
                 .iter()
                 .map(|&(id, addr)| (id, (addr, Pool::default())))
                 .collect(),
+            credential,
         }
     }
 }
@@ -43,6 +46,7 @@ impl Transport for HttpTransport {
             return Box::pin(async { NodeReply::Unavailable });
         };
         let (addr, pool) = (*addr, pool.clone());
+        let credential = self.credential.clone();
         Box::pin(async move {
             let (path, body) = match msg {
                 ToNode::Propose(b) => ("/API/v1/native/propose", b),
@@ -50,7 +54,8 @@ impl Transport for HttpTransport {
                 ToNode::Wait(w) => ("/API/v1/native/wait", crate::lock::encode(&w)),
             };
             let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut http = idle.unwrap_or_else(|| HttpClient::new(addr));
+            let mut http =
+                idle.unwrap_or_else(|| HttpClient::new(addr).with_credential(credential));
             let result = http.call("POST", path, &body).await;
             if result.is_ok() {
                 let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,11 +84,22 @@ impl Client {
     /// Opens a session with `ttl` against the cluster behind `endpoints`
     /// (HTTP API addresses, any order, any subset): learns which node each
     /// is, starts at a random one, and returns once the session is open.
+    /// Calls carry the credential in `RAFTLOCK_CREDENTIAL`, if set
+    /// (`connect_as` names one).
     pub async fn connect(
         endpoints: Vec<std::net::SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, true).await
+        Client::connect_http(endpoints, ttl, env_credential(), true).await
+    }
+
+    /// `connect` with `credential` (a bearer string `rlk_...`), or none.
+    pub async fn connect_as(
+        endpoints: Vec<SocketAddr>,
+        ttl: Duration,
+        credential: Option<String>,
+    ) -> Result<Client, ClientError> {
+        Client::connect_http(endpoints, ttl, credential, true).await
     }
 
     /// `connect`, but starting at the first endpoint given (and moving on
@@ -93,25 +109,26 @@ impl Client {
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, false).await
+        Client::connect_http(endpoints, ttl, env_credential(), false).await
     }
 
     async fn connect_http(
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
+        credential: Option<String>,
         random_start: bool,
     ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let targets = discover(&endpoints).await?;
+        let targets = discover(&endpoints, credential.as_deref()).await?;
         let seed = crate::entropy::random_u64().map_err(|e| ClientError::Entropy(e.to_string()))?;
         let targets = if random_start {
             spread(targets, seed)
         } else {
             targets
         };
-        let transport = Arc::new(HttpTransport::new(&targets));
+        let transport = Arc::new(HttpTransport::new(&targets, credential));
         let nodes = targets.iter().map(|&(id, _)| id).collect();
         let origin = std::time::Instant::now();
         let clock: Clock =
@@ -123,11 +140,15 @@ impl Client {
 /// Asks every endpoint, at once, which node it is (`GET /API/v1/cluster`);
 /// one that does not answer now keeps a placeholder id of its own, so it
 /// is still tried in turn. Fails only if none answers.
-async fn discover(endpoints: &[SocketAddr]) -> Result<Vec<(NodeId, SocketAddr)>, ClientError> {
+async fn discover(
+    endpoints: &[SocketAddr],
+    credential: Option<&str>,
+) -> Result<Vec<(NodeId, SocketAddr)>, ClientError> {
     let mut asks = tokio::task::JoinSet::new();
     for (i, &addr) in endpoints.iter().enumerate() {
+        let credential = credential.map(str::to_owned);
         asks.spawn(async move {
-            let mut http = HttpClient::new(addr);
+            let mut http = HttpClient::new(addr).with_credential(credential);
             let ask = http.json("GET", "/API/v1/cluster", &serde_json::Value::Null);
             let limit = Duration::from_millis(CLIENT_DISCOVER_TIMEOUT_MS);
             let answer = tokio::time::timeout(limit, ask).await;
@@ -168,4 +189,11 @@ fn spread(mut targets: Vec<(NodeId, SocketAddr)>, seed: u64) -> Vec<(NodeId, Soc
     let n = targets.len().max(1);
     targets.rotate_left((seed % n as u64) as usize);
     targets
+}
+
+/// The credential in `RAFTLOCK_CREDENTIAL`, if set and not empty.
+pub fn env_credential() -> Option<String> {
+    std::env::var(crate::http::auth::CREDENTIAL_ENV)
+        .ok()
+        .filter(|c| !c.trim().is_empty())
 }

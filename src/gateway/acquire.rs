@@ -12,6 +12,7 @@ use super::{
 };
 use super::{CallId, EARLY_GRANTS_MAX};
 use crate::actor::Instant;
+use crate::lock::auth::CredentialId;
 use crate::lock::{
     Command, Grant, LockError, Mode, Op, Query, QueryAnswer, Reply, SessionId, Token,
 };
@@ -441,9 +442,10 @@ impl Gateway {
         let close = a.owned.is_some() && !session_gone;
         let cancel = a.wait_ms > 0 && e.outcome_unknown();
         let (session, lock, waited) = (a.session, a.lock.clone(), a.wait_ms > 0);
+        let caller = self.caller(Some(call), super::Purpose::Pass);
         self.finish(call);
         if let Some(session) = session {
-            self.undo(session, &lock, close, cancel);
+            self.undo(session, &lock, close, cancel, caller);
         }
         if waited {
             let outcome = match e {
@@ -463,23 +465,32 @@ impl Gateway {
         let close = a.owned.is_some();
         let cancel = a.wait_ms > 0 && !granted && !matches!(a.phase, Phase::Opening);
         let waited = a.wait_ms > 0;
+        let caller = self.caller(Some(call), super::Purpose::Pass);
         self.finish(call);
         if let Some(session) = session {
-            self.undo(session, &lock, close, cancel);
+            self.undo(session, &lock, close, cancel, caller);
         }
         if waited {
             self.count_wait("abandoned");
         }
     }
 
-    fn undo(&mut self, session: SessionId, lock: &str, close: bool, cancel: bool) {
+    fn undo(
+        &mut self,
+        session: SessionId,
+        lock: &str,
+        close: bool,
+        cancel: bool,
+        caller: Option<CredentialId>,
+    ) {
         if close {
-            return self.propose_close(session, 0);
+            return self.propose_close(session, 0, caller);
         }
         if cancel {
             let purpose = Purpose::Undo {
                 close: None,
                 attempt: 0,
+                caller,
             };
             let op = Op::Cancel {
                 lock: lock.to_string(),

@@ -31,6 +31,7 @@ mod tests;
 mod wait;
 
 use crate::actor::Instant;
+use crate::lock::auth::CredentialId;
 use crate::lock::{
     encode, outcome_label, Command, Event, LockError, Query, QueryAnswer, Reply, Response,
     SessionId,
@@ -217,6 +218,7 @@ enum Purpose {
     Undo {
         close: Option<SessionId>,
         attempt: u32,
+        caller: Option<CredentialId>,
     },
 }
 
@@ -246,8 +248,12 @@ pub struct Gateway {
     waiting_len: usize,
     timers: BTreeSet<(Instant, CallId, Timer)>,
     /// Closes of one-lock sessions to try again: (when, session) -> the
-    /// attempt it will be. At most `CALLS_MAX`.
-    undo_retries: BTreeMap<(Instant, SessionId), u32>,
+    /// attempt it will be, on whose behalf. At most `CALLS_MAX`.
+    undo_retries: BTreeMap<(Instant, SessionId), (u32, Option<CredentialId>)>,
+    /// The credential each call in progress was made with (none: an
+    /// insecure door's anonymous call). Every proposal and read a call
+    /// makes is sent on its behalf (`Command::As`, `Query::As`).
+    callers: BTreeMap<CallId, CredentialId>,
     effects: VecDeque<Effect>,
     next_op: OpId,
 }
@@ -262,12 +268,29 @@ impl Gateway {
 
     // ---- inputs ----
 
-    /// A client's call. `call` must not be in progress already.
+    /// An anonymous client's call (an insecure door). `call` must not be
+    /// in progress already.
     pub fn handle_call(&mut self, now: Instant, call: CallId, request: Request) {
+        self.handle_call_as(now, call, None, request);
+    }
+
+    /// A client's call, made with `caller`'s credential (authenticated by
+    /// the driver): what it proposes and reads is on that behalf, and the
+    /// lock machine decides whether the credential may.
+    pub fn handle_call_as(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        caller: Option<CredentialId>,
+        request: Request,
+    ) {
         debug_assert!(!self.calls.contains_key(&call), "call {call} reused");
         if self.calls.len() >= CALLS_MAX || self.ops.len() >= OPS_MAX {
             let e = GatewayError::TooMany(format!("{CALLS_MAX} calls already in progress"));
             return self.answer(call, Err(e));
+        }
+        if let Some(caller) = caller {
+            self.callers.insert(call, caller);
         }
         match request {
             Request::Acquire(args) => self.start_acquire(now, call, args),
@@ -293,7 +316,11 @@ impl Gateway {
         }
         match purpose {
             Purpose::Pass => self.pass_done(call, result),
-            Purpose::Undo { close, attempt } => self.undo_done(now, close, attempt, &result),
+            Purpose::Undo {
+                close,
+                attempt,
+                caller,
+            } => self.undo_done(now, close, attempt, caller, &result),
             Purpose::Open
             | Purpose::Acquire
             | Purpose::Cancel
@@ -363,12 +390,12 @@ impl Gateway {
 
     /// Time has passed: deadlines and renewals that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((&(at, session), &attempt)) = self.undo_retries.first_key_value() {
+        while let Some((&(at, session), &(attempt, caller))) = self.undo_retries.first_key_value() {
             if at > now {
                 break;
             }
             self.undo_retries.remove(&(at, session));
-            self.propose_close(session, attempt);
+            self.propose_close(session, attempt, caller);
         }
         while let Some(&(at, call, timer)) = self.timers.first() {
             if at > now {
@@ -421,17 +448,34 @@ impl Gateway {
             ));
             return self.answer(call, Err(e));
         }
+        if !decoded.is_client_command() {
+            let e = GatewayError::Forbidden(format!(
+                "{} is the node's to send, after it authenticated the caller",
+                decoded.label()
+            ));
+            return self.answer(call, Err(e));
+        }
         self.calls.insert(call, Call::Pass);
-        self.propose_raw(Some(call), Purpose::Pass, decoded.label(), command);
+        // Sent as received when no credential wraps it (no re-encoding).
+        match self.callers.get(&call) {
+            None => self.propose_raw(Some(call), Purpose::Pass, decoded.label(), command),
+            Some(_) => self.propose(Some(call), Purpose::Pass, &decoded),
+        }
     }
 
     fn start_read(&mut self, call: CallId, query: Vec<u8>) {
-        if let Err(e) = postcard::from_bytes::<Query>(&query) {
-            return self.answer(call, Err(bad(format!("not a query: {e}"))));
+        let decoded = match postcard::from_bytes::<Query>(&query) {
+            Ok(q) => q,
+            Err(e) => return self.answer(call, Err(bad(format!("not a query: {e}")))),
+        };
+        if matches!(decoded, Query::As { .. }) {
+            let e = GatewayError::Forbidden(
+                "a query on a credential's behalf is the node's to send".into(),
+            );
+            return self.answer(call, Err(e));
         }
         self.calls.insert(call, Call::Pass);
-        let op = self.new_op(Some(call), Purpose::Pass, None);
-        self.effects.push_back(Effect::Read { op, query });
+        self.read_for(call, Purpose::Pass, decoded);
     }
 
     fn pass_done(&mut self, call: Option<CallId>, result: Result<Applied, GatewayError>) {
@@ -459,6 +503,8 @@ impl Gateway {
         self.next_op
     }
 
+    /// Proposes an encoded command as is: only for calls without a
+    /// credential (`propose` wraps the others).
     fn propose_raw(
         &mut self,
         call: Option<CallId>,
@@ -466,19 +512,50 @@ impl Gateway {
         label: &'static str,
         command: Vec<u8>,
     ) {
+        debug_assert!(self.caller(call, purpose).is_none());
         let op = self.new_op(call, purpose, Some(label));
         self.effects.push_back(Effect::Propose { op, command });
     }
 
+    /// Proposes `command` on behalf of the call's credential, if any.
     fn propose(&mut self, call: Option<CallId>, purpose: Purpose, command: &Command) {
-        self.propose_raw(call, purpose, command.label(), encode(command));
+        let command = match self.caller(call, purpose) {
+            Some(credential) => encode(&Command::As {
+                credential,
+                command: Box::new(command.clone()),
+            }),
+            None => encode(command),
+        };
+        let label = postcard::from_bytes::<Command>(&command).map_or("undecodable", |c| c.label());
+        let op = self.new_op(call, purpose, Some(label));
+        self.effects.push_back(Effect::Propose { op, command });
+    }
+
+    /// On whose behalf an op of `call` (or an undo, which outlives it)
+    /// is sent.
+    fn caller(&self, call: Option<CallId>, purpose: Purpose) -> Option<CredentialId> {
+        match purpose {
+            Purpose::Undo { caller, .. } => caller,
+            _ => call.and_then(|c| self.callers.get(&c).copied()),
+        }
     }
 
     fn read(&mut self, call: CallId, query: &Query) {
-        let op = self.new_op(Some(call), Purpose::Lookup, None);
+        self.read_for(call, Purpose::Lookup, query.clone());
+    }
+
+    fn read_for(&mut self, call: CallId, purpose: Purpose, query: Query) {
+        let query = match self.caller(Some(call), purpose) {
+            Some(credential) => Query::As {
+                credential,
+                query: Box::new(query),
+            },
+            None => query,
+        };
+        let op = self.new_op(Some(call), purpose, None);
         self.effects.push_back(Effect::Read {
             op,
-            query: encode(query),
+            query: encode(&query),
         });
     }
 
@@ -498,10 +575,11 @@ impl Gateway {
     }
 
     /// Closes a one-lock session nobody uses any more.
-    fn propose_close(&mut self, session: SessionId, attempt: u32) {
+    fn propose_close(&mut self, session: SessionId, attempt: u32, caller: Option<CredentialId>) {
         let purpose = Purpose::Undo {
             close: Some(session),
             attempt,
+            caller,
         };
         let close = Command::Unsequenced {
             session,
@@ -519,6 +597,7 @@ impl Gateway {
         now: Instant,
         close: Option<SessionId>,
         attempt: u32,
+        caller: Option<CredentialId>,
         result: &Result<Applied, GatewayError>,
     ) {
         let Some(session) = close else { return };
@@ -529,7 +608,7 @@ impl Gateway {
         }
         let delay_ms = (UNDO_RETRY_MS_MIN << attempt.min(16)).min(UNDO_RETRY_MS_MAX);
         let at = now + std::time::Duration::from_millis(delay_ms);
-        self.undo_retries.insert((at, session), next);
+        self.undo_retries.insert((at, session), (next, caller));
     }
 
     fn register(&mut self, call: CallId, session: SessionId, lock: &str) {
@@ -567,6 +646,7 @@ impl Gateway {
         let Some(state) = self.calls.remove(&call) else {
             return;
         };
+        self.callers.remove(&call);
         match state {
             Call::Acquire(a) => {
                 if let Some(session) = a.session {
@@ -654,9 +734,15 @@ fn response_of(applied: &Applied) -> Result<Response, GatewayError> {
 }
 
 /// Decodes a read's output as a query answer.
+/// A refusal of the caller's credential is the call's error.
 fn query_answer_of(applied: &Applied) -> Result<QueryAnswer, GatewayError> {
-    postcard::from_bytes(&applied.output)
-        .map_err(|e| GatewayError::Undecodable(format!("undecodable query answer: {e}")))
+    match postcard::from_bytes(&applied.output) {
+        Ok(QueryAnswer::Refused(e)) => Err(GatewayError::Lock(e)),
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(GatewayError::Undecodable(format!(
+            "undecodable query answer: {e}"
+        ))),
+    }
 }
 
 /// What the native protocol's client (the library's session actor) is told:
@@ -671,7 +757,8 @@ pub fn node_reply(result: Result<Answer, GatewayError>) -> NodeReply {
         Err(
             e @ (GatewayError::Raft(RequestError::TooLarge { .. } | RequestError::NotAllowed(_))
             | GatewayError::Forbidden(_)
-            | GatewayError::BadRequest(_)),
+            | GatewayError::BadRequest(_)
+            | GatewayError::Lock(LockError::Forbidden(_) | LockError::Unauthenticated)),
         ) => NodeReply::Refused(e.to_string()),
         Err(_) => NodeReply::Unavailable,
     }

@@ -25,6 +25,7 @@ pub(super) struct AcquireBody {
 pub(super) async fn acquire(
     req: HttpRequest,
     gateway: Gateway,
+    caller: super::auth::Caller,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -52,7 +53,10 @@ pub(super) async fn acquire(
         wait_ms: args.wait_ms.unwrap_or(0),
         session,
     });
-    match gateway.call(request, PeerSocket::of(&req)).await? {
+    match gateway
+        .call(caller.credential, request, PeerSocket::of(&req))
+        .await?
+    {
         Answer::Acquired(a) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": a.lock,
             "token": a.token,

@@ -1,6 +1,8 @@
+use super::auth::{Bearer, Caller};
 use super::error::ApiError;
 use super::gateway_task::GatewayHandle;
 use crate::gateway::{Answer, GatewayConfig, Request};
+use crate::lock::auth::{Allow, CredentialId, Policy, Rule};
 use crate::lock::{
     encode, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
     Response, SessionId, SessionInfo, Token,
@@ -21,6 +23,11 @@ pub struct HttpConfig {
     /// The cluster's clock-drift bound ρ (ppm), for the lease a one-lock
     /// session's answer reports (`lease_ms`); the lock machine's own.
     pub drift_ppm: u32,
+    /// Every call but `/health` (and `/metrics` unless `metrics_auth`)
+    /// needs a credential; false only with `--insecure`.
+    pub auth_required: bool,
+    /// `/metrics` needs a credential too.
+    pub metrics_auth: bool,
 }
 
 impl Default for HttpConfig {
@@ -28,6 +35,8 @@ impl Default for HttpConfig {
         HttpConfig {
             workers: HTTP_WORKERS,
             drift_ppm: crate::lock::DRIFT_PPM_DEFAULT,
+            auth_required: true,
+            metrics_auth: false,
         }
     }
 }
@@ -65,6 +74,12 @@ pub fn serve(
                 web::delete().to(remove_member),
             )
             .route("/API/v1/cluster/leader", web::post().to(transfer_leader))
+            .route("/API/v1/credentials", web::post().to(create_credential))
+            .route("/API/v1/credentials", web::get().to(list_credentials))
+            .route(
+                "/API/v1/credentials/{id}",
+                web::delete().to(revoke_credential),
+            )
             .route(
                 "/API/v1/locks/{name}",
                 web::post().to(super::acquire::acquire),
@@ -217,6 +232,10 @@ pub fn check_request_body(data: &[u8]) {
     refusals.extend(parse_required::<AppendBody>(data).err());
     refusals.extend(parse_required::<AddMember>(data).err());
     refusals.extend(parse_required::<Transfer>(data).err());
+    refusals.extend(parse_required::<NewCredential>(data).err());
+    refusals.extend(credential_id(&String::from_utf8_lossy(data)).err());
+    // A bearer string, however malformed, is refused with a reason.
+    let _ = super::auth::Bearer::parse(&String::from_utf8_lossy(data));
     refusals.extend(check_name(&String::from_utf8_lossy(data)).err());
     for e in refusals {
         assert_eq!(e.status_code().as_u16(), 400, "{e}");
@@ -230,9 +249,13 @@ pub fn check_request_body(data: &[u8]) {
 
 // ---- talking to the node ----
 
-async fn propose(gateway: &GatewayHandle, command: &Command) -> Result<Reply, ApiError> {
+async fn propose(
+    gateway: &GatewayHandle,
+    caller: Caller,
+    command: &Command,
+) -> Result<Reply, ApiError> {
     let output = match gateway
-        .call(Request::Propose(encode(command)), None)
+        .call(caller.credential, Request::Propose(encode(command)), None)
         .await?
     {
         Answer::Output(applied) => applied.output,
@@ -243,25 +266,42 @@ async fn propose(gateway: &GatewayHandle, command: &Command) -> Result<Reply, Ap
     Ok(response?)
 }
 
-async fn query(gateway: &GatewayHandle, query: &Query) -> Result<QueryAnswer, ApiError> {
-    let output = match gateway.call(Request::Read(encode(query)), None).await? {
+async fn query(
+    gateway: &GatewayHandle,
+    caller: Caller,
+    query: &Query,
+) -> Result<QueryAnswer, ApiError> {
+    let output = match gateway
+        .call(caller.credential, Request::Read(encode(query)), None)
+        .await?
+    {
         Answer::Output(applied) => applied.output,
         other => return Err(unexpected_answer(other)),
     };
-    postcard::from_bytes(&output)
-        .map_err(|e| ApiError::Unavailable(format!("undecodable query answer: {e}")))
+    match postcard::from_bytes(&output) {
+        Ok(QueryAnswer::Refused(e)) => Err(e.into()),
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "undecodable query answer: {e}"
+        ))),
+    }
 }
 
-async fn request(gateway: &GatewayHandle, session: SessionId, op: Op) -> Result<Reply, ApiError> {
-    propose(gateway, &Command::Unsequenced { session, op }).await
+async fn request(
+    gateway: &GatewayHandle,
+    caller: Caller,
+    session: SessionId,
+    op: Op,
+) -> Result<Reply, ApiError> {
+    propose(gateway, caller, &Command::Unsequenced { session, op }).await
 }
 
-async fn open(gateway: &GatewayHandle, ttl_ms: u64) -> Result<SessionId, ApiError> {
+async fn open(gateway: &GatewayHandle, caller: Caller, ttl_ms: u64) -> Result<SessionId, ApiError> {
     // The nonce makes a retried open idempotent: from the OS's randomness,
     // so two callers (or two nodes) never share one.
     let nonce = crate::entropy::random_u64()
         .map_err(|e| ApiError::Unavailable(format!("no randomness for a session nonce: {e}")))?;
-    match propose(gateway, &Command::Open { nonce, ttl_ms }).await? {
+    match propose(gateway, caller, &Command::Open { nonce, ttl_ms }).await? {
         Reply::Opened { session, .. } => Ok(session),
         other => Err(unexpected(other)),
     }
@@ -298,7 +338,7 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
+async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let members: Vec<serde_json::Value> = s
         .membership
@@ -322,6 +362,7 @@ async fn cluster(node: Shared) -> Result<HttpResponse, ApiError> {
 
 async fn release(
     gateway: Gateway,
+    caller: Caller,
     name: web::Path<String>,
     args: web::Query<ReleaseArgs>,
     body: web::Bytes,
@@ -340,7 +381,7 @@ async fn release(
         lock: name.clone(),
         token,
     };
-    match request(&gateway, session, op).await? {
+    match request(&gateway, caller, session, op).await? {
         Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "token": token, "session": session, "released": true
         }))),
@@ -348,10 +389,14 @@ async fn release(
     }
 }
 
-async fn lock_info(gateway: Gateway, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn lock_info(
+    gateway: Gateway,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name(&name)?;
-    match query(&gateway, &Query::Lock { name: name.clone() }).await? {
+    match query(&gateway, caller, &Query::Lock { name: name.clone() }).await? {
         QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(lock_json(&name, &info))),
         other => Err(ApiError::Unavailable(format!(
             "unexpected answer {other:?}"
@@ -400,22 +445,27 @@ fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
     })
 }
 
-async fn open_session(gateway: Gateway, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn open_session(
+    gateway: Gateway,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let args: SessionBody = parse_body(&body)?;
     let ttl_ms = args.ttl_ms.unwrap_or(super::TTL_MS_DEFAULT);
-    let session = open(&gateway, ttl_ms).await?;
+    let session = open(&gateway, caller, ttl_ms).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
 }
 
 async fn list_sessions(
     gateway: Gateway,
+    caller: Caller,
     args: web::Query<ListArgs>,
 ) -> Result<HttpResponse, ApiError> {
     let q = Query::Sessions {
         after: args.after.unwrap_or(0),
         limit: args.limit.unwrap_or(crate::lock::SESSIONS_LISTED_MAX),
     };
-    match query(&gateway, &q).await? {
+    match query(&gateway, caller, &q).await? {
         QueryAnswer::Sessions(list) => {
             let sessions: Vec<serde_json::Value> =
                 list.iter().map(|(id, s)| session_json(*id, s)).collect();
@@ -429,10 +479,11 @@ async fn list_sessions(
 
 async fn session_info(
     gateway: Gateway,
+    caller: Caller,
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match query(&gateway, &Query::Session { session: id }).await? {
+    match query(&gateway, caller, &Query::Session { session: id }).await? {
         QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(session_json(id, &s))),
         QueryAnswer::Session(None) => Err(ApiError::Gone(id)),
         other => Err(ApiError::Unavailable(format!(
@@ -441,9 +492,13 @@ async fn session_info(
     }
 }
 
-async fn keepalive(gateway: Gateway, id: web::Path<SessionId>) -> Result<HttpResponse, ApiError> {
+async fn keepalive(
+    gateway: Gateway,
+    caller: Caller,
+    id: web::Path<SessionId>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match request(&gateway, id, Op::KeepAlive).await? {
+    match request(&gateway, caller, id, Op::KeepAlive).await? {
         Reply::Renewed => Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id }))),
         other => Err(unexpected(other)),
     }
@@ -451,10 +506,11 @@ async fn keepalive(gateway: Gateway, id: web::Path<SessionId>) -> Result<HttpRes
 
 async fn close_session(
     gateway: Gateway,
+    caller: Caller,
     id: web::Path<SessionId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match request(&gateway, id, Op::Close).await? {
+    match request(&gateway, caller, id, Op::Close).await? {
         Reply::Closed => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id, "closed": true })))
         }
@@ -464,6 +520,7 @@ async fn close_session(
 
 async fn append(
     gateway: Gateway,
+    caller: Caller,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -475,7 +532,7 @@ async fn append(
         token: args.token,
         data: args.data.into_bytes(),
     };
-    match request(&gateway, args.session, op).await? {
+    match request(&gateway, caller, args.session, op).await? {
         Reply::Appended { offset } => Ok(HttpResponse::Ok().json(serde_json::json!({
             "name": name, "offset": offset, "token": args.token
         }))),
@@ -483,10 +540,14 @@ async fn append(
     }
 }
 
-async fn file(gateway: Gateway, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn file(
+    gateway: Gateway,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name(&name)?;
-    match query(&gateway, &Query::File { name: name.clone() }).await? {
+    match query(&gateway, caller, &Query::File { name: name.clone() }).await? {
         QueryAnswer::File(Some(FileInfo { token, data })) => {
             Ok(HttpResponse::Ok().json(serde_json::json!({
                 "name": name,
@@ -538,7 +599,12 @@ fn admin_error(e: crate::runtime::NodeError) -> ApiError {
     }
 }
 
-async fn add_member(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn add_member(
+    node: Shared,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
     let m: AddMember = parse_required(&body)?;
     if m.id == 0 {
         return Err(ApiError::BadRequest("node id 0 is reserved".into()));
@@ -555,7 +621,12 @@ async fn add_member(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiE
     })))
 }
 
-async fn remove_member(node: Shared, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+async fn remove_member(
+    node: Shared,
+    caller: Caller,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
     let id = id.into_inner();
     leader_only(&node).await?;
     let change = crate::raft::ConfChange::Remove { id };
@@ -563,9 +634,159 @@ async fn remove_member(node: Shared, id: web::Path<u64>) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": id, "index": applied.index })))
 }
 
-async fn transfer_leader(node: Shared, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn transfer_leader(
+    node: Shared,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
     let t: Transfer = parse_required(&body)?;
     leader_only(&node).await?;
     node.transfer_leadership(t.to).await.map_err(admin_error)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "to": t.to, "status": "handed over" })))
+}
+
+// ---- credentials (admin) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCredential {
+    name: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    rules: Vec<RuleBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    prefix: String,
+    allow: Vec<AllowName>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AllowName {
+    Acquire,
+    Status,
+    Append,
+    Read,
+}
+
+fn policy_of(body: &NewCredential) -> Policy {
+    let rules = body
+        .rules
+        .iter()
+        .map(|r| {
+            let mut allow = Allow::default();
+            for a in &r.allow {
+                match a {
+                    AllowName::Acquire => allow.acquire = true,
+                    AllowName::Status => allow.status = true,
+                    AllowName::Append => allow.append = true,
+                    AllowName::Read => allow.read = true,
+                }
+            }
+            Rule {
+                prefix: r.prefix.clone(),
+                allow,
+            }
+        })
+        .collect();
+    Policy {
+        admin: body.admin,
+        rules,
+    }
+}
+
+fn policy_json(p: &Policy) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = p
+        .rules
+        .iter()
+        .map(|r| {
+            let allow: Vec<&str> = [
+                (r.allow.acquire, "acquire"),
+                (r.allow.status, "status"),
+                (r.allow.append, "append"),
+                (r.allow.read, "read"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+            serde_json::json!({ "prefix": r.prefix, "allow": allow })
+        })
+        .collect();
+    serde_json::json!({ "admin": p.admin, "rules": rules })
+}
+
+fn credential_id(s: &str) -> Result<CredentialId, ApiError> {
+    CredentialId::from_str_radix(s, 16)
+        .map_err(|_| ApiError::BadRequest(format!("{s:?} is not a credential id (16 hex digits)")))
+}
+
+/// Creates a credential; its bearer string is in this answer only.
+async fn create_credential(
+    gateway: Gateway,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let body: NewCredential = parse_required(&body)?;
+    let policy = policy_of(&body);
+    let bearer = Bearer::generate()
+        .map_err(|e| ApiError::Unavailable(format!("no randomness for a credential: {e}")))?;
+    let command = Command::CreateCredential {
+        id: bearer.id,
+        name: body.name.clone(),
+        hash: bearer.hash(),
+        policy: policy.clone(),
+    };
+    match propose(&gateway, caller, &command).await? {
+        Reply::CredentialCreated { id } => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "id": format!("{id:016x}"),
+            "name": body.name,
+            "policy": policy_json(&policy),
+            "credential": bearer.encode(),
+        }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn list_credentials(gateway: Gateway, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    match query(&gateway, caller, &Query::Credentials).await? {
+        QueryAnswer::Credentials(list) => {
+            let list: Vec<serde_json::Value> = list
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": format!("{:016x}", c.id),
+                        "name": c.name,
+                        "policy": policy_json(&c.policy),
+                        "created_index": c.created,
+                    })
+                })
+                .collect();
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "credentials": list })))
+        }
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+async fn revoke_credential(
+    gateway: Gateway,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let id = credential_id(&id)?;
+    match propose(&gateway, caller, &Command::RevokeCredential { id }).await? {
+        Reply::CredentialRevoked => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "id": format!("{id:016x}"), "revoked": true
+        }))),
+        other => Err(unexpected(other)),
+    }
 }

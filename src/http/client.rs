@@ -35,11 +35,23 @@ pub enum HttpClientError {
 pub struct HttpClient {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
+    /// Sent as `Authorization: Bearer ...` with every request.
+    credential: Option<String>,
 }
 
 impl HttpClient {
     pub fn new(addr: SocketAddr) -> Self {
-        HttpClient { addr, conn: None }
+        HttpClient {
+            addr,
+            conn: None,
+            credential: None,
+        }
+    }
+
+    /// Sends `credential` (a bearer string) with every request.
+    pub fn with_credential(mut self, credential: Option<String>) -> Self {
+        self.credential = credential.map(|c| c.trim().to_string());
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -123,8 +135,16 @@ impl HttpClient {
                 what: "no connection".into(),
             });
         };
+        let auth = match &self.credential {
+            // Printable ASCII only: a line break would smuggle a header.
+            Some(c) if c.bytes().all(|b| b.is_ascii_graphic()) => {
+                format!("Authorization: Bearer {c}\r\n")
+            }
+            Some(_) => return Err(malformed_credential(addr)),
+            None => String::new(),
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         conn.get_mut()
@@ -181,5 +201,12 @@ impl HttpClient {
             self.conn = None;
         }
         Ok((status.unwrap_or(0), body))
+    }
+}
+
+fn malformed_credential(addr: SocketAddr) -> HttpClientError {
+    HttpClientError::Malformed {
+        addr,
+        what: "the credential has characters a header cannot carry".into(),
     }
 }

@@ -14,6 +14,10 @@ use thiserror::Error;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No credential, a malformed one, or one the cluster does not know
+    /// (revoked, or wrong secret).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
     /// Never allowed from this caller (leader-only commands).
@@ -52,6 +56,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
@@ -69,6 +74,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -86,6 +92,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unavailable(_)) {
             response.insert_header(("Retry-After", RETRY_AFTER_S.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"raftlock\""));
         }
         response.json(self.body())
     }
@@ -126,6 +135,12 @@ impl From<LockError> for ApiError {
             | LockError::StaleToken { .. } => ApiError::Conflict(m),
             LockError::UnknownLock => ApiError::NotFound(m),
             LockError::FileTooLarge(_) => ApiError::TooLarge(m),
+            LockError::Unauthenticated => ApiError::Unauthorized(m),
+            LockError::Forbidden(_) => ApiError::Forbidden(m),
+            LockError::CredentialExists => ApiError::Conflict(m),
+            LockError::UnknownCredential => ApiError::NotFound(m),
+            LockError::TooManyCredentials(_) => ApiError::TooMany(m),
+            LockError::BadPolicy(_) => ApiError::BadRequest(m),
         }
     }
 }

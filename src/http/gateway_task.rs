@@ -14,6 +14,7 @@ use crate::actor::Instant;
 use crate::gateway::{
     Answer, CallId, Effect, Gateway, GatewayConfig, GatewayError, OpId, Request, CALLS_MAX,
 };
+use crate::lock::auth::CredentialId;
 use crate::lock::{Event, LockMachine};
 use crate::raft::Applied;
 use crate::runtime::{Node, NodeError};
@@ -34,7 +35,7 @@ type Reply = oneshot::Sender<Result<Answer, GatewayError>>;
 /// Set by a call's handler when its client went away (before the notice is
 /// sent), so that a departure that overtakes its call is never lost.
 type Departed = Arc<AtomicBool>;
-type Inbound = (CallId, Request, Reply, Departed);
+type Inbound = (CallId, Option<CredentialId>, Request, Reply, Departed);
 type Done = Pin<Box<dyn Future<Output = (OpId, Result<Applied, GatewayError>)>>>;
 
 /// The handlers' end of the gateway task.
@@ -77,13 +78,14 @@ impl GatewayHandle {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Makes a call and waits for its answer.
+    /// Makes a call on `caller`'s behalf and waits for its answer.
     pub async fn call(
         &self,
+        caller: Option<CredentialId>,
         request: Request,
         peer: Option<PeerSocket>,
     ) -> Result<Answer, ApiError> {
-        match self.ask(request, peer).await {
+        match self.ask(caller, request, peer).await {
             Some(result) => result.map_err(ApiError::from),
             None => Err(ApiError::ClientGone),
         }
@@ -93,6 +95,7 @@ impl GatewayHandle {
     /// client closed its connection meanwhile (the call is then ended).
     pub async fn ask(
         &self,
+        caller: Option<CredentialId>,
         request: Request,
         peer: Option<PeerSocket>,
     ) -> Option<Result<Answer, GatewayError>> {
@@ -101,7 +104,7 @@ impl GatewayHandle {
         let departed = Departed::default();
         if self
             .calls
-            .send((call, request, tx, departed.clone()))
+            .send((call, caller, request, tx, departed.clone()))
             .await
             .is_err()
         {
@@ -198,10 +201,10 @@ impl Task {
                     }
                 }
                 call = calls.recv() => {
-                    let Some((call, request, reply, departed)) = call else { return };
+                    let Some((call, caller, request, reply, departed)) = call else { return };
                     self.replies.insert(call, reply);
                     let now = self.now();
-                    self.gateway.handle_call(now, call, request);
+                    self.gateway.handle_call_as(now, call, caller, request);
                     // Its client left before the call got here: the notice
                     // came first and named a call not yet known.
                     if departed.load(Ordering::Acquire) && self.replies.remove(&call).is_some() {

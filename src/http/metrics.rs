@@ -5,9 +5,24 @@
 use super::api::{Gateway, Shared};
 use super::error::ApiError;
 use crate::runtime::Family;
+use actix_web::web;
 use actix_web::HttpResponse;
 
-pub(super) async fn metrics(node: Shared, gateway: Gateway) -> Result<HttpResponse, ApiError> {
+pub(super) async fn metrics(
+    req: actix_web::HttpRequest,
+    node: Shared,
+    gateway: Gateway,
+    settings: web::Data<super::HttpConfig>,
+) -> Result<HttpResponse, ApiError> {
+    if settings.metrics_auth {
+        // Any valid credential may read them (`--metrics-auth`).
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthorized("/metrics needs a credential here".into()))?;
+        super::auth::authenticate(&node, header).await?;
+    }
     let s = node.status().await?;
     let (sessions, locks, waiters, files) = node.inspect(|m| m.sizes()).await?;
     let is_leader = if s.role == crate::raft::Role::Leader {

@@ -6,6 +6,7 @@
 
 mod acquire;
 mod api;
+pub mod auth;
 pub mod client;
 mod error;
 mod gateway_task;

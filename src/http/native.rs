@@ -12,10 +12,11 @@
 //!   acquire for its grant.
 
 use super::api::Gateway;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::peer::PeerSocket;
 use crate::gateway::{node_reply, GatewayError, Request};
-use crate::lock::encode;
+use crate::lock::{encode, LockError};
 use crate::session::{NodeReply, WaitFor};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -37,11 +38,21 @@ pub enum NativeReply {
 /// Answers a native call: malformed or forbidden calls with a 4xx (the
 /// node's final word), anything else with a `NativeReply`, mapped as the
 /// simulator maps it (`gateway::node_reply`).
-async fn native(gateway: Gateway, request: Request, peer: Option<PeerSocket>) -> HttpResponse {
-    let Some(result) = gateway.ask(request, peer).await else {
+async fn native(
+    gateway: Gateway,
+    caller: Caller,
+    request: Request,
+    peer: Option<PeerSocket>,
+) -> HttpResponse {
+    let Some(result) = gateway.ask(caller.credential, request, peer).await else {
         return actix_web::ResponseError::error_response(&ApiError::ClientGone);
     };
-    if let Err(e @ (GatewayError::BadRequest(_) | GatewayError::Forbidden(_))) = &result {
+    if let Err(
+        e @ (GatewayError::BadRequest(_)
+        | GatewayError::Forbidden(_)
+        | GatewayError::Lock(LockError::Forbidden(_) | LockError::Unauthenticated)),
+    ) = &result
+    {
         let e = ApiError::from(e.clone());
         return actix_web::ResponseError::error_response(&e);
     }
@@ -57,20 +68,25 @@ async fn native(gateway: Gateway, request: Request, peer: Option<PeerSocket>) ->
         .body(encode(&reply))
 }
 
-pub(super) async fn propose(gateway: Gateway, body: web::Bytes) -> HttpResponse {
-    native(gateway, Request::Propose(body.to_vec()), None).await
+pub(super) async fn propose(gateway: Gateway, caller: Caller, body: web::Bytes) -> HttpResponse {
+    native(gateway, caller, Request::Propose(body.to_vec()), None).await
 }
 
-pub(super) async fn read(gateway: Gateway, body: web::Bytes) -> HttpResponse {
-    native(gateway, Request::Read(body.to_vec()), None).await
+pub(super) async fn read(gateway: Gateway, caller: Caller, body: web::Bytes) -> HttpResponse {
+    native(gateway, caller, Request::Read(body.to_vec()), None).await
 }
 
 /// Holds a queued acquire's wait until its grant (the one carrying its
 /// sequence number) or `timeout_ms`: `Response(Some(Granted))`, or
 /// `Response(None)` for "not yet, ask again".
-pub(super) async fn wait(req: HttpRequest, gateway: Gateway, body: web::Bytes) -> HttpResponse {
+pub(super) async fn wait(
+    req: HttpRequest,
+    gateway: Gateway,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
     match postcard::from_bytes::<WaitFor>(&body) {
-        Ok(w) => native(gateway, Request::Wait(w), PeerSocket::of(&req)).await,
+        Ok(w) => native(gateway, caller, Request::Wait(w), PeerSocket::of(&req)).await,
         Err(e) => {
             let e = ApiError::BadRequest(format!("not a wait: {e}"));
             actix_web::ResponseError::error_response(&e)

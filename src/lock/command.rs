@@ -4,6 +4,7 @@
 //! `postcard(Command)`, their outputs `postcard(Response)`, reads
 //! `postcard(Query)` answered by `postcard(QueryAnswer)`.
 
+use super::auth::{CredentialId, CredentialInfo, Policy, SecretHash};
 use crate::raft::Index;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -44,6 +45,26 @@ pub enum Command {
     /// Proposed by a leader once the lock-delay of a lock freed by the
     /// expiry at index `freed` has passed.
     Undelay { lock: String, freed: Index },
+    /// `command` on behalf of `credential`, which the proposing node has
+    /// authenticated; applied only while the credential exists and if its
+    /// policy allows it. Only nodes wrap: no client door accepts it.
+    As {
+        credential: CredentialId,
+        command: Box<Command>,
+    },
+    /// Creates the cluster's first admin credential; does nothing once any
+    /// credential was ever created. Proposed by the bootstrapping node.
+    Bootstrap { id: CredentialId, hash: SecretHash },
+    /// Admin only (inside `As`).
+    CreateCredential {
+        id: CredentialId,
+        name: String,
+        hash: SecretHash,
+        policy: Policy,
+    },
+    /// Admin only (inside `As`). The credential's sessions are not ended:
+    /// nothing can renew them any more, so they expire.
+    RevokeCredential { id: CredentialId },
 }
 
 /// A session request. `seq` numbers requests per session from 1; every
@@ -87,7 +108,21 @@ impl Command {
     /// Commands only a leader proposes, from its own clock (docs/SAFETY.md
     /// rule 1); refused from every client door.
     pub fn is_leader_only(&self) -> bool {
-        matches!(self, Command::Expire { .. } | Command::Undelay { .. })
+        match self {
+            Command::Expire { .. } | Command::Undelay { .. } => true,
+            Command::As { command, .. } => command.is_leader_only(),
+            _ => false,
+        }
+    }
+
+    /// What a client may send through the native door: its own session
+    /// commands. Wrapping in `As` and the credential commands are the
+    /// node's (after it authenticated the caller), expiries the leader's.
+    pub fn is_client_command(&self) -> bool {
+        matches!(
+            self,
+            Command::Open { .. } | Command::Request(_) | Command::Unsequenced { .. }
+        )
     }
 
     /// The operation, as a metrics label.
@@ -97,6 +132,10 @@ impl Command {
             Command::Request(Request { op, .. }) | Command::Unsequenced { op, .. } => op.label(),
             Command::Expire { .. } => "expire",
             Command::Undelay { .. } => "undelay",
+            Command::As { command, .. } => command.label(),
+            Command::Bootstrap { .. } => "bootstrap",
+            Command::CreateCredential { .. } => "create_credential",
+            Command::RevokeCredential { .. } => "revoke_credential",
         }
     }
 }
@@ -129,6 +168,8 @@ pub fn outcome_label(response: &Response) -> &'static str {
         Ok(Reply::Appended { .. }) => "appended",
         Ok(Reply::Internal { effective: true }) => "effective",
         Ok(Reply::Internal { effective: false }) => "no_effect",
+        Ok(Reply::CredentialCreated { .. }) => "credential_created",
+        Ok(Reply::CredentialRevoked) => "credential_revoked",
         Err(e) => match e {
             LockError::SessionNotFound(_) => "session_not_found",
             LockError::SequenceTooOld { .. } => "sequence_too_old",
@@ -151,6 +192,11 @@ pub fn outcome_label(response: &Response) -> &'static str {
             LockError::StaleToken { .. } => "stale_token",
             LockError::FileTooLarge(_) => "file_too_large",
             LockError::Malformed(_) => "malformed",
+            LockError::Unauthenticated => "unauthenticated",
+            LockError::Forbidden(_) => "forbidden",
+            LockError::CredentialExists | LockError::UnknownCredential => "bad_credential",
+            LockError::TooManyCredentials(_) => "limit_reached",
+            LockError::BadPolicy(_) => "bad_policy",
         },
     }
 }
@@ -178,10 +224,14 @@ pub enum Reply {
     Appended {
         offset: u64,
     },
-    /// An expiry or undelay entry: whether it did anything.
+    /// An expiry, undelay or bootstrap entry: whether it did anything.
     Internal {
         effective: bool,
     },
+    CredentialCreated {
+        id: CredentialId,
+    },
+    CredentialRevoked,
 }
 
 /// Why a request was refused. The error is the request's one and only
@@ -242,6 +292,21 @@ pub enum LockError {
     LockTablesFull(usize),
     #[error("the command does not decode: {0}")]
     Malformed(String),
+    /// The credential does not exist (revoked, or never created).
+    #[error("unknown or revoked credential")]
+    Unauthenticated,
+    /// The credential exists but its policy does not allow this, or the
+    /// session belongs to another credential.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("a credential with this id exists")]
+    CredentialExists,
+    #[error("no such credential")]
+    UnknownCredential,
+    #[error("the cluster holds its maximum of {0} credentials")]
+    TooManyCredentials(usize),
+    #[error("bad policy: {0}")]
+    BadPolicy(String),
 }
 
 /// A linearizable read, answered through ReadIndex.
@@ -262,11 +327,19 @@ pub enum Query {
     File {
         name: String,
     },
-    /// Live sessions, in id order after `after`, at most `limit`.
+    /// Live sessions, in id order after `after`, at most `limit` (inside
+    /// `As`, a non-admin credential sees its own only).
     Sessions {
         after: SessionId,
         limit: u32,
     },
+    /// `query` on behalf of `credential` (see `Command::As`).
+    As {
+        credential: CredentialId,
+        query: Box<Query>,
+    },
+    /// Every credential, without secrets (admin only inside `As`).
+    Credentials,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +350,9 @@ pub enum QueryAnswer {
     File(Option<FileInfo>),
     Sessions(Vec<(SessionId, SessionInfo)>),
     Malformed(String),
+    Credentials(Vec<CredentialInfo>),
+    /// The credential of a `Query::As` is unknown, or not allowed this.
+    Refused(LockError),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! the leader acts on it, by proposing `Expire` and `Undelay` entries
 //! (docs/SAFETY.md rules 1 and 3).
 
+use super::auth::{Action, CredentialId, CredentialInfo, Policy, SecretHash, CREDENTIALS_MAX};
 use super::command::{
     Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op, Query, QueryAnswer,
     Reply, Request, Response, SessionId, SessionInfo, Token,
@@ -30,12 +31,27 @@ struct State {
     /// The last fencing token issued; tokens are 1, 2, 3... in grant order
     /// across all locks, so strictly increasing per lock.
     last_token: Token,
+    credentials: BTreeMap<CredentialId, Credential>,
+    /// A credential was created once: `Bootstrap` does nothing any more.
+    bootstrapped: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Credential {
+    name: String,
+    hash: SecretHash,
+    policy: Policy,
+    /// Index of the entry that created it.
+    created: Index,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
     ttl_ms: u64,
     nonce: u64,
+    /// The credential that opened it: no other (admin aside) may use it.
+    /// None: opened through an insecure door, by nobody in particular.
+    owner: Option<CredentialId>,
     /// Index of the entry that last renewed the lease (open or keepalive).
     renewal: Index,
     held: BTreeMap<String, Token>,
@@ -178,15 +194,27 @@ impl LockMachine {
     /// Applies a decoded command; `apply` wraps it in the wire encoding.
     pub fn apply_command(&mut self, index: Index, now: Instant, command: Command) -> Response {
         let response = match command {
-            Command::Open { nonce, ttl_ms } => self.open(index, now, nonce, ttl_ms),
-            Command::Request(req) => self.request(index, now, req),
-            Command::Unsequenced { session, op } => {
-                if self.state.sessions.contains_key(&session) {
-                    self.execute(index, now, session, 0, op)
-                } else {
-                    Err(LockError::SessionNotFound(session))
+            Command::Open { nonce, ttl_ms } => self.open(index, now, nonce, ttl_ms, None),
+            Command::Request(req) => self
+                .authorize_session(None, req.session)
+                .and_then(|()| self.request(index, now, req)),
+            Command::Unsequenced { session, op } => self
+                .authorize_session(None, session)
+                .and_then(|()| self.unsequenced(index, now, session, op)),
+            Command::As {
+                credential,
+                command,
+            } => self.apply_as(index, now, credential, *command),
+            Command::Bootstrap { id, hash } => {
+                let effective = !self.state.bootstrapped;
+                if effective {
+                    self.insert_credential(index, id, "admin".into(), hash, Policy::admin());
                 }
+                Ok(Reply::Internal { effective })
             }
+            Command::CreateCredential { .. } | Command::RevokeCredential { .. } => Err(
+                LockError::Forbidden("credentials are managed by an admin credential".into()),
+            ),
             Command::Expire { session, renewal } => {
                 let effective = self
                     .state
@@ -230,6 +258,19 @@ impl LockMachine {
     /// Answers a decoded query.
     pub fn answer(&self, now: Instant, query: Query) -> QueryAnswer {
         match query {
+            Query::As { credential, query } => self.answer_as(now, credential, *query),
+            Query::Credentials => QueryAnswer::Credentials(
+                self.state
+                    .credentials
+                    .iter()
+                    .map(|(&id, c)| CredentialInfo {
+                        id,
+                        name: c.name.clone(),
+                        policy: c.policy.clone(),
+                        created: c.created,
+                    })
+                    .collect(),
+            ),
             Query::Lock { name } => {
                 let Some(lock) = self.state.locks.get(&name) else {
                     return QueryAnswer::Lock(LockInfo::default());
@@ -344,7 +385,14 @@ impl LockMachine {
         Some(at.saturating_since(now).as_millis() as u64)
     }
 
-    fn open(&mut self, index: Index, now: Instant, nonce: u64, ttl_ms: u64) -> Response {
+    fn open(
+        &mut self,
+        index: Index,
+        now: Instant,
+        nonce: u64,
+        ttl_ms: u64,
+        owner: Option<CredentialId>,
+    ) -> Response {
         let limits = &self.config.limits;
         if !(limits.ttl_ms_min..=limits.ttl_ms_max).contains(&ttl_ms) {
             return Err(LockError::TtlOutOfRange {
@@ -354,12 +402,18 @@ impl LockMachine {
             });
         }
         if let Some(&session) = self.state.nonces.get(&nonce) {
-            let ttl_ms = self
-                .state
-                .sessions
-                .get(&session)
-                .map_or(ttl_ms, |s| s.ttl_ms);
-            return Ok(Reply::Opened { session, ttl_ms });
+            let Some(s) = self.state.sessions.get(&session) else {
+                return Err(LockError::SessionNotFound(session));
+            };
+            if s.owner != owner {
+                return Err(LockError::Forbidden(
+                    "the session of this nonce belongs to another credential".into(),
+                ));
+            }
+            return Ok(Reply::Opened {
+                session,
+                ttl_ms: s.ttl_ms,
+            });
         }
         if self.state.sessions.len() >= limits.sessions_max {
             return Err(LockError::TooManySessions(limits.sessions_max));
@@ -369,6 +423,7 @@ impl LockMachine {
             Session {
                 ttl_ms,
                 nonce,
+                owner,
                 renewal: index,
                 held: BTreeMap::new(),
                 waiting: BTreeMap::new(),
@@ -444,6 +499,205 @@ impl LockMachine {
             Op::Cancel { lock } => self.cancel(index, id, lock),
             Op::Release { lock, token } => self.release(index, id, lock, token),
             Op::Append { file, token, data } => self.append(id, file, token, data),
+        }
+    }
+
+    fn unsequenced(&mut self, index: Index, now: Instant, session: SessionId, op: Op) -> Response {
+        if self.state.sessions.contains_key(&session) {
+            self.execute(index, now, session, 0, op)
+        } else {
+            Err(LockError::SessionNotFound(session))
+        }
+    }
+
+    /// A command on behalf of `credential`: refused unless the credential
+    /// exists and its policy allows it; its sessions are its own.
+    fn apply_as(
+        &mut self,
+        index: Index,
+        now: Instant,
+        credential: CredentialId,
+        command: Command,
+    ) -> Response {
+        let policy = self.policy(credential)?.clone();
+        match command {
+            Command::Open { nonce, ttl_ms } => {
+                if !policy.may_open_sessions() {
+                    return Err(LockError::Forbidden(
+                        "the credential may not acquire any lock".into(),
+                    ));
+                }
+                self.open(index, now, nonce, ttl_ms, Some(credential))
+            }
+            Command::Request(req) => {
+                self.authorize_session(Some((credential, &policy)), req.session)?;
+                authorize_op(&policy, &req.op)?;
+                self.request(index, now, req)
+            }
+            Command::Unsequenced { session, op } => {
+                self.authorize_session(Some((credential, &policy)), session)?;
+                authorize_op(&policy, &op)?;
+                self.unsequenced(index, now, session, op)
+            }
+            Command::CreateCredential {
+                id,
+                name,
+                hash,
+                policy: new,
+            } => {
+                require_admin(&policy)?;
+                self.create_credential(index, id, name, hash, new)
+            }
+            Command::RevokeCredential { id } => {
+                require_admin(&policy)?;
+                match self.state.credentials.remove(&id) {
+                    Some(_) => Ok(Reply::CredentialRevoked),
+                    None => Err(LockError::UnknownCredential),
+                }
+            }
+            Command::As { .. }
+            | Command::Bootstrap { .. }
+            | Command::Expire { .. }
+            | Command::Undelay { .. } => Err(LockError::Forbidden(
+                "only client commands may be sent on a credential's behalf".into(),
+            )),
+        }
+    }
+
+    fn policy(&self, credential: CredentialId) -> Result<&Policy, LockError> {
+        self.state
+            .credentials
+            .get(&credential)
+            .map(|c| &c.policy)
+            .ok_or(LockError::Unauthenticated)
+    }
+
+    /// Whether `caller` (None: an insecure door's anonymous call) may use
+    /// `session`: its owner, or an admin. A session that does not exist is
+    /// left to the command's own `SessionNotFound`.
+    fn authorize_session(
+        &self,
+        caller: Option<(CredentialId, &Policy)>,
+        session: SessionId,
+    ) -> Result<(), LockError> {
+        let Some(s) = self.state.sessions.get(&session) else {
+            return Ok(());
+        };
+        let allowed = match caller {
+            Some((_, policy)) if policy.admin => true,
+            Some((id, _)) => s.owner == Some(id),
+            None => s.owner.is_none(),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(LockError::Forbidden(format!(
+                "session {session} belongs to another credential"
+            )))
+        }
+    }
+
+    fn create_credential(
+        &mut self,
+        index: Index,
+        id: CredentialId,
+        name: String,
+        hash: SecretHash,
+        policy: Policy,
+    ) -> Response {
+        if self.state.credentials.contains_key(&id) {
+            return Err(LockError::CredentialExists);
+        }
+        if self.state.credentials.len() >= CREDENTIALS_MAX {
+            return Err(LockError::TooManyCredentials(CREDENTIALS_MAX));
+        }
+        if name.len() > super::auth::CREDENTIAL_NAME_BYTES_MAX {
+            return Err(LockError::BadPolicy(format!(
+                "name of {} bytes; at most {}",
+                name.len(),
+                super::auth::CREDENTIAL_NAME_BYTES_MAX
+            )));
+        }
+        policy
+            .check(self.config.limits.name_bytes_max)
+            .map_err(LockError::BadPolicy)?;
+        self.insert_credential(index, id, name, hash, policy);
+        Ok(Reply::CredentialCreated { id })
+    }
+
+    fn insert_credential(
+        &mut self,
+        index: Index,
+        id: CredentialId,
+        name: String,
+        hash: SecretHash,
+        policy: Policy,
+    ) {
+        self.state.bootstrapped = true;
+        self.state.credentials.insert(
+            id,
+            Credential {
+                name,
+                hash,
+                policy,
+                created: index,
+            },
+        );
+    }
+
+    /// The stored hash of `id`'s secret and whether it is an admin: what a
+    /// node checks a caller's bearer secret against (a local read: the
+    /// machine checks again when it applies what the caller sent).
+    pub fn credential(&self, id: CredentialId) -> Option<(SecretHash, bool)> {
+        self.state
+            .credentials
+            .get(&id)
+            .map(|c| (c.hash, c.policy.admin))
+    }
+
+    /// A query on behalf of `credential`.
+    fn answer_as(&self, now: Instant, credential: CredentialId, query: Query) -> QueryAnswer {
+        let policy = match self.policy(credential) {
+            Ok(p) => p,
+            Err(e) => return QueryAnswer::Refused(e),
+        };
+        let refused = |what: String| QueryAnswer::Refused(LockError::Forbidden(what));
+        let (action, name) = match &query {
+            Query::Lock { name } => (Action::Status, name),
+            Query::File { name } => (Action::Read, name),
+            Query::Session { session } | Query::Response { session, .. } => {
+                return match self.authorize_session(Some((credential, policy)), *session) {
+                    Ok(()) => self.answer(now, query),
+                    Err(e) => QueryAnswer::Refused(e),
+                };
+            }
+            Query::Sessions { after, limit } => {
+                if policy.admin {
+                    return self.answer(now, query);
+                }
+                return QueryAnswer::Sessions(
+                    self.state
+                        .sessions
+                        .range(after.saturating_add(1)..)
+                        .filter(|(_, s)| s.owner == Some(credential))
+                        .take((*limit).min(SESSIONS_LISTED_MAX) as usize)
+                        .map(|(&id, s)| (id, self.session_info(now, id, s)))
+                        .collect(),
+                );
+            }
+            Query::Credentials => {
+                return if policy.admin {
+                    self.answer(now, query)
+                } else {
+                    refused("listing credentials needs an admin credential".into())
+                };
+            }
+            Query::As { .. } => return refused("a query is asked on one behalf only".into()),
+        };
+        if policy.allows(action, name) {
+            self.answer(now, query)
+        } else {
+            refused(format!("{} of {name:?} is not allowed", action.name()))
         }
     }
 
@@ -811,7 +1065,43 @@ impl LockMachine {
                 return Err(format!("session {id}: too many kept responses"));
             }
         }
+        if st.credentials.len() > CREDENTIALS_MAX {
+            return Err(format!("{} credentials kept", st.credentials.len()));
+        }
+        if !st.credentials.is_empty() && !st.bootstrapped {
+            return Err("credentials kept before the bootstrap".into());
+        }
         Ok(())
+    }
+}
+
+fn require_admin(policy: &Policy) -> Result<(), LockError> {
+    if policy.admin {
+        Ok(())
+    } else {
+        Err(LockError::Forbidden(
+            "managing credentials needs an admin credential".into(),
+        ))
+    }
+}
+
+/// Whether `policy` allows the lock or file operation `op`. Renewing and
+/// closing a session need only its ownership, checked before.
+fn authorize_op(policy: &Policy, op: &Op) -> Result<(), LockError> {
+    let (action, name) = match op {
+        Op::KeepAlive | Op::Close => return Ok(()),
+        Op::Acquire { lock, .. } | Op::Cancel { lock } | Op::Release { lock, .. } => {
+            (Action::Acquire, lock)
+        }
+        Op::Append { file, .. } => (Action::Append, file),
+    };
+    if policy.allows(action, name) {
+        Ok(())
+    } else {
+        Err(LockError::Forbidden(format!(
+            "{} of {name:?} is not allowed",
+            action.name()
+        )))
     }
 }
 

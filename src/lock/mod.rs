@@ -2,6 +2,7 @@
 //! exclusive / shared / semaphore locks with FIFO queues, fencing tokens,
 //! exactly-once requests and fenced append-only files. See docs/SAFETY.md.
 
+pub mod auth;
 mod command;
 mod config;
 pub mod fence;

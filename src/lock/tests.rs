@@ -896,3 +896,372 @@ fn the_lock_tables_and_the_files_have_total_bounds() {
     );
     assert_eq!(h.m.check_invariants(), Ok(()));
 }
+
+// ---- credentials (issue 13) ----
+
+mod credentials {
+    use super::*;
+    use crate::lock::auth::{Allow, CredentialId, Policy, Rule};
+
+    const ADMIN: CredentialId = 0xad;
+    const ALICE: CredentialId = 0xa1;
+    const BOB: CredentialId = 0xb0;
+
+    fn as_(credential: CredentialId, command: Command) -> Command {
+        Command::As {
+            credential,
+            command: Box::new(command),
+        }
+    }
+
+    fn may_lock(prefix: &str) -> Policy {
+        Policy {
+            admin: false,
+            rules: vec![Rule {
+                prefix: prefix.into(),
+                allow: Allow {
+                    acquire: true,
+                    status: true,
+                    ..Allow::default()
+                },
+            }],
+        }
+    }
+
+    /// A machine with an admin, and alice and bob allowed `orders/`.
+    fn cluster() -> Harness {
+        let mut h = Harness::new(0);
+        let boot = h.apply(Command::Bootstrap {
+            id: ADMIN,
+            hash: [1; 32],
+        });
+        assert_eq!(boot, Ok(Reply::Internal { effective: true }));
+        for (id, hash) in [(ALICE, [2; 32]), (BOB, [3; 32])] {
+            let create = Command::CreateCredential {
+                id,
+                name: format!("{id:x}"),
+                hash,
+                policy: may_lock("orders/"),
+            };
+            assert_eq!(
+                h.apply(as_(ADMIN, create)),
+                Ok(Reply::CredentialCreated { id })
+            );
+        }
+        h
+    }
+
+    fn open_as(h: &mut Harness, who: CredentialId, nonce: u64) -> SessionId {
+        match h.apply(as_(
+            who,
+            Command::Open {
+                nonce,
+                ttl_ms: TTL_MS,
+            },
+        )) {
+            Ok(Reply::Opened { session, .. }) => session,
+            other => panic!("open: {other:?}"),
+        }
+    }
+
+    fn op_as(h: &mut Harness, who: CredentialId, session: SessionId, op: Op) -> Response {
+        h.apply(as_(who, Command::Unsequenced { session, op }))
+    }
+
+    fn acquire(lock: &str) -> Op {
+        Op::Acquire {
+            lock: lock.into(),
+            mode: Mode::Exclusive,
+            wait: false,
+        }
+    }
+
+    fn forbidden(r: &Response) -> bool {
+        matches!(r, Err(LockError::Forbidden(_)))
+    }
+
+    #[test]
+    fn the_first_admin_is_created_once_and_credentials_only_by_an_admin() {
+        let mut h = cluster();
+        // A second bootstrap does nothing: the first admin stays the only one.
+        let again = h.apply(Command::Bootstrap {
+            id: 0xee,
+            hash: [9; 32],
+        });
+        assert_eq!(again, Ok(Reply::Internal { effective: false }));
+        assert_eq!(h.m.credential(0xee), None);
+        assert_eq!(h.m.credential(ADMIN), Some(([1; 32], true)));
+        let create = Command::CreateCredential {
+            id: 0xcc,
+            name: "c".into(),
+            hash: [4; 32],
+            policy: Policy::admin(),
+        };
+        // Not by alice, not anonymously, not twice.
+        assert!(forbidden(&h.apply(as_(ALICE, create.clone()))));
+        assert!(forbidden(&h.apply(create.clone())));
+        assert!(h.apply(as_(ADMIN, create.clone())).is_ok());
+        assert_eq!(
+            h.apply(as_(ADMIN, create)),
+            Err(LockError::CredentialExists)
+        );
+        let bad = Command::CreateCredential {
+            id: 0xdd,
+            name: "d".into(),
+            hash: [5; 32],
+            policy: Policy::default(),
+        };
+        assert!(matches!(
+            h.apply(as_(ADMIN, bad)),
+            Err(LockError::BadPolicy(_))
+        ));
+        // Only client commands go inside As.
+        let nested = as_(
+            ADMIN,
+            as_(
+                ALICE,
+                Command::Open {
+                    nonce: 1,
+                    ttl_ms: TTL_MS,
+                },
+            ),
+        );
+        assert!(forbidden(&h.apply(nested)));
+        let expire = as_(
+            ADMIN,
+            Command::Expire {
+                session: 1,
+                renewal: 1,
+            },
+        );
+        assert!(forbidden(&h.apply(expire)));
+    }
+
+    #[test]
+    fn a_session_is_its_owners_whatever_ids_another_credential_guesses() {
+        let mut h = cluster();
+        let s = open_as(&mut h, ALICE, 7);
+        let token = match op_as(&mut h, ALICE, s, acquire("orders/1")) {
+            Ok(Reply::Granted { token }) => token,
+            other => panic!("{other:?}"),
+        };
+        let release = Op::Release {
+            lock: "orders/1".into(),
+            token,
+        };
+        // Bob (and an anonymous caller) can neither release nor renew,
+        // close, acquire in or append with alice's session.
+        for op in [
+            release.clone(),
+            Op::KeepAlive,
+            Op::Close,
+            acquire("orders/2"),
+            Op::Append {
+                file: "orders/1".into(),
+                token,
+                data: b"x".to_vec(),
+            },
+        ] {
+            assert!(forbidden(&op_as(&mut h, BOB, s, op.clone())), "{op:?}");
+            let anonymous = h.apply(Command::Unsequenced { session: s, op });
+            assert!(forbidden(&anonymous));
+            let sequenced = h.apply(as_(
+                BOB,
+                Command::Request(Request {
+                    session: s,
+                    seq: 1,
+                    acked: 0,
+                    op: Op::KeepAlive,
+                }),
+            ));
+            assert!(forbidden(&sequenced));
+        }
+        // Reusing alice's open nonce does not hand bob her session.
+        let reopen = h.apply(as_(
+            BOB,
+            Command::Open {
+                nonce: 7,
+                ttl_ms: TTL_MS,
+            },
+        ));
+        assert!(forbidden(&reopen));
+        assert_eq!(h.holders("orders/1"), vec![(s, token)]);
+        // Nor can bob read her session or its kept responses.
+        for q in [
+            Query::Session { session: s },
+            Query::Response { session: s, seq: 1 },
+        ] {
+            let q = Query::As {
+                credential: BOB,
+                query: Box::new(q),
+            };
+            assert!(matches!(
+                h.m.answer(h.now, q),
+                QueryAnswer::Refused(LockError::Forbidden(_))
+            ));
+        }
+        // Bob lists his own sessions only; the admin lists all.
+        let mine = |h: &Harness, who| match h.m.answer(
+            h.now,
+            Query::As {
+                credential: who,
+                query: Box::new(Query::Sessions {
+                    after: 0,
+                    limit: 10,
+                }),
+            },
+        ) {
+            QueryAnswer::Sessions(l) => l.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mine(&h, BOB), 0);
+        assert_eq!(mine(&h, ALICE), 1);
+        assert_eq!(mine(&h, ADMIN), 1);
+        // Alice releases; an admin may act on any session.
+        assert_eq!(op_as(&mut h, ALICE, s, release), Ok(Reply::Released));
+        assert_eq!(op_as(&mut h, ADMIN, s, Op::Close), Ok(Reply::Closed));
+    }
+
+    #[test]
+    fn a_policy_allows_only_its_prefixes_and_actions() {
+        let mut h = cluster();
+        let s = open_as(&mut h, ALICE, 1);
+        assert!(forbidden(&op_as(&mut h, ALICE, s, acquire("payroll"))));
+        assert!(matches!(
+            op_as(&mut h, ALICE, s, acquire("orders/x")),
+            Ok(Reply::Granted { .. })
+        ));
+        // Status yes, file read no (her rule allows acquire and status).
+        let ask = |h: &Harness, q: Query| {
+            h.m.answer(
+                h.now,
+                Query::As {
+                    credential: ALICE,
+                    query: Box::new(q),
+                },
+            )
+        };
+        assert!(matches!(
+            ask(
+                &h,
+                Query::Lock {
+                    name: "orders/x".into()
+                }
+            ),
+            QueryAnswer::Lock(_)
+        ));
+        assert!(matches!(
+            ask(
+                &h,
+                Query::Lock {
+                    name: "payroll".into()
+                }
+            ),
+            QueryAnswer::Refused(LockError::Forbidden(_))
+        ));
+        assert!(matches!(
+            ask(
+                &h,
+                Query::File {
+                    name: "orders/x".into()
+                }
+            ),
+            QueryAnswer::Refused(LockError::Forbidden(_))
+        ));
+        assert!(matches!(
+            ask(&h, Query::Credentials),
+            QueryAnswer::Refused(LockError::Forbidden(_))
+        ));
+        let append = Op::Append {
+            file: "orders/x".into(),
+            token: 1,
+            data: b"x".to_vec(),
+        };
+        assert!(forbidden(&op_as(&mut h, ALICE, s, append)));
+        // A read-only credential may not even open a session.
+        let ro = Policy {
+            admin: false,
+            rules: vec![Rule {
+                prefix: String::new(),
+                allow: Allow {
+                    status: true,
+                    ..Allow::default()
+                },
+            }],
+        };
+        let create = Command::CreateCredential {
+            id: 0x50,
+            name: "ro".into(),
+            hash: [6; 32],
+            policy: ro,
+        };
+        assert!(h.apply(as_(ADMIN, create)).is_ok());
+        assert!(forbidden(&h.apply(as_(
+            0x50,
+            Command::Open {
+                nonce: 2,
+                ttl_ms: TTL_MS
+            }
+        ))));
+    }
+
+    #[test]
+    fn a_revoked_credential_stops_at_the_next_entry_and_its_sessions_expire() {
+        let mut h = cluster();
+        let s = open_as(&mut h, ALICE, 1);
+        assert!(op_as(&mut h, ALICE, s, acquire("orders/a")).is_ok());
+        assert!(forbidden(
+            &h.apply(as_(ALICE, Command::RevokeCredential { id: BOB }))
+        ));
+        assert_eq!(
+            h.apply(as_(ADMIN, Command::RevokeCredential { id: ALICE })),
+            Ok(Reply::CredentialRevoked)
+        );
+        assert_eq!(
+            h.apply(as_(ADMIN, Command::RevokeCredential { id: ALICE })),
+            Err(LockError::UnknownCredential)
+        );
+        assert_eq!(h.m.credential(ALICE), None);
+        assert_eq!(
+            op_as(&mut h, ALICE, s, Op::KeepAlive),
+            Err(LockError::Unauthenticated)
+        );
+        assert!(matches!(
+            h.m.answer(
+                h.now,
+                Query::As {
+                    credential: ALICE,
+                    query: Box::new(Query::Lock {
+                        name: "orders/a".into()
+                    })
+                }
+            ),
+            QueryAnswer::Refused(LockError::Unauthenticated)
+        ));
+        // Nothing renews her session now: the leader expires it.
+        h.now = ms(1 + TTL_MS * 2);
+        let expiries = h.m.leader_commands(h.now, 1);
+        assert!(expiries
+            .iter()
+            .any(|c| matches!(c, Command::Expire { session, .. } if *session == s)));
+    }
+
+    #[test]
+    fn credentials_and_owners_survive_a_snapshot() {
+        let mut h = cluster();
+        let s = open_as(&mut h, ALICE, 1);
+        let snap = h.m.snapshot().unwrap();
+        let mut restored = LockMachine::new(config(0));
+        restored.restore(&snap).unwrap();
+        assert_eq!(restored.credential(BOB), Some(([3; 32], false)));
+        let steal = encode(&as_(
+            BOB,
+            Command::Unsequenced {
+                session: s,
+                op: Op::Close,
+            },
+        ));
+        let out: Response = postcard::from_bytes(&restored.apply(100, h.now, &steal)).unwrap();
+        assert!(forbidden(&out));
+    }
+}

@@ -23,6 +23,19 @@ pub struct Proc {
     pub child: Option<Child>,
 }
 
+/// The running cluster's admin credential, sent by `call` and `call_raw`
+/// (one cluster at a time per binary: `ONE_CLUSTER_AT_A_TIME`).
+static ADMIN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The running cluster's admin credential.
+pub fn admin() -> String {
+    ADMIN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .expect("no cluster running")
+}
+
 /// One real-process cluster at a time per test binary: three nodes each
 /// (fsync on) running beside another test's three on two cores make
 /// elections a matter of scheduling, not of what the test does.
@@ -156,7 +169,27 @@ impl Cluster {
         for i in 0..3 {
             c.spawn(i);
         }
+        c.await_admin();
         c
+    }
+
+    /// Waits for node 1 to write the admin credential and for every node
+    /// to know it (the bootstrap entry applied everywhere).
+    fn await_admin(&self) {
+        let file = self.procs[0].dir.join("admin.token");
+        let bearer = wait_for("node 1 to write admin.token", || {
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        });
+        let bearer = bearer.trim().to_string();
+        *ADMIN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bearer.clone());
+        for p in &self.procs {
+            wait_for("every node to know the admin credential", || {
+                let (status, _) = call_as(p.http, Some(&bearer), "GET", "/API/v1/cluster", "")?;
+                (status == 200).then_some(())
+            });
+        }
     }
 
     pub fn spawn(&mut self, i: usize) {
@@ -222,21 +255,44 @@ impl Cluster {
     }
 }
 
-/// One HTTP/1.1 exchange with a JSON body; None if the node does not
-/// answer in time.
+/// One HTTP/1.1 exchange with a JSON body, with the admin credential;
+/// None if the node does not answer in time.
 pub fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
-    let (status, body) = call_raw(addr, method, path, body.as_bytes())?;
+    call_as(addr, Some(&admin()), method, path, body)
+}
+
+/// `call` with `credential` (None: without one).
+pub fn call_as(
+    addr: SocketAddr,
+    credential: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, Value)> {
+    let (status, body) = call_raw_as(addr, credential, method, path, body.as_bytes())?;
     Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-/// One HTTP/1.1 exchange with raw bytes either way (the native protocol).
+/// One HTTP/1.1 exchange with raw bytes either way (the native protocol),
+/// with the admin credential.
 pub fn call_raw(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    call_raw_as(addr, Some(&admin()), method, path, body)
+}
+
+pub fn call_raw_as(
+    addr: SocketAddr,
+    credential: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
     let timeout = Duration::from_millis(HTTP_TIMEOUT_MS);
     let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
     s.set_write_timeout(Some(timeout)).ok()?;
+    let auth = credential.map_or(String::new(), |c| format!("Authorization: Bearer {c}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).ok()?;
