@@ -734,6 +734,7 @@ fn request_kind(request: &Request) -> String {
         },
         Request::Read(_) => "read".to_string(),
         Request::Wait(_) => "wait".to_string(),
+        Request::Manage(_) => "manage credentials".to_string(),
     }
 }
 

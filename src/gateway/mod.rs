@@ -79,8 +79,12 @@ pub enum Request {
     Acquire(AcquireArgs),
     /// The native protocol's long poll for a queued acquire's grant.
     Wait(WaitFor),
-    /// A postcard `Command`, proposed as is.
+    /// A postcard `Command`, proposed as is: a client's own session
+    /// commands only (`Command::is_client_command`).
     Propose(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A postcard credential command (create, revoke) that the HTTP API
+    /// built for an admin's call; the lock machine checks the admin.
+    Manage(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A postcard `Query`, read through ReadIndex.
     Read(#[serde(with = "serde_bytes")] Vec<u8>),
 }
@@ -296,6 +300,7 @@ impl Gateway {
             Request::Acquire(args) => self.start_acquire(now, call, args),
             Request::Wait(w) => self.start_wait(now, call, w),
             Request::Propose(command) => self.start_propose(call, command),
+            Request::Manage(command) => self.start_manage(call, command),
             Request::Read(query) => self.start_read(call, query),
         }
         self.check_invariants();
@@ -463,14 +468,29 @@ impl Gateway {
         }
     }
 
+    fn start_manage(&mut self, call: CallId, command: Vec<u8>) {
+        match postcard::from_bytes::<Command>(&command) {
+            Ok(c @ (Command::CreateCredential { .. } | Command::RevokeCredential { .. })) => {
+                self.calls.insert(call, Call::Pass);
+                self.propose(Some(call), Purpose::Pass, &c);
+            }
+            Ok(c) => {
+                let e =
+                    GatewayError::Forbidden(format!("{} is not a credential command", c.label()));
+                self.answer(call, Err(e));
+            }
+            Err(e) => self.answer(call, Err(bad(format!("not a command: {e}")))),
+        }
+    }
+
     fn start_read(&mut self, call: CallId, query: Vec<u8>) {
         let decoded = match postcard::from_bytes::<Query>(&query) {
             Ok(q) => q,
             Err(e) => return self.answer(call, Err(bad(format!("not a query: {e}")))),
         };
-        if matches!(decoded, Query::As { .. }) {
+        if matches!(decoded, Query::As { .. } | Query::Credential { .. }) {
             let e = GatewayError::Forbidden(
-                "a query on a credential's behalf is the node's to send".into(),
+                "this query is the node's to send, after it authenticated the caller".into(),
             );
             return self.answer(call, Err(e));
         }

@@ -81,18 +81,18 @@ pub fn serve(
                 web::delete().to(revoke_credential),
             )
             .route(
-                "/API/v1/locks/{name}",
+                "/API/v1/locks/{name:.+}",
                 web::post().to(super::acquire::acquire),
             )
-            .route("/API/v1/locks/{name}", web::delete().to(release))
-            .route("/API/v1/locks/{name}", web::get().to(lock_info))
+            .route("/API/v1/locks/{name:.+}", web::delete().to(release))
+            .route("/API/v1/locks/{name:.+}", web::get().to(lock_info))
             .route("/API/v1/sessions", web::post().to(open_session))
             .route("/API/v1/sessions", web::get().to(list_sessions))
             .route("/API/v1/sessions/{id}", web::get().to(session_info))
             .route("/API/v1/sessions/{id}", web::delete().to(close_session))
             .route("/API/v1/sessions/{id}/keepalive", web::post().to(keepalive))
-            .route("/API/v1/files/{name}/append", web::post().to(append))
-            .route("/API/v1/files/{name}", web::get().to(file))
+            .route("/API/v1/files/{name:.+}/append", web::post().to(append))
+            .route("/API/v1/files/{name:.+}", web::get().to(file))
             .route(
                 "/API/v1/native/propose",
                 web::post().to(super::native::propose),
@@ -234,8 +234,11 @@ pub fn check_request_body(data: &[u8]) {
     refusals.extend(parse_required::<Transfer>(data).err());
     refusals.extend(parse_required::<NewCredential>(data).err());
     refusals.extend(credential_id(&String::from_utf8_lossy(data)).err());
-    // A bearer string, however malformed, is refused with a reason.
-    let _ = super::auth::Bearer::parse(&String::from_utf8_lossy(data));
+    // A bearer string parses only if it is one: what parses re-encodes to
+    // the same credential.
+    if let Ok(b) = super::auth::Bearer::parse(&String::from_utf8_lossy(data)) {
+        assert_eq!(super::auth::Bearer::parse(&b.encode()), Ok(b));
+    }
     refusals.extend(check_name(&String::from_utf8_lossy(data)).err());
     for e in refusals {
         assert_eq!(e.status_code().as_u16(), 400, "{e}");
@@ -254,10 +257,13 @@ async fn propose(
     caller: Caller,
     command: &Command,
 ) -> Result<Reply, ApiError> {
-    let output = match gateway
-        .call(caller.credential, Request::Propose(encode(command)), None)
-        .await?
-    {
+    let request = match command {
+        Command::CreateCredential { .. } | Command::RevokeCredential { .. } => {
+            Request::Manage(encode(command))
+        }
+        _ => Request::Propose(encode(command)),
+    };
+    let output = match gateway.call(caller.credential, request, None).await? {
         Answer::Output(applied) => applied.output,
         other => return Err(unexpected_answer(other)),
     };

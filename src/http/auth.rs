@@ -13,7 +13,7 @@ use super::api::Shared;
 use super::error::ApiError;
 use super::HttpConfig;
 use crate::lock::auth::{CredentialId, SecretHash};
-use crate::lock::{encode, Command, LockMachine, Reply, Response};
+use crate::lock::{encode, Command, LockMachine, Query, QueryAnswer, Reply, Response};
 use crate::runtime::Node;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
@@ -179,7 +179,12 @@ pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Call
         .ok_or_else(|| ApiError::Unauthorized("expected \"Bearer <credential>\"".into()))?;
     let bearer = Bearer::parse(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let id = bearer.id;
-    let stored = node.inspect(move |m| m.credential(id)).await?;
+    let mut stored = node.inspect(move |m| m.credential(id)).await?;
+    if stored.is_none() {
+        // Not here yet, maybe: created through another node a moment ago.
+        // A linearizable read says for sure.
+        stored = credential_read(node, id).await?;
+    }
     match stored {
         Some((hash, admin)) if bearer.matches(&hash) => Ok(Caller {
             credential: Some(id),
@@ -189,6 +194,20 @@ pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Call
         _ => Err(ApiError::Unauthorized(
             "unknown or revoked credential".into(),
         )),
+    }
+}
+
+/// `id`'s stored hash and admin flag, read through ReadIndex.
+async fn credential_read(
+    node: &Node<LockMachine>,
+    id: CredentialId,
+) -> Result<Option<(SecretHash, bool)>, ApiError> {
+    let applied = node.read(encode(&Query::Credential { id })).await?;
+    match postcard::from_bytes::<QueryAnswer>(&applied.output) {
+        Ok(QueryAnswer::Credential(stored)) => Ok(stored),
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 

@@ -340,6 +340,12 @@ pub enum Query {
     },
     /// Every credential, without secrets (admin only inside `As`).
     Credentials,
+    /// One credential's stored hash and whether it is an admin: for a node
+    /// whose own table does not know the id yet (just created elsewhere).
+    /// Never from a client door.
+    Credential {
+        id: CredentialId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +357,7 @@ pub enum QueryAnswer {
     Sessions(Vec<(SessionId, SessionInfo)>),
     Malformed(String),
     Credentials(Vec<CredentialInfo>),
+    Credential(Option<(SecretHash, bool)>),
     /// The credential of a `Query::As` is unknown, or not allowed this.
     Refused(LockError),
 }

@@ -259,6 +259,7 @@ impl LockMachine {
     pub fn answer(&self, now: Instant, query: Query) -> QueryAnswer {
         match query {
             Query::As { credential, query } => self.answer_as(now, credential, *query),
+            Query::Credential { id } => QueryAnswer::Credential(self.credential(id)),
             Query::Credentials => QueryAnswer::Credentials(
                 self.state
                     .credentials
@@ -692,7 +693,9 @@ impl LockMachine {
                     refused("listing credentials needs an admin credential".into())
                 };
             }
-            Query::As { .. } => return refused("a query is asked on one behalf only".into()),
+            Query::As { .. } | Query::Credential { .. } => {
+                return refused("not a query for a client".into())
+            }
         };
         if policy.allows(action, name) {
             self.answer(now, query)
