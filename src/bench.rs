@@ -96,6 +96,21 @@ pub enum BenchError {
     TooManyClients,
 }
 
+/// A connection to `addr`: raftlock's with the credential and CA in the
+/// environment (`RAFTLOCK_CREDENTIAL`, `RAFTLOCK_CA`), etcd's plain.
+fn http_for(target: Target, addr: SocketAddr) -> HttpClient {
+    match target {
+        Target::Etcd => HttpClient::new(addr),
+        _ => {
+            let access = crate::http::client::Access::from_env().unwrap_or_else(|e| {
+                tracing::warn!("{}: {e}; going without TLS", crate::http::client::CA_ENV);
+                Default::default()
+            });
+            HttpClient::with_access(addr, &access)
+        }
+    }
+}
+
 /// One benchmark client: its connection, and its session or lease; or a
 /// client library `Client` (its own session).
 enum Client {
@@ -117,7 +132,7 @@ impl Client {
                 .map_err(|e| BenchError::Refused(e.to_string()))?;
             return Ok(Client::Library(client));
         }
-        let mut http = HttpClient::new(addr).with_credential(crate::client::env_credential());
+        let mut http = http_for(target, addr);
         let owner = match target {
             Target::Raftlock | Target::RaftlockLibrary => {
                 let (status, v) = http
@@ -253,7 +268,7 @@ pub async fn endpoints_via(
 /// The endpoint of the current leader, if the cluster says which it is.
 pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
     for &addr in endpoints {
-        let mut http = HttpClient::new(addr).with_credential(crate::client::env_credential());
+        let mut http = http_for(target, addr);
         let (own, leader) = match target {
             Target::Raftlock | Target::RaftlockLibrary => {
                 let (_, v) = http
@@ -316,8 +331,7 @@ pub async fn sessions(
     let openers: Vec<_> = (0..SESSION_CONNECTIONS)
         .map(|_| {
             actix_rt::spawn(async move {
-                let mut http =
-                    HttpClient::new(endpoint).with_credential(crate::client::env_credential());
+                let mut http = http_for(Target::Raftlock, endpoint);
                 let mut ids = Vec::new();
                 for _ in 0..per {
                     let r = http
@@ -348,8 +362,7 @@ pub async fn sessions(
         .into_iter()
         .map(|ids| {
             actix_rt::spawn(async move {
-                let mut http =
-                    HttpClient::new(endpoint).with_credential(crate::client::env_credential());
+                let mut http = http_for(Target::Raftlock, endpoint);
                 let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
                 while Instant::now() < deadline {
                     let round = Instant::now();

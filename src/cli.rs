@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 use raftlock::client::{Client, ClientError};
-use raftlock::http::client::HttpClient;
+use raftlock::http::client::{Access, HttpClient};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,6 +40,17 @@ pub struct Endpoints {
         global = true
     )]
     pub credential: Option<String>,
+    /// The cluster's CA certificate: talk HTTPS to the nodes, trusting
+    /// it (`raftlock dev`: raftlock-dev/certs/ca.pem). Without it, plain
+    /// HTTP (nodes run with --insecure).
+    #[arg(long, env = "RAFTLOCK_CA", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Endpoints {
+    fn access(&self) -> Result<Access, String> {
+        Access::new(self.credential.clone(), self.ca_file.as_deref()).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Args)]
@@ -159,8 +170,9 @@ async fn http(
     body: Value,
 ) -> Result<(u16, Value), String> {
     let mut last = String::from("no endpoints");
+    let access = e.access()?;
     for &addr in &e.endpoints {
-        let mut client = HttpClient::new(addr).with_credential(e.credential.clone());
+        let mut client = HttpClient::with_access(addr, &access);
         match client.json(method, path, &body).await {
             Ok(r) => return Ok(r),
             Err(e) => last = e.to_string(),
@@ -241,8 +253,9 @@ pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, Strin
     };
     // Admin calls must reach the leader: try each endpoint until one is.
     let mut last = (503, json!({"message": "no endpoint answered"}));
+    let access = e.access()?;
     for &addr in &e.endpoints {
-        let mut client = HttpClient::new(addr).with_credential(e.credential.clone());
+        let mut client = HttpClient::with_access(addr, &access);
         match client.json(method, &path, &body).await {
             Ok((421, v)) => last = (421, v),
             Ok((status, v)) => return Ok(print(status, &v)),
@@ -261,7 +274,7 @@ pub async fn cluster(e: &Endpoints, c: ClusterCommand) -> Result<ExitCode, Strin
 /// started goes on working without the lock.
 pub async fn lock(e: &Endpoints, a: LockArgs) -> Result<ExitCode, String> {
     let ttl = Duration::from_millis(a.ttl_ms);
-    let client = Client::connect_as(e.endpoints.clone(), ttl, e.credential.clone())
+    let client = Client::connect_as(e.endpoints.clone(), ttl, e.access()?)
         .await
         .map_err(|e| e.to_string())?;
     let mut builder = client.lock(&a.name);

@@ -130,6 +130,11 @@ mod app {
             certs_dir: PathBuf,
             #[arg(long)]
             id: NodeId,
+            /// A name clients dial the node's HTTP API by (IP address or
+            /// DNS name); repeat for each. Default: localhost and
+            /// 127.0.0.1.
+            #[arg(long = "host")]
+            hosts: Vec<String>,
         },
     }
 
@@ -229,7 +234,7 @@ mod app {
         }
         for &id in ids {
             if !tls::node_cert_path(dir, id).exists() {
-                tls::create_node(dir, id).map_err(|e| e.to_string())?;
+                tls::create_node(dir, id, &default_hosts()).map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -264,6 +269,13 @@ mod app {
         };
         http::auth::bootstrap(node.clone(), file.to_path_buf(), bearer);
         Ok(())
+    }
+
+    fn default_hosts() -> Vec<String> {
+        tls::API_HOSTS_DEFAULT
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
     }
 
     fn parse_cluster_name(s: &str) -> Result<Cluster, String> {
@@ -343,8 +355,17 @@ mod app {
                     tls::ca_key_path(&certs_dir).display()
                 );
             }
-            CertsCommand::CreateNode { certs_dir, id } => {
-                tls::create_node(&certs_dir, id).map_err(|e| e.to_string())?;
+            CertsCommand::CreateNode {
+                certs_dir,
+                id,
+                hosts,
+            } => {
+                let hosts = if hosts.is_empty() {
+                    default_hosts()
+                } else {
+                    hosts
+                };
+                tls::create_node(&certs_dir, id, &hosts).map_err(|e| e.to_string())?;
                 println!(
                     "wrote {} and {}",
                     tls::node_cert_path(&certs_dir, id).display(),
@@ -372,12 +393,7 @@ mod app {
         if args.insecure {
             tracing::warn!(
                 node = args.id,
-                "--insecure: the HTTP API takes calls without credentials; serve it on loopback only"
-            );
-        } else {
-            tracing::warn!(
-                node = args.id,
-                "the HTTP API has no TLS yet: its bearer credentials cross the network in plain text"
+                "--insecure: the HTTP API is plain HTTP and takes calls without credentials; serve it on loopback only"
             );
         }
         let bootstrapper = args.join.is_none() && peers.keys().next() == Some(&args.id);
@@ -419,11 +435,22 @@ mod app {
                 ));
             }
         };
+        let api_tls = match &args.certs_dir {
+            Some(dir) => match tls::api_server_config(dir, args.id) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    node.stop_shared();
+                    return Err(e.to_string());
+                }
+            },
+            None => None,
+        };
         let http_config = HttpConfig {
             workers: args.http_workers,
             drift_ppm: lock_config.drift_ppm,
             auth_required: !args.insecure,
             metrics_auth: args.metrics_auth,
+            tls: api_tls,
         };
         if !args.insecure && bootstrapper {
             if let Err(e) = bootstrap_admin(&node, &admin_file, fresh) {
@@ -594,6 +621,13 @@ mod app {
                 HttpConfig {
                     workers: 1,
                     auth_required: !args.insecure,
+                    tls: match &certs_dir {
+                        Some(dir) => Some(
+                            tls::api_server_config(dir, id)
+                                .map_err(|e| format!("node {id}: {e}"))?,
+                        ),
+                        None => None,
+                    },
                     ..HttpConfig::default()
                 },
             )
@@ -603,26 +637,34 @@ mod app {
             }
             servers.push(server.handle());
             actix_rt::spawn(server);
-            println!("  node {id}: http://{http}  (peer {})", peers[&id]);
+            let scheme = if certs_dir.is_some() { "https" } else { "http" };
+            println!("  node {id}: {scheme}://{http}  (peer {})", peers[&id]);
             nodes.push(node);
         }
         let first = SocketAddr::from(([127, 0, 0, 1], args.http_port));
         println!();
         println!("try:");
-        let auth = if args.insecure {
-            ""
-        } else {
-            println!(
-                "  export RAFTLOCK_CREDENTIAL=$(cat {})   # the admin credential",
-                admin_file.display()
-            );
-            " -H \"Authorization: Bearer $RAFTLOCK_CREDENTIAL\""
+        let (auth, first) = match &certs_dir {
+            None => (String::new(), format!("http://{first}")),
+            Some(dir) => {
+                let ca = tls::ca_cert_path(dir);
+                println!(
+                    "  export RAFTLOCK_CREDENTIAL=$(cat {}) RAFTLOCK_CA={}   # for the CLI and the library",
+                    admin_file.display(),
+                    ca.display()
+                );
+                (
+                    format!(
+                        " --cacert {} -H \"Authorization: Bearer $RAFTLOCK_CREDENTIAL\"",
+                        ca.display()
+                    ),
+                    format!("https://{first}"),
+                )
+            }
         };
-        println!(
-            "  curl -s{auth} -X POST http://{first}/API/v1/locks/my-lock -d '{{\"ttl_ms\": 30000}}'"
-        );
-        println!("  curl -s{auth} http://{first}/API/v1/locks/my-lock");
-        println!("  curl -s{auth} http://{first}/API/v1/cluster");
+        println!("  curl -s{auth} -X POST {first}/API/v1/locks/my-lock -d '{{\"ttl_ms\": 30000}}'");
+        println!("  curl -s{auth} {first}/API/v1/locks/my-lock");
+        println!("  curl -s{auth} {first}/API/v1/cluster");
         println!("Ctrl-C to stop");
         wait_for_stop_signal().await?;
         for server in servers {

@@ -325,11 +325,17 @@ pub fn create_ca(dir: &Path) -> Result<(), TlsError> {
     write_private(&ca_cert_path(dir), &cert.pem())
 }
 
+/// The hosts a node certificate names for its HTTP API when none are
+/// given: what `raftlock dev` and a local cluster are dialled by.
+pub const API_HOSTS_DEFAULT: [&str; 2] = ["localhost", "127.0.0.1"];
+
 /// Makes node `id`'s certificate and key in `dir`, signed by the CA there,
 /// and checks them against `ca.pem` as a peer will before writing them: a
 /// `ca.key` that is not `ca.pem`'s, or a `ca.pem` from another tool whose
-/// name differs, is an error here, not at the node's start.
-pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
+/// name differs, is an error here, not at the node's start. `hosts` (IP
+/// addresses or DNS names) are the names clients of its HTTP API dial it
+/// by, and must find in its certificate.
+pub fn create_node(dir: &Path, id: NodeId, hosts: &[String]) -> Result<(), TlsError> {
     if id == 0 {
         return Err(TlsError::Generate("node id 0 is reserved".into()));
     }
@@ -342,6 +348,17 @@ pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
     let issuer = ca_params()?.self_signed(&ca_key).map_err(generate_error)?;
     let mut params = rcgen::CertificateParams::new(vec![node_name(id), MEMBER_NAME.to_string()])
         .map_err(generate_error)?;
+    for host in hosts {
+        let san = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => rcgen::SanType::DnsName(
+                host.as_str()
+                    .try_into()
+                    .map_err(|e| TlsError::Generate(format!("host {host:?}: {e}")))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, node_name(id));
@@ -364,6 +381,39 @@ pub fn create_node(dir: &Path, id: NodeId) -> Result<(), TlsError> {
     })?;
     write_private(&key_path, &key.serialize_pem())?;
     write_private(&cert_path, &cert.pem())
+}
+
+/// The HTTP API's TLS: node `id`'s certificate (checked as `PeerTls::load`
+/// checks it), no client certificate asked for (callers present bearer
+/// credentials).
+pub fn api_server_config(dir: &Path, id: NodeId) -> Result<Arc<ServerConfig>, TlsError> {
+    PeerTls::load(dir, id)?;
+    let chain = certs(&node_cert_path(dir, id))?;
+    let key = key(&node_key_path(dir, id))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(config_error)?;
+    Ok(Arc::new(config))
+}
+
+/// What a client of the HTTP API trusts: the cluster's CA in `ca_file`.
+pub fn api_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca_file)? {
+        roots.add(c).map_err(|e| TlsError::Read {
+            path: ca_file.to_path_buf(),
+            error: e.to_string(),
+        })?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The certificate paths a peer's bytes reach, for the `peer_cert` fuzz

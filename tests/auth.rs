@@ -356,6 +356,7 @@ fn the_first_admin_credential_is_its_operators_alone_and_the_cli_manages_credent
         let mut cmd = std::process::Command::new(bin());
         cmd.args(args).args(["--endpoints", &c.endpoints()]);
         cmd.env_remove("RAFTLOCK_CREDENTIAL");
+        cmd.env("RAFTLOCK_CA", raftlock::tls::ca_cert_path(&c.certs));
         if let Some(cred) = credential {
             cmd.env("RAFTLOCK_CREDENTIAL", cred);
         }
@@ -397,4 +398,43 @@ fn the_first_admin_credential_is_its_operators_alone_and_the_cli_manages_credent
     let (code, _, err) = cli(Some(&ci), &["status", "ci/build"]);
     assert_eq!(code, 1);
     assert!(err.contains("401"), "{err}");
+}
+
+#[test]
+fn the_api_speaks_tls_only_and_only_with_the_clusters_ca() {
+    let c = Cluster::start();
+    let node = c.procs[0].http;
+    let admin = admin();
+    // Plain HTTP to the TLS port: no HTTP answer at all.
+    let plain = call_raw_over(node, None, Some(&admin), "GET", "/API/v1/cluster", b"");
+    assert_eq!(plain, None);
+    // A client trusting another CA refuses the node's certificate.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path(), &[1]);
+    let wrong =
+        raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(other.path())).unwrap();
+    let answer = call_raw_over(
+        node,
+        Some(wrong),
+        Some(&admin),
+        "GET",
+        "/API/v1/cluster",
+        b"",
+    );
+    assert_eq!(answer, None);
+    // The cluster's CA: answered.
+    assert_eq!(call(node, "GET", "/API/v1/cluster", "").unwrap().0, 200);
+    // The CLI without the CA says what is missing.
+    let out = std::process::Command::new(bin())
+        .args(["status", "x", "--endpoints", &node.to_string()])
+        .env("RAFTLOCK_CREDENTIAL", &admin)
+        .env_remove("RAFTLOCK_CA")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("speaks TLS") && err.contains("RAFTLOCK_CA"),
+        "{err}"
+    );
 }

@@ -122,7 +122,7 @@ fn peers_without_the_clusters_certificate_for_their_name_are_not_heard() {
     let id = cluster_id(&c);
     let other = tempfile::tempdir().unwrap();
     make_certs(other.path(), &[leader]);
-    tls::create_node(&c.certs, 9).unwrap();
+    tls::create_node(&c.certs, 9, &[]).unwrap();
 
     let attempts: Vec<(&str, Option<Arc<rustls::ClientConfig>>)> = vec![
         ("plain TCP on the TLS port", None),

@@ -91,6 +91,7 @@ fn a_client_process_stopped_past_its_ttl_loses_its_lock_and_its_stale_token_is_r
             .args(["--", "sleep", "60"])
             .env("RUST_LOG", "warn")
             .env("RAFTLOCK_CREDENTIAL", admin())
+            .env("RAFTLOCK_CA", raftlock::tls::ca_cert_path(&c.certs))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

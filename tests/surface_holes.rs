@@ -270,7 +270,7 @@ fn two_tasks_sharing_a_client_never_both_hold_an_exclusive_lock() {
         use raftlock::client::{Client, ClientError};
         use raftlock::lock::fence::FenceVerifier;
         use raftlock::session::CallError;
-        let client = Client::connect_as(addrs(&c), Duration::from_secs(10), Some(admin()))
+        let client = Client::connect_as(addrs(&c), Duration::from_secs(10), access())
             .await
             .unwrap();
         let first = client.lock("shared-client").acquire().await.unwrap();
@@ -336,6 +336,7 @@ fn a_lost_lock_stops_the_commands_whole_process_group() {
             .args(["--", "sh", "-c", &script])
             .env("RUST_LOG", "warn")
             .env("RAFTLOCK_CREDENTIAL", admin())
+            .env("RAFTLOCK_CA", raftlock::tls::ca_cert_path(&c.certs))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -438,7 +439,7 @@ fn the_client_library_knows_its_nodes_and_cancels_a_dropped_wait() {
         let mut endpoints = addrs(&c);
         endpoints.reverse();
         let client =
-            raftlock::client::Client::connect_as(endpoints, Duration::from_secs(10), Some(admin()))
+            raftlock::client::Client::connect_as(endpoints, Duration::from_secs(10), access())
                 .await
                 .unwrap();
         let session = client.session_id().expect("open once connected");

@@ -5,7 +5,7 @@
 
 use super::{Client, ClientError, Clock, Reply, Transport};
 use crate::actor::{Instant, NodeId};
-use crate::http::client::HttpClient;
+use crate::http::client::{Access, HttpClient};
 use crate::http::NativeReply;
 use crate::session::{NodeReply, ToNode};
 use std::collections::BTreeMap;
@@ -24,18 +24,18 @@ type Pool = Arc<Mutex<Vec<HttpClient>>>;
 /// Each node's HTTP address and its idle connections.
 pub struct HttpTransport {
     targets: BTreeMap<NodeId, (SocketAddr, Pool)>,
-    /// The bearer string sent with every call.
-    credential: Option<String>,
+    /// The credential sent with every call, and the CA trusted.
+    access: Access,
 }
 
 impl HttpTransport {
-    pub fn new(targets: &[(NodeId, SocketAddr)], credential: Option<String>) -> Self {
+    pub fn new(targets: &[(NodeId, SocketAddr)], access: Access) -> Self {
         HttpTransport {
             targets: targets
                 .iter()
                 .map(|&(id, addr)| (id, (addr, Pool::default())))
                 .collect(),
-            credential,
+            access,
         }
     }
 }
@@ -46,7 +46,7 @@ impl Transport for HttpTransport {
             return Box::pin(async { NodeReply::Unavailable });
         };
         let (addr, pool) = (*addr, pool.clone());
-        let credential = self.credential.clone();
+        let access = self.access.clone();
         Box::pin(async move {
             let (path, body) = match msg {
                 ToNode::Propose(b) => ("/API/v1/native/propose", b),
@@ -54,8 +54,7 @@ impl Transport for HttpTransport {
                 ToNode::Wait(w) => ("/API/v1/native/wait", crate::lock::encode(&w)),
             };
             let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut http =
-                idle.unwrap_or_else(|| HttpClient::new(addr).with_credential(credential));
+            let mut http = idle.unwrap_or_else(|| HttpClient::with_access(addr, &access));
             let result = http.call("POST", path, &body).await;
             if result.is_ok() {
                 let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,22 +83,24 @@ impl Client {
     /// Opens a session with `ttl` against the cluster behind `endpoints`
     /// (HTTP API addresses, any order, any subset): learns which node each
     /// is, starts at a random one, and returns once the session is open.
-    /// Calls carry the credential in `RAFTLOCK_CREDENTIAL`, if set
-    /// (`connect_as` names one).
+    /// Calls carry the credential in `RAFTLOCK_CREDENTIAL` and speak TLS
+    /// trusting the CA file in `RAFTLOCK_CA`, if set (`connect_as` names
+    /// both).
     pub async fn connect(
         endpoints: Vec<std::net::SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, env_credential(), true).await
+        Client::connect_http(endpoints, ttl, env_access()?, true).await
     }
 
-    /// `connect` with `credential` (a bearer string `rlk_...`), or none.
+    /// `connect` with `access`: a credential (a bearer string `rlk_...`)
+    /// and the cluster's CA, either or both.
     pub async fn connect_as(
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
-        credential: Option<String>,
+        access: Access,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, credential, true).await
+        Client::connect_http(endpoints, ttl, access, true).await
     }
 
     /// `connect`, but starting at the first endpoint given (and moving on
@@ -109,26 +110,26 @@ impl Client {
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, env_credential(), false).await
+        Client::connect_http(endpoints, ttl, env_access()?, false).await
     }
 
     async fn connect_http(
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
-        credential: Option<String>,
+        access: Access,
         random_start: bool,
     ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let targets = discover(&endpoints, credential.as_deref()).await?;
+        let targets = discover(&endpoints, &access).await?;
         let seed = crate::entropy::random_u64().map_err(|e| ClientError::Entropy(e.to_string()))?;
         let targets = if random_start {
             spread(targets, seed)
         } else {
             targets
         };
-        let transport = Arc::new(HttpTransport::new(&targets, credential));
+        let transport = Arc::new(HttpTransport::new(&targets, access));
         let nodes = targets.iter().map(|&(id, _)| id).collect();
         let origin = std::time::Instant::now();
         let clock: Clock =
@@ -142,13 +143,13 @@ impl Client {
 /// is still tried in turn. Fails only if none answers.
 async fn discover(
     endpoints: &[SocketAddr],
-    credential: Option<&str>,
+    access: &Access,
 ) -> Result<Vec<(NodeId, SocketAddr)>, ClientError> {
     let mut asks = tokio::task::JoinSet::new();
     for (i, &addr) in endpoints.iter().enumerate() {
-        let credential = credential.map(str::to_owned);
+        let access = access.clone();
         asks.spawn(async move {
-            let mut http = HttpClient::new(addr).with_credential(credential);
+            let mut http = HttpClient::with_access(addr, &access);
             let ask = http.json("GET", "/API/v1/cluster", &serde_json::Value::Null);
             let limit = Duration::from_millis(CLIENT_DISCOVER_TIMEOUT_MS);
             let answer = tokio::time::timeout(limit, ask).await;
@@ -191,9 +192,7 @@ fn spread(mut targets: Vec<(NodeId, SocketAddr)>, seed: u64) -> Vec<(NodeId, Soc
     targets
 }
 
-/// The credential in `RAFTLOCK_CREDENTIAL`, if set and not empty.
-pub fn env_credential() -> Option<String> {
-    std::env::var(crate::http::auth::CREDENTIAL_ENV)
-        .ok()
-        .filter(|c| !c.trim().is_empty())
+/// The credential and CA in `RAFTLOCK_CREDENTIAL` and `RAFTLOCK_CA`.
+fn env_access() -> Result<Access, ClientError> {
+    Access::from_env().map_err(|e| ClientError::Unreachable(e.to_string()))
 }

@@ -57,9 +57,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 #[cfg(not(madsim))]
 mod http;
 #[cfg(not(madsim))]
-pub use http::{
-    env_credential, HttpTransport, CLIENT_DISCOVER_TIMEOUT_MS, CLIENT_IDLE_CONNECTIONS_MAX,
-};
+pub use http::{HttpTransport, CLIENT_DISCOVER_TIMEOUT_MS, CLIENT_IDLE_CONNECTIONS_MAX};
 
 /// Spawning and timers: tokio in production, madsim's in the simulator.
 mod rt {

@@ -28,6 +28,9 @@ pub struct HttpConfig {
     pub auth_required: bool,
     /// `/metrics` needs a credential too.
     pub metrics_auth: bool,
+    /// Serve TLS with this (the node's certificate: `tls::api_server_config`);
+    /// plain HTTP only with `--insecure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpConfig {
@@ -37,6 +40,7 @@ impl Default for HttpConfig {
             drift_ppm: crate::lock::DRIFT_PPM_DEFAULT,
             auth_required: true,
             metrics_auth: false,
+            tls: None,
         }
     }
 }
@@ -57,6 +61,7 @@ pub fn serve(
     let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());
+    let tls = config.tls.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -103,10 +108,12 @@ pub fn serve(
     })
     .on_connect(super::peer::remember)
     .workers(config.workers.max(1))
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// The API reference, served from the binary (no network needed).

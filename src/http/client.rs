@@ -1,12 +1,67 @@
 //! A small HTTP/1.1 client with one kept-alive connection, for the
-//! benchmark and the command-line client. It speaks exactly what the API
-//! (and etcd's JSON gateway) answer: `Content-Length` bodies, no chunking.
+//! benchmark, the command-line client and the client library. It speaks
+//! exactly what the API (and etcd's JSON gateway) answer: `Content-Length`
+//! bodies, no chunking; over TLS when given the cluster's CA.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The environment variable naming the CA file clients trust the nodes'
+/// HTTPS by (`raftlock dev`: raftlock-dev/certs/ca.pem).
+pub const CA_ENV: &str = "RAFTLOCK_CA";
+
+/// What a client presents and whom it trusts: its bearer credential, and
+/// the cluster's CA (None: plain HTTP, for `--insecure` nodes).
+#[derive(Clone, Default)]
+pub struct Access {
+    pub credential: Option<String>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Access(credential: {}, tls: {})",
+            self.credential.is_some(),
+            self.tls.is_some()
+        )
+    }
+}
+
+impl Access {
+    /// `credential` (empty counts as none), trusting the CA in `ca_file`.
+    pub fn new(
+        credential: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Access, crate::tls::TlsError> {
+        let tls = ca_file.map(crate::tls::api_client_config).transpose()?;
+        Ok(Access {
+            credential: credential
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty()),
+            tls,
+        })
+    }
+
+    /// From `RAFTLOCK_CREDENTIAL` and `RAFTLOCK_CA`.
+    pub fn from_env() -> Result<Access, crate::tls::TlsError> {
+        let ca = std::env::var_os(CA_ENV).filter(|v| !v.is_empty());
+        Access::new(
+            std::env::var(super::auth::CREDENTIAL_ENV).ok(),
+            ca.as_deref().map(Path::new),
+        )
+    }
+}
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Largest response header block and body read.
 pub const RESPONSE_HEADER_BYTES_MAX: usize = 16 << 10;
@@ -30,28 +85,33 @@ pub enum HttpClientError {
     Malformed { addr: SocketAddr, what: String },
     #[error("{addr} did not answer within {EXCHANGE_TIMEOUT_MS} ms")]
     Timeout { addr: SocketAddr },
+    #[error("TLS with {addr}: {source} (is it the cluster's CA, and does the node's certificate name {addr}'s address? `raftlock certs create-node --host`)")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct HttpClient {
     addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-    /// Sent as `Authorization: Bearer ...` with every request.
-    credential: Option<String>,
+    conn: Option<BufReader<Box<dyn Io>>>,
+    access: Access,
 }
 
 impl HttpClient {
+    /// Plain HTTP, no credential (etcd's gateway, `--insecure` nodes).
     pub fn new(addr: SocketAddr) -> Self {
+        HttpClient::with_access(addr, &Access::default())
+    }
+
+    /// Sends `access`'s credential with every request, over TLS if it
+    /// names a CA.
+    pub fn with_access(addr: SocketAddr, access: &Access) -> Self {
         HttpClient {
             addr,
             conn: None,
-            credential: None,
+            access: access.clone(),
         }
-    }
-
-    /// Sends `credential` (a bearer string) with every request.
-    pub fn with_credential(mut self, credential: Option<String>) -> Self {
-        self.credential = credential.map(|c| c.trim().to_string());
-        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,6 +187,17 @@ impl HttpClient {
                 .await
                 .map_err(|source| HttpClientError::Connect { addr, source })?;
             let _ = stream.set_nodelay(true);
+            let stream: Box<dyn Io> = match &self.access.tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                        .connect(name, stream)
+                        .await
+                        .map_err(|source| HttpClientError::Tls { addr, source })?;
+                    Box::new(tls)
+                }
+            };
             self.conn = Some(BufReader::new(stream));
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -135,7 +206,7 @@ impl HttpClient {
                 what: "no connection".into(),
             });
         };
-        let auth = match &self.credential {
+        let auth = match &self.access.credential {
             // Printable ASCII only: a line break would smuggle a header.
             Some(c) if c.bytes().all(|b| b.is_ascii_graphic()) => {
                 format!("Authorization: Bearer {c}\r\n")
@@ -160,6 +231,14 @@ impl HttpClient {
         let mut length = 0usize;
         let mut close = false;
         let mut header_bytes = 0usize;
+        // A TLS record (an alert: 0x15) where HTTP was expected: the node
+        // speaks HTTPS and this client was not told the CA.
+        if self.access.tls.is_none() && conn.fill_buf().await.map_err(io)?.first() == Some(&0x15) {
+            self.conn = None;
+            return Err(malformed(
+                "the node speaks TLS: give the cluster's CA (--ca-file or RAFTLOCK_CA)",
+            ));
+        }
         loop {
             let mut line = String::new();
             let n = conn.read_line(&mut line).await.map_err(io)?;

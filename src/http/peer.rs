@@ -17,11 +17,15 @@ pub const PEER_CHECK_MS: u64 = 200;
 #[derive(Clone, Copy, Debug)]
 pub struct PeerSocket(RawFd);
 
-/// `HttpServer::on_connect` hook: remembers each plain TCP connection's
-/// socket in its extensions.
+/// `HttpServer::on_connect` hook: remembers each connection's socket (plain
+/// TCP, or under TLS) in its extensions.
 pub fn remember(conn: &dyn Any, ext: &mut Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    type Tcp = actix_web::rt::net::TcpStream;
+    if let Some(tcp) = conn.downcast_ref::<Tcp>() {
         ext.insert(PeerSocket(tcp.as_raw_fd()));
+    } else if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()
+    {
+        ext.insert(PeerSocket(tls.get_ref().0.as_raw_fd()));
     }
 }
 

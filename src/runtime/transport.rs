@@ -513,7 +513,7 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         let dir = tempfile::tempdir().unwrap();
         crate::tls::create_ca(dir.path()).unwrap();
-        crate::tls::create_node(dir.path(), 2).unwrap();
+        crate::tls::create_node(dir.path(), 2, &[]).unwrap();
         let pem = std::fs::read(crate::tls::node_cert_path(dir.path(), 2)).unwrap();
         let cert = CertificateDer::from_pem_slice(&pem).unwrap();
         let from = |id| Envelope {

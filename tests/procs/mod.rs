@@ -27,6 +27,23 @@ pub struct Proc {
 /// (one cluster at a time per binary: `ONE_CLUSTER_AT_A_TIME`).
 static ADMIN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// The running cluster's CA, as its HTTPS clients trust it.
+static TLS: std::sync::Mutex<Option<std::sync::Arc<rustls::ClientConfig>>> =
+    std::sync::Mutex::new(None);
+
+fn tls() -> Option<std::sync::Arc<rustls::ClientConfig>> {
+    TLS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// What the library and the CLI need to reach the running cluster: its
+/// admin credential and its CA.
+pub fn access() -> raftlock::http::client::Access {
+    raftlock::http::client::Access {
+        credential: Some(admin()),
+        tls: tls(),
+    }
+}
+
 /// The running cluster's admin credential.
 pub fn admin() -> String {
     ADMIN
@@ -158,6 +175,8 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner());
         let certs = root.path().join("certs");
         make_certs(&certs, &[1, 2, 3]);
+        let ca = raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(&certs)).unwrap();
+        *TLS.lock().unwrap_or_else(|e| e.into_inner()) = Some(ca);
         let mut c = Cluster {
             _turn: turn,
             procs,
@@ -286,10 +305,30 @@ pub fn call_raw_as(
     path: &str,
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
+    call_raw_over(addr, tls(), credential, method, path, body)
+}
+
+/// One exchange over TLS trusting `tls`'s CA, or plain (None).
+pub fn call_raw_over(
+    addr: SocketAddr,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    credential: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
     let timeout = Duration::from_millis(HTTP_TIMEOUT_MS);
-    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.set_write_timeout(Some(timeout)).ok()?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let mut s: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let conn = rustls::ClientConnection::new(config, name).ok()?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let auth = credential.map_or(String::new(), |c| format!("Authorization: Bearer {c}\r\n"));
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -298,12 +337,20 @@ pub fn call_raw_as(
     s.write_all(head.as_bytes()).ok()?;
     s.write_all(body).ok()?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
+    // A TLS server may close without close_notify: keep what came.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        if raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return None;
+        }
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, raw[split + 4..].to_vec()))
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
