@@ -188,6 +188,11 @@ mod app {
         /// /health).
         #[arg(long, env = "RAFTLOCK_METRICS_AUTH")]
         metrics_auth: bool,
+        /// Calls per second one non-admin credential may make through this
+        /// node (twice that in a burst); beyond, 429 with Retry-After. 0:
+        /// no limit.
+        #[arg(long, env = "RAFTLOCK_CREDENTIAL_CALLS_PER_S", default_value_t = raftlock::http::auth::CREDENTIAL_CALLS_PER_S_DEFAULT)]
+        credential_calls_per_s: u32,
     }
 
     #[derive(clap::Args)]
@@ -450,6 +455,7 @@ mod app {
             drift_ppm: lock_config.drift_ppm,
             auth_required: !args.insecure,
             metrics_auth: args.metrics_auth,
+            calls_per_credential_per_s: args.credential_calls_per_s,
             tls: api_tls,
         };
         if !args.insecure && bootstrapper {

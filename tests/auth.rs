@@ -438,3 +438,31 @@ fn the_api_speaks_tls_only_and_only_with_the_clusters_ca() {
         "{err}"
     );
 }
+
+#[test]
+fn a_credential_over_its_call_rate_gets_429_and_the_others_do_not_notice() {
+    let c = Cluster::start_with(&["--credential-calls-per-s", "5"]);
+    let alice = locker(&c, "alice", "");
+    let bob = locker(&c, "bob", "");
+    let (n1, n2) = (c.procs[0].http, c.procs[1].http);
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| status_of(n1, Some(&alice), "GET", "/API/v1/locks/x", "").0)
+        .collect();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(limited >= 10, "a burst of 10 then 5/s: {statuses:?}");
+    refused(
+        status_of(n1, Some(&alice), "GET", "/API/v1/locks/x", ""),
+        429,
+        "limit_reached",
+    );
+    // Bob, the admin, and alice through another node are not held back.
+    assert_eq!(
+        status_of(n1, Some(&bob), "GET", "/API/v1/locks/x", "").0,
+        200
+    );
+    assert_eq!(call(n1, "GET", "/API/v1/locks/x", "").unwrap().0, 200);
+    assert_eq!(
+        status_of(n2, Some(&alice), "GET", "/API/v1/locks/x", "").0,
+        200
+    );
+}

@@ -28,6 +28,9 @@ pub struct HttpConfig {
     pub auth_required: bool,
     /// `/metrics` needs a credential too.
     pub metrics_auth: bool,
+    /// Calls per second one non-admin credential may make through this
+    /// node (0: no limit); beyond, 429 with `Retry-After`.
+    pub calls_per_credential_per_s: u32,
     /// Serve TLS with this (the node's certificate: `tls::api_server_config`);
     /// plain HTTP only with `--insecure`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -40,6 +43,7 @@ impl Default for HttpConfig {
             drift_ppm: crate::lock::DRIFT_PPM_DEFAULT,
             auth_required: true,
             metrics_auth: false,
+            calls_per_credential_per_s: super::auth::CREDENTIAL_CALLS_PER_S_DEFAULT,
             tls: None,
         }
     }
@@ -61,12 +65,16 @@ pub fn serve(
     let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());
+    let limiter = web::Data::new(super::auth::RateLimiter::new(
+        config.calls_per_credential_per_s,
+    ));
     let tls = config.tls.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(gateway.clone())
             .app_data(settings.clone())
+            .app_data(limiter.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(super::metrics::metrics))

@@ -33,6 +33,65 @@ pub const BEARER_BYTES_MAX: usize = 128;
 /// bearer string from (not `RAFTLOCK_TOKEN`: that is the fencing token
 /// `raftlock lock` gives its command).
 pub const CREDENTIAL_ENV: &str = "RAFTLOCK_CREDENTIAL";
+/// Calls one (non-admin) credential may make per second through one node,
+/// so one misbehaving client cannot starve the others; 0: no limit.
+pub const CREDENTIAL_CALLS_PER_S_DEFAULT: u32 = 1_000;
+/// A credential may save up this many seconds of calls for a burst.
+pub const CREDENTIAL_BURST_S: u32 = 2;
+/// Credentials whose call rate one node tracks at once; past it, the
+/// buckets idle longest are dropped (a dropped bucket starts full).
+pub const RATE_BUCKETS_MAX: usize = 2 * crate::lock::auth::CREDENTIALS_MAX;
+
+/// Per-credential token buckets of one node.
+pub struct RateLimiter {
+    per_s: u32,
+    buckets: std::sync::Mutex<std::collections::HashMap<CredentialId, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_s: u32) -> RateLimiter {
+        RateLimiter {
+            per_s,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes one call from `id`'s bucket at `now`; refused when it is
+    /// empty.
+    pub fn admit(&self, id: CredentialId, now: std::time::Instant) -> bool {
+        if self.per_s == 0 {
+            return true;
+        }
+        let capacity = f64::from(self.per_s) * f64::from(CREDENTIAL_BURST_S);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= RATE_BUCKETS_MAX && !buckets.contains_key(&id) {
+            let mut ages: Vec<std::time::Instant> = buckets.values().map(|b| b.at).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            buckets.retain(|_, b| b.at > cutoff);
+        }
+        let bucket = buckets.entry(id).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * f64::from(self.per_s);
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How long the bootstrapping node keeps proposing the first admin
 /// credential while the cluster has no leader, and how often.
 pub const BOOTSTRAP_ATTEMPTS_MAX: u32 = 1_200;
@@ -143,6 +202,7 @@ impl FromRequest for Caller {
             .app_data::<web::Data<HttpConfig>>()
             .is_none_or(|c| c.auth_required);
         let node = req.app_data::<Shared>().cloned();
+        let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
         Box::pin(async move {
             let header = match header {
                 None if !required => {
@@ -164,7 +224,16 @@ impl FromRequest for Caller {
                 Some(Ok(h)) => h,
             };
             let node = node.ok_or_else(|| ApiError::Unavailable("no node".into()))?;
-            authenticate(&node, &header).await
+            let caller = authenticate(&node, &header).await?;
+            if let (Some(id), Some(limiter), false) = (caller.credential, limiter, caller.admin) {
+                if !limiter.admit(id, std::time::Instant::now()) {
+                    return Err(ApiError::TooMany(format!(
+                        "this credential's calls through this node are over {} per second",
+                        limiter.per_s
+                    )));
+                }
+            }
+            Ok(caller)
         })
     }
 }
@@ -292,6 +361,31 @@ mod tests {
             !format!("{b:?}").contains(&s[21..]),
             "Debug hides the secret"
         );
+    }
+
+    #[test]
+    fn a_credential_gets_its_rate_and_burst_and_no_more() {
+        let limiter = RateLimiter::new(10);
+        let t0 = std::time::Instant::now();
+        let admitted = (0..100).filter(|_| limiter.admit(1, t0)).count();
+        assert_eq!(admitted, 20, "a burst of two seconds' calls");
+        // Another credential has its own bucket.
+        assert!(limiter.admit(2, t0));
+        // Half a second later: five more.
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        assert_eq!((0..100).filter(|_| limiter.admit(1, t1)).count(), 5);
+        assert!((0..100).all(|_| RateLimiter::new(0).admit(1, t0)));
+    }
+
+    #[test]
+    fn refusals_say_how_to_authenticate_and_when_to_retry() {
+        use actix_web::ResponseError;
+        let limited = ApiError::TooMany("over".into()).error_response();
+        assert_eq!(limited.status().as_u16(), 429);
+        assert!(limited.headers().contains_key("retry-after"));
+        let unauthorized = ApiError::Unauthorized("who".into()).error_response();
+        assert_eq!(unauthorized.status().as_u16(), 401);
+        assert!(unauthorized.headers().contains_key("www-authenticate"));
     }
 
     #[test]

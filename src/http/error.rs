@@ -90,7 +90,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::TooMany(_)) {
             response.insert_header(("Retry-After", RETRY_AFTER_S.to_string()));
         }
         if matches!(self, ApiError::Unauthorized(_)) {
@@ -139,7 +139,9 @@ impl From<LockError> for ApiError {
             LockError::Forbidden(_) => ApiError::Forbidden(m),
             LockError::CredentialExists => ApiError::Conflict(m),
             LockError::UnknownCredential => ApiError::NotFound(m),
-            LockError::TooManyCredentials(_) => ApiError::TooMany(m),
+            LockError::TooManyCredentials(_)
+            | LockError::CredentialSessionsFull(_)
+            | LockError::CredentialLocksFull(_) => ApiError::TooMany(m),
             LockError::BadPolicy(_) => ApiError::BadRequest(m),
         }
     }

@@ -195,7 +195,9 @@ pub fn outcome_label(response: &Response) -> &'static str {
             LockError::Unauthenticated => "unauthenticated",
             LockError::Forbidden(_) => "forbidden",
             LockError::CredentialExists | LockError::UnknownCredential => "bad_credential",
-            LockError::TooManyCredentials(_) => "limit_reached",
+            LockError::TooManyCredentials(_)
+            | LockError::CredentialSessionsFull(_)
+            | LockError::CredentialLocksFull(_) => "limit_reached",
             LockError::BadPolicy(_) => "bad_policy",
         },
     }
@@ -307,6 +309,10 @@ pub enum LockError {
     TooManyCredentials(usize),
     #[error("bad policy: {0}")]
     BadPolicy(String),
+    #[error("the credential holds its maximum of {0} sessions")]
+    CredentialSessionsFull(usize),
+    #[error("the credential's sessions hold or await their maximum of {0} locks")]
+    CredentialLocksFull(usize),
 }
 
 /// A linearizable read, answered through ReadIndex.

@@ -60,6 +60,11 @@ pub struct Limits {
     /// Events kept for the driver to drain; beyond, the oldest are dropped
     /// and reported (`Event::Missed`).
     pub events_pending_max: usize,
+    /// Sessions one (non-admin) credential may hold open at once, so one
+    /// misbehaving client cannot take the cluster's `sessions_max`.
+    pub sessions_per_credential_max: usize,
+    /// Locks one (non-admin) credential's sessions hold plus await.
+    pub locks_per_credential_max: usize,
 }
 
 pub const NAME_BYTES_MAX_DEFAULT: usize = 256;
@@ -75,6 +80,8 @@ pub const FILES_MAX_DEFAULT: usize = 1024;
 pub const FILES_BYTES_MAX_DEFAULT: usize = 256 << 20;
 pub const LEADER_COMMANDS_PER_TICK_MAX_DEFAULT: usize = 256;
 pub const EVENTS_PENDING_MAX_DEFAULT: usize = 4096;
+pub const SESSIONS_PER_CREDENTIAL_MAX_DEFAULT: usize = 10_000;
+pub const LOCKS_PER_CREDENTIAL_MAX_DEFAULT: usize = 100_000;
 
 /// Upper bounds, in serialized bytes, of one item of each table: what
 /// `Limits::state_bytes_bound` multiplies by the counts.
@@ -137,6 +144,8 @@ impl Default for Limits {
             files_bytes_max: FILES_BYTES_MAX_DEFAULT,
             leader_commands_per_tick_max: LEADER_COMMANDS_PER_TICK_MAX_DEFAULT,
             events_pending_max: EVENTS_PENDING_MAX_DEFAULT,
+            sessions_per_credential_max: SESSIONS_PER_CREDENTIAL_MAX_DEFAULT,
+            locks_per_credential_max: LOCKS_PER_CREDENTIAL_MAX_DEFAULT,
         }
     }
 }
@@ -178,6 +187,11 @@ impl Limits {
                 self.leader_commands_per_tick_max,
             ),
             ("events_pending_max", self.events_pending_max),
+            (
+                "sessions_per_credential_max",
+                self.sessions_per_credential_max,
+            ),
+            ("locks_per_credential_max", self.locks_per_credential_max),
         ] {
             if v == 0 {
                 return Err(LimitsError::Zero(name));
@@ -205,6 +219,18 @@ impl Limits {
             (
                 "waiters_per_lock_max",
                 self.waiters_per_lock_max,
+                "lock_entries_max",
+                self.lock_entries_max,
+            ),
+            (
+                "sessions_per_credential_max",
+                self.sessions_per_credential_max,
+                "sessions_max",
+                self.sessions_max,
+            ),
+            (
+                "locks_per_credential_max",
+                self.locks_per_credential_max,
                 "lock_entries_max",
                 self.lock_entries_max,
             ),

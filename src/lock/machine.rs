@@ -15,7 +15,7 @@ use super::config::LockConfig;
 use crate::actor::Instant;
 use crate::raft::{Index, RestoreError, SnapshotError, StateMachine, Term};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// Sessions one `Query::Sessions` lists at most.
@@ -109,6 +109,19 @@ pub struct LockMachine {
     /// Derived from `state` (recomputed on restore, checked by
     /// `check_invariants`): the bounded totals.
     totals: Totals,
+    /// Derived likewise: each credential's sessions, for its limits.
+    owned: BTreeMap<CredentialId, BTreeSet<SessionId>>,
+}
+
+/// Each credential's sessions.
+fn owned_index(state: &State) -> BTreeMap<CredentialId, BTreeSet<SessionId>> {
+    let mut owned: BTreeMap<CredentialId, BTreeSet<SessionId>> = BTreeMap::new();
+    for (&id, s) in &state.sessions {
+        if let Some(owner) = s.owner {
+            owned.entry(owner).or_default().insert(id);
+        }
+    }
+    owned
 }
 
 /// Totals the limits bound, kept up to date by every change.
@@ -140,6 +153,7 @@ impl LockMachine {
             state: State::default(),
             local: Local::default(),
             totals: Totals::default(),
+            owned: BTreeMap::new(),
         }
     }
 
@@ -419,6 +433,15 @@ impl LockMachine {
         if self.state.sessions.len() >= limits.sessions_max {
             return Err(LockError::TooManySessions(limits.sessions_max));
         }
+        if let Some(owner) = owner.filter(|&o| !self.is_admin(o)) {
+            let max = limits.sessions_per_credential_max;
+            if self.owned.get(&owner).map_or(0, BTreeSet::len) >= max {
+                return Err(LockError::CredentialSessionsFull(max));
+            }
+        }
+        if let Some(owner) = owner {
+            self.owned.entry(owner).or_default().insert(index);
+        }
         self.state.sessions.insert(
             index,
             Session {
@@ -646,6 +669,23 @@ impl LockMachine {
         );
     }
 
+    fn is_admin(&self, id: CredentialId) -> bool {
+        self.state
+            .credentials
+            .get(&id)
+            .is_some_and(|c| c.policy.admin)
+    }
+
+    /// Locks the credential's sessions hold plus await.
+    fn owned_entries(&self, owner: CredentialId) -> usize {
+        self.owned.get(&owner).map_or(0, |set| {
+            set.iter()
+                .filter_map(|s| self.state.sessions.get(s))
+                .map(|s| s.held.len() + s.waiting.len())
+                .sum()
+        })
+    }
+
     /// The stored hash of `id`'s secret and whether it is an admin: what a
     /// node checks a caller's bearer secret against (a local read: the
     /// machine checks again when it applies what the caller sent).
@@ -757,6 +797,12 @@ impl LockMachine {
         }
         if session.held.len() + session.waiting.len() >= limits.locks_per_session_max {
             return Err(LockError::TooManyLocks(limits.locks_per_session_max));
+        }
+        if let Some(owner) = session.owner.filter(|&o| !self.is_admin(o)) {
+            let max = limits.locks_per_credential_max;
+            if self.owned_entries(owner) >= max {
+                return Err(LockError::CredentialLocksFull(max));
+            }
         }
         // A grant or a queued wait adds one entry to the lock tables.
         if self.totals.lock_entries >= limits.lock_entries_max {
@@ -902,6 +948,14 @@ impl LockMachine {
             return;
         };
         self.state.nonces.remove(&session.nonce);
+        if let Some(owner) = session.owner {
+            if let Some(set) = self.owned.get_mut(&owner) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.owned.remove(&owner);
+                }
+            }
+        }
         self.record(Event::Ended {
             index,
             session: id,
@@ -1068,6 +1122,9 @@ impl LockMachine {
                 return Err(format!("session {id}: too many kept responses"));
             }
         }
+        if self.owned != owned_index(st) {
+            return Err("the credentials' session index disagrees with the sessions".into());
+        }
         if st.credentials.len() > CREDENTIALS_MAX {
             return Err(format!("{} credentials kept", st.credentials.len()));
         }
@@ -1203,6 +1260,7 @@ impl StateMachine for LockMachine {
         let mut restored = LockMachine {
             config: self.config.clone(),
             totals: Totals::of(&state),
+            owned: owned_index(&state),
             state,
             // Own-clock records start over: unknown counts as "now" later.
             local: Local::default(),

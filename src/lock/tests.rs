@@ -951,6 +951,75 @@ mod credentials {
         h
     }
 
+    #[test]
+    fn a_credential_is_held_to_its_share_of_sessions_and_locks_and_an_admin_is_not() {
+        let mut h = Harness::new(0);
+        let mut config = config(0);
+        config.limits.sessions_per_credential_max = 2;
+        config.limits.locks_per_credential_max = 3;
+        h.m = LockMachine::new(config);
+        let boot = h.apply(Command::Bootstrap {
+            id: ADMIN,
+            hash: [1; 32],
+        });
+        assert!(boot.is_ok());
+        let create = Command::CreateCredential {
+            id: ALICE,
+            name: "alice".into(),
+            hash: [2; 32],
+            policy: may_lock(""),
+        };
+        assert!(h.apply(as_(ADMIN, create)).is_ok());
+        let (a, b) = (open_as(&mut h, ALICE, 1), open_as(&mut h, ALICE, 2));
+        let third = h.apply(as_(
+            ALICE,
+            Command::Open {
+                nonce: 3,
+                ttl_ms: TTL_MS,
+            },
+        ));
+        assert_eq!(third, Err(LockError::CredentialSessionsFull(2)));
+        // A retried open of a session she has is still answered.
+        let again = h.apply(as_(
+            ALICE,
+            Command::Open {
+                nonce: 1,
+                ttl_ms: TTL_MS,
+            },
+        ));
+        assert!(matches!(again, Ok(Reply::Opened { session, .. }) if session == a));
+        for (s, lock) in [(a, "x"), (a, "y"), (b, "z")] {
+            assert!(op_as(&mut h, ALICE, s, acquire(lock)).is_ok());
+        }
+        assert_eq!(
+            op_as(&mut h, ALICE, b, acquire("w")),
+            Err(LockError::CredentialLocksFull(3))
+        );
+        // A re-acquire adds nothing and is answered.
+        assert!(matches!(
+            op_as(&mut h, ALICE, b, acquire("z")),
+            Ok(Reply::Granted { .. })
+        ));
+        // Closing a session gives its share back.
+        assert_eq!(op_as(&mut h, ALICE, a, Op::Close), Ok(Reply::Closed));
+        assert!(op_as(&mut h, ALICE, b, acquire("w")).is_ok());
+        assert!(matches!(
+            h.apply(as_(
+                ALICE,
+                Command::Open {
+                    nonce: 4,
+                    ttl_ms: TTL_MS
+                }
+            )),
+            Ok(Reply::Opened { .. })
+        ));
+        // The admin is not held to them.
+        for nonce in 10..14 {
+            open_as(&mut h, ADMIN, nonce);
+        }
+        assert_eq!(h.m.check_invariants(), Ok(()));
+    }
+
     fn open_as(h: &mut Harness, who: CredentialId, nonce: u64) -> SessionId {
         match h.apply(as_(
             who,
