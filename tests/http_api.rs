@@ -434,7 +434,7 @@ async fn the_api_describes_itself_offline() {
     let c = cluster(0).await;
     let (status, spec) = call(c.http[0], "GET", "/openapi.json", "").await;
     assert_eq!(status, 200);
-    assert_eq!(spec["openapi"], json!("3.0.3"));
+    assert_eq!(spec["openapi"], json!("3.1.0"));
     // Every route the spec names is served (not the 404 of unknown routes).
     for (path, item) in spec["paths"].as_object().unwrap() {
         let concrete = path.replace("{name}", "n").replace("{id}", "1");

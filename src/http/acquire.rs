@@ -12,16 +12,21 @@ use crate::lock::SessionId;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AcquireBody {
+    /// TTL of the one-lock session the node opens (without `session`).
     pub ttl_ms: Option<u64>,
+    /// How long to wait in the lock's FIFO queue (0: try once).
     pub wait_ms: Option<u64>,
     pub mode: Option<super::api::ModeName>,
+    /// The semaphore's limit (with mode "semaphore").
     pub limit: Option<u32>,
+    /// Acquire in this session (yours) instead of a one-lock session.
     pub session: Option<SessionId>,
 }
 
+#[utoipa::path(post, path = "/API/v1/locks/{name}", tag = "locks", summary = "Acquire a lock, or wait for it in its FIFO queue; the answer carries the fencing token", params(("name" = String, Path, description = "Lock name, 1 to 256 bytes; may contain /")), request_body(content = Option<AcquireBody>, description = "All optional"), responses((status = 200, description = "Granted: {name, token, session, mode, ttl_ms, lease_ms}"), (status = 409, description = "Not granted (taken, or the wait ran out)", body = super::error::ErrorBody), (status = 410, description = "Session expired", body = super::error::ErrorBody), (status = 429, description = "Limits", body = super::error::ErrorBody), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
 pub(super) async fn acquire(
     req: HttpRequest,
     gateway: Gateway,

@@ -1,5 +1,5 @@
 use super::auth::{Bearer, Caller};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::gateway_task::GatewayHandle;
 use crate::gateway::{Answer, GatewayConfig, Request};
 use crate::lock::auth::{Allow, CredentialId, Policy, Rule};
@@ -65,6 +65,7 @@ pub fn serve(
     let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());
+    let spec = web::Data::new(super::openapi::Spec(super::openapi::openapi_json()));
     let limiter = web::Data::new(super::auth::RateLimiter::new(
         config.calls_per_credential_per_s,
     ));
@@ -78,8 +79,18 @@ pub fn serve(
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(super::metrics::metrics))
-            .route("/docs", web::get().to(docs_page))
-            .route("/openapi.json", web::get().to(openapi))
+            .app_data(spec.clone())
+            .route("/docs", web::get().to(super::openapi::docs_page))
+            .route(
+                "/docs/swagger-ui.css",
+                web::get().to(super::openapi::swagger_css),
+            )
+            .route(
+                "/docs/swagger-ui-bundle.js",
+                web::get().to(super::openapi::swagger_js),
+            )
+            .route("/docs/init.js", web::get().to(super::openapi::init_js))
+            .route("/openapi.json", web::get().to(super::openapi::spec))
             .route("/API/v1/cluster", web::get().to(cluster))
             .route("/API/v1/cluster/members", web::post().to(add_member))
             .route(
@@ -124,38 +135,13 @@ pub fn serve(
     Ok(server.run())
 }
 
-/// The API reference, served from the binary (no network needed).
-const API_MD: &str = include_str!("../../docs/API.md");
-const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
-
-async fn docs_page() -> HttpResponse {
-    let escaped = API_MD
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>raftlock API</title>\
-         <style>body{{max-width:60rem;margin:2rem auto;font:15px/1.5 sans-serif}}\
-         pre{{white-space:pre-wrap}}</style></head><body><pre>{escaped}</pre>\
-         <p><a href=\"/openapi.json\">openapi.json</a></p></body></html>"
-        ))
-}
-
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI_JSON)
-}
-
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route; see /docs".into()))
 }
 
 // ---- wire types ----
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum ModeName {
     Exclusive,
@@ -185,39 +171,43 @@ pub(super) fn mode_json(mode: Mode) -> serde_json::Value {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ReleaseArgs {
+pub(super) struct ReleaseArgs {
     token: Option<Token>,
     session: Option<SessionId>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionBody {
+pub(super) struct SessionBody {
     ttl_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppendBody {
+pub(super) struct AppendBody {
     session: SessionId,
     token: Token,
     data: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListArgs {
+pub(super) struct ListArgs {
     after: Option<SessionId>,
     limit: Option<u32>,
 }
 
-/// An empty body means "all defaults"; anything else must be valid JSON.
+/// An empty body, or JSON `null` (what generated clients such as the
+/// /docs page send for an optional body), means "all defaults"; anything
+/// else must be valid JSON.
 pub(super) fn parse_body<T: Default + for<'de> Deserialize<'de>>(
     body: &[u8],
 ) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.trim_ascii() == b"null" || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
@@ -342,7 +332,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 // ---- handlers ----
 
-async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/health", tag = "ops", summary = "Whether this node knows a leader (no credential needed)", responses((status = 200, description = "A leader is known"), (status = 503, description = "No leader")), security(()))]
+pub(super) async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let body = serde_json::json!({
         "status": if s.leader.is_some() { "ok" } else { "no_leader" },
@@ -359,7 +350,8 @@ async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/API/v1/cluster", tag = "cluster", summary = "This node's view of the cluster: members, leader, term, indexes", responses((status = 200, description = "Cluster status"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let members: Vec<serde_json::Value> = s
         .membership
@@ -381,7 +373,8 @@ async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError
     })))
 }
 
-async fn release(
+#[utoipa::path(delete, path = "/API/v1/locks/{name}", tag = "locks", summary = "Release a held lock: token and session (query or body) prove which grant", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /"), ReleaseArgs), responses((status = 200, description = "Released"), (status = 409, description = "Not the holder with that token", body = ErrorBody), (status = 410, description = "Session expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn release(
     gateway: Gateway,
     caller: Caller,
     name: web::Path<String>,
@@ -410,7 +403,8 @@ async fn release(
     }
 }
 
-async fn lock_info(
+#[utoipa::path(get, path = "/API/v1/locks/{name}", tag = "locks", summary = "Who holds the lock, with which tokens and for how long; who waits", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "Holders and waiters"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn lock_info(
     gateway: Gateway,
     caller: Caller,
     name: web::Path<String>,
@@ -466,7 +460,8 @@ fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
     })
 }
 
-async fn open_session(
+#[utoipa::path(post, path = "/API/v1/sessions", tag = "sessions", summary = "Open a session (owned by the calling credential)", request_body(content = Option<SessionBody>, description = "Optional TTL"), responses((status = 200, description = "{session, ttl_ms}"), (status = 429, description = "Session limits", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn open_session(
     gateway: Gateway,
     caller: Caller,
     body: web::Bytes,
@@ -477,7 +472,8 @@ async fn open_session(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
 }
 
-async fn list_sessions(
+#[utoipa::path(get, path = "/API/v1/sessions", tag = "sessions", summary = "Live sessions (a non-admin credential sees its own)", params(ListArgs), responses((status = 200, description = "{sessions: [...]}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn list_sessions(
     gateway: Gateway,
     caller: Caller,
     args: web::Query<ListArgs>,
@@ -498,7 +494,8 @@ async fn list_sessions(
     }
 }
 
-async fn session_info(
+#[utoipa::path(get, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "A session: TTL, held locks with tokens, waits, lease left", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "The session"), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn session_info(
     gateway: Gateway,
     caller: Caller,
     id: web::Path<SessionId>,
@@ -513,7 +510,8 @@ async fn session_info(
     }
 }
 
-async fn keepalive(
+#[utoipa::path(post, path = "/API/v1/sessions/{id}/keepalive", tag = "sessions", summary = "Renew the session's lease", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Renewed"), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn keepalive(
     gateway: Gateway,
     caller: Caller,
     id: web::Path<SessionId>,
@@ -525,7 +523,8 @@ async fn keepalive(
     }
 }
 
-async fn close_session(
+#[utoipa::path(delete, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "Close the session: releases its locks, cancels its waits", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Closed"), (status = 410, description = "Already gone", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn close_session(
     gateway: Gateway,
     caller: Caller,
     id: web::Path<SessionId>,
@@ -539,7 +538,8 @@ async fn close_session(
     }
 }
 
-async fn append(
+#[utoipa::path(post, path = "/API/v1/files/{name}/append", tag = "files", summary = "Append to the fenced file guarded by the lock of the same name (current exclusive holder's token only)", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), request_body = AppendBody, responses((status = 200, description = "{offset}"), (status = 409, description = "Stale token", body = ErrorBody), (status = 413, description = "File full", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn append(
     gateway: Gateway,
     caller: Caller,
     name: web::Path<String>,
@@ -561,7 +561,8 @@ async fn append(
     }
 }
 
-async fn file(
+#[utoipa::path(get, path = "/API/v1/files/{name}", tag = "files", summary = "Read a fenced file and the highest token that appended", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "{name, token, data}"), (status = 404, description = "No such file", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn file(
     gateway: Gateway,
     caller: Caller,
     name: web::Path<String>,
@@ -583,16 +584,16 @@ async fn file(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddMember {
+pub(super) struct AddMember {
     id: u64,
     peer_addr: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Transfer {
+pub(super) struct Transfer {
     to: u64,
 }
 
@@ -620,7 +621,8 @@ fn admin_error(e: crate::runtime::NodeError) -> ApiError {
     }
 }
 
-async fn add_member(
+#[utoipa::path(post, path = "/API/v1/cluster/members", tag = "cluster", summary = "Admit a node as a learner, promoted once caught up (admin; leader only)", request_body = AddMember, responses((status = 202, description = "Joining"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn add_member(
     node: Shared,
     caller: Caller,
     body: web::Bytes,
@@ -642,7 +644,8 @@ async fn add_member(
     })))
 }
 
-async fn remove_member(
+#[utoipa::path(delete, path = "/API/v1/cluster/members/{id}", tag = "cluster", summary = "Remove a node (admin; leader only)", params(("id" = u64, Path, description = "Node id")), responses((status = 200, description = "Removed"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn remove_member(
     node: Shared,
     caller: Caller,
     id: web::Path<u64>,
@@ -655,7 +658,8 @@ async fn remove_member(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": id, "index": applied.index })))
 }
 
-async fn transfer_leader(
+#[utoipa::path(post, path = "/API/v1/cluster/leader", tag = "cluster", summary = "Hand leadership to another voter (admin; leader only)", request_body = Transfer, responses((status = 200, description = "Handed over"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn transfer_leader(
     node: Shared,
     caller: Caller,
     body: web::Bytes,
@@ -669,9 +673,9 @@ async fn transfer_leader(
 
 // ---- credentials (admin) ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCredential {
+pub(super) struct NewCredential {
     name: String,
     #[serde(default)]
     admin: bool,
@@ -679,16 +683,16 @@ struct NewCredential {
     rules: Vec<RuleBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleBody {
+pub(super) struct RuleBody {
     prefix: String,
     allow: Vec<AllowName>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum AllowName {
+pub(super) enum AllowName {
     Acquire,
     Status,
     Append,
@@ -747,7 +751,8 @@ fn credential_id(s: &str) -> Result<CredentialId, ApiError> {
 }
 
 /// Creates a credential; its bearer string is in this answer only.
-async fn create_credential(
+#[utoipa::path(post, path = "/API/v1/credentials", tag = "credentials", summary = "Create a credential (admin); its bearer string is in this answer only", request_body = NewCredential, responses((status = 200, description = "{id, name, policy, credential}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn create_credential(
     gateway: Gateway,
     caller: Caller,
     body: web::Bytes,
@@ -774,7 +779,11 @@ async fn create_credential(
     }
 }
 
-async fn list_credentials(gateway: Gateway, caller: Caller) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/API/v1/credentials", tag = "credentials", summary = "List credentials (admin): ids, names, policies, never secrets", responses((status = 200, description = "{credentials: [...]}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn list_credentials(
+    gateway: Gateway,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     match query(&gateway, caller, &Query::Credentials).await? {
         QueryAnswer::Credentials(list) => {
@@ -797,7 +806,8 @@ async fn list_credentials(gateway: Gateway, caller: Caller) -> Result<HttpRespon
     }
 }
 
-async fn revoke_credential(
+#[utoipa::path(delete, path = "/API/v1/credentials/{id}", tag = "credentials", summary = "Revoke a credential (admin): refused on every node from the entry that commits this", params(("id" = String, Path, description = "Credential id, 16 hex digits")), responses((status = 200, description = "Revoked"), (status = 404, description = "No such credential", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+pub(super) async fn revoke_credential(
     gateway: Gateway,
     caller: Caller,
     id: web::Path<String>,

@@ -43,8 +43,12 @@ pub enum ApiError {
     NotLeader(Option<u64>),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable: bad_request, unauthorized, forbidden, not_found,
+    /// conflict, session_expired, too_large, not_leader, limit_reached,
+    /// unavailable.
     code: &'a str,
     message: String,
 }

@@ -8,6 +8,7 @@ use crate::runtime::Family;
 use actix_web::web;
 use actix_web::HttpResponse;
 
+#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus text (no credential needed unless serve --metrics-auth)", responses((status = 200, description = "Prometheus exposition text", content_type = "text/plain")), security((), ("bearer" = [])))]
 pub(super) async fn metrics(
     req: actix_web::HttpRequest,
     node: Shared,

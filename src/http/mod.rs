@@ -12,6 +12,7 @@ mod error;
 mod gateway_task;
 mod metrics;
 mod native;
+pub mod openapi;
 mod peer;
 
 pub use crate::gateway::{NATIVE_WAIT_MS_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};

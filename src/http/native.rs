@@ -68,10 +68,12 @@ async fn native(
         .body(encode(&reply))
 }
 
+#[utoipa::path(post, path = "/API/v1/native/propose", tag = "native", summary = "The client library's protocol: a postcard lock::Command (the caller's own session commands only)", request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "A postcard NativeReply"), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
 pub(super) async fn propose(gateway: Gateway, caller: Caller, body: web::Bytes) -> HttpResponse {
     native(gateway, caller, Request::Propose(body.to_vec()), None).await
 }
 
+#[utoipa::path(post, path = "/API/v1/native/read", tag = "native", summary = "The client library's protocol: a postcard lock::Query, linearizable", request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "A postcard NativeReply"), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
 pub(super) async fn read(gateway: Gateway, caller: Caller, body: web::Bytes) -> HttpResponse {
     native(gateway, caller, Request::Read(body.to_vec()), None).await
 }
@@ -79,6 +81,7 @@ pub(super) async fn read(gateway: Gateway, caller: Caller, body: web::Bytes) -> 
 /// Holds a queued acquire's wait until its grant (the one carrying its
 /// sequence number) or `timeout_ms`: `Response(Some(Granted))`, or
 /// `Response(None)` for "not yet, ask again".
+#[utoipa::path(post, path = "/API/v1/native/wait", tag = "native", summary = "The client library's protocol: long poll of a queued acquire for its grant (postcard session::WaitFor)", request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "A postcard NativeReply"), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
 pub(super) async fn wait(
     req: HttpRequest,
     gateway: Gateway,
