@@ -45,11 +45,34 @@ pub struct Endpoints {
     /// HTTP (nodes run with --insecure).
     #[arg(long, env = "RAFTLOCK_CA", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (`raftlock certs create-client`) to present
+    /// instead of a credential; with --client-key.
+    #[arg(
+        long,
+        env = "RAFTLOCK_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        env = "RAFTLOCK_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl Endpoints {
     fn access(&self) -> Result<Access, String> {
-        Access::new(self.credential.clone(), self.ca_file.as_deref()).map_err(|e| e.to_string())
+        let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        if client.is_some() && self.ca_file.is_none() {
+            return Err(
+                "--client-cert needs --ca-file (the client certificate goes over TLS)".into(),
+            );
+        }
+        Access::new(self.credential.clone(), self.ca_file.as_deref(), client)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -115,6 +115,9 @@ mod app {
         ttl_ms: u64,
     }
 
+    // The subcommands are named as CockroachDB's: create-ca, create-node,
+    // create-client.
+    #[allow(clippy::enum_variant_names)]
     #[derive(Subcommand)]
     enum CertsCommand {
         /// A new cluster CA: ca.pem (give it to every node) and ca.key
@@ -122,6 +125,17 @@ mod app {
         CreateCa {
             #[arg(long, env = "RAFTLOCK_CERTS_DIR")]
             certs_dir: PathBuf,
+        },
+        /// A client certificate for a credential (client-ID.pem, .key),
+        /// signed by the CA in the directory: presented instead of the
+        /// credential's bearer string, it stops working when the
+        /// credential is revoked.
+        CreateClient {
+            #[arg(long, env = "RAFTLOCK_CERTS_DIR")]
+            certs_dir: PathBuf,
+            /// The credential's id, as `raftlock token create|list` shows it.
+            #[arg(long)]
+            credential: String,
         },
         /// Node ID's certificate and key (node-ID.pem, node-ID.key), signed
         /// by the CA in the same directory.
@@ -358,6 +372,23 @@ mod app {
                     "wrote {} and {} (keep the key off the nodes)",
                     tls::ca_cert_path(&certs_dir).display(),
                     tls::ca_key_path(&certs_dir).display()
+                );
+            }
+            CertsCommand::CreateClient {
+                certs_dir,
+                credential,
+            } => {
+                let id = u64::from_str_radix(&credential, 16)
+                    .ok()
+                    .filter(|_| credential.len() == 16)
+                    .ok_or_else(|| {
+                        format!("{credential:?} is not a credential id (16 hex digits)")
+                    })?;
+                tls::create_client(&certs_dir, id).map_err(|e| e.to_string())?;
+                println!(
+                    "wrote {} and {}",
+                    tls::client_cert_path(&certs_dir, id).display(),
+                    tls::client_key_path(&certs_dir, id).display()
                 );
             }
             CertsCommand::CreateNode {

@@ -384,23 +384,28 @@ pub fn create_node(dir: &Path, id: NodeId, hosts: &[String]) -> Result<(), TlsEr
 }
 
 /// The HTTP API's TLS: node `id`'s certificate (checked as `PeerTls::load`
-/// checks it), no client certificate asked for (callers present bearer
-/// credentials).
+/// checks it). A client may present a certificate from the cluster's CA
+/// (`create_client`) instead of a bearer credential; one from another CA
+/// fails the handshake, and none at all is fine (a bearer then).
 pub fn api_server_config(dir: &Path, id: NodeId) -> Result<Arc<ServerConfig>, TlsError> {
     PeerTls::load(dir, id)?;
     let chain = certs(&node_cert_path(dir, id))?;
     let key = key(&node_key_path(dir, id))?;
+    let roots = Arc::new(root_store(&ca_cert_path(dir))?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(config_error)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(config_error)?;
     Ok(Arc::new(config))
 }
 
-/// What a client of the HTTP API trusts: the cluster's CA in `ca_file`.
-pub fn api_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+fn root_store(ca_file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in certs(ca_file)? {
         roots.add(c).map_err(|e| TlsError::Read {
@@ -408,12 +413,88 @@ pub fn api_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> 
             error: e.to_string(),
         })?;
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    Ok(roots)
+}
+
+/// What a client of the HTTP API trusts (the cluster's CA in `ca_file`),
+/// and the client certificate it presents, if any (`(cert, key)` files
+/// from `create_client`).
+pub fn api_client_config(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_error)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(root_store(ca_file)?);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key_file)) => builder
+            .with_client_auth_cert(certs(cert)?, key(key_file)?)
+            .map_err(|e| TlsError::Unusable {
+                path: cert.to_path_buf(),
+                id: 0,
+                error: e.to_string(),
+            })?,
+    };
     Ok(Arc::new(config))
+}
+
+/// The name a client certificate carries for credential `id`.
+pub fn credential_cert_name(id: u64) -> String {
+    format!("credential-{id:016x}.raftlock")
+}
+
+pub fn client_cert_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("client-{id:016x}.pem"))
+}
+pub fn client_key_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("client-{id:016x}.key"))
+}
+
+/// The credential a client certificate (already verified against the CA
+/// by the handshake) speaks for: the id in its `credential-<id>.raftlock`
+/// name, if it has one. Node certificates have none.
+pub fn credential_of(cert: &CertificateDer<'_>) -> Option<u64> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let id = parsed.valid_dns_names().find_map(|name| {
+        let hex = name
+            .strip_prefix("credential-")?
+            .strip_suffix(".raftlock")?;
+        (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+    })?;
+    let name = ServerName::try_from(credential_cert_name(id)).ok()?;
+    parsed.verify_is_valid_for_subject_name(&name).ok()?;
+    Some(id)
+}
+
+/// A client certificate and key for credential `id` (client-<id>.pem and
+/// .key), signed by the CA in `dir`: it authenticates as that credential
+/// wherever the credential exists, and stops when it is revoked.
+pub fn create_client(dir: &Path, id: u64) -> Result<(), TlsError> {
+    let (cert_path, key_path) = (client_cert_path(dir, id), client_key_path(dir, id));
+    all_absent(&[&cert_path, &key_path])?;
+    let ca_key_pem = String::from_utf8(read(&ca_key_path(dir))?).map_err(generate_error)?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(generate_error)?;
+    let issuer = ca_params()?.self_signed(&ca_key).map_err(generate_error)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![credential_cert_name(id)]).map_err(generate_error)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, credential_cert_name(id));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, NODE_VALIDITY_DAYS);
+    let key = rcgen::KeyPair::generate().map_err(generate_error)?;
+    let cert = params
+        .signed_by(&key, &issuer, &ca_key)
+        .map_err(generate_error)?;
+    if credential_of(cert.der()) != Some(id) {
+        return Err(TlsError::Generate(
+            "the new certificate does not name its credential".into(),
+        ));
+    }
+    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&cert_path, &cert.pem())
 }
 
 /// The certificate paths a peer's bytes reach, for the `peer_cert` fuzz

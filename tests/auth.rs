@@ -412,7 +412,7 @@ fn the_api_speaks_tls_only_and_only_with_the_clusters_ca() {
     let other = tempfile::tempdir().unwrap();
     make_certs(other.path(), &[1]);
     let wrong =
-        raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(other.path())).unwrap();
+        raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(other.path()), None).unwrap();
     let answer = call_raw_over(
         node,
         Some(wrong),
@@ -465,4 +465,110 @@ fn a_credential_over_its_call_rate_gets_429_and_the_others_do_not_notice() {
         status_of(n2, Some(&alice), "GET", "/API/v1/locks/x", "").0,
         200
     );
+}
+
+#[test]
+fn a_client_certificate_speaks_for_its_credential_until_it_is_revoked() {
+    use raftlock::tls::{api_client_config, ca_cert_path};
+    let c = Cluster::start();
+    let body =
+        r#"{"name": "cert-app", "rules": [{"prefix": "app/", "allow": ["acquire", "status"]}]}"#;
+    let (_, id) = create(&c, 0, body);
+    let out = std::process::Command::new(bin())
+        .args(["certs", "create-client", "--credential", &id, "--certs-dir"])
+        .arg(&c.certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = (
+        c.certs.join(format!("client-{id}.pem")),
+        c.certs.join(format!("client-{id}.key")),
+    );
+    let ca = ca_cert_path(&c.certs);
+    let with_cert = api_client_config(&ca, Some((&cert, &key))).unwrap();
+    let as_cert = |node: usize, method: &str, path: &str| {
+        let addr = c.procs[node].http;
+        let (status, body) =
+            call_raw_over(addr, Some(with_cert.clone()), None, method, path, b"").unwrap();
+        (
+            status,
+            serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+        )
+    };
+    // No bearer: the certificate is the credential, its policy applies.
+    assert_eq!(as_cert(1, "POST", "/API/v1/locks/app/1").0, 200);
+    refused(as_cert(2, "POST", "/API/v1/locks/other"), 403, "forbidden");
+    refused(as_cert(2, "GET", "/API/v1/credentials"), 403, "forbidden");
+    // A node's certificate names no credential: no caller.
+    let node_cert = api_client_config(
+        &ca,
+        Some((&c.certs.join("node-1.pem"), &c.certs.join("node-1.key"))),
+    )
+    .unwrap();
+    let addr = c.procs[0].http;
+    let (status, _) = call_raw_over(
+        addr,
+        Some(node_cert),
+        None,
+        "GET",
+        "/API/v1/locks/app/1",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    // A client certificate from another CA: the handshake fails.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path(), &[1]);
+    let out = std::process::Command::new(bin())
+        .args(["certs", "create-client", "--credential", &id, "--certs-dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let foreign = api_client_config(
+        &ca,
+        Some((
+            &other.path().join(format!("client-{id}.pem")),
+            &other.path().join(format!("client-{id}.key")),
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        call_raw_over(addr, Some(foreign), None, "GET", "/API/v1/locks/app/1", b""),
+        None
+    );
+    // The CLI presents it too.
+    let out = std::process::Command::new(bin())
+        .args([
+            "status",
+            "app/1",
+            "--endpoints",
+            &c.endpoints(),
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .arg("--client-cert")
+        .arg(&cert)
+        .arg("--client-key")
+        .arg(&key)
+        .env_remove("RAFTLOCK_CREDENTIAL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Revoked: the certificate stops working on every node.
+    let (status, v) = call(
+        c.procs[0].http,
+        "DELETE",
+        &format!("/API/v1/credentials/{id}"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    for node in 0..3 {
+        refused(
+            as_cert(node, "GET", "/API/v1/locks/app/1"),
+            401,
+            "unauthorized",
+        );
+    }
 }

@@ -202,9 +202,10 @@ fn the_docs_page_draws_the_api_and_its_try_it_out_takes_a_lock() {
     let token_granted = body["token"].as_u64().expect("a fencing token");
     // The cluster agrees: the lock is held, with that token, seen from
     // another node.
-    let ca = raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(
-        &dir.path().join("raftlock-dev/certs"),
-    ))
+    let ca = raftlock::tls::api_client_config(
+        &raftlock::tls::ca_cert_path(&dir.path().join("raftlock-dev/certs")),
+        None,
+    )
     .unwrap();
     let other = std::net::SocketAddr::from(([127, 0, 0, 1], http.port() + 1));
     let (status, raw) = procs::call_raw_over(

@@ -201,10 +201,13 @@ impl FromRequest for Caller {
         let required = req
             .app_data::<web::Data<HttpConfig>>()
             .is_none_or(|c| c.auth_required);
+        let cert = req.conn_data::<super::peer::ClientCert>().copied();
         let node = req.app_data::<Shared>().cloned();
         let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
         Box::pin(async move {
+            let node = node.ok_or_else(|| ApiError::Unavailable("no node".into()))?;
             let header = match header {
+                None if cert.is_some() => None,
                 None if !required => {
                     return Ok(Caller {
                         credential: None,
@@ -221,10 +224,13 @@ impl FromRequest for Caller {
                         "the Authorization header is not text".into(),
                     ))
                 }
-                Some(Ok(h)) => h,
+                Some(Ok(h)) => Some(h),
             };
-            let node = node.ok_or_else(|| ApiError::Unavailable("no node".into()))?;
-            let caller = authenticate(&node, &header).await?;
+            let caller = match (header, cert) {
+                (Some(header), _) => authenticate(&node, &header).await?,
+                (None, Some(cert)) => authenticate_cert(&node, cert.0).await?,
+                (None, None) => return Err(ApiError::Unauthorized("no credential".into())),
+            };
             if let (Some(id), Some(limiter), false) = (caller.credential, limiter, caller.admin) {
                 if !limiter.admit(id, std::time::Instant::now()) {
                     return Err(ApiError::TooMany(format!(
@@ -235,6 +241,23 @@ impl FromRequest for Caller {
             }
             Ok(caller)
         })
+    }
+}
+
+/// A client certificate's credential: it must exist (not revoked).
+async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result<Caller, ApiError> {
+    let mut stored = node.inspect(move |m| m.credential(id)).await?;
+    if stored.is_none() {
+        stored = credential_read(node, id).await?;
+    }
+    match stored {
+        Some((_, admin)) => Ok(Caller {
+            credential: Some(id),
+            admin,
+        }),
+        None => Err(ApiError::Unauthorized(
+            "the client certificate's credential is unknown or revoked".into(),
+        )),
     }
 }
 

@@ -14,6 +14,10 @@ use tokio::net::TcpStream;
 /// The environment variable naming the CA file clients trust the nodes'
 /// HTTPS by (`raftlock dev`: raftlock-dev/certs/ca.pem).
 pub const CA_ENV: &str = "RAFTLOCK_CA";
+/// A client certificate and its key (`raftlock certs create-client`),
+/// presented instead of a bearer credential.
+pub const CLIENT_CERT_ENV: &str = "RAFTLOCK_CLIENT_CERT";
+pub const CLIENT_KEY_ENV: &str = "RAFTLOCK_CLIENT_KEY";
 
 /// What a client presents and whom it trusts: its bearer credential, and
 /// the cluster's CA (None: plain HTTP, for `--insecure` nodes).
@@ -35,12 +39,16 @@ impl std::fmt::Debug for Access {
 }
 
 impl Access {
-    /// `credential` (empty counts as none), trusting the CA in `ca_file`.
+    /// `credential` (empty counts as none), trusting the CA in `ca_file`,
+    /// presenting the client certificate `client` (cert, key) if given.
     pub fn new(
         credential: Option<String>,
         ca_file: Option<&Path>,
+        client: Option<(&Path, &Path)>,
     ) -> Result<Access, crate::tls::TlsError> {
-        let tls = ca_file.map(crate::tls::api_client_config).transpose()?;
+        let tls = ca_file
+            .map(|ca| crate::tls::api_client_config(ca, client))
+            .transpose()?;
         Ok(Access {
             credential: credential
                 .map(|c| c.trim().to_string())
@@ -49,12 +57,20 @@ impl Access {
         })
     }
 
-    /// From `RAFTLOCK_CREDENTIAL` and `RAFTLOCK_CA`.
+    /// From `RAFTLOCK_CREDENTIAL`, `RAFTLOCK_CA`, and `RAFTLOCK_CLIENT_CERT`
+    /// with `RAFTLOCK_CLIENT_KEY`.
     pub fn from_env() -> Result<Access, crate::tls::TlsError> {
-        let ca = std::env::var_os(CA_ENV).filter(|v| !v.is_empty());
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        let ca = var(CA_ENV);
+        let (cert, key) = (var(CLIENT_CERT_ENV), var(CLIENT_KEY_ENV));
+        let client = cert
+            .as_deref()
+            .zip(key.as_deref())
+            .map(|(c, k)| (Path::new(c), Path::new(k)));
         Access::new(
             std::env::var(super::auth::CREDENTIAL_ENV).ok(),
             ca.as_deref().map(Path::new),
+            client,
         )
     }
 }

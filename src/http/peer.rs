@@ -25,9 +25,23 @@ pub fn remember(conn: &dyn Any, ext: &mut Extensions) {
         ext.insert(PeerSocket(tcp.as_raw_fd()));
     } else if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()
     {
-        ext.insert(PeerSocket(tls.get_ref().0.as_raw_fd()));
+        let (tcp, session) = tls.get_ref();
+        ext.insert(PeerSocket(tcp.as_raw_fd()));
+        // A client certificate (verified against the cluster's CA in the
+        // handshake) that names a credential.
+        let named = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(crate::tls::credential_of);
+        if let Some(id) = named {
+            ext.insert(ClientCert(id));
+        }
     }
 }
+
+/// The credential a connection's client certificate names.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientCert(pub crate::lock::auth::CredentialId);
 
 impl PeerSocket {
     pub fn of(req: &HttpRequest) -> Option<PeerSocket> {

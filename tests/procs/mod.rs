@@ -175,7 +175,8 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner());
         let certs = root.path().join("certs");
         make_certs(&certs, &[1, 2, 3]);
-        let ca = raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(&certs)).unwrap();
+        let ca =
+            raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(&certs), None).unwrap();
         *TLS.lock().unwrap_or_else(|e| e.into_inner()) = Some(ca);
         let mut c = Cluster {
             _turn: turn,
