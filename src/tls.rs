@@ -497,10 +497,11 @@ pub fn create_client(dir: &Path, id: u64) -> Result<(), TlsError> {
     write_private(&cert_path, &cert.pem())
 }
 
-/// The certificate paths a peer's bytes reach, for the `peer_cert` fuzz
-/// target: the first byte is a node id, the rest a certificate as PEM
-/// (what `PeerTls::load` reads) or DER (what a handshake hands over).
-/// Never a panic, and a certificate names a node only if it parses.
+/// The certificate paths a peer's (or an API client's) bytes reach, for
+/// the `peer_cert` fuzz target: the first byte is a node id, the rest a
+/// certificate as PEM (what `PeerTls::load` reads) or DER (what a
+/// handshake hands over). Never a panic, and a certificate names a node or
+/// a credential only if it parses.
 pub fn check_peer_cert(data: &[u8]) {
     let Some((&id, rest)) = data.split_first() else {
         return;
@@ -509,8 +510,68 @@ pub fn check_peer_cert(data: &[u8]) {
     let der = CertificateDer::from(rest.to_vec());
     let parses = webpki::EndEntityCert::try_from(&der).is_ok();
     assert!(parses || !PeerTls::sent_by(&der, id));
+    // The HTTP API reads a client certificate's credential the same way.
+    assert!(parses || credential_of(&der).is_none());
     for cert in CertificateDer::pem_slice_iter(rest).flatten() {
         let _ = PeerTls::sent_by(&cert, id);
+        let _ = credential_of(&cert);
     }
     let _ = PrivateKeyDer::from_pem_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node certificate out of date is refused at start-up, saying so,
+    /// not by every peer later.
+    #[test]
+    fn an_expired_node_certificate_stops_start_up_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        create_ca(dir.path()).unwrap();
+        let ca_key_pem = std::fs::read_to_string(ca_key_path(dir.path())).unwrap();
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).unwrap();
+        let issuer = ca_params().unwrap().self_signed(&ca_key).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec![node_name(1), MEMBER_NAME.to_string()]).unwrap();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer, &ca_key).unwrap();
+        write_private(&node_key_path(dir.path(), 1), &key.serialize_pem()).unwrap();
+        write_private(&node_cert_path(dir.path(), 1), &cert.pem()).unwrap();
+        let e = PeerTls::load(dir.path(), 1).unwrap_err().to_string();
+        assert!(
+            e.contains("node-1.pem") && e.to_lowercase().contains("expired"),
+            "{e}"
+        );
+        assert!(api_server_config(dir.path(), 1).is_err());
+        // A fresh one from the same CA is fine.
+        std::fs::remove_file(node_key_path(dir.path(), 1)).unwrap();
+        std::fs::remove_file(node_cert_path(dir.path(), 1)).unwrap();
+        create_node(dir.path(), 1, &[]).unwrap();
+        assert!(PeerTls::load(dir.path(), 1).is_ok());
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_credential_and_no_node() {
+        let dir = tempfile::tempdir().unwrap();
+        create_ca(dir.path()).unwrap();
+        create_client(dir.path(), 0xabc).unwrap();
+        let cert = certs(&client_cert_path(dir.path(), 0xabc)).unwrap();
+        assert_eq!(credential_of(&cert[0]), Some(0xabc));
+        assert!(!PeerTls::sent_by(&cert[0], 1));
+        create_node(dir.path(), 1, &[]).unwrap();
+        let node = certs(&node_cert_path(dir.path(), 1)).unwrap();
+        assert_eq!(credential_of(&node[0]), None);
+        assert!(
+            create_client(dir.path(), 0xabc).is_err(),
+            "never overwrites"
+        );
+    }
 }

@@ -220,3 +220,18 @@ fn peer_cert_seed_names_its_node_only() {
     assert!(!raftlock::tls::PeerTls::sent_by(&cert, 3));
     assert!(!raftlock::tls::PeerTls::sent_by(&cert, 22));
 }
+
+/// The corpus's client certificate names its credential and no node.
+#[test]
+fn peer_cert_seed_client_names_its_credential_only() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/peer_cert");
+    let pem = std::fs::read(dir.join("pem-client-c1")).unwrap();
+    let cert = CertificateDer::from_pem_slice(&pem[1..]).unwrap();
+    assert_eq!(raftlock::tls::credential_of(&cert), Some(0xc1));
+    assert!(!raftlock::tls::PeerTls::sent_by(&cert, 2));
+    let node = std::fs::read(dir.join("pem-node2-as-2")).unwrap();
+    let node = CertificateDer::from_pem_slice(&node[1..]).unwrap();
+    assert_eq!(raftlock::tls::credential_of(&node), None);
+}
