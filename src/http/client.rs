@@ -1,14 +1,18 @@
-//! A small HTTP/1.1 client with one kept-alive connection, for the
-//! benchmark, the command-line client and the client library. It speaks
-//! exactly what the API (and etcd's JSON gateway) answer: `Content-Length`
-//! bodies, no chunking; over TLS when given the cluster's CA.
+//! The HTTP client of the benchmark, the command-line client and the client
+//! library: one kept-alive HTTP/1.1 connection (hyper) to one endpoint,
+//! over TLS when given the cluster's CA, with the caller's credential on
+//! every request. Callers pool these (the library keeps idle ones per
+//! endpoint).
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// The environment variable naming the CA file clients trust the nodes'
@@ -82,6 +86,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Largest response header block and body read.
 pub const RESPONSE_HEADER_BYTES_MAX: usize = 16 << 10;
 pub const RESPONSE_BODY_BYTES_MAX: usize = 16 << 20;
+/// hyper's read buffer, which bounds a response's head: at least its
+/// minimum (8 KiB + 1), and `RESPONSE_HEADER_BYTES_MAX` otherwise.
+const READ_BUFFER_BYTES: usize = RESPONSE_HEADER_BYTES_MAX;
 /// How long one exchange may take.
 pub const EXCHANGE_TIMEOUT_MS: u64 = 30_000;
 
@@ -110,7 +117,7 @@ pub enum HttpClientError {
 
 pub struct HttpClient {
     addr: SocketAddr,
-    conn: Option<BufReader<Box<dyn Io>>>,
+    conn: Option<SendRequest<Full<Bytes>>>,
     access: Access,
 }
 
@@ -190,6 +197,37 @@ impl HttpClient {
         Ok((status, value))
     }
 
+    /// A new connection: TCP, TLS if configured, then hyper's HTTP/1.1
+    /// handshake; the connection's task runs until the server closes it.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpClientError> {
+        let addr = self.addr;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| HttpClientError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &self.access.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| HttpClientError::Tls { addr, source })?;
+                Box::new(tls)
+            }
+        };
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUFFER_BYTES)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| self.malformed(&e))?;
+        tokio::spawn(async move {
+            // Ends when either side closes; errors surface on the sender.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
     async fn exchange(
         &mut self,
         method: &str,
@@ -197,105 +235,64 @@ impl HttpClient {
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), HttpClientError> {
         let addr = self.addr;
-        let io = |source| HttpClientError::Io { addr, source };
-        if self.conn.is_none() {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|source| HttpClientError::Connect { addr, source })?;
-            let _ = stream.set_nodelay(true);
-            let stream: Box<dyn Io> = match &self.access.tls {
-                None => Box::new(stream),
-                Some(tls) => {
-                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    let tls = tokio_rustls::TlsConnector::from(tls.clone())
-                        .connect(name, stream)
-                        .await
-                        .map_err(|source| HttpClientError::Tls { addr, source })?;
-                    Box::new(tls)
-                }
-            };
-            self.conn = Some(BufReader::new(stream));
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(HttpClientError::Malformed {
-                addr,
-                what: "no connection".into(),
-            });
-        };
-        let auth = match &self.access.credential {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(c) = &self.access.credential {
             // Printable ASCII only: a line break would smuggle a header.
-            Some(c) if c.bytes().all(|b| b.is_ascii_graphic()) => {
-                format!("Authorization: Bearer {c}\r\n")
+            if !c.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(malformed_credential(addr));
             }
-            Some(_) => return Err(malformed_credential(addr)),
-            None => String::new(),
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {c}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| HttpClientError::Malformed {
+                addr,
+                what: format!("the request: {e}"),
+            })?;
+        let mut sender = match self.conn.take() {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.connect().await?,
         };
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        conn.get_mut()
-            .write_all(head.as_bytes())
+        sender.ready().await.map_err(|e| self.malformed(&e))?;
+        let response = sender
+            .send_request(request)
             .await
-            .map_err(io)?;
-        conn.get_mut().write_all(body).await.map_err(io)?;
-        let malformed = |what: &str| HttpClientError::Malformed {
-            addr,
-            what: what.to_string(),
+            .map_err(|e| self.malformed(&e))?;
+        let status = response.status().as_u16();
+        let keep = !response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = Limited::new(response.into_body(), RESPONSE_BODY_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| HttpClientError::Malformed {
+                addr,
+                what: format!("body: {e}"),
+            })?
+            .to_bytes()
+            .to_vec();
+        if keep {
+            self.conn = Some(sender);
+        }
+        Ok((status, body))
+    }
+
+    /// hyper's error, with a hint when a plain client meets a TLS node.
+    fn malformed(&self, e: &hyper::Error) -> HttpClientError {
+        let what = if self.access.tls.is_none() && e.is_parse() {
+            format!("{e}: the answer is not HTTP; if the node speaks TLS, give the cluster's CA (--ca-file or RAFTLOCK_CA)")
+        } else {
+            e.to_string()
         };
-        let mut status = None;
-        let mut length = 0usize;
-        let mut close = false;
-        let mut header_bytes = 0usize;
-        // A TLS record (an alert: 0x15) where HTTP was expected: the node
-        // speaks HTTPS and this client was not told the CA.
-        if self.access.tls.is_none() && conn.fill_buf().await.map_err(io)?.first() == Some(&0x15) {
-            self.conn = None;
-            return Err(malformed(
-                "the node speaks TLS: give the cluster's CA (--ca-file or RAFTLOCK_CA)",
-            ));
+        HttpClientError::Malformed {
+            addr: self.addr,
+            what,
         }
-        loop {
-            let mut line = String::new();
-            let n = conn.read_line(&mut line).await.map_err(io)?;
-            if n == 0 {
-                return Err(malformed("connection closed mid-response"));
-            }
-            header_bytes += n;
-            if header_bytes > RESPONSE_HEADER_BYTES_MAX {
-                return Err(malformed("headers too long"));
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if status.is_none() {
-                status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-                if status.is_none() {
-                    return Err(malformed("no status line"));
-                }
-                continue;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-                if k == "content-length" {
-                    length = v.parse().map_err(|_| malformed("bad Content-Length"))?;
-                } else if k == "connection" && v.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if k == "transfer-encoding" {
-                    return Err(malformed("chunked bodies are not supported"));
-                }
-            }
-        }
-        if length > RESPONSE_BODY_BYTES_MAX {
-            return Err(malformed("body too large"));
-        }
-        let mut body = vec![0u8; length];
-        conn.read_exact(&mut body).await.map_err(io)?;
-        if close {
-            self.conn = None;
-        }
-        Ok((status.unwrap_or(0), body))
     }
 }
 
