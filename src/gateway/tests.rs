@@ -792,3 +792,57 @@ fn a_wait_whose_lookups_keep_missing_events_still_ends_at_its_deadline() {
     let cancel = Op::Cancel { lock: "L".into() };
     assert_eq!(effects(&mut g), vec![proposal(3, 5, cancel)]);
 }
+
+/// A credential's native wait on a session that is not its own is told
+/// nothing of the grant, even one applied before the lock machine's
+/// refusal came back; its own wait is told the early grant once the look
+/// at the session says it may.
+#[test]
+fn a_wait_tells_a_grant_only_once_its_credential_may_see_the_session() {
+    let w = WaitFor {
+        session: 5,
+        seq: 4,
+        lock: "L".into(),
+        timeout_ms: 5000,
+    };
+    let mut g = gateway();
+    g.handle_call_as(at(0), 1, Some(77), Request::Wait(w.clone()));
+    let read = effects(&mut g);
+    assert_eq!(read.len(), 1);
+    g.handle_event(at(1), &grant(5, "L", 8, 4, 2));
+    assert_eq!(effects(&mut g), vec![], "not before the refusal or consent");
+    let refused = QueryAnswer::Refused(LockError::Forbidden("not yours".into()));
+    g.handle_done(at(2), 1, answer(9, refused));
+    let told = effects(&mut g);
+    assert!(
+        matches!(
+            &told[..],
+            [Effect::Answer {
+                call: 1,
+                result: Err(GatewayError::Lock(LockError::Forbidden(_)))
+            }]
+        ),
+        "{told:?}"
+    );
+
+    let mut g = gateway();
+    g.handle_call_as(at(0), 1, Some(77), Request::Wait(w));
+    effects(&mut g);
+    g.handle_event(at(1), &grant(5, "L", 8, 4, 2));
+    assert_eq!(effects(&mut g), vec![]);
+    let waiting = SessionInfo {
+        ttl_ms: 3000,
+        held: vec![],
+        waiting: vec!["L".into()],
+        expires_in_ms: Some(2000),
+    };
+    g.handle_done(at(2), 1, answer(9, QueryAnswer::Session(Some(waiting))));
+    let granted = Ok(Answer::Waited(Some(Ok(Reply::Granted { token: 2 }))));
+    assert_eq!(
+        effects(&mut g),
+        vec![Effect::Answer {
+            call: 1,
+            result: granted
+        }]
+    );
+}

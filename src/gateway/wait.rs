@@ -22,6 +22,12 @@ pub(super) struct WaitCall {
     looking: bool,
     /// Events were missed while it was: look again.
     missed: bool,
+    /// The caller may use the session: anonymous, or its credential's
+    /// first look at the session came back. Until then a grant is kept in
+    /// `early`, not told (it would tell a token to a credential the lock
+    /// machine may refuse).
+    authorized: bool,
+    early: Option<crate::lock::Token>,
 }
 
 impl Gateway {
@@ -45,6 +51,8 @@ impl Gateway {
             deadline,
             looking: true,
             missed: false,
+            authorized: !self.callers.contains_key(&call),
+            early: None,
         };
         self.calls.insert(call, Call::Wait(state));
         self.register(call, w.session, &w.lock);
@@ -57,9 +65,15 @@ impl Gateway {
         w.looking = false;
         let (session, lock) = (w.session, w.lock.clone());
         let answer = match result.and_then(|a| query_answer_of(&a)) {
+            // A grant seen before the caller was known to own the session.
+            Ok(QueryAnswer::Session(Some(_))) if !w.authorized && w.early.is_some() => {
+                let token = w.early.take().unwrap_or_default();
+                Ok(Some(Ok(Reply::Granted { token })))
+            }
             // The acquire queued before this wait was sent: if the session
             // holds the lock now, it is this grant.
             Ok(QueryAnswer::Session(Some(info))) => {
+                w.authorized = true;
                 match info.held.iter().find(|(l, _)| *l == lock) {
                     Some(&(_, token)) => Ok(Some(Ok(Reply::Granted { token }))),
                     None if std::mem::take(&mut w.missed) => {
@@ -84,6 +98,10 @@ impl Gateway {
         let Some(w) = self.waiter(call) else { return };
         if g.seq != w.seq && !by_name {
             // An older grant of the same session and lock, replayed.
+            return;
+        }
+        if !w.authorized {
+            w.early = Some(g.token);
             return;
         }
         self.finish(call);
