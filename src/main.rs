@@ -284,6 +284,8 @@ mod app {
             tracing::info!(file = %file.display(), "wrote the cluster's first admin credential");
             b
         } else {
+            // A data dir from before credentials: bootstrap if it never was.
+            http::auth::bootstrap_if_never(node.clone(), file.to_path_buf());
             return Ok(());
         };
         http::auth::bootstrap(node.clone(), file.to_path_buf(), bearer);

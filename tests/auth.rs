@@ -253,7 +253,7 @@ fn a_policy_allows_its_prefixes_and_actions_only_and_admin_calls_need_admin() {
     let forged = [
         encode(&Command::As {
             credential: 1,
-            command: Box::new(Command::Open {
+            command: encode(&Command::Open {
                 nonce: 1,
                 ttl_ms: 10_000,
             }),
@@ -269,9 +269,16 @@ fn a_policy_allows_its_prefixes_and_actions_only_and_admin_calls_need_admin() {
             call_raw_as(n3, Some(&alice), "POST", "/API/v1/native/propose", &bytes).unwrap();
         assert_eq!(status, 403);
     }
+    // As in As in As...: refused, and the node is still there.
+    let deep: Vec<u8> = [5u8, 0].repeat(100_000);
+    let (status, _) =
+        call_raw_as(n3, Some(&alice), "POST", "/API/v1/native/propose", &deep).unwrap();
+    assert!(status == 400 || status == 403, "{status}");
+    let (status, _) = call_raw_as(n3, Some(&alice), "POST", "/API/v1/native/read", &deep).unwrap();
+    assert!(status == 400 || status == 403, "{status}");
     let as_admin = encode(&Query::As {
         credential: 1,
-        query: Box::new(Query::Credentials),
+        query: encode(&Query::Credentials),
     });
     assert_eq!(
         call_raw_as(n3, Some(&alice), "POST", "/API/v1/native/read", &as_admin)

@@ -51,6 +51,9 @@ pub type OpId = u64;
 
 /// Calls in progress at once (waits included); more are refused `TooMany`.
 pub const CALLS_MAX: usize = 65_536;
+/// Calls in progress at once for one credential, so that one cannot fill
+/// `CALLS_MAX` (with long waits, say) and starve the others.
+pub const CALLS_PER_CREDENTIAL_MAX: usize = CALLS_MAX / 16;
 /// Longest an acquire may wait in the queue.
 pub const WAIT_MS_MAX: u64 = 300_000;
 /// Longest a node holds a native wait before answering "not yet".
@@ -258,6 +261,8 @@ pub struct Gateway {
     /// insecure door's anonymous call). Every proposal and read a call
     /// makes is sent on its behalf (`Command::As`, `Query::As`).
     callers: BTreeMap<CallId, CredentialId>,
+    /// How many calls in `callers` each credential has.
+    caller_calls: BTreeMap<CredentialId, usize>,
     effects: VecDeque<Effect>,
     next_op: OpId,
 }
@@ -294,7 +299,15 @@ impl Gateway {
             return self.answer(call, Err(e));
         }
         if let Some(caller) = caller {
+            let in_progress = self.caller_calls.get(&caller).copied().unwrap_or(0);
+            if in_progress >= CALLS_PER_CREDENTIAL_MAX {
+                let e = GatewayError::TooMany(format!(
+                    "this credential has {CALLS_PER_CREDENTIAL_MAX} calls in progress on this node"
+                ));
+                return self.answer(call, Err(e));
+            }
             self.callers.insert(call, caller);
+            *self.caller_calls.entry(caller).or_default() += 1;
         }
         match request {
             Request::Acquire(args) => self.start_acquire(now, call, args),
@@ -542,7 +555,7 @@ impl Gateway {
         let command = match self.caller(call, purpose) {
             Some(credential) => encode(&Command::As {
                 credential,
-                command: Box::new(command.clone()),
+                command: encode(command),
             }),
             None => encode(command),
         };
@@ -568,7 +581,7 @@ impl Gateway {
         let query = match self.caller(Some(call), purpose) {
             Some(credential) => Query::As {
                 credential,
-                query: Box::new(query),
+                query: encode(&query),
             },
             None => query,
         };
@@ -580,7 +593,22 @@ impl Gateway {
     }
 
     fn answer(&mut self, call: CallId, result: Result<Answer, GatewayError>) {
+        // A call refused before it started was never in `calls`.
+        if !self.calls.contains_key(&call) {
+            self.forget_caller(call);
+        }
         self.effects.push_back(Effect::Answer { call, result });
+    }
+
+    fn forget_caller(&mut self, call: CallId) {
+        if let Some(caller) = self.callers.remove(&call) {
+            if let Some(n) = self.caller_calls.get_mut(&caller) {
+                *n -= 1;
+                if *n == 0 {
+                    self.caller_calls.remove(&caller);
+                }
+            }
+        }
     }
 
     fn count_proposal(&mut self, operation: &'static str, result: &Result<Applied, GatewayError>) {
@@ -666,7 +694,7 @@ impl Gateway {
         let Some(state) = self.calls.remove(&call) else {
             return;
         };
-        self.callers.remove(&call);
+        self.forget_caller(call);
         match state {
             Call::Acquire(a) => {
                 if let Some(session) = a.session {
@@ -698,8 +726,15 @@ impl Gateway {
             return;
         }
         assert!(self.calls.len() <= CALLS_MAX);
+        assert_eq!(
+            self.caller_calls.values().sum::<usize>(),
+            self.callers.len()
+        );
         if self.calls.len() > CHECKED_CALLS_MAX {
             return;
+        }
+        for call in self.callers.keys() {
+            assert!(self.calls.contains_key(call), "caller of ended call {call}");
         }
         let registered: usize = self.waiting.values().map(BTreeSet::len).sum();
         assert_eq!(registered, self.waiting_len);

@@ -846,3 +846,42 @@ fn a_wait_tells_a_grant_only_once_its_credential_may_see_the_session() {
         }]
     );
 }
+
+/// A credential's calls in progress are bounded (and refused calls are
+/// not counted, nor kept).
+#[test]
+fn one_credential_cannot_fill_the_calls_and_refused_calls_leave_nothing() {
+    let mut g = gateway();
+    let wait = |session| {
+        Request::Wait(WaitFor {
+            session,
+            seq: 1,
+            lock: "L".into(),
+            timeout_ms: 60_000,
+        })
+    };
+    for call in 0..CALLS_PER_CREDENTIAL_MAX as u64 {
+        g.handle_call_as(at(0), call, Some(7), wait(call));
+    }
+    effects(&mut g);
+    let over = CALLS_PER_CREDENTIAL_MAX as u64;
+    g.handle_call_as(at(0), over, Some(7), wait(1));
+    assert!(matches!(
+        &effects(&mut g)[..],
+        [Effect::Answer {
+            result: Err(GatewayError::TooMany(_)),
+            ..
+        }]
+    ));
+    // Another credential is not held back.
+    g.handle_call_as(at(0), over + 1, Some(8), wait(1));
+    assert!(!matches!(&effects(&mut g)[..], [Effect::Answer { .. }]));
+    // Garbage refused at the door leaves no trace behind.
+    let mut g = gateway();
+    for call in 0..1000 {
+        g.handle_call_as(at(0), call, Some(9), Request::Propose(vec![0xff; 3]));
+    }
+    assert_eq!(g.calls(), 0);
+    g.handle_call_as(at(0), 5000, Some(9), wait(1));
+    assert_eq!(g.calls(), 1);
+}

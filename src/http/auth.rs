@@ -38,6 +38,12 @@ pub const CREDENTIAL_ENV: &str = "RAFTLOCK_CREDENTIAL";
 pub const CREDENTIAL_CALLS_PER_S_DEFAULT: u32 = 1_000;
 /// A credential may save up this many seconds of calls for a burst.
 pub const CREDENTIAL_BURST_S: u32 = 2;
+/// Reads of the cluster's credential table one node makes at once for ids
+/// its own table does not know; beyond, such a call is refused (401).
+pub const FALLBACK_READS_MAX: usize = 16;
+static FALLBACK_READS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(FALLBACK_READS_MAX);
+
 /// Credentials whose call rate one node tracks at once; past it, the
 /// buckets idle longest are dropped (a dropped bucket starts full).
 pub const RATE_BUCKETS_MAX: usize = 2 * crate::lock::auth::CREDENTIALS_MAX;
@@ -248,7 +254,9 @@ impl FromRequest for Caller {
 async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result<Caller, ApiError> {
     let mut stored = node.inspect(move |m| m.credential(id)).await?;
     if stored.is_none() {
-        stored = credential_read(node, id).await?;
+        if let Ok(_permit) = FALLBACK_READS.try_acquire() {
+            stored = credential_read(node, id).await?;
+        }
     }
     match stored {
         Some((_, admin)) => Ok(Caller {
@@ -274,8 +282,11 @@ pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Call
     let mut stored = node.inspect(move |m| m.credential(id)).await?;
     if stored.is_none() {
         // Not here yet, maybe: created through another node a moment ago.
-        // A linearizable read says for sure.
-        stored = credential_read(node, id).await?;
+        // A linearizable read says for sure, within a bound: unknown ids
+        // cost whoever sends them a ReadIndex round, not the leader a flood.
+        if let Ok(_permit) = FALLBACK_READS.try_acquire() {
+            stored = credential_read(node, id).await?;
+        }
     }
     match stored {
         Some((hash, admin)) if bearer.matches(&hash) => Ok(Caller {
@@ -327,6 +338,33 @@ pub fn write_new_bearer(path: &Path) -> Result<Bearer, String> {
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(bearer)
+}
+
+/// For a data dir that predates credentials (not fresh, no credential
+/// file): once the cluster answers a linearizable read, if it never had a
+/// credential, writes a new admin one to `path` and bootstraps it.
+pub fn bootstrap_if_never(node: Arc<Node<LockMachine>>, path: PathBuf) {
+    actix_rt::spawn(async move {
+        for _ in 0..BOOTSTRAP_ATTEMPTS_MAX {
+            // A barrier: the local table is then as new as the cluster's.
+            if node.read(encode(&Query::Credentials)).await.is_ok() {
+                match node.inspect(|m| m.bootstrapped()).await {
+                    Ok(false) => match write_new_bearer(&path) {
+                        Ok(bearer) => {
+                            tracing::info!(file = %path.display(), "this cluster had no credential: wrote its first admin credential");
+                            return bootstrap(node, path, bearer);
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot write the first admin credential: {e}");
+                            return;
+                        }
+                    },
+                    _ => return,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(BOOTSTRAP_RETRY_MS)).await;
+        }
+    });
 }
 
 /// The bootstrapping node's task: proposes the first admin credential,

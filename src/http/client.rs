@@ -245,6 +245,13 @@ impl HttpClient {
             if !c.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(malformed_credential(addr));
             }
+            // Never in plain text over a network: whoever saw it could use it.
+            if self.access.tls.is_none() && !addr.ip().is_loopback() {
+                return Err(HttpClientError::Malformed {
+                    addr,
+                    what: "refusing to send a credential in plain text off this machine: give the cluster's CA (--ca-file or RAFTLOCK_CA)".into(),
+                });
+            }
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {c}"));
         }
         let request = request
@@ -300,5 +307,28 @@ fn malformed_credential(addr: SocketAddr) -> HttpClientError {
     HttpClientError::Malformed {
         addr,
         what: "the credential has characters a header cannot carry".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_credential_never_leaves_the_machine_in_plain_text() {
+        let access = Access::new(Some("rlk_x".into()), None, None).unwrap();
+        // A documentation address: nothing listens, nothing is sent.
+        let far = SocketAddr::from(([192, 0, 2, 1], 7201));
+        let mut client = HttpClient::with_access(far, &access);
+        let e = client
+            .call("GET", "/API/v1/cluster", b"")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("plain text"), "{e}");
+        assert!(client.conn.is_none(), "no connection was made");
+        let bad = Access::new(Some("rlk_\r\nX-Evil: 1".into()), None, None).unwrap();
+        let mut client = HttpClient::with_access(SocketAddr::from(([127, 0, 0, 1], 1)), &bad);
+        let e = client.call("GET", "/", b"").await.unwrap_err();
+        assert!(e.to_string().contains("header cannot carry"), "{e}");
     }
 }

@@ -108,13 +108,14 @@ const DOCS_HTML: &str = r##"<!doctype html>
 <script src="/docs/init.js"></script></body></html>
 "##;
 
-/// Draws /openapi.json; "Authorize" takes a bearer credential, kept across
-/// reloads; requests go to the node serving the page.
+/// Draws /openapi.json; "Authorize" takes a bearer credential, for this
+/// page only (not kept in the browser's storage); requests go to the node
+/// serving the page.
 const INIT_JS: &str = r##"window.ui = SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#swagger-ui",
   validatorUrl: null,
-  persistAuthorization: true,
+  persistAuthorization: false,
   deepLinking: true
 });
 "##;

@@ -45,12 +45,16 @@ pub enum Command {
     /// Proposed by a leader once the lock-delay of a lock freed by the
     /// expiry at index `freed` has passed.
     Undelay { lock: String, freed: Index },
-    /// `command` on behalf of `credential`, which the proposing node has
-    /// authenticated; applied only while the credential exists and if its
-    /// policy allows it. Only nodes wrap: no client door accepts it.
+    /// `command` (a postcard `Command`) on behalf of `credential`, which
+    /// the proposing node has authenticated; applied only while the
+    /// credential exists and if its policy allows it. Only nodes wrap: no
+    /// client door accepts it. Bytes, not a nested `Command`: decoding a
+    /// client's bytes must never recurse (`As` in `As` in ... would
+    /// overflow the stack), and the inner one is decoded once, at apply.
     As {
         credential: CredentialId,
-        command: Box<Command>,
+        #[serde(with = "serde_bytes")]
+        command: Vec<u8>,
     },
     /// Creates the cluster's first admin credential; does nothing once any
     /// credential was ever created. Proposed by the bootstrapping node.
@@ -110,7 +114,9 @@ impl Command {
     pub fn is_leader_only(&self) -> bool {
         match self {
             Command::Expire { .. } | Command::Undelay { .. } => true,
-            Command::As { command, .. } => command.is_leader_only(),
+            // One level only (see `As`): a nested `As` is refused at apply.
+            Command::As { command, .. } => postcard::from_bytes::<Command>(command)
+                .is_ok_and(|c| matches!(c, Command::Expire { .. } | Command::Undelay { .. })),
             _ => false,
         }
     }
@@ -132,7 +138,10 @@ impl Command {
             Command::Request(Request { op, .. }) | Command::Unsequenced { op, .. } => op.label(),
             Command::Expire { .. } => "expire",
             Command::Undelay { .. } => "undelay",
-            Command::As { command, .. } => command.label(),
+            Command::As { command, .. } => match postcard::from_bytes::<Command>(command) {
+                Ok(Command::As { .. }) | Err(_) => "as",
+                Ok(inner) => inner.label(),
+            },
             Command::Bootstrap { .. } => "bootstrap",
             Command::CreateCredential { .. } => "create_credential",
             Command::RevokeCredential { .. } => "revoke_credential",
@@ -339,10 +348,12 @@ pub enum Query {
         after: SessionId,
         limit: u32,
     },
-    /// `query` on behalf of `credential` (see `Command::As`).
+    /// `query` (a postcard `Query`) on behalf of `credential` (see
+    /// `Command::As`; bytes for the same reason).
     As {
         credential: CredentialId,
-        query: Box<Query>,
+        #[serde(with = "serde_bytes")]
+        query: Vec<u8>,
     },
     /// Every credential, without secrets (admin only inside `As`).
     Credentials,

@@ -218,7 +218,10 @@ impl LockMachine {
             Command::As {
                 credential,
                 command,
-            } => self.apply_as(index, now, credential, *command),
+            } => match postcard::from_bytes::<Command>(&command) {
+                Ok(command) => self.apply_as(index, now, credential, command),
+                Err(e) => Err(LockError::Malformed(e.to_string())),
+            },
             Command::Bootstrap { id, hash } => {
                 let effective = !self.state.bootstrapped;
                 if effective {
@@ -272,7 +275,10 @@ impl LockMachine {
     /// Answers a decoded query.
     pub fn answer(&self, now: Instant, query: Query) -> QueryAnswer {
         match query {
-            Query::As { credential, query } => self.answer_as(now, credential, *query),
+            Query::As { credential, query } => match postcard::from_bytes::<Query>(&query) {
+                Ok(query) => self.answer_as(now, credential, query),
+                Err(e) => QueryAnswer::Malformed(e.to_string()),
+            },
             Query::Credential { id } => QueryAnswer::Credential(self.credential(id)),
             Query::Credentials => QueryAnswer::Credentials(
                 self.state
@@ -574,10 +580,11 @@ impl LockMachine {
             }
             Command::RevokeCredential { id } => {
                 require_admin(&policy)?;
-                match self.state.credentials.remove(&id) {
-                    Some(_) => Ok(Reply::CredentialRevoked),
-                    None => Err(LockError::UnknownCredential),
+                if self.state.credentials.remove(&id).is_none() {
+                    return Err(LockError::UnknownCredential);
                 }
+                self.cancel_waits_of(index, id);
+                Ok(Reply::CredentialRevoked)
             }
             Command::As { .. }
             | Command::Bootstrap { .. }
@@ -585,6 +592,30 @@ impl LockMachine {
             | Command::Undelay { .. } => Err(LockError::Forbidden(
                 "only client commands may be sent on a credential's behalf".into(),
             )),
+        }
+    }
+
+    /// A revoked credential's queued acquires leave their queues: nothing
+    /// may hand it a new grant (and a fencing token). What its sessions
+    /// hold stays until they expire: their clients may still trust those
+    /// leases, and a lock granted to another meanwhile would have two
+    /// believers.
+    fn cancel_waits_of(&mut self, index: Index, owner: CredentialId) {
+        let sessions: Vec<SessionId> = self
+            .owned
+            .get(&owner)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for session in sessions {
+            let waits: Vec<String> = self
+                .state
+                .sessions
+                .get(&session)
+                .map(|s| s.waiting.keys().cloned().collect())
+                .unwrap_or_default();
+            for lock in waits {
+                let _ = self.cancel(index, session, lock);
+            }
         }
     }
 
@@ -669,6 +700,11 @@ impl LockMachine {
         );
     }
 
+    /// Whether a credential was ever created (the first by `Bootstrap`).
+    pub fn bootstrapped(&self) -> bool {
+        self.state.bootstrapped
+    }
+
     fn is_admin(&self, id: CredentialId) -> bool {
         self.state
             .credentials
@@ -716,13 +752,14 @@ impl LockMachine {
                 if policy.admin {
                     return self.answer(now, query);
                 }
+                // Its own sessions, from the index: a page costs its length.
+                let own = self.owned.get(&credential);
                 return QueryAnswer::Sessions(
-                    self.state
-                        .sessions
-                        .range(after.saturating_add(1)..)
-                        .filter(|(_, s)| s.owner == Some(credential))
+                    own.into_iter()
+                        .flat_map(|set| set.range(after.saturating_add(1)..))
+                        .filter_map(|id| self.state.sessions.get(id).map(|s| (*id, s)))
                         .take((*limit).min(SESSIONS_LISTED_MAX) as usize)
-                        .map(|(&id, s)| (id, self.session_info(now, id, s)))
+                        .map(|(id, s)| (id, self.session_info(now, id, s)))
                         .collect(),
                 );
             }

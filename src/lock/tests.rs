@@ -910,7 +910,14 @@ mod credentials {
     fn as_(credential: CredentialId, command: Command) -> Command {
         Command::As {
             credential,
-            command: Box::new(command),
+            command: encode(&command),
+        }
+    }
+
+    fn qas(credential: CredentialId, query: Query) -> Query {
+        Query::As {
+            credential,
+            query: encode(&query),
         }
     }
 
@@ -1160,10 +1167,7 @@ mod credentials {
             Query::Session { session: s },
             Query::Response { session: s, seq: 1 },
         ] {
-            let q = Query::As {
-                credential: BOB,
-                query: Box::new(q),
-            };
+            let q = qas(BOB, q);
             assert!(matches!(
                 h.m.answer(h.now, q),
                 QueryAnswer::Refused(LockError::Forbidden(_))
@@ -1172,13 +1176,13 @@ mod credentials {
         // Bob lists his own sessions only; the admin lists all.
         let mine = |h: &Harness, who| match h.m.answer(
             h.now,
-            Query::As {
-                credential: who,
-                query: Box::new(Query::Sessions {
+            qas(
+                who,
+                Query::Sessions {
                     after: 0,
                     limit: 10,
-                }),
-            },
+                },
+            ),
         ) {
             QueryAnswer::Sessions(l) => l.len(),
             other => panic!("{other:?}"),
@@ -1201,15 +1205,7 @@ mod credentials {
             Ok(Reply::Granted { .. })
         ));
         // Status yes, file read no (her rule allows acquire and status).
-        let ask = |h: &Harness, q: Query| {
-            h.m.answer(
-                h.now,
-                Query::As {
-                    credential: ALICE,
-                    query: Box::new(q),
-                },
-            )
-        };
+        let ask = |h: &Harness, q: Query| h.m.answer(h.now, qas(ALICE, q));
         assert!(matches!(
             ask(
                 &h,
@@ -1298,12 +1294,12 @@ mod credentials {
         assert!(matches!(
             h.m.answer(
                 h.now,
-                Query::As {
-                    credential: ALICE,
-                    query: Box::new(Query::Lock {
+                qas(
+                    ALICE,
+                    Query::Lock {
                         name: "orders/a".into()
-                    })
-                }
+                    }
+                )
             ),
             QueryAnswer::Refused(LockError::Unauthenticated)
         ));
@@ -1313,6 +1309,43 @@ mod credentials {
         assert!(expiries
             .iter()
             .any(|c| matches!(c, Command::Expire { session, .. } if *session == s)));
+    }
+
+    /// A revoked credential's queued acquire leaves the queue: the release
+    /// before it hands the lock to the next waiter, never a new token to
+    /// the revoked one; what it holds stays until its session expires.
+    #[test]
+    fn a_revoked_credential_gets_no_new_grant_from_its_queued_waits() {
+        let mut h = cluster();
+        let holder = open_as(&mut h, BOB, 1);
+        let revoked = open_as(&mut h, ALICE, 2);
+        let next = open_as(&mut h, ADMIN, 3);
+        assert!(op_as(&mut h, BOB, holder, acquire("orders/q")).is_ok());
+        assert!(op_as(&mut h, ALICE, revoked, acquire("orders/held")).is_ok());
+        let wait = |lock: &str| Op::Acquire {
+            lock: lock.into(),
+            mode: Mode::Exclusive,
+            wait: true,
+        };
+        assert_eq!(op_as(&mut h, ALICE, revoked, wait("orders/q")), queued(0));
+        assert_eq!(op_as(&mut h, ADMIN, next, wait("orders/q")), queued(1));
+        h.m.take_events();
+        let revoke = h.apply(as_(ADMIN, Command::RevokeCredential { id: ALICE }));
+        assert_eq!(revoke, Ok(Reply::CredentialRevoked));
+        assert!(h.m.take_events().iter().any(|e| matches!(
+            e,
+            Event::Cancelled { session, .. } if *session == revoked
+        )));
+        let token = h.holders("orders/q")[0].1;
+        let release = Op::Release {
+            lock: "orders/q".into(),
+            token,
+        };
+        assert_eq!(op_as(&mut h, BOB, holder, release), Ok(Reply::Released));
+        let granted: Vec<SessionId> = grants(&mut h.m).iter().map(|g| g.session).collect();
+        assert_eq!(granted, vec![next], "the next waiter, not the revoked one");
+        assert_eq!(h.holders("orders/held").len(), 1, "held until it expires");
+        assert_eq!(h.m.check_invariants(), Ok(()));
     }
 
     #[test]
