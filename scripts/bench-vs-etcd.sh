@@ -40,12 +40,23 @@ for p in "${pids[@]}"; do kill "$p"; done; wait 2>/dev/null || true; pids=()
 
 # raftlock: 3 nodes, peer ports 27101-27103, HTTP 27201-27203.
 rcluster="1=127.0.0.1:27101,2=127.0.0.1:27102,3=127.0.0.1:27103"
+# As in production: peers on mutual TLS, the API on HTTPS, a credential.
+"$bin" certs create-ca --certs-dir "$work/certs" >/dev/null
+for i in 1 2 3; do "$bin" certs create-node --certs-dir "$work/certs" --id "$i" >/dev/null; done
 for i in 1 2 3; do
   RUST_LOG=warn "$bin" serve --id "$i" --data-dir "$work/rl$i" --listen-peer "127.0.0.1:2710$i" \
-    --listen-http "127.0.0.1:2720$i" --initial-cluster "$rcluster" >"$work/rl$i.log" 2>&1 &
+    --listen-http "127.0.0.1:2720$i" --initial-cluster "$rcluster" --certs-dir "$work/certs" \
+    >"$work/rl$i.log" 2>&1 &
   pids+=($!)
 done
-wait_http http://127.0.0.1:27201/health
+export RAFTLOCK_CA="$work/certs/ca.pem"
+for _ in $(seq 1 100); do [ -s "$work/rl1/admin.token" ] && break; sleep 0.1; done
+RAFTLOCK_CREDENTIAL=$(cat "$work/rl1/admin.token"); export RAFTLOCK_CREDENTIAL
+for _ in $(seq 1 100); do
+  curl -sf -o /dev/null --cacert "$RAFTLOCK_CA" -H "Authorization: Bearer $RAFTLOCK_CREDENTIAL" \
+    https://127.0.0.1:27201/API/v1/cluster && break
+  sleep 0.1
+done
 "$bin" bench --target raftlock --endpoints 127.0.0.1:27201,127.0.0.1:27202,127.0.0.1:27203 \
   --secs "$secs" --workloads "$workloads" | tee "$work/raftlock.txt"
 

@@ -208,6 +208,13 @@ impl LockMachine {
     /// Applies a decoded command; `apply` wraps it in the wire encoding.
     pub fn apply_command(&mut self, index: Index, now: Instant, command: Command) -> Response {
         let response = match command {
+            // Once credentials exist, a client command comes on one's behalf
+            // or not at all (defence in depth: secure doors always wrap).
+            Command::Open { .. } | Command::Request(_) | Command::Unsequenced { .. }
+                if self.state.bootstrapped =>
+            {
+                Err(LockError::Unauthenticated)
+            }
             Command::Open { nonce, ttl_ms } => self.open(index, now, nonce, ttl_ms, None),
             Command::Request(req) => self
                 .authorize_session(None, req.session)
@@ -274,6 +281,16 @@ impl LockMachine {
 
     /// Answers a decoded query.
     pub fn answer(&self, now: Instant, query: Query) -> QueryAnswer {
+        let anonymous = !matches!(query, Query::As { .. } | Query::Credential { .. });
+        if anonymous && self.state.bootstrapped {
+            return QueryAnswer::Refused(LockError::Unauthenticated);
+        }
+        self.answer_unchecked(now, query)
+    }
+
+    /// `answer` without the check that credentials, once they exist, are
+    /// used (for `answer_as`, which has checked them).
+    pub(super) fn answer_unchecked(&self, now: Instant, query: Query) -> QueryAnswer {
         match query {
             Query::As { credential, query } => match postcard::from_bytes::<Query>(&query) {
                 Ok(query) => self.answer_as(now, credential, query),
@@ -744,13 +761,13 @@ impl LockMachine {
             Query::File { name } => (Action::Read, name),
             Query::Session { session } | Query::Response { session, .. } => {
                 return match self.authorize_session(Some((credential, policy)), *session) {
-                    Ok(()) => self.answer(now, query),
+                    Ok(()) => self.answer_unchecked(now, query),
                     Err(e) => QueryAnswer::Refused(e),
                 };
             }
             Query::Sessions { after, limit } => {
                 if policy.admin {
-                    return self.answer(now, query);
+                    return self.answer_unchecked(now, query);
                 }
                 // Its own sessions, from the index: a page costs its length.
                 let own = self.owned.get(&credential);
@@ -765,7 +782,7 @@ impl LockMachine {
             }
             Query::Credentials => {
                 return if policy.admin {
-                    self.answer(now, query)
+                    self.answer_unchecked(now, query)
                 } else {
                     refused("listing credentials needs an admin credential".into())
                 };
@@ -775,7 +792,7 @@ impl LockMachine {
             }
         };
         if policy.allows(action, name) {
-            self.answer(now, query)
+            self.answer_unchecked(now, query)
         } else {
             refused(format!("{} of {name:?} is not allowed", action.name()))
         }

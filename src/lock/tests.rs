@@ -105,7 +105,12 @@ impl Harness {
     }
 
     fn info(&self, lock: &str) -> LockInfo {
-        match self.m.answer(self.now, Query::Lock { name: lock.into() }) {
+        // What the machine holds, whoever may ask (the tests of who may
+        // ask look through `answer`).
+        match self
+            .m
+            .answer_unchecked(self.now, Query::Lock { name: lock.into() })
+        {
             QueryAnswer::Lock(i) => i,
             other => panic!("{other:?}"),
         }
@@ -1140,7 +1145,7 @@ mod credentials {
         ] {
             assert!(forbidden(&op_as(&mut h, BOB, s, op.clone())), "{op:?}");
             let anonymous = h.apply(Command::Unsequenced { session: s, op });
-            assert!(forbidden(&anonymous));
+            assert_eq!(anonymous, Err(LockError::Unauthenticated));
             let sequenced = h.apply(as_(
                 BOB,
                 Command::Request(Request {
@@ -1152,6 +1157,18 @@ mod credentials {
             ));
             assert!(forbidden(&sequenced));
         }
+        // Once credentials exist, nothing anonymous is answered either.
+        assert_eq!(
+            h.m.answer(h.now, Query::Session { session: s }),
+            QueryAnswer::Refused(LockError::Unauthenticated)
+        );
+        assert_eq!(
+            h.apply(Command::Open {
+                nonce: 99,
+                ttl_ms: TTL_MS
+            }),
+            Err(LockError::Unauthenticated)
+        );
         // Reusing alice's open nonce does not hand bob her session.
         let reopen = h.apply(as_(
             BOB,
