@@ -252,13 +252,7 @@ impl FromRequest for Caller {
 
 /// A client certificate's credential: it must exist (not revoked).
 async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result<Caller, ApiError> {
-    let mut stored = node.inspect(move |m| m.credential(id)).await?;
-    if stored.is_none() {
-        if let Ok(_permit) = FALLBACK_READS.try_acquire() {
-            stored = credential_read(node, id).await?;
-        }
-    }
-    match stored {
+    match stored_credential(node, id).await? {
         Some((_, admin)) => Ok(Caller {
             credential: Some(id),
             admin,
@@ -279,15 +273,7 @@ pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Call
         .ok_or_else(|| ApiError::Unauthorized("expected \"Bearer <credential>\"".into()))?;
     let bearer = Bearer::parse(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let id = bearer.id;
-    let mut stored = node.inspect(move |m| m.credential(id)).await?;
-    if stored.is_none() {
-        // Not here yet, maybe: created through another node a moment ago.
-        // A linearizable read says for sure, within a bound: unknown ids
-        // cost whoever sends them a ReadIndex round, not the leader a flood.
-        if let Ok(_permit) = FALLBACK_READS.try_acquire() {
-            stored = credential_read(node, id).await?;
-        }
-    }
+    let stored = stored_credential(node, id).await?;
     match stored {
         Some((hash, admin)) if bearer.matches(&hash) => Ok(Caller {
             credential: Some(id),
@@ -297,6 +283,24 @@ pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Call
         _ => Err(ApiError::Unauthorized(
             "unknown or revoked credential".into(),
         )),
+    }
+}
+
+/// `id`'s stored hash and admin flag: from this node's table, or, when it
+/// does not know the id (created through another node a moment ago), from
+/// a linearizable read, within a bound: unknown ids cost whoever sends them
+/// a refusal, not the leader a flood of ReadIndex rounds.
+async fn stored_credential(
+    node: &Node<LockMachine>,
+    id: CredentialId,
+) -> Result<Option<(SecretHash, bool)>, ApiError> {
+    let stored = node.inspect(move |m| m.credential(id)).await?;
+    if stored.is_some() {
+        return Ok(stored);
+    }
+    match FALLBACK_READS.try_acquire() {
+        Ok(_permit) => credential_read(node, id).await,
+        Err(_) => Ok(None),
     }
 }
 
