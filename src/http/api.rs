@@ -322,7 +322,8 @@ fn unexpected(reply: Reply) -> ApiError {
     ApiError::Unavailable(format!("unexpected reply {reply:?}"))
 }
 
-fn unexpected_answer(answer: Answer) -> ApiError {
+/// A gateway answer or a query answer of the wrong kind.
+fn unexpected_answer(answer: impl std::fmt::Debug) -> ApiError {
     ApiError::Unavailable(format!("unexpected answer {answer:?}"))
 }
 
@@ -413,9 +414,7 @@ pub(super) async fn lock_info(
     check_name(&name)?;
     match query(&gateway, caller, &Query::Lock { name: name.clone() }).await? {
         QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(lock_json(&name, &info))),
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected_answer(other)),
     }
 }
 
@@ -488,9 +487,7 @@ pub(super) async fn list_sessions(
                 list.iter().map(|(id, s)| session_json(*id, s)).collect();
             Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
         }
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected_answer(other)),
     }
 }
 
@@ -504,9 +501,7 @@ pub(super) async fn session_info(
     match query(&gateway, caller, &Query::Session { session: id }).await? {
         QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(session_json(id, &s))),
         QueryAnswer::Session(None) => Err(ApiError::Gone(id)),
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected_answer(other)),
     }
 }
 
@@ -578,9 +573,7 @@ pub(super) async fn file(
             })))
         }
         QueryAnswer::File(None) => Err(ApiError::NotFound(format!("no file {name}"))),
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected_answer(other)),
     }
 }
 
@@ -800,9 +793,7 @@ pub(super) async fn list_credentials(
                 .collect();
             Ok(HttpResponse::Ok().json(serde_json::json!({ "credentials": list })))
         }
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected_answer(other)),
     }
 }
 
