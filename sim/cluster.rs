@@ -4,15 +4,22 @@
 //! skewed, drifting clock, and a `SimDisk` per node that outlives crashes.
 
 use crate::checker::Checker;
-use crate::shared::{lock, Control, Shared};
+use crate::shared::{lock, Control, Shared, RECENT_GRANTS_MAX};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use madsim::net::Endpoint;
 use madsim::time::timeout;
 use raftlock::actor::NodeId;
+use raftlock::credential::{
+    lookup, parse_authorization, verify, Bearer, Lookup, BOOTSTRAP_RETRY_MS,
+};
 use raftlock::driver::{DriverCore, FLUSH_STEPS_MAX};
+use raftlock::gateway::Request as Call;
 use raftlock::gateway::{CallId, Gateway, GatewayConfig, GatewayError, OpId};
-use raftlock::lock::{Command, Event, Grant, LockMachine, SessionId};
+use raftlock::lock::auth::{CredentialId, SecretHash};
+use raftlock::lock::{
+    encode, Command, Event, Grant, LockError, LockMachine, Query, QueryAnswer, SessionId,
+};
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
     ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
@@ -65,6 +72,9 @@ pub enum SimFrame {
     /// send only these.
     Call {
         id: u64,
+        /// The `Authorization` value (`Bearer rlk_...`), as production's
+        /// HTTP and native doors receive it.
+        credential: Option<String>,
         request: raftlock::gateway::Request,
     },
     /// The request layer's answer to a `Call`.
@@ -76,6 +86,66 @@ pub enum SimFrame {
     Gone {
         id: u64,
     },
+}
+
+/// A call in progress on a node: who made it, and what its output is.
+struct CallFrom {
+    addr: SocketAddr,
+    id: u64,
+    output: OutputKind,
+}
+
+/// How a call's `Answer::Output` decodes.
+#[derive(Clone, Copy)]
+enum OutputKind {
+    /// A proposal's: the lock machine's `Response`.
+    Response,
+    /// A read's: a `QueryAnswer`.
+    QueryAnswer,
+    /// Acquires and waits answer in their own variants.
+    Other,
+}
+
+impl OutputKind {
+    fn of(request: &Call) -> OutputKind {
+        match request {
+            Call::Propose(_) | Call::Manage(_) => OutputKind::Response,
+            Call::Read(_) => OutputKind::QueryAnswer,
+            Call::Acquire(_) | Call::Wait(_) => OutputKind::Other,
+        }
+    }
+
+    /// The 401 or 403 an answer is, if it is one (`why`: the door's
+    /// reason, when the door refused).
+    fn refusal(
+        self,
+        result: &Result<raftlock::gateway::Answer, GatewayError>,
+        why: &str,
+    ) -> Option<String> {
+        use raftlock::gateway::Answer;
+        let refused = |e: &LockError| {
+            matches!(e, LockError::Forbidden(_) | LockError::Unauthenticated)
+                .then(|| format!("{e} {why}"))
+        };
+        match (self, result) {
+            (_, Err(GatewayError::Forbidden(m))) => Some(m.clone()),
+            (_, Err(GatewayError::Lock(e))) => refused(e),
+            (_, Ok(Answer::Waited(Some(Err(e))))) => refused(e),
+            (OutputKind::Response, Ok(Answer::Output(a))) => {
+                match postcard::from_bytes::<raftlock::lock::Response>(&a.output) {
+                    Ok(Err(e)) => refused(&e),
+                    _ => None,
+                }
+            }
+            (OutputKind::QueryAnswer, Ok(Answer::Output(a))) => {
+                match postcard::from_bytes::<QueryAnswer>(&a.output) {
+                    Ok(QueryAnswer::Refused(e)) => refused(&e),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Sessions whose client address a node remembers for pushes.
@@ -95,6 +165,11 @@ pub trait SimMachine: StateMachine + Sized + 'static {
     ) -> Vec<Event>;
     /// The session a proposed command belongs to, if any.
     fn session_of(command: &[u8]) -> Option<SessionId>;
+    /// What the credential table holds for `id` (hash, admin), as the
+    /// production door reads it.
+    fn credential(&self, id: CredentialId) -> Option<(SecretHash, bool)>;
+    /// Whether the first admin credential was ever created.
+    fn bootstrapped(&self) -> bool;
 }
 
 impl SimMachine for Recorder {
@@ -106,6 +181,12 @@ impl SimMachine for Recorder {
     }
     fn session_of(_: &[u8]) -> Option<SessionId> {
         None
+    }
+    fn credential(&self, _: CredentialId) -> Option<(SecretHash, bool)> {
+        None
+    }
+    fn bootstrapped(&self) -> bool {
+        true
     }
 }
 
@@ -120,6 +201,15 @@ impl SimMachine for LockMachine {
         shared: &Shared,
     ) -> Vec<Event> {
         checker.on_lock_events(node, &events, &shared.lin_locks);
+        let mut recent = lock(&shared.recent_grants);
+        for e in &events {
+            if let Event::Granted(g) = e {
+                if recent.len() >= RECENT_GRANTS_MAX {
+                    recent.pop_front();
+                }
+                recent.push_back(g.clone());
+            }
+        }
         events
     }
     fn session_of(command: &[u8]) -> Option<SessionId> {
@@ -127,6 +217,12 @@ impl SimMachine for LockMachine {
             Ok(Command::Request(r)) => Some(r.session),
             _ => None,
         }
+    }
+    fn credential(&self, id: CredentialId) -> Option<(SecretHash, bool)> {
+        LockMachine::credential(self, id)
+    }
+    fn bootstrapped(&self) -> bool {
+        LockMachine::bootstrapped(self)
     }
 }
 
@@ -202,6 +298,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             bugs: shared.gateway_bugs,
         }),
         calls: BTreeMap::new(),
+        authenticating: BTreeMap::new(),
         call_of: BTreeMap::new(),
         next_call: 0,
         gateway_ops: BTreeMap::new(),
@@ -209,6 +306,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         next_request: 0,
         applied_seen: 0,
         last_join: None,
+        last_bootstrap: None,
     };
     node.step(Input::Start);
     node.flush().await;
@@ -238,6 +336,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             node.step(input);
         }
         node.maybe_ask_to_join(g).await;
+        node.maybe_bootstrap(g);
         match timeout(wait, rx.next()).await {
             Ok(Some((frame, from_addr))) => {
                 node.accept(frame, from_addr);
@@ -280,7 +379,10 @@ struct NodeLoop<S> {
     /// The request layer production's HTTP handlers call.
     gateway: Gateway,
     /// Calls in progress: the client's address and its id for the call.
-    calls: BTreeMap<CallId, (SocketAddr, u64)>,
+    calls: BTreeMap<CallId, CallFrom>,
+    /// Calls whose credential the door is reading from the cluster, by the
+    /// read's request id.
+    authenticating: BTreeMap<RequestId, (CallId, Bearer, Call)>,
     call_of: BTreeMap<(SocketAddr, u64), CallId>,
     next_call: CallId,
     /// Proposals and reads made for the request layer.
@@ -290,6 +392,7 @@ struct NodeLoop<S> {
     next_request: RequestId,
     applied_seen: u64,
     last_join: Option<Duration>,
+    last_bootstrap: Option<Duration>,
 }
 
 impl<S: SimMachine> NodeLoop<S> {
@@ -299,6 +402,30 @@ impl<S: SimMachine> NodeLoop<S> {
             self.sessions.pop_first();
         }
         self.sessions.insert(session, addr);
+    }
+
+    /// The lowest-id member of the initial configuration proposes the
+    /// first admin credential until its lock machine has one, every
+    /// `BOOTSTRAP_RETRY_MS`: production's `bootstrap_if_never` (a no-op
+    /// once any credential existed).
+    fn maybe_bootstrap(&mut self, g: Duration) {
+        let first = self.shared.bootstrap.members.keys().next() == Some(&self.id);
+        if !first || self.raft.state_machine().bootstrapped() {
+            return;
+        }
+        let retry = Duration::from_millis(BOOTSTRAP_RETRY_MS);
+        if self.last_bootstrap.is_some_and(|t| g < t + retry) {
+            return;
+        }
+        self.last_bootstrap = Some(g);
+        let admin = &self.shared.admin;
+        let command = Command::Bootstrap {
+            id: admin.id,
+            hash: admin.hash(),
+        };
+        self.next_request += 1;
+        // Its reply goes nowhere: the next look at the table tells.
+        self.core.propose(self.next_request, encode(&command));
     }
 
     /// A node that is not a voter asks a bootstrap member to add it, every
@@ -379,36 +506,159 @@ impl<S: SimMachine> NodeLoop<S> {
             },
             SimFrame::Call {
                 id: client_id,
+                credential,
                 request,
             } => {
-                if let raftlock::gateway::Request::Propose(command) = &request {
+                if let Call::Propose(command) = &request {
                     if let Some(session) = S::session_of(command) {
                         self.remember_session(session, from_addr);
                     }
                 }
                 // A client reusing an id (it never does) replaces its call.
                 if let Some(old) = self.call_of.remove(&(from_addr, client_id)) {
-                    self.calls.remove(&old);
-                    self.gateway.handle_gone(old);
+                    self.forget_call(old);
                 }
                 self.next_call += 1;
                 let call = self.next_call;
-                self.calls.insert(call, (from_addr, client_id));
+                let from = CallFrom {
+                    addr: from_addr,
+                    id: client_id,
+                    output: OutputKind::of(&request),
+                };
+                self.calls.insert(call, from);
                 self.call_of.insert((from_addr, client_id), call);
-                let now = self.local_now();
-                self.gateway.handle_call(now, call, request);
+                self.admit(call, credential, request);
                 return;
             }
             SimFrame::Gone { id: client_id } => {
                 if let Some(call) = self.call_of.remove(&(from_addr, client_id)) {
-                    self.calls.remove(&call);
-                    self.gateway.handle_gone(call);
+                    self.forget_call(call);
                 }
                 return;
             }
             _ => return,
         };
         self.step(input);
+    }
+
+    /// A call whose client went away (or replaced it).
+    fn forget_call(&mut self, call: CallId) {
+        self.calls.remove(&call);
+        self.authenticating.retain(|_, (c, _, _)| *c != call);
+        self.gateway.handle_gone(call);
+    }
+
+    /// The door, as production's (`http::auth`): a call must carry a
+    /// credential whose secret matches the node's table, or, for an id the
+    /// table does not know yet, the cluster's (a linearizable read, at most
+    /// `FALLBACK_READS_MAX` at once). The call-rate limit is not modelled.
+    fn admit(&mut self, call: CallId, credential: Option<String>, request: Call) {
+        let Some(header) = credential else {
+            return self.refuse(call, "no credential".to_string());
+        };
+        let bearer = match parse_authorization(&header) {
+            Ok(b) => b,
+            Err(e) => return self.refuse(call, e.to_string()),
+        };
+        let local = self.raft.state_machine().credential(bearer.id);
+        match lookup(local, self.authenticating.len()) {
+            Ok(Lookup::Local(stored)) => self.authenticated(call, &bearer, Some(stored), request),
+            Ok(Lookup::ReadCluster) => {
+                self.next_request += 1;
+                let id = self.next_request;
+                let query = encode(&Query::Credential { id: bearer.id });
+                self.authenticating.insert(id, (call, bearer, request));
+                self.step(Input::Read { id, query });
+            }
+            // Production's 503: the client retries.
+            Err(_) => self.unavailable(call, RequestError::Busy),
+        }
+    }
+
+    /// The door's decision once it knows what the table stores.
+    fn authenticated(
+        &mut self,
+        call: CallId,
+        bearer: &Bearer,
+        stored: Option<(SecretHash, bool)>,
+        request: Call,
+    ) {
+        let verified = match (self.shared.skip_secret_check, stored) {
+            (true, Some((_, admin))) => Ok(admin),
+            _ => verify(bearer, stored),
+        };
+        match verified {
+            Ok(_admin) => {
+                let now = self.local_now();
+                self.gateway
+                    .handle_call_as(now, call, Some(bearer.id), request);
+            }
+            Err(e) => self.refuse(call, e.to_string()),
+        }
+    }
+
+    /// A 401 at the door: the call never reaches the request layer.
+    fn refuse(&mut self, call: CallId, why: String) {
+        let Some(from) = self.calls.remove(&call) else {
+            return;
+        };
+        self.call_of.remove(&(from.addr, from.id));
+        if crate::trace::on() {
+            use crate::trace::V;
+            let mut checker = lock(&self.shared.checker);
+            checker.now = self.shared.elapsed();
+            let fields = [
+                ("client", V::S(&from.addr.to_string())),
+                ("why", V::S(&why)),
+            ];
+            checker.trace_event(self.id, "door_refused", &fields);
+        }
+        let result = Err(GatewayError::Lock(LockError::Unauthenticated));
+        self.answer_call(from, result, &why);
+    }
+
+    /// Sends a call's answer (at the flush), after the access checker has
+    /// seen whether it refused a well-behaved client.
+    fn answer_call(
+        &mut self,
+        from: CallFrom,
+        result: Result<raftlock::gateway::Answer, GatewayError>,
+        why: &str,
+    ) {
+        if let Some(refusal) = from.output.refusal(&result, why) {
+            let mut checker = lock(&self.shared.checker);
+            checker.now = self.shared.elapsed();
+            checker.on_refused(from.addr, &refusal);
+        }
+        let frame = SimFrame::Answer {
+            id: from.id,
+            result,
+        };
+        self.outbox.push((from.addr, frame));
+    }
+
+    /// The answer to a door's read of the cluster's credential table.
+    fn credential_read(
+        &mut self,
+        (call, bearer, request): (CallId, Bearer, Call),
+        result: Result<raftlock::raft::Applied, RequestError>,
+    ) {
+        match result.map(|a| postcard::from_bytes::<QueryAnswer>(&a.output)) {
+            Ok(Ok(QueryAnswer::Credential(stored))) => {
+                self.authenticated(call, &bearer, stored, request)
+            }
+            Ok(other) => self.refuse(call, format!("unexpected answer {other:?}")),
+            // Production answers 503 with the node's error.
+            Err(e) => self.unavailable(call, e),
+        }
+    }
+
+    /// A 503 at the door: the node could not check the credential.
+    fn unavailable(&mut self, call: CallId, e: RequestError) {
+        if let Some(from) = self.calls.remove(&call) {
+            self.call_of.remove(&(from.addr, from.id));
+            self.answer_call(from, Err(GatewayError::Raft(e)), "");
+        }
     }
 
     fn local_now(&self) -> raftlock::actor::Instant {
@@ -541,13 +791,9 @@ impl<S: SimMachine> NodeLoop<S> {
                     self.step(Input::Read { id, query });
                 }
                 G::Answer { call, result } => {
-                    if let Some((addr, client_id)) = self.calls.remove(&call) {
-                        self.call_of.remove(&(addr, client_id));
-                        let frame = SimFrame::Answer {
-                            id: client_id,
-                            result,
-                        };
-                        self.outbox.push((addr, frame));
+                    if let Some(from) = self.calls.remove(&call) {
+                        self.call_of.remove(&(from.addr, from.id));
+                        self.answer_call(from, result, "");
                     }
                 }
                 G::Count { .. } => {}
@@ -649,6 +895,8 @@ impl<S: SimMachine> NodeLoop<S> {
             if result.is_ok() && matches!(control, Control::TransferLeadership { .. }) {
                 *lock(&self.shared.transfers_done) += 1;
             }
+        } else if let Some(waiting) = self.authenticating.remove(&id) {
+            self.credential_read(waiting, result);
         } else if let Some(op) = self.gateway_ops.remove(&id) {
             let now = self.local_now();
             let result = result.map_err(GatewayError::Raft);

@@ -99,6 +99,8 @@ struct Held<'a> {
 
 struct HttpUser {
     id: u64,
+    /// Its own credential's `Authorization` value, sent with every call.
+    credential: String,
     shared: Arc<Shared>,
     ep: Endpoint,
     nodes: Vec<NodeId>,
@@ -129,8 +131,13 @@ pub async fn run_http_client(k: u64, shared: Arc<Shared>) {
         .await
         .expect("bind http client endpoint");
     let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
+    let name = format!("http{k}");
+    let Some(bearer) = crate::credentials::enroll(&shared, http_addr(k).ip(), &name).await else {
+        return;
+    };
     let mut user = HttpUser {
         id: HTTP_ID_BASE + k,
+        credential: crate::shared::authorization(&bearer),
         home: nodes[k as usize % nodes.len()],
         nodes,
         shared,
@@ -646,7 +653,13 @@ impl HttpUser {
             true => request_kind(&request),
             false => String::new(),
         };
-        self.send(addr, &SimFrame::Call { id, request }).await;
+        let credential = Some(self.credential.clone());
+        let frame = SimFrame::Call {
+            id,
+            credential,
+            request,
+        };
+        self.send(addr, &frame).await;
         let ep = &self.ep;
         let answer = async {
             loop {

@@ -53,6 +53,9 @@ type Waiting = Arc<Mutex<BTreeMap<u64, oneshot::Sender<NodeReply>>>>;
 #[derive(Clone)]
 struct SimTransport {
     ep: Arc<Endpoint>,
+    /// The user's own credential (`Authorization` value), sent with every
+    /// call as production's transport sends it.
+    credential: String,
     addrs: BTreeMap<NodeId, SocketAddr>,
     next: Arc<AtomicU64>,
     waiting: Waiting,
@@ -90,6 +93,7 @@ impl Transport for SimTransport {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let frame = SimFrame::Call {
             id,
+            credential: Some(self.credential.clone()),
             request: msg.into(),
         };
         let (tx, rx) = oneshot::channel();
@@ -124,8 +128,14 @@ pub async fn run_library_client(k: u64, shared: Arc<Shared>) {
             .await
             .expect("bind library client endpoint"),
     );
+    let name = format!("library{k}");
+    let Some(bearer) = crate::credentials::enroll(&shared, library_addr(k).ip(), &name).await
+    else {
+        return;
+    };
     let transport = SimTransport {
         ep,
+        credential: crate::shared::authorization(&bearer),
         addrs: shared.addrs.clone(),
         next: Arc::new(AtomicU64::new(0)),
         waiting: Arc::new(Mutex::new(BTreeMap::new())),

@@ -84,6 +84,8 @@ pub struct Client {
     id: u64,
     shared: Arc<Shared>,
     ep: Arc<Endpoint>,
+    /// Its own credential's `Authorization` value, sent with every call.
+    credential: String,
     session: Session,
     wake: Option<raftlock::actor::Instant>,
     step: Step,
@@ -104,6 +106,10 @@ pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
             .await
             .expect("bind client endpoint"),
     );
+    let name = format!("client{k}");
+    let Some(bearer) = crate::credentials::enroll(&shared, client_addr(k).ip(), &name).await else {
+        return;
+    };
     let (tx, mut rx) = mpsc::channel(CLIENT_INBOX_LEN_MAX);
     madsim::task::spawn(recv_loop(ep.clone(), tx));
     let nodes: Vec<NodeId> = shared.addrs.keys().copied().collect();
@@ -116,6 +122,7 @@ pub async fn run_lock_client(k: u64, shared: Arc<Shared>) {
         id: CLIENT_ID_BASE + k,
         shared: shared.clone(),
         ep,
+        credential: crate::shared::authorization(&bearer),
         session: Session::new(config, madsim::rand::random()),
         wake: None,
         step: Step::Idle { at: Duration::ZERO },
@@ -207,6 +214,7 @@ impl Client {
                     Effect::Send { to, rpc, msg } => {
                         let frame = SimFrame::Call {
                             id: rpc,
+                            credential: Some(self.credential.clone()),
                             request: msg.into(),
                         };
                         if let (Some(&addr), Ok(bytes)) =

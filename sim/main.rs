@@ -13,7 +13,11 @@ mod clock;
 #[cfg(madsim)]
 mod cluster;
 #[cfg(madsim)]
+mod credentials;
+#[cfg(madsim)]
 mod http_client;
+#[cfg(madsim)]
+mod intruder;
 #[cfg(madsim)]
 mod library_client;
 #[cfg(madsim)]

@@ -181,6 +181,20 @@ fn scenario(name: &str) -> Option<Scenario> {
             },
             LOCK_FAULTS,
         ),
+        "neg_skip_ownership" => control(
+            LockControls {
+                skip_ownership: true,
+                ..LockControls::default()
+            },
+            LOCK_FAULTS,
+        ),
+        "neg_skip_secret_check" => control(
+            LockControls {
+                skip_secret_check: true,
+                ..LockControls::default()
+            },
+            LOCK_FAULTS,
+        ),
         "neg_drop_completed_release" => control(
             LockControls {
                 drop_completed_releases: true,
@@ -346,16 +360,18 @@ const SKIP_CONSISTENCY_CHECK_SEED: u64 = 9;
 const UNFENCED_RESOURCE_SEED: u64 = 1;
 const NO_DRIFT_MARGIN_SEED: u64 = 2;
 const SKIP_DEDUP_SEED: u64 = 1;
-const LOCK_STALE_READS_SEED: u64 = 2;
+const LOCK_STALE_READS_SEED: u64 = 21;
 const RESET_TOKENS_SEED: u64 = 1;
 const DROP_COMPLETED_RELEASE_SEED: u64 = 3;
-const REACQUIRE_IGNORES_MODE_SEED: u64 = 2;
+const REACQUIRE_IGNORES_MODE_SEED: u64 = 7;
 /// Caught on a seed in tens to hundreds (a library user's lease must end
 /// while its grant is on the way).
-const LATE_GRANT_NEVER_LOST_SEED: u64 = 17;
+const LATE_GRANT_NEVER_LOST_SEED: u64 = 120;
 /// Caught on a seed in tens to hundreds (a lagging node must replay an
 /// older grant of a session and lock while that session waits there again).
-const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 29;
+const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 70;
+const SKIP_OWNERSHIP_SEED: u64 = 1;
+const SKIP_SECRET_CHECK_SEED: u64 = 1;
 
 fn seeds(default_num: u64) -> (u64, u64) {
     let parse = |k| {
@@ -420,6 +436,8 @@ fn sweep(name: &str) -> Result<String, String> {
         locks.guards_told_lost += l.guards_told_lost;
         locks.http_calls += l.http_calls;
         locks.http_given_up += l.http_given_up;
+        locks.intrusions_refused += l.intrusions_refused;
+        locks.revocations += l.revocations;
         inconclusive += outcome.stats.linearizability_inconclusive;
         reached.add(&outcome.stats.limits);
     }
@@ -454,6 +472,11 @@ fn sweep(name: &str) -> Result<String, String> {
             .map(|(name, n)| format!("{n} from {name}"))
             .collect::<Vec<_>>()
             .join(", ");
+        if locks.intrusions_refused == 0 {
+            return Err(format!(
+                "the intruder made no call that was judged in {num} seeds: access control went unchecked"
+            ));
+        }
         if let Some(i) = locks.lin_definite.iter().position(|&n| n == 0) {
             return Err(format!(
                 "no call of the {} was checked for linearizability in {num} seeds ({by_front_end})",
@@ -461,7 +484,7 @@ fn sweep(name: &str) -> Result<String, String> {
             ));
         }
         format!(
-            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive; definite answers: {by_front_end}), {} client beliefs checked, {} library guards told lost, {} HTTP calls ({} given up by their client)",
+            "; locks: {} grants, {} requests executed, {} fenced writes accepted, {} stale writes rejected by the resource, {} client pauses past the TTL, {} expiries checked against client leases, {} operations checked for linearizability ({} of them calls still open at the end, ambiguous; {inconclusive} histories inconclusive; definite answers: {by_front_end}), {} client beliefs checked, {} library guards told lost, {} HTTP calls ({} given up by their client), {} intruder calls refused, {} credentials revoked in use",
             locks.grants,
             locks.requests,
             locks.writes_accepted,
@@ -473,7 +496,9 @@ fn sweep(name: &str) -> Result<String, String> {
             locks.beliefs_checked,
             locks.guards_told_lost,
             locks.http_calls,
-            locks.http_given_up
+            locks.http_given_up,
+            locks.intrusions_refused,
+            locks.revocations
         )
     };
     let wall = started.elapsed().as_secs_f64();
@@ -803,6 +828,12 @@ fn tests() -> Vec<(String, TestFn)> {
     }));
     t.push(("neg_replayed_grant_to_waiter".into(), |n| {
         negative(n, &["client-beliefs"], REPLAYED_GRANT_TO_WAITER_SEED)
+    }));
+    t.push(("neg_skip_ownership".into(), |n| {
+        negative(n, &["access-control"], SKIP_OWNERSHIP_SEED)
+    }));
+    t.push(("neg_skip_secret_check".into(), |n| {
+        negative(n, &["access-control"], SKIP_SECRET_CHECK_SEED)
     }));
     t.push(("neg_drop_completed_release".into(), |n| {
         negative(n, &["linearizability"], DROP_COMPLETED_RELEASE_SEED)

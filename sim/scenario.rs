@@ -98,6 +98,11 @@ pub struct LockControls {
     /// The request layer answers a wait with any grant of its session and
     /// lock (the hole of issue 11: a replayed grant's old token).
     pub match_grants_by_name: bool,
+    /// The lock machine lets any credential use any session (the hole of
+    /// issue 13: guessed ids).
+    pub skip_ownership: bool,
+    /// The nodes' door takes any secret for a known credential id.
+    pub skip_secret_check: bool,
 }
 
 pub const ALL_FAULTS: &[Fault] = &[
@@ -164,6 +169,7 @@ pub fn lock_config(controls: LockControls, tight: bool) -> LockConfig {
             skip_dedup: controls.skip_dedup,
             reset_tokens_on_restore: controls.reset_tokens_on_restore,
             reacquire_ignores_mode: controls.reacquire_ignores_mode,
+            skip_ownership: controls.skip_ownership,
         },
     }
 }
@@ -205,6 +211,9 @@ pub struct LockStats {
     /// Calls HTTP-style clients made, and those they gave up on.
     pub http_calls: u64,
     pub http_given_up: u64,
+    /// The intruder's calls refused, and credentials revoked in use.
+    pub intrusions_refused: u64,
+    pub revocations: u64,
 }
 
 fn raft_config(scenario: &Scenario) -> raft::Config {
@@ -471,6 +480,9 @@ impl Run {
             gateway_bugs: raftlock::gateway::GatewayBugs {
                 match_grants_by_name: scenario.lock_controls.match_grants_by_name,
             },
+            admin: crate::shared::sim_admin(),
+            skip_secret_check: scenario.lock_controls.skip_secret_check,
+            recent_grants: Mutex::new(Default::default()),
         });
         if crate::trace::on() {
             // Each node's and client's clock: local reading at start and drift.
@@ -556,6 +568,16 @@ impl Run {
                 .init(move || run_library_client(k, client_shared.clone()))
                 .build();
             faults.clients.insert(LIBRARY_ID_BASE + k, node);
+        }
+        if lock_clients > 0 {
+            let client_shared = shared.clone();
+            let node = handle
+                .create_node()
+                .name("intruder")
+                .ip(crate::intruder::intruder_addr().ip())
+                .init(move || crate::intruder::run_intruder(client_shared.clone()))
+                .build();
+            faults.others.push(node);
         }
         for k in 1..=http_clients {
             let client_shared = shared.clone();
@@ -943,6 +965,8 @@ impl Run {
             guards_told_lost: checker.locks.beliefs.guards_told_lost,
             http_calls: checker.locks.requests.calls,
             http_given_up: checker.locks.requests.given_up,
+            intrusions_refused: checker.access.intrusions_refused,
+            revocations: checker.access.revocations,
         };
         let (committed, reads) = {
             let client = lock(&shared.client);

@@ -7,11 +7,12 @@ use crate::checker::lock_history::CallKey;
 use crate::checker::Checker;
 use crate::clock::Clock;
 use raftlock::actor::NodeId;
+use raftlock::credential::Bearer;
 use raftlock::linearizability as lin;
 use raftlock::lock::fence::FenceVerifier;
-use raftlock::lock::{LockConfig, Token};
+use raftlock::lock::{Grant, LockConfig, Token};
 use raftlock::raft::{self, Membership};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -97,6 +98,40 @@ pub struct Shared {
     pub client_bugs: raftlock::client::ClientBugs,
     /// Deliberate bugs of the request layer (negative controls).
     pub gateway_bugs: raftlock::gateway::GatewayBugs,
+    /// The admin credential the lowest-id node bootstraps the cluster
+    /// with (production writes it to `admin.token`); clients' own
+    /// credentials are created with it (`credentials.rs`).
+    pub admin: Bearer,
+    /// Deliberate bug of the nodes' door (a negative control): any secret
+    /// passes for a known id.
+    pub skip_secret_check: bool,
+    /// The latest grants any replica applied, for the intruder to aim at
+    /// (a perfect guesser of session ids and tokens).
+    pub recent_grants: Mutex<VecDeque<Grant>>,
+}
+
+/// Grants kept in `Shared::recent_grants`.
+pub const RECENT_GRANTS_MAX: usize = 64;
+
+/// The `Authorization` value a client sends with `bearer`.
+pub fn authorization(bearer: &Bearer) -> String {
+    format!("Bearer {}", bearer.encode())
+}
+
+/// The admin credential of every run: fixed, so that making it draws
+/// nothing from the seed (the Raft-only scenarios, which never use it,
+/// keep their seeds' meaning).
+pub fn sim_admin() -> Bearer {
+    Bearer::from_parts(1, [0xad; raftlock::credential::SECRET_BYTES])
+}
+
+/// A credential drawn from the run's seed.
+pub fn random_bearer() -> Bearer {
+    use rand::Rng;
+    let mut rng = madsim::rand::thread_rng();
+    let mut secret = [0u8; raftlock::credential::SECRET_BYTES];
+    rng.fill(&mut secret[..]);
+    Bearer::from_parts(rng.gen(), secret)
 }
 
 #[derive(Debug, Default)]

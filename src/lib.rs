@@ -11,6 +11,7 @@
 //! simulated.
 
 pub mod actor;
+pub mod credential;
 pub mod driver;
 pub mod fuzz;
 pub mod gateway;

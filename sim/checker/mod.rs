@@ -2,6 +2,7 @@
 //! run goes (not only at the end), so a violation is caught at the step that
 //! causes it, with the simulated time at which it happened.
 
+mod access;
 mod beliefs;
 mod durability;
 mod election_safety;
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use access::Access;
 pub use beliefs::{self_check as beliefs_self_check, Believed};
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
@@ -98,6 +100,7 @@ pub struct Checker {
     durability: Durability,
     pub reads: ReadLinearizability,
     pub locks: LockChecks,
+    pub access: Access,
     violations: Vec<Violation>,
     /// The event trace, when this run records one (`crate::trace`).
     pub trace: Option<crate::trace::Trace>,

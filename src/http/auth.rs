@@ -12,6 +12,10 @@
 use super::api::Shared;
 use super::error::ApiError;
 use super::HttpConfig;
+use crate::credential::{
+    lookup, parse_authorization, verify, DoorError, Lookup, BOOTSTRAP_RETRY_MS, FALLBACK_READS_MAX,
+};
+pub use crate::credential::{Bearer, BEARER_PREFIX};
 use crate::lock::auth::{CredentialId, SecretHash};
 use crate::lock::{encode, Command, LockMachine, Query, QueryAnswer, Reply, Response};
 use crate::runtime::Node;
@@ -20,15 +24,7 @@ use futures_util::future::LocalBoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
-use thiserror::Error;
 
-/// What a bearer string starts with.
-pub const BEARER_PREFIX: &str = "rlk_";
-/// Bytes of a credential's secret (hex-encoded in the bearer string).
-pub const SECRET_BYTES: usize = 32;
-/// Longest `Authorization` header value looked at.
-pub const BEARER_BYTES_MAX: usize = 128;
 /// The environment variable the CLI and the client library read the
 /// bearer string from (not `RAFTLOCK_TOKEN`: that is the fencing token
 /// `raftlock lock` gives its command).
@@ -38,9 +34,6 @@ pub const CREDENTIAL_ENV: &str = "RAFTLOCK_CREDENTIAL";
 pub const CREDENTIAL_CALLS_PER_S_DEFAULT: u32 = 1_000;
 /// A credential may save up this many seconds of calls for a burst.
 pub const CREDENTIAL_BURST_S: u32 = 2;
-/// Reads of the cluster's credential table one node makes at once for ids
-/// its own table does not know; beyond, such a call is refused (401).
-pub const FALLBACK_READS_MAX: usize = 16;
 static FALLBACK_READS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(FALLBACK_READS_MAX);
 
@@ -99,81 +92,8 @@ impl RateLimiter {
 }
 
 /// How long the bootstrapping node keeps proposing the first admin
-/// credential while the cluster has no leader, and how often.
+/// credential while the cluster has no leader (times `BOOTSTRAP_RETRY_MS`).
 pub const BOOTSTRAP_ATTEMPTS_MAX: u32 = 1_200;
-pub const BOOTSTRAP_RETRY_MS: u64 = 500;
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum BearerError {
-    #[error("a credential is {BEARER_PREFIX}<16 hex digits>_<64 hex digits>")]
-    Malformed,
-}
-
-/// A credential as a caller presents it: its public id and its secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Bearer {
-    pub id: CredentialId,
-    secret: [u8; SECRET_BYTES],
-}
-
-impl std::fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Bearer({:016x}, <secret>)", self.id)
-    }
-}
-
-impl Bearer {
-    /// A new credential from the OS's randomness.
-    pub fn generate() -> Result<Bearer, getrandom::Error> {
-        let mut secret = [0u8; SECRET_BYTES];
-        getrandom::getrandom(&mut secret)?;
-        Ok(Bearer {
-            id: crate::entropy::random_u64()?,
-            secret,
-        })
-    }
-
-    pub fn parse(s: &str) -> Result<Bearer, BearerError> {
-        let rest = s
-            .trim()
-            .strip_prefix(BEARER_PREFIX)
-            .ok_or(BearerError::Malformed)?;
-        let (id, secret) = rest.split_once('_').ok_or(BearerError::Malformed)?;
-        if id.len() != 16 || secret.len() != 2 * SECRET_BYTES {
-            return Err(BearerError::Malformed);
-        }
-        let id = u64::from_str_radix(id, 16).map_err(|_| BearerError::Malformed)?;
-        let mut bytes = [0u8; SECRET_BYTES];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            let pair = secret.get(2 * i..2 * i + 2).ok_or(BearerError::Malformed)?;
-            *b = u8::from_str_radix(pair, 16).map_err(|_| BearerError::Malformed)?;
-        }
-        Ok(Bearer { id, secret: bytes })
-    }
-
-    /// What the cluster stores: SHA-256 of the secret.
-    pub fn hash(&self) -> SecretHash {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.secret);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        out
-    }
-
-    /// Whether the secret is the one whose hash is `stored`, in time that
-    /// does not depend on where they differ.
-    pub fn matches(&self, stored: &SecretHash) -> bool {
-        self.hash().ct_eq(stored).into()
-    }
-
-    /// The bearer string: `rlk_<id>_<secret>`.
-    pub fn encode(&self) -> String {
-        let mut s = format!("{BEARER_PREFIX}{:016x}_", self.id);
-        for b in self.secret {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
-    }
-}
 
 /// The caller of an API request, as authenticated at the door.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,44 +183,40 @@ async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result
     }
 }
 
-/// Checks `Authorization` header value `header` against the node's table.
-pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Caller, ApiError> {
-    if header.len() > BEARER_BYTES_MAX {
-        return Err(ApiError::Unauthorized("credential too long".into()));
-    }
-    let token = header
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| ApiError::Unauthorized("expected \"Bearer <credential>\"".into()))?;
-    let bearer = Bearer::parse(token).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    let id = bearer.id;
-    let stored = stored_credential(node, id).await?;
-    match stored {
-        Some((hash, admin)) if bearer.matches(&hash) => Ok(Caller {
-            credential: Some(id),
-            admin,
-        }),
-        // One answer for "no such id" and "wrong secret".
-        _ => Err(ApiError::Unauthorized(
-            "unknown or revoked credential".into(),
-        )),
+/// The door's refusal as an HTTP error: 401, except when the node could
+/// not check the credential (503: retry).
+fn door_error(e: DoorError) -> ApiError {
+    match e {
+        DoorError::Busy => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::Unauthorized(e.to_string()),
     }
 }
 
+/// Checks `Authorization` header value `header` against the node's table.
+pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Caller, ApiError> {
+    let bearer = parse_authorization(header).map_err(door_error)?;
+    let stored = stored_credential(node, bearer.id).await?;
+    let admin = verify(&bearer, stored).map_err(door_error)?;
+    Ok(Caller {
+        credential: Some(bearer.id),
+        admin,
+    })
+}
+
 /// `id`'s stored hash and admin flag: from this node's table, or, when it
-/// does not know the id (created through another node a moment ago), from
-/// a linearizable read, within a bound: unknown ids cost whoever sends them
-/// a refusal, not the leader a flood of ReadIndex rounds.
+/// does not know the id, from a linearizable read (`credential::lookup`).
 async fn stored_credential(
     node: &Node<LockMachine>,
     id: CredentialId,
 ) -> Result<Option<(SecretHash, bool)>, ApiError> {
-    let stored = node.inspect(move |m| m.credential(id)).await?;
-    if stored.is_some() {
-        return Ok(stored);
-    }
-    match FALLBACK_READS.try_acquire() {
-        Ok(_permit) => credential_read(node, id).await,
-        Err(_) => Ok(None),
+    let local = node.inspect(move |m| m.credential(id)).await?;
+    let in_progress = FALLBACK_READS_MAX - FALLBACK_READS.available_permits();
+    match lookup(local, in_progress).map_err(door_error)? {
+        Lookup::Local(stored) => Ok(Some(stored)),
+        Lookup::ReadCluster => match FALLBACK_READS.try_acquire() {
+            Ok(_permit) => credential_read(node, id).await,
+            Err(_) => Err(door_error(DoorError::Busy)),
+        },
     }
 }
 
@@ -412,23 +328,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bearer_round_trips_and_only_its_own_secret_matches() {
-        let b = Bearer::generate().unwrap();
-        let s = b.encode();
-        assert!(s.starts_with(BEARER_PREFIX));
-        assert_eq!(s.len(), 4 + 16 + 1 + 64);
-        let parsed = Bearer::parse(&s).unwrap();
-        assert_eq!(parsed, b);
-        assert!(parsed.matches(&b.hash()));
-        let other = Bearer::generate().unwrap();
-        assert!(!other.matches(&b.hash()));
-        assert!(
-            !format!("{b:?}").contains(&s[21..]),
-            "Debug hides the secret"
-        );
-    }
-
-    #[test]
     fn a_credential_gets_its_rate_and_burst_and_no_more() {
         let limiter = RateLimiter::new(10);
         let t0 = std::time::Instant::now();
@@ -443,6 +342,17 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_cannot_check_a_credential_says_retry_not_unauthorized() {
+        use actix_web::ResponseError;
+        let busy = door_error(DoorError::Busy).error_response();
+        assert_eq!(busy.status().as_u16(), 503);
+        assert!(busy.headers().contains_key("retry-after"));
+        for e in [DoorError::Unknown, DoorError::NotBearer, DoorError::TooLong] {
+            assert_eq!(door_error(e).error_response().status().as_u16(), 401);
+        }
+    }
+
+    #[test]
     fn refusals_say_how_to_authenticate_and_when_to_retry() {
         use actix_web::ResponseError;
         let limited = ApiError::TooMany("over".into()).error_response();
@@ -451,23 +361,5 @@ mod tests {
         let unauthorized = ApiError::Unauthorized("who".into()).error_response();
         assert_eq!(unauthorized.status().as_u16(), 401);
         assert!(unauthorized.headers().contains_key("www-authenticate"));
-    }
-
-    #[test]
-    fn malformed_bearers_are_refused() {
-        let good = Bearer::generate().unwrap().encode();
-        for bad in [
-            "",
-            "rlk_",
-            "rlk_0123",
-            &good[1..],
-            &good[..good.len() - 1],
-            &format!("{good}0"),
-            &good.replace("rlk_", "rlx_"),
-            &format!("rlk_{}_{}", "g".repeat(16), "0".repeat(64)),
-            &format!("rlk_{}_{}", "0".repeat(16), "é".repeat(32)),
-        ] {
-            assert_eq!(Bearer::parse(bad), Err(BearerError::Malformed), "{bad:?}");
-        }
     }
 }

@@ -32,6 +32,9 @@ pub struct LockBugs {
     /// Answer a re-acquire in another mode with the grant held (as before
     /// issue 11: a shared holder told it holds the lock exclusively).
     pub reacquire_ignores_mode: bool,
+    /// Let any credential use any session (as before issue 13: a guessed
+    /// session id was enough).
+    pub skip_ownership: bool,
 }
 
 /// Every table and queue of the lock service has its bound here. The bounds
