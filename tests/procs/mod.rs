@@ -136,6 +136,32 @@ pub fn make_certs(dir: &std::path::Path, ids: &[u64]) {
     }
 }
 
+/// The CA and node certificates of nodes 1 to 3, made once per test
+/// binary (in cargo's scratch dir for integration tests) and copied into
+/// each cluster's own dir, which tests may add certificates to.
+fn shared_certs() -> &'static std::path::Path {
+    static CERTS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("certs-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
+        make_certs(&dir, &[1, 2, 3]);
+        dir
+    })
+}
+
+/// Copies the certificate files of `from` into a new dir `to` (modes
+/// kept: keys stay 0600).
+fn copy_certs(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -174,7 +200,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let certs = root.path().join("certs");
-        make_certs(&certs, &[1, 2, 3]);
+        copy_certs(shared_certs(), &certs);
         let ca =
             raftlock::tls::api_client_config(&raftlock::tls::ca_cert_path(&certs), None).unwrap();
         *TLS.lock().unwrap_or_else(|e| e.into_inner()) = Some(ca);
