@@ -4,11 +4,11 @@
 //! (`crate::gateway`, docs/API.md); this handler parses the body, makes the
 //! call and renders the answer.
 
-use super::api::{mode_json, mode_of, parse_body, Gateway};
+use super::api::{mode_of, parse_body, Gateway};
 use super::error::ApiError;
 use super::peer::PeerSocket;
+use super::responses::LockGranted;
 use crate::gateway::{AcquireArgs, Answer, Request, SessionChoice, TTL_MS_DEFAULT};
-use crate::lock::SessionId;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -23,10 +23,11 @@ pub(super) struct AcquireBody {
     /// The semaphore's limit (with mode "semaphore").
     pub limit: Option<u32>,
     /// Acquire in this session (yours) instead of a one-lock session.
-    pub session: Option<SessionId>,
+    // `u64`, not `SessionId`: utoipa cannot see through an alias.
+    pub session: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/API/v1/locks/{name}", tag = "locks", summary = "Acquire a lock, or wait for it in its FIFO queue; the answer carries the fencing token", params(("name" = String, Path, description = "Lock name, 1 to 256 bytes; may contain /")), request_body(content = Option<AcquireBody>, description = "All optional"), responses((status = 200, description = "Granted: {name, token, session, mode, ttl_ms, lease_ms}"), (status = 409, description = "Not granted (taken, or the wait ran out)", body = super::error::ErrorBody), (status = 410, description = "Session expired", body = super::error::ErrorBody), (status = 429, description = "Limits", body = super::error::ErrorBody), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/locks/{name}", tag = "locks", summary = "Acquire a lock, or wait for it in its FIFO queue; the answer carries the fencing token", params(("name" = String, Path, description = "Lock name, 1 to 256 bytes; may contain /")), request_body(content = Option<AcquireBody>, description = "All optional"), responses((status = 200, description = "Granted", body = LockGranted), (status = 409, description = "Not granted (taken, or the wait ran out)", body = super::error::ErrorBody), (status = 410, description = "Session expired", body = super::error::ErrorBody), (status = 429, description = "Limits", body = super::error::ErrorBody), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]
 pub(super) async fn acquire(
     req: HttpRequest,
     gateway: Gateway,
@@ -62,17 +63,14 @@ pub(super) async fn acquire(
         .call(caller.credential, request, PeerSocket::of(&req))
         .await?
     {
-        Answer::Acquired(a) => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "name": a.lock,
-            "token": a.token,
-            "session": a.session,
-            "mode": mode_json(a.mode),
-            // The TTL of a session this call opened, and how much of its
-            // lease is left as the node answers; an existing session's are
-            // in GET /API/v1/sessions/{id}.
-            "ttl_ms": a.ttl_ms,
-            "lease_ms": a.lease_ms,
-        }))),
+        Answer::Acquired(a) => Ok(HttpResponse::Ok().json(LockGranted {
+            lease_ms: a.lease_ms,
+            mode: a.mode.into(),
+            name: a.lock,
+            session: a.session,
+            token: a.token,
+            ttl_ms: a.ttl_ms,
+        })),
         other => Err(ApiError::Unavailable(format!(
             "unexpected answer {other:?}"
         ))),

@@ -1,11 +1,16 @@
 use super::auth::{Bearer, Caller};
 use super::error::{ApiError, ErrorBody};
 use super::gateway_task::GatewayHandle;
+use super::responses::{
+    Appended, ClusterStatus, CreatedCredential, CredentialList, CredentialRevoked, FileContents,
+    Health, HealthStatus, LeaderHandedOver, LockReleased, LockStatus, MemberJoining, MemberRemoved,
+    MemberStatus, SessionClosed, SessionList, SessionOpened, SessionRenewed, SessionStatus,
+};
 use crate::gateway::{Answer, GatewayConfig, Request};
 use crate::lock::auth::{Allow, CredentialId, Policy, Rule};
 use crate::lock::{
-    encode, Command, FileInfo, LockInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply,
-    Response, SessionId, SessionInfo, Token,
+    encode, Command, FileInfo, LockMachine, Mode, Op, Query, QueryAnswer, Reply, Response,
+    SessionId,
 };
 use crate::runtime::Node;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -163,20 +168,14 @@ pub(super) fn mode_of(mode: Option<ModeName>, limit: Option<u32>) -> Result<Mode
     }
 }
 
-pub(super) fn mode_json(mode: Mode) -> serde_json::Value {
-    match mode {
-        Mode::Exclusive => serde_json::json!("exclusive"),
-        Mode::Shared => serde_json::json!("shared"),
-        Mode::Semaphore(n) => serde_json::json!({ "semaphore": n }),
-    }
-}
-
+// Ids and tokens in wire types are `u64`, not `SessionId`/`Token`: utoipa
+// cannot see through an alias (see responses.rs).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseArgs {
-    token: Option<Token>,
-    session: Option<SessionId>,
+    token: Option<u64>,
+    session: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -188,8 +187,8 @@ pub(super) struct SessionBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AppendBody {
-    session: SessionId,
-    token: Token,
+    session: u64,
+    token: u64,
     data: String,
 }
 
@@ -197,7 +196,7 @@ pub(super) struct AppendBody {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListArgs {
-    after: Option<SessionId>,
+    after: Option<u64>,
     limit: Option<u32>,
 }
 
@@ -333,15 +332,19 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 // ---- handlers ----
 
-#[utoipa::path(get, path = "/health", tag = "ops", summary = "Whether this node knows a leader (no credential needed)", responses((status = 200, description = "A leader is known"), (status = 503, description = "No leader")), security(()))]
+#[utoipa::path(get, path = "/health", tag = "ops", summary = "Whether this node knows a leader (no credential needed)", responses((status = 200, description = "A leader is known", body = Health), (status = 503, description = "No leader", body = Health)), security(()))]
 pub(super) async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
-    let body = serde_json::json!({
-        "status": if s.leader.is_some() { "ok" } else { "no_leader" },
-        "id": s.id,
-        "role": format!("{:?}", s.role),
-        "leader": s.leader,
-    });
+    let body = Health {
+        id: s.id,
+        leader: s.leader,
+        role: s.role.into(),
+        status: if s.leader.is_some() {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::NoLeader
+        },
+    };
     Ok(if s.leader.is_some() {
         HttpResponse::Ok().json(body)
     } else {
@@ -351,30 +354,34 @@ pub(super) async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/API/v1/cluster", tag = "cluster", summary = "This node's view of the cluster: members, leader, term, indexes", responses((status = 200, description = "Cluster status"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/cluster", tag = "cluster", summary = "This node's view of the cluster: members, leader, term, indexes", responses((status = 200, description = "Cluster status", body = ClusterStatus), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
-    let members: Vec<serde_json::Value> = s
+    let members = s
         .membership
         .members
         .iter()
-        .map(|(id, m)| serde_json::json!({ "id": id, "peer_addr": m.addr, "voter": m.voter }))
+        .map(|(id, m)| MemberStatus {
+            id: *id,
+            peer_addr: m.addr.clone(),
+            voter: m.voter,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "cluster": node.cluster().name(),
-        "cluster_id": format!("{:016x}", node.cluster().id()),
-        "id": s.id,
-        "role": format!("{:?}", s.role),
-        "leader": s.leader,
-        "term": s.term,
-        "commit_index": s.commit_index,
-        "applied_index": s.applied_index,
-        "last_index": s.last_index,
-        "members": members,
-    })))
+    Ok(HttpResponse::Ok().json(ClusterStatus {
+        applied_index: s.applied_index,
+        cluster: node.cluster().name().to_owned(),
+        cluster_id: format!("{:016x}", node.cluster().id()),
+        commit_index: s.commit_index,
+        id: s.id,
+        last_index: s.last_index,
+        leader: s.leader,
+        members,
+        role: s.role.into(),
+        term: s.term,
+    }))
 }
 
-#[utoipa::path(delete, path = "/API/v1/locks/{name}", tag = "locks", summary = "Release a held lock: token and session (query or body) prove which grant", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /"), ReleaseArgs), responses((status = 200, description = "Released"), (status = 409, description = "Not the holder with that token", body = ErrorBody), (status = 410, description = "Session expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/API/v1/locks/{name}", tag = "locks", summary = "Release a held lock: token and session (query or body) prove which grant", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /"), ReleaseArgs), responses((status = 200, description = "Released", body = LockReleased), (status = 409, description = "Not the holder with that token", body = ErrorBody), (status = 410, description = "Session expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn release(
     gateway: Gateway,
     caller: Caller,
@@ -397,14 +404,17 @@ pub(super) async fn release(
         token,
     };
     match request(&gateway, caller, session, op).await? {
-        Reply::Released => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "name": name, "token": token, "session": session, "released": true
-        }))),
+        Reply::Released => Ok(HttpResponse::Ok().json(LockReleased {
+            name,
+            released: true,
+            session,
+            token,
+        })),
         other => Err(unexpected(other)),
     }
 }
 
-#[utoipa::path(get, path = "/API/v1/locks/{name}", tag = "locks", summary = "Who holds the lock, with which tokens and for how long; who waits", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "Holders and waiters"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/locks/{name}", tag = "locks", summary = "Who holds the lock, with which tokens and for how long; who waits", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "Holders and waiters", body = LockStatus), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn lock_info(
     gateway: Gateway,
     caller: Caller,
@@ -413,53 +423,12 @@ pub(super) async fn lock_info(
     let name = name.into_inner();
     check_name(&name)?;
     match query(&gateway, caller, &Query::Lock { name: name.clone() }).await? {
-        QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(lock_json(&name, &info))),
+        QueryAnswer::Lock(info) => Ok(HttpResponse::Ok().json(LockStatus::new(&name, &info))),
         other => Err(unexpected_answer(other)),
     }
 }
 
-fn lock_json(name: &str, info: &LockInfo) -> serde_json::Value {
-    let holders: Vec<serde_json::Value> = info
-        .holders
-        .iter()
-        .map(|h| {
-            serde_json::json!({
-                "session": h.session,
-                "mode": mode_json(h.mode),
-                "token": h.token,
-                "expires_in_ms": h.expires_in_ms,
-            })
-        })
-        .collect();
-    let waiters: Vec<serde_json::Value> = info
-        .waiters
-        .iter()
-        .map(|(s, m)| serde_json::json!({ "session": s, "mode": mode_json(*m) }))
-        .collect();
-    serde_json::json!({
-        "name": name,
-        "holders": holders,
-        "waiters": waiters,
-        "delayed": info.delayed,
-    })
-}
-
-fn session_json(id: SessionId, s: &SessionInfo) -> serde_json::Value {
-    let held: Vec<serde_json::Value> = s
-        .held
-        .iter()
-        .map(|(l, t)| serde_json::json!({ "lock": l, "token": t }))
-        .collect();
-    serde_json::json!({
-        "session": id,
-        "ttl_ms": s.ttl_ms,
-        "held": held,
-        "waiting": s.waiting,
-        "expires_in_ms": s.expires_in_ms,
-    })
-}
-
-#[utoipa::path(post, path = "/API/v1/sessions", tag = "sessions", summary = "Open a session (owned by the calling credential)", request_body(content = Option<SessionBody>, description = "Optional TTL"), responses((status = 200, description = "{session, ttl_ms}"), (status = 429, description = "Session limits", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/sessions", tag = "sessions", summary = "Open a session (owned by the calling credential)", request_body(content = Option<SessionBody>, description = "Optional TTL"), responses((status = 200, description = "Opened", body = SessionOpened), (status = 429, description = "Session limits", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn open_session(
     gateway: Gateway,
     caller: Caller,
@@ -468,10 +437,10 @@ pub(super) async fn open_session(
     let args: SessionBody = parse_body(&body)?;
     let ttl_ms = args.ttl_ms.unwrap_or(super::TTL_MS_DEFAULT);
     let session = open(&gateway, caller, ttl_ms).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "session": session, "ttl_ms": ttl_ms })))
+    Ok(HttpResponse::Ok().json(SessionOpened { session, ttl_ms }))
 }
 
-#[utoipa::path(get, path = "/API/v1/sessions", tag = "sessions", summary = "Live sessions (a non-admin credential sees its own)", params(ListArgs), responses((status = 200, description = "{sessions: [...]}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/sessions", tag = "sessions", summary = "Live sessions (a non-admin credential sees its own)", params(ListArgs), responses((status = 200, description = "Live sessions", body = SessionList), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn list_sessions(
     gateway: Gateway,
     caller: Caller,
@@ -483,15 +452,17 @@ pub(super) async fn list_sessions(
     };
     match query(&gateway, caller, &q).await? {
         QueryAnswer::Sessions(list) => {
-            let sessions: Vec<serde_json::Value> =
-                list.iter().map(|(id, s)| session_json(*id, s)).collect();
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+            let sessions = list
+                .iter()
+                .map(|(id, s)| SessionStatus::new(*id, s))
+                .collect();
+            Ok(HttpResponse::Ok().json(SessionList { sessions }))
         }
         other => Err(unexpected_answer(other)),
     }
 }
 
-#[utoipa::path(get, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "A session: TTL, held locks with tokens, waits, lease left", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "The session"), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "A session: TTL, held locks with tokens, waits, lease left", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "The session", body = SessionStatus), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn session_info(
     gateway: Gateway,
     caller: Caller,
@@ -499,13 +470,13 @@ pub(super) async fn session_info(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match query(&gateway, caller, &Query::Session { session: id }).await? {
-        QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(session_json(id, &s))),
+        QueryAnswer::Session(Some(s)) => Ok(HttpResponse::Ok().json(SessionStatus::new(id, &s))),
         QueryAnswer::Session(None) => Err(ApiError::Gone(id)),
         other => Err(unexpected_answer(other)),
     }
 }
 
-#[utoipa::path(post, path = "/API/v1/sessions/{id}/keepalive", tag = "sessions", summary = "Renew the session's lease", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Renewed"), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/sessions/{id}/keepalive", tag = "sessions", summary = "Renew the session's lease", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Renewed", body = SessionRenewed), (status = 410, description = "Closed or expired", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn keepalive(
     gateway: Gateway,
     caller: Caller,
@@ -513,12 +484,12 @@ pub(super) async fn keepalive(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match request(&gateway, caller, id, Op::KeepAlive).await? {
-        Reply::Renewed => Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id }))),
+        Reply::Renewed => Ok(HttpResponse::Ok().json(SessionRenewed { session: id })),
         other => Err(unexpected(other)),
     }
 }
 
-#[utoipa::path(delete, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "Close the session: releases its locks, cancels its waits", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Closed"), (status = 410, description = "Already gone", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/API/v1/sessions/{id}", tag = "sessions", summary = "Close the session: releases its locks, cancels its waits", params(("id" = u64, Path, description = "Session id")), responses((status = 200, description = "Closed", body = SessionClosed), (status = 410, description = "Already gone", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn close_session(
     gateway: Gateway,
     caller: Caller,
@@ -526,14 +497,15 @@ pub(super) async fn close_session(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     match request(&gateway, caller, id, Op::Close).await? {
-        Reply::Closed => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "session": id, "closed": true })))
-        }
+        Reply::Closed => Ok(HttpResponse::Ok().json(SessionClosed {
+            closed: true,
+            session: id,
+        })),
         other => Err(unexpected(other)),
     }
 }
 
-#[utoipa::path(post, path = "/API/v1/files/{name}/append", tag = "files", summary = "Append to the fenced file guarded by the lock of the same name (current exclusive holder's token only)", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), request_body = AppendBody, responses((status = 200, description = "{offset}"), (status = 409, description = "Stale token", body = ErrorBody), (status = 413, description = "File full", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/files/{name}/append", tag = "files", summary = "Append to the fenced file guarded by the lock of the same name (current exclusive holder's token only)", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), request_body = AppendBody, responses((status = 200, description = "Appended", body = Appended), (status = 409, description = "Stale token", body = ErrorBody), (status = 413, description = "File full", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn append(
     gateway: Gateway,
     caller: Caller,
@@ -549,14 +521,16 @@ pub(super) async fn append(
         data: args.data.into_bytes(),
     };
     match request(&gateway, caller, args.session, op).await? {
-        Reply::Appended { offset } => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "name": name, "offset": offset, "token": args.token
-        }))),
+        Reply::Appended { offset } => Ok(HttpResponse::Ok().json(Appended {
+            name,
+            offset,
+            token: args.token,
+        })),
         other => Err(unexpected(other)),
     }
 }
 
-#[utoipa::path(get, path = "/API/v1/files/{name}", tag = "files", summary = "Read a fenced file and the highest token that appended", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "{name, token, data}"), (status = 404, description = "No such file", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/files/{name}", tag = "files", summary = "Read a fenced file and the highest token that appended", params(("name" = String, Path, description = "Lock (or file) name, 1 to 256 bytes; may contain /")), responses((status = 200, description = "The file", body = FileContents), (status = 404, description = "No such file", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn file(
     gateway: Gateway,
     caller: Caller,
@@ -566,11 +540,11 @@ pub(super) async fn file(
     check_name(&name)?;
     match query(&gateway, caller, &Query::File { name: name.clone() }).await? {
         QueryAnswer::File(Some(FileInfo { token, data })) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({
-                "name": name,
-                "token": token,
-                "data": String::from_utf8_lossy(&data),
-            })))
+            Ok(HttpResponse::Ok().json(FileContents {
+                data: String::from_utf8_lossy(&data).into_owned(),
+                name,
+                token,
+            }))
         }
         QueryAnswer::File(None) => Err(ApiError::NotFound(format!("no file {name}"))),
         other => Err(unexpected_answer(other)),
@@ -614,7 +588,7 @@ fn admin_error(e: crate::runtime::NodeError) -> ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/API/v1/cluster/members", tag = "cluster", summary = "Admit a node as a learner, promoted once caught up (admin; leader only)", request_body = AddMember, responses((status = 202, description = "Joining"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/cluster/members", tag = "cluster", summary = "Admit a node as a learner, promoted once caught up (admin; leader only)", request_body = AddMember, responses((status = 202, description = "Joining", body = MemberJoining), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn add_member(
     node: Shared,
     caller: Caller,
@@ -630,14 +604,14 @@ pub(super) async fn add_member(
         .map_err(|e| ApiError::BadRequest(format!("peer_addr {}: {e}", m.peer_addr)))?;
     leader_only(&node).await?;
     node.admit(m.id, m.peer_addr.clone());
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "id": m.id,
-        "peer_addr": m.peer_addr,
-        "status": "joining as a learner; promoted to voter once caught up",
-    })))
+    Ok(HttpResponse::Accepted().json(MemberJoining {
+        id: m.id,
+        peer_addr: m.peer_addr,
+        status: "joining as a learner; promoted to voter once caught up".into(),
+    }))
 }
 
-#[utoipa::path(delete, path = "/API/v1/cluster/members/{id}", tag = "cluster", summary = "Remove a node (admin; leader only)", params(("id" = u64, Path, description = "Node id")), responses((status = 200, description = "Removed"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/API/v1/cluster/members/{id}", tag = "cluster", summary = "Remove a node (admin; leader only)", params(("id" = u64, Path, description = "Node id")), responses((status = 200, description = "Removed", body = MemberRemoved), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn remove_member(
     node: Shared,
     caller: Caller,
@@ -648,10 +622,13 @@ pub(super) async fn remove_member(
     leader_only(&node).await?;
     let change = crate::raft::ConfChange::Remove { id };
     let applied = node.change_membership(change).await.map_err(admin_error)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed": id, "index": applied.index })))
+    Ok(HttpResponse::Ok().json(MemberRemoved {
+        index: applied.index,
+        removed: id,
+    }))
 }
 
-#[utoipa::path(post, path = "/API/v1/cluster/leader", tag = "cluster", summary = "Hand leadership to another voter (admin; leader only)", request_body = Transfer, responses((status = 200, description = "Handed over"), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/cluster/leader", tag = "cluster", summary = "Hand leadership to another voter (admin; leader only)", request_body = Transfer, responses((status = 200, description = "Handed over", body = LeaderHandedOver), (status = 421, description = "Not the leader", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn transfer_leader(
     node: Shared,
     caller: Caller,
@@ -661,7 +638,10 @@ pub(super) async fn transfer_leader(
     let t: Transfer = parse_required(&body)?;
     leader_only(&node).await?;
     node.transfer_leadership(t.to).await.map_err(admin_error)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "to": t.to, "status": "handed over" })))
+    Ok(HttpResponse::Ok().json(LeaderHandedOver {
+        status: "handed over".into(),
+        to: t.to,
+    }))
 }
 
 // ---- credentials (admin) ----
@@ -683,7 +663,7 @@ pub(super) struct RuleBody {
     allow: Vec<AllowName>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum AllowName {
     Acquire,
@@ -718,33 +698,13 @@ fn policy_of(body: &NewCredential) -> Policy {
     }
 }
 
-fn policy_json(p: &Policy) -> serde_json::Value {
-    let rules: Vec<serde_json::Value> = p
-        .rules
-        .iter()
-        .map(|r| {
-            let allow: Vec<&str> = [
-                (r.allow.acquire, "acquire"),
-                (r.allow.status, "status"),
-                (r.allow.append, "append"),
-                (r.allow.read, "read"),
-            ]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect();
-            serde_json::json!({ "prefix": r.prefix, "allow": allow })
-        })
-        .collect();
-    serde_json::json!({ "admin": p.admin, "rules": rules })
-}
-
 fn credential_id(s: &str) -> Result<CredentialId, ApiError> {
     CredentialId::from_str_radix(s, 16)
         .map_err(|_| ApiError::BadRequest(format!("{s:?} is not a credential id (16 hex digits)")))
 }
 
 /// Creates a credential; its bearer string is in this answer only.
-#[utoipa::path(post, path = "/API/v1/credentials", tag = "credentials", summary = "Create a credential (admin); its bearer string is in this answer only", request_body = NewCredential, responses((status = 200, description = "{id, name, policy, credential}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(post, path = "/API/v1/credentials", tag = "credentials", summary = "Create a credential (admin); its bearer string is in this answer only", request_body = NewCredential, responses((status = 200, description = "Created", body = CreatedCredential), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn create_credential(
     gateway: Gateway,
     caller: Caller,
@@ -762,17 +722,17 @@ pub(super) async fn create_credential(
         policy: policy.clone(),
     };
     match propose(&gateway, caller, &command).await? {
-        Reply::CredentialCreated { id } => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "id": format!("{id:016x}"),
-            "name": body.name,
-            "policy": policy_json(&policy),
-            "credential": bearer.encode(),
-        }))),
+        Reply::CredentialCreated { id } => Ok(HttpResponse::Ok().json(CreatedCredential {
+            credential: bearer.encode(),
+            id: format!("{id:016x}"),
+            name: body.name,
+            policy: (&policy).into(),
+        })),
         other => Err(unexpected(other)),
     }
 }
 
-#[utoipa::path(get, path = "/API/v1/credentials", tag = "credentials", summary = "List credentials (admin): ids, names, policies, never secrets", responses((status = 200, description = "{credentials: [...]}"), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(get, path = "/API/v1/credentials", tag = "credentials", summary = "List credentials (admin): ids, names, policies, never secrets", responses((status = 200, description = "Credentials", body = CredentialList), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn list_credentials(
     gateway: Gateway,
     caller: Caller,
@@ -780,24 +740,14 @@ pub(super) async fn list_credentials(
     caller.require_admin()?;
     match query(&gateway, caller, &Query::Credentials).await? {
         QueryAnswer::Credentials(list) => {
-            let list: Vec<serde_json::Value> = list
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "id": format!("{:016x}", c.id),
-                        "name": c.name,
-                        "policy": policy_json(&c.policy),
-                        "created_index": c.created,
-                    })
-                })
-                .collect();
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "credentials": list })))
+            let credentials = list.iter().map(Into::into).collect();
+            Ok(HttpResponse::Ok().json(CredentialList { credentials }))
         }
         other => Err(unexpected_answer(other)),
     }
 }
 
-#[utoipa::path(delete, path = "/API/v1/credentials/{id}", tag = "credentials", summary = "Revoke a credential (admin): refused on every node from the entry that commits this", params(("id" = String, Path, description = "Credential id, 16 hex digits")), responses((status = 200, description = "Revoked"), (status = 404, description = "No such credential", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/API/v1/credentials/{id}", tag = "credentials", summary = "Revoke a credential (admin): refused on every node from the entry that commits this", params(("id" = String, Path, description = "Credential id, 16 hex digits")), responses((status = 200, description = "Revoked", body = CredentialRevoked), (status = 404, description = "No such credential", body = ErrorBody), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
 pub(super) async fn revoke_credential(
     gateway: Gateway,
     caller: Caller,
@@ -806,9 +756,10 @@ pub(super) async fn revoke_credential(
     caller.require_admin()?;
     let id = credential_id(&id)?;
     match propose(&gateway, caller, &Command::RevokeCredential { id }).await? {
-        Reply::CredentialRevoked => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "id": format!("{id:016x}"), "revoked": true
-        }))),
+        Reply::CredentialRevoked => Ok(HttpResponse::Ok().json(CredentialRevoked {
+            id: format!("{id:016x}"),
+            revoked: true,
+        })),
         other => Err(unexpected(other)),
     }
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod native;
 pub mod openapi;
 mod peer;
+mod responses;
 
 pub use crate::gateway::{NATIVE_WAIT_MS_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};
 pub use api::{check_request_body, serve, HttpConfig, BODY_BYTES_MAX, HTTP_WORKERS};
