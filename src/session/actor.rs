@@ -498,6 +498,21 @@ impl Session {
             }
             NodeReply::Unavailable => {
                 self.follow(None);
+                // A wait is asked again at the next node after a request
+                // timeout, as other requests are retried, not after a
+                // whole poll interval (the read's own patience).
+                if let Some(PendingRead {
+                    purpose: ReadPurpose::Poll(seq),
+                    ..
+                }) = self.reads.get(&rpc)
+                {
+                    let seq = *seq;
+                    self.reads.remove(&rpc);
+                    let retry = now + self.config.request_timeout;
+                    if let Some(w) = self.requests.get_mut(&seq).and_then(|p| p.wait.as_mut()) {
+                        w.poll_at = Some(retry);
+                    }
+                }
                 return;
             }
             NodeReply::Refused(why) => return self.refused(rpc, why),

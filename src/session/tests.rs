@@ -357,6 +357,49 @@ fn a_queued_acquire_learns_its_grant_from_its_wait_even_if_the_node_drops_it() {
     ));
 }
 
+/// A wait the node answers "unavailable" (a 503: a leader change, a busy
+/// node) is asked again after a request timeout, not a whole poll interval
+/// later: with the library's 5 s interval, a contended lock's handoff
+/// stalled 5 s (`bench-vs-etcd.sh`, (c) through the library, p99 5.1 s).
+#[test]
+fn a_wait_answered_unavailable_is_asked_again_after_a_request_timeout() {
+    let mut w = World::new();
+    w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    let (rpc, _) = w.parked.pop().expect("a wait went to the node");
+    w.input(
+        ms(11),
+        Input::Reply {
+            rpc,
+            reply: NodeReply::Unavailable,
+        },
+    );
+    w.other_releases(ms(20), other, "x", 1);
+    // Asked again (at another node) one request timeout after the 503.
+    assert_eq!(w.wake, Some(ms(511)));
+    w.input(ms(511), Input::Tick);
+    let waits = w
+        .inflight
+        .iter()
+        .filter(|(_, _, m)| matches!(m, ToNode::Wait(_)))
+        .count();
+    assert_eq!(waits, 1, "{:?}", w.inflight);
+    w.leader = w.inflight[0].0;
+    w.deliver(ms(511));
+    assert_eq!(
+        w.take_events(),
+        vec![done(
+            5,
+            Ok(Done::Granted {
+                token: 2,
+                session: w.session.session_id().unwrap()
+            })
+        )]
+    );
+}
+
 /// Issue 11, item 13: the wait is answered as the grant happens, not at
 /// the next poll.
 #[test]
