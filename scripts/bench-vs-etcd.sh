@@ -1,68 +1,105 @@
 #!/usr/bin/env bash
 # Runs the same lock workloads against a 3-member etcd and a 3-node raftlock,
-# both on 127.0.0.1 with fsync on, and prints them side by side with the
-# ratio raftlock/etcd. Installs Debian's etcd-server if it is missing.
+# both on 127.0.0.1 with fsync on, clients spread round-robin over every
+# member, and prints one table: etcd through its gRPC Lock API (the official
+# Rust client, bench/etcd), raftlock through its Rust client library and
+# through HTTP, medians of RUNS runs, with the ratios to etcd. Installs
+# Debian's etcd-server and protobuf-compiler if they are missing.
 #
-#   bash scripts/bench-vs-etcd.sh [SECONDS_PER_WORKLOAD]
+#   bash scripts/bench-vs-etcd.sh [SECONDS_PER_WORKLOAD] [RUNS]
 set -euo pipefail
-secs=${1:-5}
-workloads=a,b1,b16,b64,c16
+export LC_ALL=C
+secs=${1:-8}
+runs=${2:-3}
+workloads=a,b64,c16
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/raftlock-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-if ! command -v etcd >/dev/null; then
-  echo "installing etcd-server (Debian package)..."
-  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq etcd-server >/dev/null; fi
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (Debian packages)..."
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# Debian starts a system etcd on 2379/2380; the benchmark uses its own ports.
+# Debian may start a system etcd on 2379/2380; the benchmark uses its own ports.
 (cd "$top" && cargo build --release -q)
+(cd "$top/bench/etcd" && cargo build --release -q)
 bin="$top/target/release/raftlock"
+etcd_bench="$top/bench/etcd/target/release/raftlock-etcd-bench"
 
 wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" -X "${2:-GET}" -d '{}' && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
-# etcd: 3 members, client ports 23791-23793, peer ports 23801-23803.
-cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
-for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$work/etcd$i" \
-    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
-    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
-    --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$work/etcd$i.log" 2>&1 &
-  pids+=($!)
-done
-wait_http http://127.0.0.1:23791/v3/maintenance/status POST
-"$bin" bench --target etcd --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
-  --secs "$secs" --workloads "$workloads" | tee "$work/etcd.txt"
-for p in "${pids[@]}"; do kill "$p"; done; wait 2>/dev/null || true; pids=()
+start_etcd() {
+  rm -rf "$work"/etcd*
+  local cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+  for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$work/etcd$i" \
+      --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+      --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+      --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$work/etcd$i.log" 2>&1 &
+    pids+=($!)
+  done
+  wait_http http://127.0.0.1:23791/v3/maintenance/status POST
+}
 
-# raftlock: 3 nodes, peer ports 27101-27103, HTTP 27201-27203.
-rcluster="1=127.0.0.1:27101,2=127.0.0.1:27102,3=127.0.0.1:27103"
-# As in production: peers on mutual TLS, the API on HTTPS, a credential.
-"$bin" certs create-ca --certs-dir "$work/certs" >/dev/null
-for i in 1 2 3; do "$bin" certs create-node --certs-dir "$work/certs" --id "$i" >/dev/null; done
-for i in 1 2 3; do
-  RUST_LOG=warn "$bin" serve --id "$i" --data-dir "$work/rl$i" --listen-peer "127.0.0.1:2710$i" \
-    --listen-http "127.0.0.1:2720$i" --initial-cluster "$rcluster" --certs-dir "$work/certs" \
-    >"$work/rl$i.log" 2>&1 &
-  pids+=($!)
-done
-export RAFTLOCK_CA="$work/certs/ca.pem"
-for _ in $(seq 1 100); do [ -s "$work/rl1/admin.token" ] && break; sleep 0.1; done
-RAFTLOCK_CREDENTIAL=$(cat "$work/rl1/admin.token"); export RAFTLOCK_CREDENTIAL
-for _ in $(seq 1 100); do
-  curl -sf -o /dev/null --cacert "$RAFTLOCK_CA" -H "Authorization: Bearer $RAFTLOCK_CREDENTIAL" \
-    https://127.0.0.1:27201/API/v1/cluster && break
-  sleep 0.1
-done
-"$bin" bench --target raftlock --endpoints 127.0.0.1:27201,127.0.0.1:27202,127.0.0.1:27203 \
-  --secs "$secs" --workloads "$workloads" | tee "$work/raftlock.txt"
+start_raftlock() {
+  rm -rf "$work"/rl* "$work/certs"
+  local rcluster="1=127.0.0.1:27101,2=127.0.0.1:27102,3=127.0.0.1:27103"
+  # As in production: peers on mutual TLS, the API on HTTPS, a credential.
+  "$bin" certs create-ca --certs-dir "$work/certs" >/dev/null
+  for i in 1 2 3; do "$bin" certs create-node --certs-dir "$work/certs" --id "$i" >/dev/null; done
+  for i in 1 2 3; do
+    RUST_LOG=warn "$bin" serve --id "$i" --data-dir "$work/rl$i" --listen-peer "127.0.0.1:2710$i" \
+      --listen-http "127.0.0.1:2720$i" --initial-cluster "$rcluster" --certs-dir "$work/certs" \
+      >"$work/rl$i.log" 2>&1 &
+    pids+=($!)
+  done
+  export RAFTLOCK_CA="$work/certs/ca.pem"
+  for _ in $(seq 1 100); do [ -s "$work/rl1/admin.token" ] && break; sleep 0.1; done
+  RAFTLOCK_CREDENTIAL=$(cat "$work/rl1/admin.token"); export RAFTLOCK_CREDENTIAL
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null --cacert "$RAFTLOCK_CA" -H "Authorization: Bearer $RAFTLOCK_CREDENTIAL" \
+      https://127.0.0.1:27201/API/v1/cluster && break
+    sleep 0.1
+  done
+}
 
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+
+# Each run starts fresh clusters, so one run's state does not slow the next.
+for run in $(seq 1 "$runs"); do
+  start_etcd
+  "$etcd_bench" --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
+    --secs "$secs" --workloads "$workloads" | tee "$work/etcd-$run.txt"
+  stop_all
+  start_raftlock
+  for door in library http; do
+    "$bin" bench --target raftlock --driver "$door" \
+      --endpoints 127.0.0.1:27201,127.0.0.1:27202,127.0.0.1:27203 \
+      --secs "$secs" --workloads "$workloads" | tee "$work/$door-$run.txt"
+  done
+  stop_all
+done
+
+# Median of the runs, per workload and column (2: pairs/s, 3: p50 ms).
+median() { # file-prefix column -> "workload<TAB>median" lines, sorted by workload
+  for f in "$work/$1"-*.txt; do tail -n +3 "$f"; done \
+    | awk -F'  +' -v col="$2" '{ print $1 "\t" $col }' | sort -t $'\t' -k1,1 -k2,2g \
+    | awk -F'\t' '{ k = $1; v[k, ++c[k]] = $2; if (!(k in seen)) { seen[k] = 1; order[++n] = k } }
+      END { for (i = 1; i <= n; i++) { k = order[i]; m = c[k];
+        med = (m % 2) ? v[k, (m + 1) / 2] : (v[k, m / 2] + v[k, m / 2 + 1]) / 2; printf "%s\t%s\n", k, med } }'
+}
 echo
-printf '%-28s %12s %12s %8s %12s %12s %8s\n' workload "etcd pairs/s" "raftlock" ratio "etcd p50" "raftlock" ratio
-paste -d'|' <(tail -n +3 "$work/etcd.txt") <(tail -n +3 "$work/raftlock.txt") | awk -F'|' '{
-  n = split($1, e, /  +/); split($2, r, /  +/);
-  printf "%-28s %12.0f %12.0f %8.2f %12.2f %12.2f %8.2f\n", e[1], e[2], r[2], r[2]/(e[2]>0?e[2]:1), e[3], r[3], r[3]/(e[3]>0?e[3]:1)
-}'
+echo "medians of $runs runs of $secs s; clients spread over all 3 members; ratio = raftlock / etcd"
+printf '%-28s %10s %10s %6s %10s %6s | %9s %9s %6s %9s %6s\n' workload "etcd/s" "library/s" ratio "http/s" ratio \
+  "etcd p50" "lib p50" ratio "http p50" ratio
+join -t $'\t' <(median etcd 2) <(median library 2) | join -t $'\t' - <(median http 2) \
+  | join -t $'\t' - <(median etcd 3) | join -t $'\t' - <(median library 3) | join -t $'\t' - <(median http 3) \
+  | awk -F'\t' '{ printf "%-28s %10.0f %10.0f %6.2f %10.0f %6.2f | %9.2f %9.2f %6.2f %9.2f %6.2f\n",
+      $1, $2, $3, $3 / ($2 > 0 ? $2 : 1), $4, $4 / ($2 > 0 ? $2 : 1),
+      $5, $6, $6 / ($5 > 0 ? $5 : 1), $7, $7 / ($5 > 0 ? $5 : 1) }'

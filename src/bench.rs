@@ -78,6 +78,8 @@ pub struct Report {
     pub acquire_p50_ms: f64,
     pub acquire_p99_ms: f64,
     pub errors: u64,
+    /// The first error a client met, so a run with errors says why.
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -423,22 +425,28 @@ pub async fn run(
             actix_rt::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
+                let mut first = None;
                 while Instant::now() < deadline {
                     match c.pair(&lock).await {
                         Ok(took) => latencies.push(took),
-                        Err(_) => errors += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert_with(|| e.to_string());
+                        }
                     }
                 }
-                (latencies, errors)
+                (latencies, errors, first)
             })
         })
         .collect();
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        if let Ok((l, e)) = t.await {
+        if let Ok((l, e, first)) = t.await {
             all.extend(l);
             errors += e;
+            first_error = first_error.or(first);
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -457,6 +465,7 @@ pub async fn run(
         acquire_p50_ms: pct(0.50),
         acquire_p99_ms: pct(0.99),
         errors,
+        first_error,
     })
 }
 

@@ -587,6 +587,9 @@ mod app {
                 r.acquire_p99_ms,
                 r.errors
             );
+            if let Some(e) = &r.first_error {
+                eprintln!("  first error of {}: {e}", w.name());
+            }
         }
         Ok(())
     }
