@@ -369,7 +369,7 @@ const REACQUIRE_IGNORES_MODE_SEED: u64 = 7;
 const LATE_GRANT_NEVER_LOST_SEED: u64 = 120;
 /// Caught on a seed in tens to hundreds (a lagging node must replay an
 /// older grant of a session and lock while that session waits there again).
-const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 70;
+const REPLAYED_GRANT_TO_WAITER_SEED: u64 = 121;
 const SKIP_OWNERSHIP_SEED: u64 = 1;
 const SKIP_SECRET_CHECK_SEED: u64 = 1;
 
