@@ -647,7 +647,8 @@ impl<S: SimMachine> NodeLoop<S> {
             Ok(Ok(QueryAnswer::Credential(stored))) => {
                 self.authenticated(call, &bearer, stored, request)
             }
-            Ok(other) => self.refuse(call, format!("unexpected answer {other:?}")),
+            // Production's 503 for an answer it cannot read.
+            Ok(_) => self.unavailable(call, RequestError::Busy),
             // Production answers 503 with the node's error.
             Err(e) => self.unavailable(call, e),
         }
@@ -773,6 +774,11 @@ impl<S: SimMachine> NodeLoop<S> {
             any = true;
             match effect {
                 G::Propose { op, command } => {
+                    if let Ok(Command::KeepAlives(items)) = postcard::from_bytes(&command) {
+                        if items.len() > 1 {
+                            lock(&self.shared.checker).stats.shared_keepalive_entries += 1;
+                        }
+                    }
                     self.next_request += 1;
                     let id = self.next_request;
                     if self.core.propose(id, command) {

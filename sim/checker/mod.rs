@@ -120,6 +120,9 @@ pub struct Stats {
     pub config_changes: u64,
     /// Lock histories too costly to decide within the step bound.
     pub linearizability_inconclusive: u64,
+    /// Keepalive entries (`Command::KeepAlives`) carrying more than one
+    /// keepalive: the batching path under faults.
+    pub shared_keepalive_entries: u64,
     /// What a tight-limits run reached (`scenario::TightLimits`).
     pub limits: LimitsReached,
 }

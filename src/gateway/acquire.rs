@@ -182,7 +182,7 @@ impl Gateway {
             Purpose::Cancel => self.cancelled(now, call, result),
             Purpose::KeepAlive { sent } => self.renewed(now, call, sent, result),
             Purpose::Lookup => self.looked_up(now, call, result),
-            Purpose::Pass | Purpose::Undo { .. } => {}
+            Purpose::Pass | Purpose::KeepAlives | Purpose::Undo { .. } => {}
         }
     }
 

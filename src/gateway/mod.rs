@@ -34,7 +34,7 @@ use crate::actor::Instant;
 use crate::lock::auth::CredentialId;
 use crate::lock::{
     encode, outcome_label, Command, Event, LockError, Query, QueryAnswer, Reply, Response,
-    SessionId,
+    SessionId, KEEPALIVES_PER_ENTRY_MAX,
 };
 use crate::raft::{Applied, RequestError};
 use crate::session::{NodeReply, WaitFor};
@@ -217,6 +217,8 @@ enum Purpose {
         sent: Instant,
     },
     Lookup,
+    /// A `Command::KeepAlives` entry; its calls are in `batches`.
+    KeepAlives,
     /// Undoing what an abandoned or failed call left behind: closing the
     /// one-lock session `close` (retried while the cluster cannot say,
     /// `attempt` counting), or cancelling a wait in the caller's own
@@ -265,6 +267,12 @@ pub struct Gateway {
     caller_calls: BTreeMap<CredentialId, usize>,
     effects: VecDeque<Effect>,
     next_op: OpId,
+    /// Keepalives passed through since the last effect was taken: (call,
+    /// encoded item), proposed together as one `Command::KeepAlives` entry
+    /// (at most `KEEPALIVES_PER_ENTRY_MAX`).
+    keepalives: Vec<(CallId, Vec<u8>)>,
+    /// The calls each keepalive batch in flight answers, in item order.
+    batches: BTreeMap<OpId, Vec<CallId>>,
 }
 
 impl Gateway {
@@ -334,6 +342,7 @@ impl Gateway {
         }
         match purpose {
             Purpose::Pass => self.pass_done(call, result),
+            Purpose::KeepAlives => self.keepalives_done(op, result),
             Purpose::Undo {
                 close,
                 attempt,
@@ -432,6 +441,9 @@ impl Gateway {
     // ---- outputs ----
 
     pub fn poll_effect(&mut self) -> Option<Effect> {
+        if !self.keepalives.is_empty() {
+            self.propose_keepalives();
+        }
         self.effects.pop_front()
     }
 
@@ -474,6 +486,13 @@ impl Gateway {
             return self.answer(call, Err(e));
         }
         self.calls.insert(call, Call::Pass);
+        if let Command::Unsequenced {
+            op: crate::lock::Op::KeepAlive,
+            ..
+        } = decoded
+        {
+            return self.batch_keepalive(call, command);
+        }
         // Sent as received when no credential wraps it (no re-encoding).
         match self.callers.get(&call) {
             None => self.propose_raw(Some(call), Purpose::Pass, decoded.label(), command),
@@ -509,6 +528,59 @@ impl Gateway {
         }
         self.calls.insert(call, Call::Pass);
         self.read_for(call, Purpose::Pass, decoded);
+    }
+
+    /// Holds a keepalive for the next batch (taken with the next effect).
+    fn batch_keepalive(&mut self, call: CallId, command: Vec<u8>) {
+        let item = match self.callers.get(&call) {
+            Some(&credential) => encode(&Command::As {
+                credential,
+                command,
+            }),
+            None => command,
+        };
+        self.keepalives.push((call, item));
+        if self.keepalives.len() >= KEEPALIVES_PER_ENTRY_MAX {
+            self.propose_keepalives();
+        }
+    }
+
+    /// Proposes the keepalives held so far as one entry.
+    fn propose_keepalives(&mut self) {
+        let (calls, items): (Vec<CallId>, Vec<Vec<u8>>) =
+            std::mem::take(&mut self.keepalives).into_iter().unzip();
+        let items = items.into_iter().map(serde_bytes::ByteBuf::from).collect();
+        let command = encode(&Command::KeepAlives(items));
+        // Counted per keepalive when done, not per batch.
+        let op = self.new_op(None, Purpose::KeepAlives, None);
+        self.batches.insert(op, calls);
+        self.effects.push_back(Effect::Propose { op, command });
+    }
+
+    /// A keepalive batch's outcome, told to each of its calls as if its
+    /// keepalive had been its own entry.
+    fn keepalives_done(&mut self, op: OpId, result: Result<Applied, GatewayError>) {
+        let calls = self.batches.remove(&op).unwrap_or_default();
+        let each: Vec<Result<Applied, GatewayError>> = match result {
+            Ok(applied) => match postcard::from_bytes::<Response>(&applied.output) {
+                Ok(Ok(Reply::KeepAlives(responses))) if responses.len() == calls.len() => responses
+                    .iter()
+                    .map(|r| {
+                        Ok(Applied {
+                            index: applied.index,
+                            output: encode(r),
+                        })
+                    })
+                    .collect(),
+                // Refused as a whole: each keepalive was refused so.
+                _ => vec![Ok(applied); calls.len()],
+            },
+            Err(e) => vec![Err(e); calls.len()],
+        };
+        for (call, result) in calls.into_iter().zip(each) {
+            self.count_proposal("keepalive", &result);
+            self.pass_done(Some(call), result);
+        }
     }
 
     fn pass_done(&mut self, call: Option<CallId>, result: Result<Applied, GatewayError>) {

@@ -185,16 +185,107 @@ fn every_proposal_is_counted_by_its_command_and_outcome() {
 #[test]
 fn a_proposal_whose_client_went_away_is_counted_but_not_answered() {
     let mut g = gateway();
-    let keepalive = encode(&Command::Unsequenced {
+    let close = encode(&Command::Unsequenced {
         session: 5,
-        op: Op::KeepAlive,
+        op: Op::Close,
     });
-    g.handle_call(at(0), 1, Request::Propose(keepalive));
+    g.handle_call(at(0), 1, Request::Propose(close));
     all_effects(&mut g);
     g.handle_gone(1);
     assert_eq!(g.calls(), 0);
-    g.handle_done(at(1), 1, response(12, Ok(Reply::Renewed)));
-    assert_eq!(all_effects(&mut g), vec![count("keepalive", "renewed")]);
+    g.handle_done(at(1), 1, response(12, Ok(Reply::Closed)));
+    assert_eq!(all_effects(&mut g), vec![count("close", "closed")]);
+}
+
+fn keepalive(session: SessionId) -> Vec<u8> {
+    encode(&Command::Unsequenced {
+        session,
+        op: Op::KeepAlive,
+    })
+}
+
+/// Keepalives that arrive in one turn are one entry; each call is told
+/// its own keepalive's response, as if it had been an entry of its own.
+#[test]
+fn keepalives_of_one_turn_are_one_entry_and_each_gets_its_own_answer() {
+    let mut g = gateway();
+    g.handle_call(at(0), 1, Request::Propose(keepalive(5)));
+    g.handle_call_as(at(0), 2, Some(77), Request::Propose(keepalive(6)));
+    g.handle_call(at(0), 3, Request::Propose(keepalive(7)));
+    let items = vec![
+        serde_bytes::ByteBuf::from(keepalive(5)),
+        serde_bytes::ByteBuf::from(encode(&Command::As {
+            credential: 77,
+            command: keepalive(6),
+        })),
+        serde_bytes::ByteBuf::from(keepalive(7)),
+    ];
+    assert_eq!(
+        all_effects(&mut g),
+        vec![Effect::Propose {
+            op: 1,
+            command: encode(&Command::KeepAlives(items)),
+        }]
+    );
+    g.handle_gone(3);
+    let each = vec![
+        Ok(Reply::Renewed),
+        Err(LockError::Forbidden("not yours".into())),
+        Ok(Reply::Renewed),
+    ];
+    g.handle_done(at(1), 1, response(40, Ok(Reply::KeepAlives(each))));
+    assert_eq!(
+        all_effects(&mut g),
+        vec![
+            count("keepalive", "renewed"),
+            Effect::Answer {
+                call: 1,
+                result: response(40, Ok(Reply::Renewed)).map(Answer::Output),
+            },
+            count("keepalive", "forbidden"),
+            Effect::Answer {
+                call: 2,
+                result: response(40, Err(LockError::Forbidden("not yours".into())))
+                    .map(Answer::Output),
+            },
+            // Its client left: counted, not answered.
+            count("keepalive", "renewed"),
+        ]
+    );
+    assert_eq!(g.calls(), 0);
+}
+
+#[test]
+fn a_keepalive_batch_that_fails_fails_each_keepalive_and_batches_are_bounded() {
+    let mut g = gateway();
+    let n = KEEPALIVES_PER_ENTRY_MAX as u64 + 1;
+    for call in 1..=n {
+        g.handle_call(at(0), call, Request::Propose(keepalive(call)));
+    }
+    let proposals: Vec<usize> = all_effects(&mut g)
+        .iter()
+        .map(|e| match e {
+            Effect::Propose { command, .. } => match postcard::from_bytes::<Command>(command) {
+                Ok(Command::KeepAlives(items)) => items.len(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(proposals, vec![KEEPALIVES_PER_ENTRY_MAX, 1]);
+    let lost = Err(GatewayError::Raft(RequestError::LeadershipLost));
+    g.handle_done(at(1), 2, lost.clone());
+    let answers = all_effects(&mut g);
+    assert_eq!(
+        answers,
+        vec![
+            count("keepalive", "unavailable"),
+            Effect::Answer {
+                call: n,
+                result: lost.map(Answer::Output)
+            }
+        ]
+    );
 }
 
 #[test]
@@ -625,24 +716,24 @@ fn proposals_pass_through_but_leader_only_and_garbage_are_refused() {
     );
     assert_eq!(e.len(), 3);
 
-    let keepalive = encode(&Command::Unsequenced {
+    let close = encode(&Command::Unsequenced {
         session: 5,
-        op: Op::KeepAlive,
+        op: Op::Close,
     });
-    g.handle_call(at(0), 4, Request::Propose(keepalive.clone()));
+    g.handle_call(at(0), 4, Request::Propose(close.clone()));
     assert_eq!(
         effects(&mut g),
         vec![Effect::Propose {
             op: 1,
-            command: keepalive
+            command: close
         }]
     );
-    let done = response(12, Ok(Reply::Renewed));
+    let done = response(12, Ok(Reply::Closed));
     g.handle_done(at(1), 1, done.clone());
     assert_eq!(
         all_effects(&mut g),
         vec![
-            count("keepalive", "renewed"),
+            count("close", "closed"),
             Effect::Answer {
                 call: 4,
                 result: done.map(Answer::Output)

@@ -30,6 +30,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Calls queued for the gateway task; a handler waits for room.
 pub const GATEWAY_INBOX_LEN_MAX: usize = 4096;
+/// Calls the task takes from its inbox before it carries out their
+/// effects (as the node's actor drains its mailbox before a flush): the
+/// keepalives among them are proposed as one entry, up to
+/// `KEEPALIVES_PER_ENTRY_MAX`.
+pub const CALLS_PER_TURN_MAX: usize = crate::lock::KEEPALIVES_PER_ENTRY_MAX;
 
 type Reply = oneshot::Sender<Result<Answer, GatewayError>>;
 /// Set by a call's handler when its client went away (before the notice is
@@ -201,14 +206,15 @@ impl Task {
                     }
                 }
                 call = calls.recv() => {
-                    let Some((call, caller, request, reply, departed)) = call else { return };
-                    self.replies.insert(call, reply);
-                    let now = self.now();
-                    self.gateway.handle_call_as(now, call, caller, request);
-                    // Its client left before the call got here: the notice
-                    // came first and named a call not yet known.
-                    if departed.load(Ordering::Acquire) && self.replies.remove(&call).is_some() {
-                        self.gateway.handle_gone(call);
+                    let Some(inbound) = call else { return };
+                    self.take_call(inbound);
+                    // What else has arrived goes in the same turn, so that
+                    // its keepalives share one log entry.
+                    for _ in 1..CALLS_PER_TURN_MAX {
+                        match calls.try_recv() {
+                            Ok(inbound) => self.take_call(inbound),
+                            Err(_) => break,
+                        }
                     }
                 }
                 Some(call) = gone.recv() => {
@@ -221,6 +227,17 @@ impl Task {
                 }
             }
             self.carry_out();
+        }
+    }
+
+    fn take_call(&mut self, (call, caller, request, reply, departed): Inbound) {
+        self.replies.insert(call, reply);
+        let now = self.now();
+        self.gateway.handle_call_as(now, call, caller, request);
+        // Its client left before the call got here: the notice came first
+        // and named a call not yet known.
+        if departed.load(Ordering::Acquire) && self.replies.remove(&call).is_some() {
+            self.gateway.handle_gone(call);
         }
     }
 

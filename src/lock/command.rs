@@ -69,7 +69,22 @@ pub enum Command {
     /// Admin only (inside `As`). The credential's sessions are not ended:
     /// nothing can renew them any more, so they expire.
     RevokeCredential { id: CredentialId },
+    /// Keepalives that reached one node during one turn of its request
+    /// layer, renewed by one entry (docs/SAFETY.md section 3: each replica
+    /// counts every lease in it from its own apply of this entry, as it
+    /// would for each keepalive alone). Each item is an encoded
+    /// `Unsequenced { op: KeepAlive }`, inside `As` when a credential sent
+    /// it; each is checked and answered on its own. Only nodes send it.
+    KeepAlives(Vec<serde_bytes::ByteBuf>),
 }
+
+/// Keepalives one `Command::KeepAlives` entry carries at most: 512 items
+/// of at most `KEEPALIVE_ITEM_BYTES_MAX` stay under 16 KiB, the smallest
+/// entry bound anything runs with (the simulator's tight limits).
+pub const KEEPALIVES_PER_ENTRY_MAX: usize = 512;
+/// Encoded bytes of one item: `As` (tag, credential id, length) around
+/// `Unsequenced` (tag, session id, op), varints at their widest.
+pub const KEEPALIVE_ITEM_BYTES_MAX: usize = 1 + 10 + 1 + (1 + 10 + 1);
 
 /// A session request. `seq` numbers requests per session from 1; every
 /// response with a sequence number `<= acked` has reached the client and
@@ -145,6 +160,7 @@ impl Command {
             Command::Bootstrap { .. } => "bootstrap",
             Command::CreateCredential { .. } => "create_credential",
             Command::RevokeCredential { .. } => "revoke_credential",
+            Command::KeepAlives(_) => "keepalives",
         }
     }
 }
@@ -179,6 +195,7 @@ pub fn outcome_label(response: &Response) -> &'static str {
         Ok(Reply::Internal { effective: false }) => "no_effect",
         Ok(Reply::CredentialCreated { .. }) => "credential_created",
         Ok(Reply::CredentialRevoked) => "credential_revoked",
+        Ok(Reply::KeepAlives(_)) => "renewed_batch",
         Err(e) => match e {
             LockError::SessionNotFound(_) => "session_not_found",
             LockError::SequenceTooOld { .. } => "sequence_too_old",
@@ -243,6 +260,8 @@ pub enum Reply {
         id: CredentialId,
     },
     CredentialRevoked,
+    /// Each keepalive's own response, in the order of `Command::KeepAlives`.
+    KeepAlives(Vec<Response>),
 }
 
 /// Why a request was refused. The error is the request's one and only

@@ -236,6 +236,12 @@ impl LockMachine {
                 }
                 Ok(Reply::Internal { effective })
             }
+            Command::KeepAlives(items) => Ok(Reply::KeepAlives(
+                items
+                    .iter()
+                    .map(|item| self.apply_keepalive(index, now, item))
+                    .collect(),
+            )),
             Command::CreateCredential { .. } | Command::RevokeCredential { .. } => Err(
                 LockError::Forbidden("credentials are managed by an admin credential".into()),
             ),
@@ -557,6 +563,27 @@ impl LockMachine {
         }
     }
 
+    /// One item of `Command::KeepAlives`: a keepalive, alone or on a
+    /// credential's behalf, applied as its own entry would be (nothing
+    /// else may ride in a batch).
+    fn apply_keepalive(&mut self, index: Index, now: Instant, item: &[u8]) -> Response {
+        let command = postcard::from_bytes::<Command>(item)
+            .map_err(|e| LockError::Malformed(e.to_string()))?;
+        let inner = match &command {
+            Command::As { command, .. } => postcard::from_bytes::<Command>(command)
+                .map_err(|e| LockError::Malformed(e.to_string()))?,
+            other => other.clone(),
+        };
+        match inner {
+            Command::Unsequenced {
+                op: Op::KeepAlive, ..
+            } => self.apply_command(index, now, command),
+            _ => Err(LockError::Malformed(
+                "a keepalive batch carries keepalives only".into(),
+            )),
+        }
+    }
+
     /// A command on behalf of `credential`: refused unless the credential
     /// exists and its policy allows it; its sessions are its own.
     fn apply_as(
@@ -604,6 +631,7 @@ impl LockMachine {
                 Ok(Reply::CredentialRevoked)
             }
             Command::As { .. }
+            | Command::KeepAlives(_)
             | Command::Bootstrap { .. }
             | Command::Expire { .. }
             | Command::Undelay { .. } => Err(LockError::Forbidden(

@@ -13,6 +13,7 @@ pub(crate) mod tests;
 pub use command::{
     outcome_label, Command, Event, FileInfo, Grant, HolderInfo, LockError, LockInfo, Mode, Op,
     Query, QueryAnswer, Reply, Request, Response, SessionId, SessionInfo, Token,
+    KEEPALIVES_PER_ENTRY_MAX, KEEPALIVE_ITEM_BYTES_MAX,
 };
 #[cfg(feature = "sim")]
 pub use config::LockBugs;

@@ -1049,6 +1049,89 @@ mod credentials {
         h.apply(as_(who, Command::Unsequenced { session, op }))
     }
 
+    /// One entry renews every keepalive in it as its own entry would have:
+    /// each checked for its credential, each answered; an expiry decided
+    /// on a renewal before the batch does nothing; nothing but keepalives
+    /// rides in a batch.
+    #[test]
+    fn a_keepalive_batch_renews_each_session_as_its_own_keepalive_would_and_nothing_else() {
+        let mut h = cluster();
+        let (a, b) = (open_as(&mut h, ALICE, 1), open_as(&mut h, BOB, 2));
+        let (a_open, b_open) = (h.index - 1, h.index);
+        let keepalive = |session| Command::Unsequenced {
+            session,
+            op: Op::KeepAlive,
+        };
+        let item = |c: Command| serde_bytes::ByteBuf::from(encode(&c));
+        let close_a = Command::Unsequenced {
+            session: a,
+            op: Op::Close,
+        };
+        let batch = Command::KeepAlives(vec![
+            item(as_(ALICE, keepalive(a))),
+            item(as_(ALICE, keepalive(b))),
+            item(keepalive(a)),
+            item(as_(ALICE, close_a)),
+            serde_bytes::ByteBuf::from(vec![0xff; 3]),
+            item(as_(0xdead, keepalive(a))),
+        ]);
+        let answers = match h.apply(batch) {
+            Ok(Reply::KeepAlives(answers)) => answers,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(answers.len(), 6);
+        assert_eq!(answers[0], Ok(Reply::Renewed));
+        assert!(
+            matches!(answers[1], Err(LockError::Forbidden(_))),
+            "{answers:?}"
+        );
+        assert_eq!(answers[2], Err(LockError::Unauthenticated));
+        assert!(
+            matches!(answers[3], Err(LockError::Malformed(_))),
+            "{answers:?}"
+        );
+        assert!(
+            matches!(answers[4], Err(LockError::Malformed(_))),
+            "{answers:?}"
+        );
+        assert_eq!(answers[5], Err(LockError::Unauthenticated));
+        // Alice's session was renewed by the batch: an expiry decided on
+        // its open does nothing. Bob's was not: one decided on his does.
+        let stale = Command::Expire {
+            session: a,
+            renewal: a_open,
+        };
+        assert_eq!(h.apply(stale), Ok(Reply::Internal { effective: false }));
+        let due = Command::Expire {
+            session: b,
+            renewal: b_open,
+        };
+        assert_eq!(h.apply(due), Ok(Reply::Internal { effective: true }));
+        // The close in the batch was not applied.
+        assert!(matches!(
+            h.m.answer(h.now, qas(ALICE, Query::Session { session: a })),
+            QueryAnswer::Session(Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_keepalive_batch_fits_the_smallest_entry_bound() {
+        let widest = Command::As {
+            credential: u64::MAX,
+            command: encode(&Command::Unsequenced {
+                session: u64::MAX,
+                op: Op::KeepAlive,
+            }),
+        };
+        assert!(encode(&widest).len() <= crate::lock::KEEPALIVE_ITEM_BYTES_MAX);
+        let full = Command::KeepAlives(
+            (0..crate::lock::KEEPALIVES_PER_ENTRY_MAX)
+                .map(|_| serde_bytes::ByteBuf::from(encode(&widest)))
+                .collect(),
+        );
+        assert!(encode(&full).len() <= 16 * 1024, "{}", encode(&full).len());
+    }
+
     fn acquire(lock: &str) -> Op {
         Op::Acquire {
             lock: lock.into(),
