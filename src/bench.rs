@@ -317,9 +317,10 @@ pub struct SessionReport {
 }
 
 /// Opens `n` sessions with `ttl`, then renews each every `ttl / 3` for
-/// `duration`, over `SESSION_CONNECTIONS` connections.
+/// `duration`, over `SESSION_CONNECTIONS` connections spread round-robin
+/// over `endpoints` (followers forward their batches of keepalives).
 pub async fn sessions(
-    endpoint: SocketAddr,
+    endpoints: &[SocketAddr],
     n: usize,
     ttl: Duration,
     duration: Duration,
@@ -327,11 +328,16 @@ pub async fn sessions(
     if n > BENCH_SESSIONS_MAX {
         return Err(BenchError::TooManyClients);
     }
+    if endpoints.is_empty() {
+        return Err(BenchError::Refused("no endpoint to send to".into()));
+    }
     let started = Instant::now();
     let per = n.div_ceil(SESSION_CONNECTIONS);
     let ttl_ms = ttl.as_millis() as u64;
+    let endpoint_of = |i: usize| endpoints[i % endpoints.len()];
     let openers: Vec<_> = (0..SESSION_CONNECTIONS)
-        .map(|_| {
+        .map(|i| {
+            let endpoint = endpoint_of(i);
             actix_rt::spawn(async move {
                 let mut http = http_for(Target::Raftlock, endpoint);
                 let mut ids = Vec::new();
@@ -362,7 +368,9 @@ pub async fn sessions(
     let deadline = Instant::now() + duration;
     let renewers: Vec<_> = groups
         .into_iter()
-        .map(|ids| {
+        .enumerate()
+        .map(|(i, ids)| {
+            let endpoint = endpoint_of(i);
             actix_rt::spawn(async move {
                 let mut http = http_for(Target::Raftlock, endpoint);
                 let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
@@ -405,6 +413,9 @@ pub async fn run(
     let n = workload.clients();
     if n > BENCH_CLIENTS_MAX {
         return Err(BenchError::TooManyClients);
+    }
+    if endpoints.is_empty() {
+        return Err(BenchError::Refused("no endpoint to send to".into()));
     }
     let mut clients = Vec::new();
     for i in 0..n {

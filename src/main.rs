@@ -560,7 +560,7 @@ mod app {
         for w in workloads {
             if let Workload::Sessions(n) = w {
                 let ttl = Duration::from_millis(args.ttl_ms);
-                let r = bench::sessions(endpoints[0], n, ttl, Duration::from_secs_f64(args.secs))
+                let r = bench::sessions(&endpoints, n, ttl, Duration::from_secs_f64(args.secs))
                     .await
                     .map_err(|e| format!("{}: {e}", w.name()))?;
                 println!(
