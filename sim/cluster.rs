@@ -235,10 +235,30 @@ pub const CLIENT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     9000,
 ));
 
-async fn send(ep: &Endpoint, to: SocketAddr, frame: &SimFrame) {
+pub async fn send(ep: &Endpoint, to: SocketAddr, frame: &SimFrame) {
     if let Ok(bytes) = encode_frame(frame) {
         // A send to a clogged or dead peer is silently lost, as on a network.
         let _ = ep.send_to_raw(to, TAG, Box::new(bytes)).await;
+    }
+}
+
+/// The answer to call `id` when it reaches `ep` (other frames are
+/// dropped); None once the endpoint is closed. Callers bound the wait.
+pub async fn answer_to(
+    ep: &Endpoint,
+    id: u64,
+) -> Option<Result<raftlock::gateway::Answer, GatewayError>> {
+    loop {
+        let (payload, _) = ep.recv_from_raw(TAG).await.ok()?;
+        let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
+            continue;
+        };
+        if let Ok(Some((SimFrame::Answer { id: a, result }, _))) = decode_frame::<SimFrame>(&bytes)
+        {
+            if a == id {
+                return Some(result);
+            }
+        }
     }
 }
 

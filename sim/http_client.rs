@@ -22,7 +22,7 @@ use raftlock::linearizability as lin;
 use raftlock::lock::{
     encode, Command, LockError, Mode, Op, Query, QueryAnswer, Reply, Response, SessionId, Token,
 };
-use raftlock::net::{decode_frame, encode_frame};
+use raftlock::net::encode_frame;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::net::SocketAddr;
@@ -660,24 +660,7 @@ impl HttpUser {
             request,
         };
         self.send(addr, &frame).await;
-        let ep = &self.ep;
-        let answer = async {
-            loop {
-                let Ok((payload, _)) = ep.recv_from_raw(TAG).await else {
-                    return None;
-                };
-                let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
-                    continue;
-                };
-                if let Ok(Some((SimFrame::Answer { id: a, result }, _))) =
-                    decode_frame::<SimFrame>(&bytes)
-                {
-                    if a == id {
-                        return Some(result);
-                    }
-                }
-            }
-        };
+        let answer = crate::cluster::answer_to(&self.ep, id);
         let wait = leave_after.unwrap_or(limit).min(limit);
         let outcome = match timeout(wait, answer).await {
             Ok(Some(result)) => Outcome::Answered(result),

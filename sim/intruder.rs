@@ -9,7 +9,7 @@
 //! should not is an `access-control` violation.
 
 use crate::checker::Checker;
-use crate::cluster::SimFrame;
+use crate::cluster::{answer_to, send, SimFrame};
 use crate::credentials::AdminLine;
 use crate::shared::{authorization, lock, random_bearer, Shared};
 use madsim::net::Endpoint;
@@ -18,13 +18,11 @@ use raftlock::credential::Bearer;
 use raftlock::gateway::{AcquireArgs, Answer, GatewayError, Request, SessionChoice};
 use raftlock::lock::auth::{Allow, Policy, Rule};
 use raftlock::lock::{encode, Command, Grant, Mode, Op, Query, QueryAnswer, Response};
-use raftlock::net::{decode_frame, encode_frame};
 use raftlock::session::WaitFor;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const TAG: u64 = 1;
 /// What the intruder's credentials allow: locks under this prefix only.
 pub const INTRUDER_PREFIX: &str = "intruder/";
 /// How long it waits for an answer before it leaves.
@@ -297,35 +295,14 @@ impl Intruder {
             credential,
             request,
         };
-        self.send(to, &frame).await;
-        let ep = &self.ep;
-        let answer = async {
-            loop {
-                let (payload, _) = ep.recv_from_raw(TAG).await.ok()?;
-                let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
-                    continue;
-                };
-                if let Ok(Some((SimFrame::Answer { id: a, result }, _))) =
-                    decode_frame::<SimFrame>(&bytes)
-                {
-                    if a == id {
-                        return Some(result);
-                    }
-                }
-            }
-        };
+        send(&self.ep, to, &frame).await;
+        let answer = answer_to(&self.ep, id);
         match timeout(Duration::from_millis(ANSWER_MS), answer).await {
             Ok(answer) => answer,
             Err(_) => {
-                self.send(to, &SimFrame::Gone { id }).await;
+                send(&self.ep, to, &SimFrame::Gone { id }).await;
                 None
             }
-        }
-    }
-
-    async fn send(&self, to: SocketAddr, frame: &SimFrame) {
-        if let Ok(bytes) = encode_frame(frame) {
-            let _ = self.ep.send_to_raw(to, TAG, Box::new(bytes)).await;
         }
     }
 }

@@ -160,7 +160,8 @@ pub fn verify(bearer: &Bearer, stored: Option<(SecretHash, bool)>) -> Result<boo
     }
 }
 
-#[cfg(all(test, not(madsim)))]
+#[cfg(test)]
+#[cfg(not(madsim))]
 mod tests {
     use super::*;
 
