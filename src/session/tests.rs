@@ -194,6 +194,17 @@ impl World {
     }
 }
 
+/// A session whose call 5 waits (up to 60 s) for "x", which another
+/// session holds; the other's id.
+fn queued_behind_another() -> (World, SessionId) {
+    let mut w = World::new();
+    w.start(ms(0));
+    let other = w.other_takes(ms(0), "x");
+    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
+    w.deliver(ms(10));
+    (w, other)
+}
+
 fn acquire(lock: &str, wait: Option<Duration>) -> Call {
     Call::Acquire {
         lock: lock.into(),
@@ -293,11 +304,7 @@ fn a_redirect_and_a_timeout_resend_the_same_request_which_applies_once() {
 
 #[test]
 fn a_queued_acquire_completes_on_the_pushed_grant() {
-    let mut w = World::new();
-    w.start(ms(0));
-    let other = w.other_takes(ms(0), "x");
-    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
-    w.deliver(ms(10));
+    let (mut w, other) = queued_behind_another();
     assert!(w.take_events().is_empty(), "queued, not done");
     // The holder releases; the node serving us pushes the grant.
     w.other_releases(ms(20), other, "x", 1);
@@ -363,11 +370,7 @@ fn a_queued_acquire_learns_its_grant_from_its_wait_even_if_the_node_drops_it() {
 /// stalled 5 s (`bench-vs-etcd.sh`, (c) through the library, p99 5.1 s).
 #[test]
 fn a_wait_answered_unavailable_is_asked_again_after_a_request_timeout() {
-    let mut w = World::new();
-    w.start(ms(0));
-    let other = w.other_takes(ms(0), "x");
-    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
-    w.deliver(ms(10));
+    let (mut w, other) = queued_behind_another();
     let (rpc, _) = w.parked.pop().expect("a wait went to the node");
     w.input(
         ms(11),
@@ -404,11 +407,7 @@ fn a_wait_answered_unavailable_is_asked_again_after_a_request_timeout() {
 /// the next poll.
 #[test]
 fn a_queued_acquire_is_granted_as_soon_as_the_lock_is_released() {
-    let mut w = World::new();
-    w.start(ms(0));
-    let other = w.other_takes(ms(0), "x");
-    w.call(ms(10), 5, acquire("x", Some(Duration::from_secs(60))));
-    w.deliver(ms(10));
+    let (mut w, other) = queued_behind_another();
     w.other_releases(ms(20), other, "x", 1);
     w.deliver(ms(20));
     assert_eq!(
