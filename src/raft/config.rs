@@ -28,6 +28,13 @@ pub const INFLIGHT_APPENDS_MAX_DEFAULT: usize = 32;
 pub const INFLIGHT_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Client proposals awaiting commit on a leader; more get `Busy`.
 pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
+/// Proposals a follower has forwarded to its leader and not yet heard
+/// where they went; more get `Busy`. Each is one message each way, so
+/// they must fit the peer send queue (`PEER_SEND_QUEUE_LEN_MAX`, checked
+/// where it is defined) with room for appends and heartbeats: a burst of
+/// writes through a follower is refused at the door, not dropped on the
+/// wire and left to time out with an unknown outcome.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 256;
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
 /// Command bytes kept in the log before a snapshot replaces them.

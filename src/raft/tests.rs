@@ -1638,6 +1638,77 @@ fn a_byte_threshold_triggers_a_snapshot_before_the_entry_count_does() {
     assert_eq!(r.log().payload_bytes(), 0);
 }
 
+/// A burst of writes through a follower (a native client with hundreds of
+/// calls in flight) is bounded at the follower: past
+/// `FORWARDS_IN_FLIGHT_MAX` unanswered forwards it answers `Busy` at once,
+/// rather than overflow the peer send queue, where forwards and their
+/// answers were dropped and the writes timed out with an unknown outcome.
+#[test]
+fn a_follower_refuses_forwards_past_what_the_peer_queue_holds() {
+    use crate::raft::config::FORWARDS_IN_FLIGHT_MAX;
+    let recovered = Recovered {
+        snapshot: None,
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: vec![],
+    };
+    let roomy = Config {
+        pending_proposals_max: 4 * FORWARDS_IN_FLIGHT_MAX,
+        ..config()
+    };
+    let mut f = Raft::new(2, members(&[1, 2, 3]), roomy, recovered, Recorder::new(), 7).unwrap();
+    f.handle(ms(0), Input::Start);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    for id in 0..FORWARDS_IN_FLIGHT_MAX as u64 {
+        let effects = f.handle(
+            ms(11),
+            Input::Propose {
+                id,
+                command: b"x".to_vec(),
+            },
+        );
+        assert!(
+            matches!(effects.as_slice(), [Effect::Send { to: 1, .. }]),
+            "forward {id}: {effects:?}"
+        );
+    }
+    let id = FORWARDS_IN_FLIGHT_MAX as u64;
+    let effects = f.handle(
+        ms(11),
+        Input::Propose {
+            id,
+            command: b"x".to_vec(),
+        },
+    );
+    assert_eq!(effects, vec![refused(id, RequestError::Busy)]);
+    // A forward settled (here: the leader did not take it) frees a place.
+    msg(
+        &mut f,
+        12,
+        1,
+        Message::ForwardResponse {
+            term: 1,
+            id: 1,
+            at: None,
+        },
+    );
+    let effects = f.handle(
+        ms(13),
+        Input::Propose {
+            id: id + 1,
+            command: b"x".to_vec(),
+        },
+    );
+    assert!(matches!(effects.as_slice(), [Effect::Send { to: 1, .. }]));
+}
+
 /// Proposals on a follower are forwarded to the leader (as etcd does): the
 /// leader appends and says where; the follower answers once it applied that
 /// index, with its own state machine's output.

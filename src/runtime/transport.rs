@@ -29,6 +29,13 @@ use tokio::task::{JoinHandle, JoinSet};
 /// further frames are dropped, so the leader's memory stays bounded; Raft
 /// retransmits what matters.
 pub const PEER_SEND_QUEUE_LEN_MAX: usize = 1024;
+// A follower's forwards and the leader's answers to them, with a full
+// window of appends, fit the queue each way.
+const _: () = assert!(
+    2 * crate::raft::config::FORWARDS_IN_FLIGHT_MAX
+        + crate::raft::config::INFLIGHT_APPENDS_MAX_DEFAULT
+        < PEER_SEND_QUEUE_LEN_MAX
+);
 /// Bytes queued per peer, whatever the frame count: a few frames of large
 /// entries must not hold gigabytes (the count bound alone allows 1024
 /// frames of 16 MiB).

@@ -6,6 +6,7 @@
 //! entry ends up at that index, the outcome is unknown: `LeadershipLost`.
 
 use super::*;
+use crate::raft::config::FORWARDS_IN_FLIGHT_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Forwarded {
@@ -26,7 +27,11 @@ impl<S: StateMachine> Raft<S> {
         let Some(leader) = self.leader.filter(|_| self.role == Role::Follower) else {
             return self.reply_not_leader(id);
         };
-        if self.forwarded.len() >= self.config.pending_proposals_max {
+        let max = self
+            .config
+            .pending_proposals_max
+            .min(FORWARDS_IN_FLIGHT_MAX);
+        if self.forwarded.len() >= max {
             return self.out.push(Effect::Reply {
                 id,
                 result: Err(RequestError::Busy),
