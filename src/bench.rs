@@ -22,8 +22,9 @@ pub const BENCH_CLIENTS_MAX: usize = 1024;
 pub enum Target {
     /// raftlock over plain HTTP/JSON.
     Raftlock,
-    /// raftlock through the Rust client library (native protocol).
-    RaftlockLibrary,
+    /// raftlock through the Rust client library, over `Door` (the native
+    /// protocol on a persistent connection, or its calls over HTTP).
+    RaftlockLibrary(crate::client::Door),
     Etcd,
 }
 
@@ -127,16 +128,23 @@ enum Client {
 
 impl Client {
     async fn open(target: Target, addr: SocketAddr) -> Result<Client, BenchError> {
-        if target == Target::RaftlockLibrary {
+        if let Target::RaftlockLibrary(door) = target {
             let ttl = Duration::from_secs(BENCH_TTL_S);
-            let client = crate::client::Client::connect_at(vec![addr], ttl)
+            let access = crate::http::client::Access::from_env()
+                .map_err(|e| BenchError::Refused(e.to_string()))?;
+            let options = crate::client::ConnectOptions {
+                access,
+                door,
+                in_order: true,
+            };
+            let client = crate::client::Client::connect_with(vec![addr], ttl, options)
                 .await
                 .map_err(|e| BenchError::Refused(e.to_string()))?;
             return Ok(Client::Library(client));
         }
         let mut http = http_for(target, addr);
         let owner = match target {
-            Target::Raftlock | Target::RaftlockLibrary => {
+            Target::Raftlock | Target::RaftlockLibrary(_) => {
                 let (status, v) = http
                     .json(
                         "POST",
@@ -272,7 +280,7 @@ pub async fn find_leader(target: Target, endpoints: &[SocketAddr]) -> Option<Soc
     for &addr in endpoints {
         let mut http = http_for(target, addr);
         let (own, leader) = match target {
-            Target::Raftlock | Target::RaftlockLibrary => {
+            Target::Raftlock | Target::RaftlockLibrary(_) => {
                 let (_, v) = http
                     .json("GET", "/API/v1/cluster", &Value::Null)
                     .await
@@ -401,6 +409,186 @@ pub async fn sessions(
         }
     }
     Ok(report)
+}
+
+/// Keepalives one native connection of the session workload has in
+/// flight at once: all connections together stay within what one node
+/// lets one credential have in progress (more would be refused as too
+/// many).
+pub const SESSION_KEEPALIVES_IN_FLIGHT_MAX: usize =
+    crate::gateway::CALLS_PER_CREDENTIAL_MAX / SESSION_CONNECTIONS;
+const _: () = assert!(SESSION_KEEPALIVES_IN_FLIGHT_MAX > 0);
+/// Tries of one session open that a node answers "unavailable".
+pub const SESSION_OPEN_ATTEMPTS_MAX: u32 = 20;
+pub const SESSION_OPEN_RETRY_MS: u64 = 20;
+
+/// `sessions` over the native protocol: one persistent connection per
+/// group of sessions, with up to `SESSION_KEEPALIVES_IN_FLIGHT_MAX` opens
+/// or keepalives in flight on it (what a process holding many sessions,
+/// or a proxy for many clients, would do).
+pub async fn sessions_native(
+    endpoints: &[SocketAddr],
+    n: usize,
+    ttl: Duration,
+    duration: Duration,
+) -> Result<SessionReport, BenchError> {
+    use crate::client::NativeConnection;
+    use futures_util::stream::{self, StreamExt};
+    if n > BENCH_SESSIONS_MAX {
+        return Err(BenchError::TooManyClients);
+    }
+    if endpoints.is_empty() {
+        return Err(BenchError::Refused("no endpoint to send to".into()));
+    }
+    let access =
+        crate::http::client::Access::from_env().map_err(|e| BenchError::Refused(e.to_string()))?;
+    let mut natives = Vec::new();
+    for &e in endpoints {
+        natives.push(native_addr(e).await?);
+    }
+    let started = Instant::now();
+    let per = n.div_ceil(SESSION_CONNECTIONS);
+    let ttl_ms = ttl.as_millis() as u64;
+    let nonce_base =
+        crate::entropy::random_u64().map_err(|e| BenchError::Refused(e.to_string()))?;
+    let mut conns = Vec::new();
+    for i in 0..SESSION_CONNECTIONS {
+        let addr = natives[i % natives.len()];
+        let conn = NativeConnection::open(addr, &access)
+            .await
+            .map_err(BenchError::Refused)?;
+        conns.push(std::rc::Rc::new(conn));
+    }
+    let openers: Vec<_> = conns
+        .iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            let conn = conn.clone();
+            actix_rt::spawn(async move {
+                let opens = (0..per).map(|k| {
+                    let nonce = nonce_base.wrapping_add((i * per + k) as u64);
+                    let command =
+                        crate::lock::encode(&crate::lock::Command::Open { nonce, ttl_ms });
+                    let conn = conn.clone();
+                    async move {
+                        // Retried as a client would: a node may be busy,
+                        // and an open with the same nonce opens once.
+                        let mut reply = crate::session::NodeReply::Unavailable;
+                        for _ in 0..SESSION_OPEN_ATTEMPTS_MAX {
+                            reply = conn
+                                .call(crate::session::ToNode::Propose(command.clone()))
+                                .await;
+                            if reply != crate::session::NodeReply::Unavailable {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(SESSION_OPEN_RETRY_MS)).await;
+                        }
+                        reply
+                    }
+                });
+                let replies: Vec<_> = stream::iter(opens)
+                    .buffer_unordered(SESSION_KEEPALIVES_IN_FLIGHT_MAX)
+                    .collect()
+                    .await;
+                let mut ids = Vec::new();
+                for r in replies {
+                    match native_response(r.clone()) {
+                        Ok(crate::lock::Reply::Opened { session, .. }) => ids.push(session),
+                        other => tracing::warn!("an open failed: {other:?} ({r:?})"),
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut groups = Vec::new();
+    for o in openers {
+        groups.push(o.await.unwrap_or_default());
+    }
+    let mut report = SessionReport {
+        opened: groups.iter().map(|g| g.len() as u64).sum(),
+        open_secs: started.elapsed().as_secs_f64(),
+        ..SessionReport::default()
+    };
+    let period = ttl / 3;
+    let deadline = Instant::now() + duration;
+    let renewers: Vec<_> = groups
+        .into_iter()
+        .zip(conns)
+        .map(|(ids, conn)| {
+            actix_rt::spawn(async move {
+                let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let round = Instant::now();
+                    let renewals = ids.iter().map(|&session| {
+                        let command = crate::lock::encode(&crate::lock::Command::Unsequenced {
+                            session,
+                            op: crate::lock::Op::KeepAlive,
+                        });
+                        let conn = conn.clone();
+                        async move { conn.call(crate::session::ToNode::Propose(command)).await }
+                    });
+                    let replies: Vec<_> = stream::iter(renewals)
+                        .buffer_unordered(SESSION_KEEPALIVES_IN_FLIGHT_MAX)
+                        .collect()
+                        .await;
+                    for r in replies {
+                        match native_response(r) {
+                            Ok(crate::lock::Reply::Renewed) => ok += 1,
+                            Err(Some(crate::lock::LockError::SessionNotFound(_))) => expired += 1,
+                            _ => errors += 1,
+                        }
+                    }
+                    let spent = round.elapsed();
+                    if spent < period {
+                        tokio::time::sleep(period - spent).await;
+                    }
+                }
+                (ok, expired, errors)
+            })
+        })
+        .collect();
+    for r in renewers {
+        if let Ok((ok, expired, errors)) = r.await {
+            report.keepalives += ok;
+            report.expired += expired;
+            report.errors += errors;
+        }
+    }
+    Ok(report)
+}
+
+/// The lock machine's answer in a native reply; `Err(None)` for no answer
+/// (unavailable, refused, undecodable).
+fn native_response(
+    reply: crate::session::NodeReply,
+) -> Result<crate::lock::Reply, Option<crate::lock::LockError>> {
+    match reply {
+        crate::session::NodeReply::Output(o) => {
+            match postcard::from_bytes::<crate::lock::Response>(&o) {
+                Ok(response) => response.map_err(Some),
+                Err(_) => Err(None),
+            }
+        }
+        _ => Err(None),
+    }
+}
+
+/// Where the node behind HTTP endpoint `endpoint` serves the native
+/// protocol (its `/API/v1/cluster` says).
+async fn native_addr(endpoint: SocketAddr) -> Result<SocketAddr, BenchError> {
+    let (status, v) = http_for(Target::Raftlock, endpoint)
+        .json("GET", "/API/v1/cluster", &Value::Null)
+        .await?;
+    match v["native_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+    {
+        Some(port) if status == 200 => Ok(SocketAddr::new(endpoint.ip(), port)),
+        _ => Err(BenchError::Refused(format!(
+            "{endpoint} serves no native protocol: {status} {v}"
+        ))),
+    }
 }
 
 /// Runs one workload for `duration` with clients spread over `endpoints`.

@@ -95,8 +95,9 @@ mod app {
         #[arg(long, default_value = "raftlock", value_parser = ["raftlock", "etcd"])]
         target: String,
         /// How raftlock clients talk: plain HTTP/JSON, or the Rust client
-        /// library (native protocol).
-        #[arg(long, default_value = "http", value_parser = ["http", "library"])]
+        /// library over the native protocol (`library`) or over HTTP
+        /// (`library-http`).
+        #[arg(long, default_value = "http", value_parser = ["http", "library", "library-http"])]
         driver: String,
         /// Which endpoints the clients use: all (round-robin), the leader
         /// only, or the followers only.
@@ -166,6 +167,11 @@ mod app {
         /// Address to serve the HTTP API on.
         #[arg(long, env = "RAFTLOCK_LISTEN_HTTP", default_value = "127.0.0.1:7201")]
         listen_http: SocketAddr,
+        /// Address to serve the native protocol on (the client library's
+        /// persistent connections; docs/NATIVE.md), or `off`. Default: the
+        /// HTTP address's host, its port + 100.
+        #[arg(long, env = "RAFTLOCK_LISTEN_NATIVE", value_parser = parse_native)]
+        listen_native: Option<NativeListen>,
         /// After a lock is freed by an expired session, nobody gets it for
         /// this long (0 disables; every node must use the same value).
         #[arg(long, env = "RAFTLOCK_LOCK_DELAY_MS", default_value_t = raftlock::lock::LOCK_DELAY_MS_DEFAULT)]
@@ -220,6 +226,10 @@ mod app {
         /// First of three consecutive HTTP API ports on 127.0.0.1.
         #[arg(long, env = "RAFTLOCK_DEV_HTTP_PORT", default_value_t = 7201)]
         http_port: u16,
+        /// First of three consecutive native-protocol ports on 127.0.0.1
+        /// (default: the HTTP port + 100).
+        #[arg(long, env = "RAFTLOCK_DEV_NATIVE_PORT")]
+        native_port: Option<u16>,
         /// Peers without TLS (by default a throwaway CA and node
         /// certificates are made under DIR/certs).
         #[arg(long)]
@@ -473,6 +483,22 @@ mod app {
                 ));
             }
         };
+        let native_listener = match native_addr(args.listen_native, args.listen_http) {
+            Ok(None) => None,
+            Ok(Some(addr)) => match std::net::TcpListener::bind(addr) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    node.stop_shared();
+                    return Err(format!(
+                        "cannot listen on {addr} for the native protocol: {e} (--listen-native ADDR, or off)"
+                    ));
+                }
+            },
+            Err(e) => {
+                node.stop_shared();
+                return Err(e);
+            }
+        };
         let api_tls = match &args.certs_dir {
             Some(dir) => match tls::api_server_config(dir, args.id) {
                 Ok(c) => Some(c),
@@ -497,16 +523,58 @@ mod app {
                 return Err(e);
             }
         }
-        let server = http::serve(node.clone(), http_listener, http_config)
-            .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
+        let native = native_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let server =
+            http::serve_with_native(node.clone(), http_listener, native_listener, http_config)
+                .map_err(|e| format!("cannot serve HTTP on {}: {e}", args.listen_http))?;
         let server_handle = server.handle();
         actix_rt::spawn(server);
-        tracing::info!(node = args.id, peer = %args.listen_peer, http = %args.listen_http, "serving; Ctrl-C to stop");
+        tracing::info!(node = args.id, peer = %args.listen_peer, http = %args.listen_http, native = %native, "serving; Ctrl-C to stop");
         wait_for_stop_signal().await?;
         server_handle.stop(true).await;
         node.shutdown().await;
         Ok(())
     }
+
+    /// `--listen-native`: an address, or `off`.
+    #[derive(Clone, Copy, Debug)]
+    enum NativeListen {
+        Off,
+        At(SocketAddr),
+    }
+
+    fn parse_native(s: &str) -> Result<NativeListen, String> {
+        if s == "off" {
+            return Ok(NativeListen::Off);
+        }
+        s.parse()
+            .map(NativeListen::At)
+            .map_err(|e| format!("'{s}': {e}; expected host:port or off"))
+    }
+
+    /// Where to serve the native protocol: as given, or beside the HTTP
+    /// API at its port + `NATIVE_PORT_OFFSET`.
+    fn native_addr(
+        flag: Option<NativeListen>,
+        http: SocketAddr,
+    ) -> Result<Option<SocketAddr>, String> {
+        match flag {
+            Some(NativeListen::Off) => Ok(None),
+            Some(NativeListen::At(addr)) => Ok(Some(addr)),
+            None => match http.port().checked_add(NATIVE_PORT_OFFSET) {
+                Some(port) => Ok(Some(SocketAddr::new(http.ip(), port))),
+                None => Err(format!(
+                    "--listen-http {http}: its port + {NATIVE_PORT_OFFSET} is no port; give --listen-native"
+                )),
+            },
+        }
+    }
+
+    /// The native protocol's default port, from the HTTP API's.
+    const NATIVE_PORT_OFFSET: u16 = 100;
 
     fn parse_workload(w: &str) -> Result<Workload, String> {
         let n = |rest: &str| {
@@ -525,7 +593,8 @@ mod app {
     async fn bench(args: BenchArgs) -> Result<(), String> {
         let target = match (args.target.as_str(), args.driver.as_str()) {
             ("etcd", _) => Target::Etcd,
-            (_, "library") => Target::RaftlockLibrary,
+            (_, "library") => Target::RaftlockLibrary(raftlock::client::Door::Native),
+            (_, "library-http") => Target::RaftlockLibrary(raftlock::client::Door::Http),
             _ => Target::Raftlock,
         };
         let via = match args.via.as_str() {
@@ -560,9 +629,14 @@ mod app {
         for w in workloads {
             if let Workload::Sessions(n) = w {
                 let ttl = Duration::from_millis(args.ttl_ms);
-                let r = bench::sessions(&endpoints, n, ttl, Duration::from_secs_f64(args.secs))
-                    .await
-                    .map_err(|e| format!("{}: {e}", w.name()))?;
+                let secs = Duration::from_secs_f64(args.secs);
+                let r = match target {
+                    Target::RaftlockLibrary(raftlock::client::Door::Native) => {
+                        bench::sessions_native(&endpoints, n, ttl, secs).await
+                    }
+                    _ => bench::sessions(&endpoints, n, ttl, secs).await,
+                }
+                .map_err(|e| format!("{}: {e}", w.name()))?;
                 println!(
                     "{}: opened {} in {:.1} s, {} keepalives over {} s ({:.0}/s), {} spurious expiries, {} errors",
                     w.name(),
@@ -618,8 +692,21 @@ mod app {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let h = std::net::TcpListener::bind(http)
                 .map_err(|e| format!("cannot listen on {http} for HTTP: {e}"))?;
+            let native_base = match args.native_port {
+                Some(p) => p,
+                None => args
+                    .http_port
+                    .checked_add(NATIVE_PORT_OFFSET)
+                    .ok_or(format!(
+                        "--http-port {}: its + {NATIVE_PORT_OFFSET} is no port; give --native-port",
+                        args.http_port
+                    ))?,
+            };
+            let native = SocketAddr::from(([127, 0, 0, 1], port(native_base, "--native-port")?));
+            let n = std::net::TcpListener::bind(native)
+                .map_err(|e| format!("cannot listen on {native} for the native protocol: {e}"))?;
             peers.insert(id, addr);
-            listeners.push((id, l, h, http));
+            listeners.push((id, l, h, http, n, native));
         }
         let mut nodes = Vec::new();
         let mut servers = Vec::new();
@@ -641,7 +728,7 @@ mod app {
             None => println!("  --insecure: peers talk plain TCP"),
         }
         let admin_file = args.dir.join(ADMIN_CREDENTIAL_FILE);
-        for (id, listener, http_listener, http) in listeners {
+        for (id, listener, http_listener, http, native_listener, native) in listeners {
             let data_dir = args.dir.join(format!("node{id}"));
             let fresh = is_fresh(&data_dir);
             let config = NodeConfig {
@@ -657,9 +744,10 @@ mod app {
                 Node::start_with(config, listener, LockMachine::new(LockConfig::default()))
                     .map_err(|e| format!("node {id}: {e}"))?,
             );
-            let server = http::serve(
+            let server = http::serve_with_native(
                 node.clone(),
                 http_listener,
+                Some(native_listener),
                 HttpConfig {
                     workers: 1,
                     auth_required: !args.insecure,
@@ -680,7 +768,10 @@ mod app {
             servers.push(server.handle());
             actix_rt::spawn(server);
             let scheme = if certs_dir.is_some() { "https" } else { "http" };
-            println!("  node {id}: {scheme}://{http}  (peer {})", peers[&id]);
+            println!(
+                "  node {id}: {scheme}://{http}  (native {native}, peer {})",
+                peers[&id]
+            );
             nodes.push(node);
         }
         let first = SocketAddr::from(([127, 0, 0, 1], args.http_port));

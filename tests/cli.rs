@@ -261,3 +261,18 @@ fn serve_is_secure_by_default_and_says_what_its_tls_lacks() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_malformed_native_address_is_refused_naming_the_flag() {
+    let (code, text) = serve(&[
+        "--listen-peer",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+        "--listen-native",
+        "nowhere",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--listen-native"), "{text}");
+    assert!(text.contains("host:port or off"), "{text}");
+}

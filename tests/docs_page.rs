@@ -43,17 +43,18 @@ fn browser() -> Option<&'static str> {
 /// its first HTTP address.
 fn dev() -> (KillOnDrop, tempfile::TempDir, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let (http, peer) = wait_for("three consecutive free ports, twice", || {
+    let (http, peer, native) = wait_for("three consecutive free ports, three times", || {
         let base = |a: std::net::SocketAddr| {
             let p = a.port().checked_sub(1)?;
             (0..3)
                 .all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
                 .then_some(p)
         };
-        Some((base(free_addr())?, base(free_addr())?))
+        Some((base(free_addr())?, base(free_addr())?, base(free_addr())?))
     });
     let child = Command::new(procs::bin())
         .args(["dev", "--http-port", &http.to_string()])
+        .args(["--native-port", &native.to_string()])
         .args(["--peer-port", &peer.to_string(), "--dir"])
         .arg(dir.path().join("raftlock-dev"))
         .env("RUST_LOG", "warn")

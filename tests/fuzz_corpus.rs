@@ -122,6 +122,99 @@ fn client_frame_corpus_replays_cleanly() {
 }
 
 #[test]
+fn native_frame_corpus_replays_cleanly() {
+    let n = replay("native_frame", raftlock::net::native::check_native_frames);
+    assert!(n >= 4, "the native_frame corpus has only {n} inputs");
+}
+
+/// Streams of valid native frames, either way, written as seeds when asked
+/// (`RAFTLOCK_WRITE_SEED_CORPUS=1`); always checked.
+#[test]
+fn seed_native_frames_are_valid() {
+    use raftlock::net::encode_frame_max;
+    use raftlock::net::native::*;
+    use raftlock::session::WaitFor;
+    let client = vec![
+        ClientFrame::Hello {
+            version: NATIVE_VERSION,
+            credential: Some("rlk_00000000000000010000000000000000000000000000000000000000000000000000000000000000".into()),
+        },
+        ClientFrame::Call {
+            id: 1,
+            call: NativeCall::Propose(raftlock::lock::encode(&raftlock::lock::Command::Open {
+                nonce: 7,
+                ttl_ms: 10_000,
+            })),
+        },
+        ClientFrame::Call {
+            id: 2,
+            call: NativeCall::Wait(WaitFor {
+                session: 3,
+                seq: 2,
+                lock: "orders".into(),
+                timeout_ms: 30_000,
+            }),
+        },
+        ClientFrame::Call {
+            id: 3,
+            call: NativeCall::Read(vec![0, 6, b'o', b'r', b'd', b'e', b'r', b's']),
+        },
+        ClientFrame::Cancel { id: 2 },
+        ClientFrame::Watch { session: 3 },
+    ];
+    let server = vec![
+        ServerFrame::Welcome {
+            version: NATIVE_VERSION,
+            node: 2,
+        },
+        ServerFrame::Answer {
+            id: 1,
+            reply: NativeReply::Output(vec![0, 0, 3, 144, 78]),
+        },
+        ServerFrame::Answer {
+            id: 2,
+            reply: NativeReply::NotLeader(Some(1)),
+        },
+        ServerFrame::Answer {
+            id: 3,
+            reply: NativeReply::Unavailable("no leader".into()),
+        },
+        ServerFrame::Ended {
+            session: 3,
+            index: 42,
+            expired: true,
+        },
+        ServerFrame::Goodbye {
+            why: "a second Hello".into(),
+        },
+    ];
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let mut stream = Vec::new();
+    for f in &client {
+        let bytes = encode_frame_max(f, NATIVE_CALL_FRAME_BYTES_MAX).unwrap();
+        stream.extend(&bytes);
+        seeds.push(bytes);
+    }
+    seeds.push(stream);
+    let mut stream = Vec::new();
+    for f in &server {
+        let bytes = encode_frame_max(f, NATIVE_ANSWER_FRAME_BYTES_MAX).unwrap();
+        stream.extend(&bytes);
+        seeds.push(bytes);
+    }
+    seeds.push(stream);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/native_frame");
+    let write = std::env::var_os("RAFTLOCK_WRITE_SEED_CORPUS").is_some();
+    for (i, seed) in seeds.iter().enumerate() {
+        raftlock::net::native::check_native_frames(seed);
+        if write {
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::write(root.join(format!("seed-{i}")), seed).unwrap();
+        }
+    }
+}
+
+#[test]
 fn http_body_corpus_replays_cleanly() {
     let n = replay("http_body", raftlock::http::check_request_body);
     assert!(n >= 4, "the http_body corpus has only {n} inputs");

@@ -179,12 +179,13 @@ fn a_node_joins_through_a_follower_over_tls() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let dir = tempfile::tempdir().unwrap();
-    let (peer, http) = (free_addr(), free_addr());
+    let (peer, http, native) = (free_addr(), free_addr(), free_addr());
     let child = std::process::Command::new(bin())
         .args(["serve", "--id", "4", "--data-dir"])
         .arg(dir.path())
         .args(["--listen-peer", &peer.to_string()])
         .args(["--listen-http", &http.to_string()])
+        .args(["--listen-native", &native.to_string()])
         .args(["--join", &follower.peer.to_string()])
         .arg("--certs-dir")
         .arg(&c.certs)

@@ -3,6 +3,7 @@
 //! endpoint, and `Client::connect`, which asks each endpoint which node it
 //! is and starts at a random one.
 
+use super::native::NativeTransport;
 use super::{Client, ClientError, Clock, Reply, Transport};
 use crate::actor::{Instant, NodeId};
 use crate::http::client::{Access, HttpClient};
@@ -79,6 +80,29 @@ impl Transport for HttpTransport {
     }
 }
 
+/// Which protocol the library speaks to the nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Door {
+    /// The native protocol on a persistent connection per node, where the
+    /// node serves it (`native_port` in `/API/v1/cluster`); HTTP where not.
+    #[default]
+    Native,
+    /// The native calls over HTTP (`/API/v1/native/*`), one at a time per
+    /// kept-alive connection.
+    Http,
+}
+
+/// How `Client::connect_with` reaches the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// The credential and the cluster's CA.
+    pub access: Access,
+    pub door: Door,
+    /// Start at the first endpoint given (a benchmark or a test that
+    /// places its clients itself) rather than a random one.
+    pub in_order: bool,
+}
+
 impl Client {
     /// Opens a session with `ttl` against the cluster behind `endpoints`
     /// (HTTP API addresses, any order, any subset): learns which node each
@@ -90,7 +114,16 @@ impl Client {
         endpoints: Vec<std::net::SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, env_access()?, true).await
+        let access = env_access()?;
+        Client::connect_with(
+            endpoints,
+            ttl,
+            ConnectOptions {
+                access,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// `connect` with `access`: a credential (a bearer string `rlk_...`)
@@ -100,7 +133,15 @@ impl Client {
         ttl: Duration,
         access: Access,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, access, true).await
+        Client::connect_with(
+            endpoints,
+            ttl,
+            ConnectOptions {
+                access,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// `connect`, but starting at the first endpoint given (and moving on
@@ -110,27 +151,39 @@ impl Client {
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        Client::connect_http(endpoints, ttl, env_access()?, false).await
+        let options = ConnectOptions {
+            access: env_access()?,
+            in_order: true,
+            ..Default::default()
+        };
+        Client::connect_with(endpoints, ttl, options).await
     }
 
-    async fn connect_http(
+    /// `connect` with every choice made by the caller.
+    pub async fn connect_with(
         endpoints: Vec<SocketAddr>,
         ttl: Duration,
-        access: Access,
-        random_start: bool,
+        options: ConnectOptions,
     ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let targets = discover(&endpoints, &access).await?;
+        let targets = discover(&endpoints, &options.access).await?;
         let seed = crate::entropy::random_u64().map_err(|e| ClientError::Entropy(e.to_string()))?;
-        let targets = if random_start {
-            spread(targets, seed)
-        } else {
+        let targets = if options.in_order {
             targets
+        } else {
+            spread(targets, seed)
         };
-        let transport = Arc::new(HttpTransport::new(&targets, access));
-        let nodes = targets.iter().map(|&(id, _)| id).collect();
+        let transport: Arc<dyn Transport> = match options.door {
+            Door::Native => Arc::new(NativeTransport::new(&targets, options.access)),
+            Door::Http => {
+                let http: Vec<(NodeId, SocketAddr)> =
+                    targets.iter().map(|&(id, a, _)| (id, a)).collect();
+                Arc::new(HttpTransport::new(&http, options.access))
+            }
+        };
+        let nodes = targets.iter().map(|&(id, _, _)| id).collect();
         let origin = std::time::Instant::now();
         let clock: Clock =
             Box::new(move || Instant::from_micros(origin.elapsed().as_micros() as u64));
@@ -138,13 +191,14 @@ impl Client {
     }
 }
 
-/// Asks every endpoint, at once, which node it is (`GET /API/v1/cluster`);
-/// one that does not answer now keeps a placeholder id of its own, so it
-/// is still tried in turn. Fails only if none answers.
-async fn discover(
-    endpoints: &[SocketAddr],
-    access: &Access,
-) -> Result<Vec<(NodeId, SocketAddr)>, ClientError> {
+/// A node's id, HTTP address and native address (if it serves one).
+type Target = (NodeId, SocketAddr, Option<SocketAddr>);
+
+/// Asks every endpoint, at once, which node it is and where it serves the
+/// native protocol (`GET /API/v1/cluster`); one that does not answer now
+/// keeps a placeholder id of its own, so it is still tried in turn (over
+/// HTTP). Fails only if none answers.
+async fn discover(endpoints: &[SocketAddr], access: &Access) -> Result<Vec<Target>, ClientError> {
     let mut asks = tokio::task::JoinSet::new();
     for (i, &addr) in endpoints.iter().enumerate() {
         let access = access.clone();
@@ -154,7 +208,12 @@ async fn discover(
             let limit = Duration::from_millis(CLIENT_DISCOVER_TIMEOUT_MS);
             let answer = tokio::time::timeout(limit, ask).await;
             let id = match answer {
-                Ok(Ok((200, v))) => Ok(v["id"].as_u64()),
+                Ok(Ok((200, v))) => Ok(v["id"].as_u64().map(|id| {
+                    let port = v["native_port"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok());
+                    (id, port.map(|p| SocketAddr::new(addr.ip(), p)))
+                })),
                 Ok(Ok((status, v))) => Err(format!("{addr}: {status} {v}")),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!(
@@ -180,13 +239,18 @@ async fn discover(
     Ok(found
         .into_iter()
         .enumerate()
-        .filter_map(|(i, f)| f.map(|(id, addr)| (id.unwrap_or(u64::MAX - i as u64), addr)))
+        .filter_map(|(i, f)| {
+            f.map(|(found, addr)| match found {
+                Some((id, native)) => (id, addr, native),
+                None => (u64::MAX - i as u64, addr, None),
+            })
+        })
         .collect())
 }
 
 /// The targets in a random rotation: the session starts at the first and
 /// moves on in order, so clients spread over the cluster.
-fn spread(mut targets: Vec<(NodeId, SocketAddr)>, seed: u64) -> Vec<(NodeId, SocketAddr)> {
+fn spread(mut targets: Vec<Target>, seed: u64) -> Vec<Target> {
     let n = targets.len().max(1);
     targets.rotate_left((seed % n as u64) as usize);
     targets

@@ -57,7 +57,16 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 #[cfg(not(madsim))]
 mod http;
 #[cfg(not(madsim))]
-pub use http::{HttpTransport, CLIENT_DISCOVER_TIMEOUT_MS, CLIENT_IDLE_CONNECTIONS_MAX};
+mod native;
+#[cfg(not(madsim))]
+pub use http::{
+    ConnectOptions, Door, HttpTransport, CLIENT_DISCOVER_TIMEOUT_MS, CLIENT_IDLE_CONNECTIONS_MAX,
+};
+#[cfg(not(madsim))]
+pub use native::{
+    NativeConnection, NativeTransport, CLIENT_ENDED_LEN_MAX, CLIENT_NATIVE_CONNECT_TIMEOUT_MS,
+    CLIENT_NATIVE_OUTBOX_LEN_MAX, CLIENT_NATIVE_RETRY_MS, CLIENT_WATCHES_MAX,
+};
 
 /// Spawning and timers: tokio in production, madsim's in the simulator.
 mod rt {
@@ -92,6 +101,16 @@ pub type Reply = Pin<Box<dyn Future<Output = NodeReply> + Send>>;
 /// tries the next).
 pub trait Transport: Send + Sync + 'static {
     fn call(&self, to: NodeId, msg: ToNode) -> Reply;
+
+    /// Asks the nodes this transport talks to, now and later, to push
+    /// `session`'s end. A transport that cannot push does nothing (the
+    /// lease timer and the renewals' answers tell the session anyway).
+    fn watch(&self, _session: SessionId) {}
+
+    /// The sessions whose end a node pushed: taken once, by the driver.
+    fn take_ended(&self) -> Option<mpsc::Receiver<SessionId>> {
+        None
+    }
 }
 
 /// The client's clock: local time, monotonic (each simulated client has its
@@ -529,6 +548,21 @@ impl Drop for Guard {
     }
 }
 
+/// The next pushed session end; never, without a channel (or once it
+/// closed).
+async fn next_ended(ended: &mut Option<mpsc::Receiver<SessionId>>) -> Option<SessionId> {
+    match ended {
+        Some(rx) => match rx.recv().await {
+            Some(session) => Some(session),
+            None => {
+                *ended = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// A call to a node in flight, with the rpc it answers.
 type InFlight = Pin<Box<dyn Future<Output = (RpcId, NodeReply)> + Send>>;
 
@@ -604,6 +638,7 @@ impl Driver {
 
     async fn run(mut self, mut commands: mpsc::Receiver<ToDriver>) {
         let (reply_tx, mut replies) = mpsc::channel::<Input>(CLIENT_COMMANDS_LEN_MAX);
+        let mut ended = self.transport.take_ended();
         self.step(Input::Start, &reply_tx);
         loop {
             let sleep = self
@@ -643,6 +678,9 @@ impl Driver {
                     self.step(Input::Reply { rpc, reply }, &reply_tx);
                 }
                 Some(input) = replies.recv() => self.step(input, &reply_tx),
+                Some(session) = next_ended(&mut ended) => {
+                    self.step(Input::Ended { session }, &reply_tx);
+                }
                 _ = rt::sleep(sleep) => {
                     self.wake = None;
                     self.step(Input::Tick, &reply_tx);
@@ -681,6 +719,7 @@ impl Driver {
                     }
                 }
                 Effect::Opened(session) => {
+                    self.transport.watch(session);
                     let _ = self.session_tx.send(Some(session));
                 }
                 Effect::Lost { lock, token } => {

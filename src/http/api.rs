@@ -54,6 +54,10 @@ impl Default for HttpConfig {
     }
 }
 
+/// The port this node serves the native protocol on, if it does.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NativePort(pub Option<u16>);
+
 pub(super) type Shared = web::Data<Arc<Node<LockMachine>>>;
 /// Every lock, session and file request goes through the node's request
 /// layer (`crate::gateway`).
@@ -65,15 +69,42 @@ pub fn serve(
     listener: std::net::TcpListener,
     config: HttpConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
+    serve_with_native(node, listener, None, config)
+}
+
+/// `serve`, and the native protocol on `native` (`super::stream`), with the
+/// same request layer, TLS, credentials and rate limit.
+pub fn serve_with_native(
+    node: Arc<Node<LockMachine>>,
+    listener: std::net::TcpListener,
+    native: Option<std::net::TcpListener>,
+    config: HttpConfig,
+) -> std::io::Result<actix_web::dev::Server> {
     // Subscribed to the node's events here, before any request is taken.
     let gateway = GatewayHandle::start(node.clone(), GatewayConfig::new(config.drift_ppm));
+    let limiter = web::Data::new(super::auth::RateLimiter::new(
+        config.calls_per_credential_per_s,
+    ));
+    let native_port = match native {
+        Some(native) => {
+            let port = native.local_addr()?.port();
+            let door = super::stream::Door::new(
+                gateway.clone(),
+                node.clone(),
+                limiter.clone().into_inner(),
+                config.auth_required,
+                config.tls.clone(),
+            );
+            super::stream::start(native, Arc::new(door))?;
+            Some(port)
+        }
+        None => None,
+    };
+    let native_port = web::Data::new(NativePort(native_port));
     let gateway = web::Data::new(gateway);
     let data = web::Data::new(node);
     let settings = web::Data::new(config.clone());
     let spec = web::Data::new(super::openapi::Spec(super::openapi::openapi_json()));
-    let limiter = web::Data::new(super::auth::RateLimiter::new(
-        config.calls_per_credential_per_s,
-    ));
     let tls = config.tls.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -81,6 +112,7 @@ pub fn serve(
             .app_data(gateway.clone())
             .app_data(settings.clone())
             .app_data(limiter.clone())
+            .app_data(native_port.clone())
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(super::metrics::metrics))
@@ -355,7 +387,11 @@ pub(super) async fn health(node: Shared) -> Result<HttpResponse, ApiError> {
 }
 
 #[utoipa::path(get, path = "/API/v1/cluster", tag = "cluster", summary = "This node's view of the cluster: members, leader, term, indexes", responses((status = 200, description = "Cluster status", body = ClusterStatus), (status = 400, description = "Malformed input", body = ErrorBody), (status = 401, description = "No valid credential", body = ErrorBody), (status = 403, description = "Not allowed to this credential", body = ErrorBody), (status = 503, description = "No leader; retry", body = ErrorBody)))]
-pub(super) async fn cluster(node: Shared, _caller: Caller) -> Result<HttpResponse, ApiError> {
+pub(super) async fn cluster(
+    node: Shared,
+    native: web::Data<NativePort>,
+    _caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     let s = node.status().await?;
     let members = s
         .membership
@@ -376,6 +412,7 @@ pub(super) async fn cluster(node: Shared, _caller: Caller) -> Result<HttpRespons
         last_index: s.last_index,
         leader: s.leader,
         members,
+        native_port: native.0,
         role: s.role.into(),
         term: s.term,
     }))

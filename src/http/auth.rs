@@ -61,6 +61,20 @@ impl RateLimiter {
         }
     }
 
+    /// Takes one call from `caller`'s bucket now, if it has one (admin and
+    /// anonymous callers do not): 429 when it is empty.
+    pub fn admit_caller(&self, caller: &Caller) -> Result<(), ApiError> {
+        match (caller.credential, caller.admin) {
+            (Some(id), false) if !self.admit(id, std::time::Instant::now()) => {
+                Err(ApiError::TooMany(format!(
+                    "this credential's calls through this node are over {} per second",
+                    self.per_s
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Takes one call from `id`'s bucket at `now`; refused when it is
     /// empty.
     pub fn admit(&self, id: CredentialId, now: std::time::Instant) -> bool {
@@ -157,13 +171,8 @@ impl FromRequest for Caller {
                 (None, Some(cert)) => authenticate_cert(&node, cert.0).await?,
                 (None, None) => return Err(ApiError::Unauthorized("no credential".into())),
             };
-            if let (Some(id), Some(limiter), false) = (caller.credential, limiter, caller.admin) {
-                if !limiter.admit(id, std::time::Instant::now()) {
-                    return Err(ApiError::TooMany(format!(
-                        "this credential's calls through this node are over {} per second",
-                        limiter.per_s
-                    )));
-                }
+            if let Some(limiter) = limiter {
+                limiter.admit_caller(&caller)?;
             }
             Ok(caller)
         })
@@ -171,7 +180,10 @@ impl FromRequest for Caller {
 }
 
 /// A client certificate's credential: it must exist (not revoked).
-async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result<Caller, ApiError> {
+pub(super) async fn authenticate_cert(
+    node: &Node<LockMachine>,
+    id: CredentialId,
+) -> Result<Caller, ApiError> {
     match stored_credential(node, id).await? {
         Some((_, admin)) => Ok(Caller {
             credential: Some(id),
@@ -185,7 +197,7 @@ async fn authenticate_cert(node: &Node<LockMachine>, id: CredentialId) -> Result
 
 /// The door's refusal as an HTTP error: 401, except when the node could
 /// not check the credential (503: retry).
-fn door_error(e: DoorError) -> ApiError {
+pub(super) fn door_error(e: DoorError) -> ApiError {
     match e {
         DoorError::Busy => ApiError::Unavailable(e.to_string()),
         _ => ApiError::Unauthorized(e.to_string()),
@@ -195,8 +207,16 @@ fn door_error(e: DoorError) -> ApiError {
 /// Checks `Authorization` header value `header` against the node's table.
 pub async fn authenticate(node: &Node<LockMachine>, header: &str) -> Result<Caller, ApiError> {
     let bearer = parse_authorization(header).map_err(door_error)?;
+    authenticate_bearer(node, &bearer).await
+}
+
+/// Checks a bearer credential against the node's table.
+pub(super) async fn authenticate_bearer(
+    node: &Node<LockMachine>,
+    bearer: &Bearer,
+) -> Result<Caller, ApiError> {
     let stored = stored_credential(node, bearer.id).await?;
-    let admin = verify(&bearer, stored).map_err(door_error)?;
+    let admin = verify(bearer, stored).map_err(door_error)?;
     Ok(Caller {
         credential: Some(bearer.id),
         admin,

@@ -80,7 +80,7 @@ impl Access {
 }
 
 /// A connection, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Largest response header block and body read.
@@ -113,6 +113,29 @@ pub enum HttpClientError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// A connection to `addr`: TCP without Nagle, inside TLS if `access`
+/// names a CA (the node's certificate must name `addr`'s IP).
+pub async fn open_stream(
+    addr: SocketAddr,
+    access: &Access,
+) -> Result<Box<dyn Io>, HttpClientError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| HttpClientError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    Ok(match &access.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|source| HttpClientError::Tls { addr, source })?;
+            Box::new(tls)
+        }
+    })
 }
 
 pub struct HttpClient {
@@ -200,22 +223,7 @@ impl HttpClient {
     /// A new connection: TCP, TLS if configured, then hyper's HTTP/1.1
     /// handshake; the connection's task runs until the server closes it.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpClientError> {
-        let addr = self.addr;
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| HttpClientError::Connect { addr, source })?;
-        let _ = stream.set_nodelay(true);
-        let stream: Box<dyn Io> = match &self.access.tls {
-            None => Box::new(stream),
-            Some(tls) => {
-                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, stream)
-                    .await
-                    .map_err(|source| HttpClientError::Tls { addr, source })?;
-                Box::new(tls)
-            }
-        };
+        let stream = open_stream(self.addr, &self.access).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(READ_BUFFER_BYTES)
             .handshake(hyper_util::rt::TokioIo::new(stream))

@@ -15,8 +15,15 @@ mod native;
 pub mod openapi;
 mod peer;
 mod responses;
+mod stream;
 
 pub use crate::gateway::{NATIVE_WAIT_MS_MAX, TTL_MS_DEFAULT, WAIT_MS_MAX};
-pub use api::{check_request_body, serve, HttpConfig, BODY_BYTES_MAX, HTTP_WORKERS};
+pub use api::{
+    check_request_body, serve, serve_with_native, HttpConfig, BODY_BYTES_MAX, HTTP_WORKERS,
+};
 pub use error::{ApiError, RETRY_AFTER_S};
 pub use native::NativeReply;
+pub use stream::{
+    StreamError, NATIVE_CALLS_PER_CONNECTION_MAX, NATIVE_CONNECTIONS_MAX, NATIVE_HELLO_TIMEOUT_MS,
+    NATIVE_WATCHES_PER_CONNECTION_MAX,
+};

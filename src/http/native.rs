@@ -17,23 +17,9 @@ use super::error::ApiError;
 use super::peer::PeerSocket;
 use crate::gateway::{node_reply, GatewayError, Request};
 use crate::lock::{encode, LockError};
+pub use crate::net::native::NativeReply;
 use crate::session::{NodeReply, WaitFor};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
-
-/// The native protocol's answer to one message (postcard): what the client
-/// session actor needs to tell apart.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NativeReply {
-    /// The state machine's output: a `Response` or a `QueryAnswer`.
-    Output(#[serde(with = "serde_bytes")] Vec<u8>),
-    NotLeader(Option<u64>),
-    /// Retry, maybe elsewhere; for a proposal the outcome is unknown.
-    Unavailable(String),
-    /// Refused for good, wherever it is sent (too large, not allowed):
-    /// retrying cannot help, and nothing was appended.
-    Refused(String),
-}
 
 /// Answers a native call: malformed or forbidden calls with a 4xx (the
 /// node's final word), anything else with a `NativeReply`, mapped as the
@@ -47,25 +33,36 @@ async fn native(
     let Some(result) = gateway.ask(caller.credential, request, peer).await else {
         return actix_web::ResponseError::error_response(&ApiError::ClientGone);
     };
+    match native_reply(result) {
+        Ok(reply) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(encode(&reply)),
+        Err(e) => actix_web::ResponseError::error_response(&ApiError::from(e)),
+    }
+}
+
+/// A call's outcome as the native protocol answers it, mapped as the
+/// simulator maps it (`gateway::node_reply`); `Err` for what is the
+/// caller's fault (malformed, forbidden), which HTTP answers with a 4xx
+/// and the native stream with `Refused`.
+pub(super) fn native_reply(
+    result: Result<crate::gateway::Answer, GatewayError>,
+) -> Result<NativeReply, GatewayError> {
     if let Err(
         e @ (GatewayError::BadRequest(_)
         | GatewayError::Forbidden(_)
         | GatewayError::Lock(LockError::Forbidden(_) | LockError::Unauthenticated)),
-    ) = &result
+    ) = result
     {
-        let e = ApiError::from(e.clone());
-        return actix_web::ResponseError::error_response(&e);
+        return Err(e);
     }
     let why = result.as_ref().err().map(ToString::to_string);
-    let reply = match node_reply(result) {
+    Ok(match node_reply(result) {
         NodeReply::Output(o) => NativeReply::Output(o),
         NodeReply::NotLeader(l) => NativeReply::NotLeader(l),
         NodeReply::Refused(why) => NativeReply::Refused(why),
         NodeReply::Unavailable => NativeReply::Unavailable(why.unwrap_or_default()),
-    };
-    HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .body(encode(&reply))
+    })
 }
 
 #[utoipa::path(post, path = "/API/v1/native/propose", tag = "native", summary = "The client library's protocol: a postcard lock::Command (the caller's own session commands only)", request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "A postcard NativeReply", content_type = "application/octet-stream"), (status = 400, description = "Malformed input", body = super::error::ErrorBody), (status = 401, description = "No valid credential", body = super::error::ErrorBody), (status = 403, description = "Not allowed to this credential", body = super::error::ErrorBody), (status = 503, description = "No leader; retry", body = super::error::ErrorBody)))]

@@ -97,6 +97,10 @@ pub(super) struct ClusterStatus {
     pub leader: Option<u64>,
     /// The configuration in effect.
     pub members: Vec<MemberStatus>,
+    /// The port this node serves the native protocol on (`--listen-native`,
+    /// same host as this API), if it does: what the client library uses.
+    #[schema(required = true)]
+    pub native_port: Option<u16>,
     pub role: RoleName,
     pub term: u64,
 }

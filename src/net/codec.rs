@@ -13,8 +13,8 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
-    #[error("frame of {len} bytes exceeds the limit of {FRAME_BYTES_MAX}")]
-    TooLarge { len: usize },
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
     #[error("malformed frame body: {0}")]
     Malformed(#[from] postcard::Error),
     #[error("{extra} unexpected bytes after the frame body")]
@@ -22,10 +22,16 @@ pub enum CodecError {
 }
 
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_frame_max(value, FRAME_BYTES_MAX)
+}
+
+/// `encode_frame` with a body limit of `max` bytes (a client connection's
+/// frames are bounded tighter than a peer's).
+pub fn encode_frame_max<T: Serialize>(value: &T, max: usize) -> Result<Vec<u8>, CodecError> {
     let mut out = postcard::to_extend(value, vec![0u8; FRAME_HEADER_BYTES])?;
     let len = out.len() - FRAME_HEADER_BYTES;
-    if len > FRAME_BYTES_MAX {
-        return Err(CodecError::TooLarge { len });
+    if len > max {
+        return Err(CodecError::TooLarge { len, max });
     }
     out[..FRAME_HEADER_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
@@ -34,14 +40,22 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes one frame from the front of `bytes`. Ok(None): need more bytes.
 /// On success returns the value and the number of bytes consumed.
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, usize)>, CodecError> {
+    decode_frame_max(bytes, FRAME_BYTES_MAX)
+}
+
+/// `decode_frame` with a body limit of `max` bytes.
+pub fn decode_frame_max<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, CodecError> {
     let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
         return Ok(None);
     };
     let mut len_bytes = [0u8; FRAME_HEADER_BYTES];
     len_bytes.copy_from_slice(header);
     let len = u32::from_be_bytes(len_bytes) as usize;
-    if len > FRAME_BYTES_MAX {
-        return Err(CodecError::TooLarge { len });
+    if len > max {
+        return Err(CodecError::TooLarge { len, max });
     }
     let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
         return Ok(None);
@@ -54,9 +68,20 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<Option<(T, usiz
 }
 
 /// Accumulates bytes from a stream and yields whole frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`: frames are consumed by moving
+    /// it, and the consumed front is dropped only once it is most of the
+    /// buffer (a read holding hundreds of small frames costs no memmoves).
+    start: usize,
+    max: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::with_limit(FRAME_BYTES_MAX)
+    }
 }
 
 impl FrameDecoder {
@@ -64,16 +89,34 @@ impl FrameDecoder {
         Self::default()
     }
 
+    /// Frames of at most `max` bytes; a longer one is an error as soon as
+    /// its header is in.
+    pub fn with_limit(max: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            max,
+        }
+    }
+
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete frame, if one is buffered. After an error the
     /// stream is out of sync and the connection should be dropped.
     pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        match decode_frame(&self.buf)? {
+        match decode_frame_max(&self.buf[self.start..], self.max)? {
             Some((value, used)) => {
-                self.buf.drain(..used);
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
                 Ok(Some(value))
             }
             None => Ok(None),
@@ -178,7 +221,8 @@ mod tests {
         assert_eq!(
             decode_frame::<Envelope>(&huge),
             Err(CodecError::TooLarge {
-                len: FRAME_BYTES_MAX + 1
+                len: FRAME_BYTES_MAX + 1,
+                max: FRAME_BYTES_MAX,
             })
         );
         let garbage = [0, 0, 0, 2, 0xff, 0xff];

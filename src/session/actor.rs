@@ -165,6 +165,12 @@ pub enum Input {
     },
     /// A node pushed the grant of a queued acquire.
     Pushed(Grant),
+    /// A node pushed that `session` ended (expired or closed), at a
+    /// committed log index: if it is this client's open session, every
+    /// lock it held is lost now, before the lease timer would say so.
+    Ended {
+        session: SessionId,
+    },
     /// The caller of `id` no longer waits for it: a queued acquire is
     /// cancelled (and one not queued yet, as soon as it is).
     Abandon {
@@ -338,6 +344,11 @@ impl Session {
             Input::Call { id, call } => self.handle_call(now, id, call),
             Input::Reply { rpc, reply } => self.handle_reply(now, rpc, reply),
             Input::Pushed(grant) => self.handle_pushed(grant),
+            Input::Ended { session } => {
+                if matches!(self.phase, Phase::Open(s) if s == session) {
+                    self.lose_session();
+                }
+            }
             Input::Abandon { id } => self.handle_abandon(now, id),
             Input::Tick => {}
         }

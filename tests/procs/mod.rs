@@ -19,6 +19,8 @@ pub struct Proc {
     pub id: u64,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    /// The native protocol's address (`--listen-native`).
+    pub native: SocketAddr,
     pub dir: PathBuf,
     pub child: Option<Child>,
 }
@@ -187,6 +189,7 @@ impl Cluster {
                 id,
                 peer: free_addr(),
                 http: free_addr(),
+                native: free_addr(),
                 dir: root.path().join(format!("n{id}")),
                 child: None,
             })
@@ -246,6 +249,7 @@ impl Cluster {
             .arg(&p.dir)
             .args(["--listen-peer", &p.peer.to_string()])
             .args(["--listen-http", &p.http.to_string()])
+            .args(["--listen-native", &p.native.to_string()])
             .args(["--initial-cluster", &self.cluster_flag])
             .args(["--lock-delay-ms", "200"])
             .arg("--certs-dir")
