@@ -1179,6 +1179,58 @@ fn restart_from_a_snapshot_restores_the_state_machine_and_the_commit_point() {
     ));
 }
 
+/// A large state is not snapshotted every `snapshot_threshold_entries`
+/// entries: only once the log it replaces holds a quarter of the last
+/// snapshot's bytes (`SNAPSHOT_BYTES_PER_LOG_BYTE_MAX`). Before, a million
+/// sessions were rewritten to disk by every node every 10,000 entries.
+#[test]
+fn a_large_state_is_snapshotted_no_more_often_than_its_log_pays_for() {
+    use crate::raft::replica::SNAPSHOT_BYTES_PER_LOG_BYTE_MAX;
+    let mut big = Recorder::new();
+    for i in 0..400u64 {
+        big.apply(i + 1, Instant::ZERO, &[7; 10]);
+    }
+    let state_bytes = big.snapshot().unwrap().len();
+    let mut r = leader_of(snapshot_config(2, 1 << 20), big);
+    let mut snapshots = Vec::new();
+    let command = [1u8; 10];
+    for id in 1..=200u64 {
+        r.handle(
+            ms(200 + id),
+            Input::Propose {
+                id,
+                command: command.to_vec(),
+            },
+        );
+        durable(&mut r, 200 + id);
+        let last = r.log().last_index();
+        for e in msg(&mut r, 200 + id, 2, success(1, last)) {
+            if let Effect::Persist {
+                op: PersistOp::Snapshot { snapshot, .. },
+                ..
+            } = e
+            {
+                snapshots.push((snapshot.index, snapshot.data.len()));
+            }
+        }
+    }
+    // The first snapshot has no predecessor to pay for; each later one
+    // waits until the log holds a quarter of the one before.
+    assert!(snapshots.len() >= 2, "{snapshots:?}");
+    for pair in snapshots.windows(2) {
+        let ((from, before), (to, _)) = (pair[0], pair[1]);
+        let log_bytes = (to - from) as usize * command.len();
+        assert!(
+            log_bytes * SNAPSHOT_BYTES_PER_LOG_BYTE_MAX >= before,
+            "a snapshot of {before} bytes followed by one after {log_bytes} bytes of log: {snapshots:?}"
+        );
+    }
+    assert!(
+        snapshots.len() < 200 / 2,
+        "every 2 entries, as if the state were small ({state_bytes} bytes): {snapshots:?}"
+    );
+}
+
 #[test]
 fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() {
     // Paper 7: the leader sends InstallSnapshot when the follower's next

@@ -40,6 +40,7 @@ pub use forward::FORWARD_OUTPUTS_KEPT_MAX;
 use read::{FollowerRead, LeaderRead};
 use snapshot::Incoming;
 pub use snapshot::COMPACTION_DEFER_THRESHOLDS;
+pub use snapshot::SNAPSHOT_BYTES_PER_LOG_BYTE_MAX;
 use transfer::Transfer;
 
 /// Heartbeats without an answer before a snapshot chunk is sent again.
