@@ -19,23 +19,10 @@ work=$(mktemp -d /tmp/raftlock-doors.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-cluster="1=127.0.0.1:29101,2=127.0.0.1:29102,3=127.0.0.1:29103"
-# As in production: peers on mutual TLS, the API on HTTPS, a credential.
-"$bin" certs create-ca --certs-dir "$work/certs" >/dev/null
-for i in 1 2 3; do "$bin" certs create-node --certs-dir "$work/certs" --id "$i" >/dev/null; done
-for i in 1 2 3; do
-  RUST_LOG=warn "$server" serve --id "$i" --data-dir "$work/n$i" --listen-peer "127.0.0.1:2910$i" \
-    --listen-http "127.0.0.1:2920$i" --initial-cluster "$cluster" --certs-dir "$work/certs" \
-    >"$work/n$i.log" 2>&1 &
-  pids+=($!)
-done
-export RAFTLOCK_CA="$work/certs/ca.pem"
-for _ in $(seq 1 100); do [ -s "$work/n1/admin.token" ] && break; sleep 0.1; done
-RAFTLOCK_CREDENTIAL=$(cat "$work/n1/admin.token"); export RAFTLOCK_CREDENTIAL
+source "$top/scripts/lib/cluster.sh"
+start_raftlock "$work" "$server" 291
 api() { curl -s --cacert "$RAFTLOCK_CA" -H "Authorization: Bearer $RAFTLOCK_CREDENTIAL" "$@"; }
-for _ in $(seq 1 100); do api -f -o /dev/null https://127.0.0.1:29201/API/v1/cluster && break; sleep 0.1; done
-endpoints=127.0.0.1:29201,127.0.0.1:29202,127.0.0.1:29203
-drivers="http library"
+drivers="http library library-http"
 if ! api -o /dev/null -w '%{http_code}' -X POST https://127.0.0.1:29201/API/v1/native/wait | grep -q 400; then
   drivers="http"  # an older server: no long-polled waits for the library
 fi

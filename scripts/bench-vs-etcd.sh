@@ -2,8 +2,8 @@
 # Runs the same lock workloads against a 3-member etcd and a 3-node raftlock,
 # both on 127.0.0.1 with fsync on, clients spread round-robin over every
 # member, and prints one table: etcd through its gRPC Lock API (the official
-# Rust client, bench/etcd), raftlock through its Rust client library and
-# through HTTP, medians of RUNS runs, with the ratios to etcd. Installs
+# Rust client, bench/etcd), raftlock through its Rust client library (the
+# native protocol, docs/NATIVE.md) and through HTTP, medians of RUNS runs, with the ratios to etcd. Installs
 # Debian's etcd-server and protobuf-compiler if they are missing.
 #
 #   bash scripts/bench-vs-etcd.sh [SECONDS_PER_WORKLOAD] [RUNS]
@@ -32,6 +32,8 @@ fi
 bin="$top/target/release/raftlock"
 etcd_bench="$top/bench/etcd/target/release/raftlock-etcd-bench"
 
+source "$top/scripts/lib/cluster.sh"
+
 wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" -X "${2:-GET}" -d '{}' && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 start_etcd() {
@@ -47,29 +49,6 @@ start_etcd() {
   wait_http http://127.0.0.1:23791/v3/maintenance/status POST
 }
 
-start_raftlock() {
-  rm -rf "$work"/rl* "$work/certs"
-  local rcluster="1=127.0.0.1:27101,2=127.0.0.1:27102,3=127.0.0.1:27103"
-  # As in production: peers on mutual TLS, the API on HTTPS, a credential.
-  "$bin" certs create-ca --certs-dir "$work/certs" >/dev/null
-  for i in 1 2 3; do "$bin" certs create-node --certs-dir "$work/certs" --id "$i" >/dev/null; done
-  for i in 1 2 3; do
-    RUST_LOG=warn "$bin" serve --id "$i" --data-dir "$work/rl$i" --listen-peer "127.0.0.1:2710$i" \
-      --listen-http "127.0.0.1:2720$i" --initial-cluster "$rcluster" --certs-dir "$work/certs" \
-      >"$work/rl$i.log" 2>&1 &
-    pids+=($!)
-  done
-  export RAFTLOCK_CA="$work/certs/ca.pem"
-  for _ in $(seq 1 100); do [ -s "$work/rl1/admin.token" ] && break; sleep 0.1; done
-  RAFTLOCK_CREDENTIAL=$(cat "$work/rl1/admin.token"); export RAFTLOCK_CREDENTIAL
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null --cacert "$RAFTLOCK_CA" -H "Authorization: Bearer $RAFTLOCK_CREDENTIAL" \
-      https://127.0.0.1:27201/API/v1/cluster && break
-    sleep 0.1
-  done
-}
-
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 
 # Each run starts fresh clusters, so one run's state does not slow the next.
 for run in $(seq 1 "$runs"); do
@@ -77,10 +56,9 @@ for run in $(seq 1 "$runs"); do
   "$etcd_bench" --endpoints 127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
     --secs "$secs" --workloads "$workloads" | tee "$work/etcd-$run.txt"
   stop_all
-  start_raftlock
+  start_raftlock "$work" "$bin" 271
   for door in library http; do
-    "$bin" bench --target raftlock --driver "$door" \
-      --endpoints 127.0.0.1:27201,127.0.0.1:27202,127.0.0.1:27203 \
+    "$bin" bench --target raftlock --driver "$door" --endpoints "$endpoints" \
       --secs "$secs" --workloads "$workloads" | tee "$work/$door-$run.txt"
   done
   stop_all

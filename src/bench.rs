@@ -418,14 +418,24 @@ pub async fn sessions(
 pub const SESSION_KEEPALIVES_IN_FLIGHT_MAX: usize =
     crate::gateway::CALLS_PER_CREDENTIAL_MAX / SESSION_CONNECTIONS;
 const _: () = assert!(SESSION_KEEPALIVES_IN_FLIGHT_MAX > 0);
-/// Tries of one session open that a node answers "unavailable".
-pub const SESSION_OPEN_ATTEMPTS_MAX: u32 = 20;
+/// Tries of one session open that a node answers "unavailable" (busy, or
+/// an outcome unknown: the retry carries the same nonce and opens once).
+pub const SESSION_OPEN_ATTEMPTS_MAX: u32 = 100;
 pub const SESSION_OPEN_RETRY_MS: u64 = 20;
+/// Opens one native connection has in flight: each is a log entry of its
+/// own (keepalives share entries), and through a follower each is one
+/// forward, of which a follower takes `FORWARDS_IN_FLIGHT_MAX`; a third of
+/// the connections' opens at once stay within that.
+pub const SESSION_OPENS_IN_FLIGHT_MAX: usize =
+    crate::raft::config::FORWARDS_IN_FLIGHT_MAX * 3 / SESSION_CONNECTIONS;
 
 /// `sessions` over the native protocol: one persistent connection per
-/// group of sessions, with up to `SESSION_KEEPALIVES_IN_FLIGHT_MAX` opens
-/// or keepalives in flight on it (what a process holding many sessions,
-/// or a proxy for many clients, would do).
+/// group of sessions, with up to `SESSION_KEEPALIVES_IN_FLIGHT_MAX`
+/// keepalives (`SESSION_OPENS_IN_FLIGHT_MAX` opens) in flight on it (what a
+/// process holding many sessions, or a proxy for many clients, would do).
+/// A group renews the sessions it has opened every `ttl / 3` while it
+/// opens the rest, so no session waits for the others to open; `duration`
+/// counts from when the last group has opened all of its own.
 pub async fn sessions_native(
     endpoints: &[SocketAddr],
     n: usize,
@@ -433,7 +443,6 @@ pub async fn sessions_native(
     duration: Duration,
 ) -> Result<SessionReport, BenchError> {
     use crate::client::NativeConnection;
-    use futures_util::stream::{self, StreamExt};
     if n > BENCH_SESSIONS_MAX {
         return Err(BenchError::TooManyClients);
     }
@@ -446,116 +455,178 @@ pub async fn sessions_native(
     for &e in endpoints {
         natives.push(native_addr(e).await?);
     }
-    let started = Instant::now();
     let per = n.div_ceil(SESSION_CONNECTIONS);
-    let ttl_ms = ttl.as_millis() as u64;
     let nonce_base =
         crate::entropy::random_u64().map_err(|e| BenchError::Refused(e.to_string()))?;
-    let mut conns = Vec::new();
+    let (opened_tx, opened_rx) = tokio::sync::watch::channel(0usize);
+    let opened_tx = std::rc::Rc::new(opened_tx);
+    let mut groups = Vec::new();
     for i in 0..SESSION_CONNECTIONS {
         let addr = natives[i % natives.len()];
         let conn = NativeConnection::open(addr, &access)
             .await
             .map_err(BenchError::Refused)?;
-        conns.push(std::rc::Rc::new(conn));
+        let group = Group {
+            conn,
+            ttl,
+            per,
+            nonce: nonce_base.wrapping_add((i * per) as u64),
+        };
+        let (opened_tx, mut all_opened) = (opened_tx.clone(), opened_rx.clone());
+        groups.push(actix_rt::spawn(async move {
+            group
+                .run(duration, &opened_tx, &mut all_opened, SESSION_CONNECTIONS)
+                .await
+        }));
     }
-    let openers: Vec<_> = conns
-        .iter()
-        .enumerate()
-        .map(|(i, conn)| {
-            let conn = conn.clone();
-            actix_rt::spawn(async move {
-                let opens = (0..per).map(|k| {
-                    let nonce = nonce_base.wrapping_add((i * per + k) as u64);
-                    let command =
-                        crate::lock::encode(&crate::lock::Command::Open { nonce, ttl_ms });
-                    let conn = conn.clone();
-                    async move {
-                        // Retried as a client would: a node may be busy,
-                        // and an open with the same nonce opens once.
-                        let mut reply = crate::session::NodeReply::Unavailable;
-                        for _ in 0..SESSION_OPEN_ATTEMPTS_MAX {
-                            reply = conn
-                                .call(crate::session::ToNode::Propose(command.clone()))
-                                .await;
-                            if reply != crate::session::NodeReply::Unavailable {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(SESSION_OPEN_RETRY_MS)).await;
-                        }
-                        reply
-                    }
-                });
-                let replies: Vec<_> = stream::iter(opens)
-                    .buffer_unordered(SESSION_KEEPALIVES_IN_FLIGHT_MAX)
-                    .collect()
-                    .await;
-                let mut ids = Vec::new();
-                for r in replies {
-                    match native_response(r.clone()) {
-                        Ok(crate::lock::Reply::Opened { session, .. }) => ids.push(session),
-                        other => tracing::warn!("an open failed: {other:?} ({r:?})"),
-                    }
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut groups = Vec::new();
-    for o in openers {
-        groups.push(o.await.unwrap_or_default());
-    }
-    let mut report = SessionReport {
-        opened: groups.iter().map(|g| g.len() as u64).sum(),
-        open_secs: started.elapsed().as_secs_f64(),
-        ..SessionReport::default()
-    };
-    let period = ttl / 3;
-    let deadline = Instant::now() + duration;
-    let renewers: Vec<_> = groups
-        .into_iter()
-        .zip(conns)
-        .map(|(ids, conn)| {
-            actix_rt::spawn(async move {
-                let (mut ok, mut expired, mut errors) = (0u64, 0u64, 0u64);
-                while Instant::now() < deadline {
-                    let round = Instant::now();
-                    let renewals = ids.iter().map(|&session| {
-                        let command = crate::lock::encode(&crate::lock::Command::Unsequenced {
-                            session,
-                            op: crate::lock::Op::KeepAlive,
-                        });
-                        let conn = conn.clone();
-                        async move { conn.call(crate::session::ToNode::Propose(command)).await }
-                    });
-                    let replies: Vec<_> = stream::iter(renewals)
-                        .buffer_unordered(SESSION_KEEPALIVES_IN_FLIGHT_MAX)
-                        .collect()
-                        .await;
-                    for r in replies {
-                        match native_response(r) {
-                            Ok(crate::lock::Reply::Renewed) => ok += 1,
-                            Err(Some(crate::lock::LockError::SessionNotFound(_))) => expired += 1,
-                            _ => errors += 1,
-                        }
-                    }
-                    let spent = round.elapsed();
-                    if spent < period {
-                        tokio::time::sleep(period - spent).await;
-                    }
-                }
-                (ok, expired, errors)
-            })
-        })
-        .collect();
-    for r in renewers {
-        if let Ok((ok, expired, errors)) = r.await {
-            report.keepalives += ok;
-            report.expired += expired;
-            report.errors += errors;
+    let mut report = SessionReport::default();
+    for g in groups {
+        if let Ok(r) = g.await {
+            report.opened += r.opened;
+            report.open_secs = report.open_secs.max(r.open_secs);
+            report.keepalives += r.keepalives;
+            report.expired += r.expired;
+            report.errors += r.errors;
         }
     }
     Ok(report)
+}
+
+/// One connection's share of the native session workload.
+struct Group {
+    conn: crate::client::NativeConnection,
+    ttl: Duration,
+    /// Sessions to open.
+    per: usize,
+    /// The first open's nonce (each retry of an open reuses its own).
+    nonce: u64,
+}
+
+/// Sessions a group opens between two looks at whether a renewal is due.
+const SESSION_OPEN_CHUNK: usize = 512;
+
+impl Group {
+    /// Opens and renews until `duration` after every group has opened all
+    /// of its sessions (`opened` counts the groups done).
+    async fn run(
+        self,
+        duration: Duration,
+        opened: &tokio::sync::watch::Sender<usize>,
+        all_opened: &mut tokio::sync::watch::Receiver<usize>,
+        groups: usize,
+    ) -> SessionReport {
+        let started = Instant::now();
+        let period = self.ttl / 3;
+        let mut report = SessionReport::default();
+        let mut ids = Vec::new();
+        let mut next_open = 0;
+        let mut next_round = Instant::now() + period;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() && *all_opened.borrow() >= groups {
+                deadline = Some(Instant::now() + duration);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return report;
+            }
+            if Instant::now() >= next_round {
+                next_round += period;
+                self.renew(&ids, &mut report, deadline.is_some()).await;
+                continue;
+            }
+            if next_open < self.per {
+                let chunk = SESSION_OPEN_CHUNK.min(self.per - next_open);
+                self.open(next_open, chunk, &mut ids, &mut report).await;
+                next_open += chunk;
+                if next_open == self.per {
+                    report.open_secs = started.elapsed().as_secs_f64();
+                    opened.send_modify(|n| *n += 1);
+                }
+                continue;
+            }
+            let wake = deadline.map_or(next_round, |d| d.min(next_round));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = all_opened.changed(), if deadline.is_none() => {}
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        first: usize,
+        count: usize,
+        ids: &mut Vec<u64>,
+        report: &mut SessionReport,
+    ) {
+        use futures_util::stream::{self, StreamExt};
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let opens = (first..first + count).map(|k| {
+            let nonce = self.nonce.wrapping_add(k as u64);
+            let command = crate::lock::encode(&crate::lock::Command::Open { nonce, ttl_ms });
+            async move {
+                // Retried as a client would: a node may be busy or between
+                // leaders, and an open with the same nonce opens once.
+                let mut reply = crate::session::NodeReply::Unavailable;
+                for _ in 0..SESSION_OPEN_ATTEMPTS_MAX {
+                    reply = self
+                        .conn
+                        .call(crate::session::ToNode::Propose(command.clone()))
+                        .await;
+                    if !matches!(
+                        reply,
+                        crate::session::NodeReply::Unavailable
+                            | crate::session::NodeReply::NotLeader(_)
+                    ) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(SESSION_OPEN_RETRY_MS)).await;
+                }
+                reply
+            }
+        });
+        let replies: Vec<_> = stream::iter(opens)
+            .buffer_unordered(SESSION_OPENS_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        for r in replies {
+            match native_response(r) {
+                Ok(crate::lock::Reply::Opened { session, .. }) => {
+                    ids.push(session);
+                    report.opened += 1;
+                }
+                _ => report.errors += 1,
+            }
+        }
+    }
+
+    /// Renews `ids` once; counts the renewals if `counted` (inside the
+    /// measured window), expiries and errors always.
+    async fn renew(&self, ids: &[u64], report: &mut SessionReport, counted: bool) {
+        use futures_util::stream::{self, StreamExt};
+        let renewals = ids.iter().map(|&session| {
+            let command = crate::lock::encode(&crate::lock::Command::Unsequenced {
+                session,
+                op: crate::lock::Op::KeepAlive,
+            });
+            async move {
+                self.conn
+                    .call(crate::session::ToNode::Propose(command))
+                    .await
+            }
+        });
+        let replies: Vec<_> = stream::iter(renewals)
+            .buffer_unordered(SESSION_KEEPALIVES_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        for r in replies {
+            match native_response(r) {
+                Ok(crate::lock::Reply::Renewed) => report.keepalives += u64::from(counted),
+                Err(Some(crate::lock::LockError::SessionNotFound(_))) => report.expired += 1,
+                _ => report.errors += 1,
+            }
+        }
+    }
 }
 
 /// The lock machine's answer in a native reply; `Err(None)` for no answer

@@ -176,6 +176,17 @@ mod app {
         /// this long (0 disables; every node must use the same value).
         #[arg(long, env = "RAFTLOCK_LOCK_DELAY_MS", default_value_t = raftlock::lock::LOCK_DELAY_MS_DEFAULT)]
         lock_delay_ms: u64,
+        /// Live sessions the cluster holds at most (every node must use
+        /// the same value). With the other limits, the largest state they
+        /// allow must fit a snapshot: a million sessions need
+        /// --session-requests-max 16 or lower.
+        #[arg(long, env = "RAFTLOCK_SESSIONS_MAX", default_value_t = raftlock::lock::Limits::default().sessions_max)]
+        sessions_max: usize,
+        /// Requests one session may have unanswered (and responses kept for
+        /// exactly-once); every node must use the same value, and client
+        /// libraries no more (theirs is 128 unless set in SessionConfig).
+        #[arg(long, env = "RAFTLOCK_SESSION_REQUESTS_MAX", default_value_t = raftlock::lock::Limits::default().requests_inflight_max)]
+        session_requests_max: u64,
         /// Threads serving HTTP.
         #[arg(long, env = "RAFTLOCK_HTTP_WORKERS", default_value_t = raftlock::http::HTTP_WORKERS)]
         http_workers: usize,
@@ -462,10 +473,12 @@ mod app {
             cluster: args.cluster_name,
             tls,
         };
-        let lock_config = LockConfig {
+        let mut lock_config = LockConfig {
             lock_delay: Duration::from_millis(args.lock_delay_ms),
             ..LockConfig::default()
         };
+        lock_config.limits.sessions_max = args.sessions_max;
+        lock_config.limits.requests_inflight_max = args.session_requests_max;
         lock_config
             .validate(config.raft.snapshot_bytes_max)
             .map_err(|e| format!("inconsistent limits: {e}"))?;
