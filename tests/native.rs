@@ -303,6 +303,11 @@ fn hostile_frames_get_a_goodbye_and_the_node_serves_on() {
     wait_for("a leader", || c.leader(&[0, 1, 2]));
     let addr = c.procs[0].native;
     runtime().block_on(async {
+        // A first frame longer than a Hello can be, before the caller is
+        // known: refused from its header.
+        let mut raw = Raw::open(addr).await;
+        raw.send_bytes(&5_000u32.to_be_bytes()).await;
+        assert!(goodbye(raw.next().await).contains("exceeds the limit"));
         // A call before any Hello.
         let mut raw = Raw::open(addr).await;
         raw.send(&ClientFrame::Cancel { id: 1 }).await;
@@ -467,5 +472,89 @@ fn a_credential_revoked_while_its_connection_is_open_is_refused_from_then_on() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    });
+}
+
+/// Watches are bounded per connection by dropping the oldest, not by
+/// closing the connection (a client that lost and reopened its session 64
+/// times keeps its connection), and a watch of another credential's
+/// session is ignored: nobody learns when someone else's session ended.
+#[test]
+fn watches_are_bounded_by_dropping_the_oldest_and_only_own_sessions_are_watched() {
+    let c = Cluster::start();
+    wait_for("a leader", || c.leader(&[0, 1, 2]));
+    let (status, v) = call(
+        c.procs[0].http,
+        "POST",
+        "/API/v1/credentials",
+        r#"{"name": "watcher", "rules": [{"prefix": "", "allow": ["acquire", "status"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{v}");
+    let bearer = v["credential"].as_str().unwrap().to_string();
+    let addr = c.procs[0].native;
+    let close = |session: u64| {
+        let (status, v) = call(
+            c.procs[0].http,
+            "DELETE",
+            &format!("/API/v1/sessions/{session}"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{v}");
+    };
+    runtime().block_on(async {
+        let (mut admin_raw, _) = Raw::hello(addr, Some(admin())).await;
+        let not_yours = open_session(&mut admin_raw, 1, 30_000).await;
+        let (mut raw, welcome) = Raw::hello(addr, Some(bearer)).await;
+        assert!(
+            matches!(welcome, ServerFrame::Welcome { .. }),
+            "{welcome:?}"
+        );
+        let bound = raftlock::http::NATIVE_WATCHES_PER_CONNECTION_MAX as u64;
+        let mut own = Vec::new();
+        for i in 0..bound + 6 {
+            let session = open_session(&mut raw, 100 + i, 30_000).await;
+            raw.send(&ClientFrame::Watch { session }).await;
+            own.push(session);
+        }
+        raw.send(&ClientFrame::Watch { session: not_yours }).await;
+        // Frames are handled in order: once a later call is answered, the
+        // watches before it are in place.
+        let keepalive = encode(&Command::Unsequenced {
+            session: own[1],
+            op: Op::KeepAlive,
+        });
+        raw.send(&ClientFrame::Call {
+            id: 1,
+            call: NativeCall::Propose(keepalive.clone()),
+        })
+        .await;
+        assert_eq!(response(raw.answer(1).await), Ok(Reply::Renewed));
+        // Closed in this order: another's, the first own (its watch was
+        // dropped), the last own (watched). Only the last is pushed.
+        close(not_yours);
+        close(own[0]);
+        close(*own.last().unwrap());
+        match raw.next().await {
+            Some(ServerFrame::Ended {
+                session, expired, ..
+            }) => {
+                assert_eq!(
+                    session,
+                    *own.last().unwrap(),
+                    "only the latest watch is pushed"
+                );
+                assert!(!expired, "closed, not expired");
+            }
+            other => panic!("expected the watched session's end: {other:?}"),
+        }
+        // The connection still serves calls.
+        raw.send(&ClientFrame::Call {
+            id: 2,
+            call: NativeCall::Propose(keepalive),
+        })
+        .await;
+        assert_eq!(response(raw.answer(2).await), Ok(Reply::Renewed));
     });
 }

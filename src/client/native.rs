@@ -105,10 +105,8 @@ impl Transport for NativeTransport {
             sessions.push(session);
         }
         for endpoint in self.targets.values() {
-            if let Ok(slot) = endpoint.conn.try_lock() {
-                if let Some(conn) = slot.as_ref() {
-                    conn.send_now(&ClientFrame::Watch { session });
-                }
+            if let Some(conn) = endpoint.open_conn() {
+                conn.send_now(&ClientFrame::Watch { session });
             }
         }
     }
@@ -132,7 +130,9 @@ struct Watches {
 /// One node's native address and its connection, if open.
 struct Endpoint {
     addr: SocketAddr,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conn: Mutex<Option<Conn>>,
+    /// Held by the call that is opening the connection.
+    opening: tokio::sync::Mutex<()>,
     /// When its native port last failed to open.
     failed_at: Mutex<Option<std::time::Instant>>,
 }
@@ -141,20 +141,29 @@ impl Endpoint {
     fn new(addr: SocketAddr) -> Endpoint {
         Endpoint {
             addr,
-            conn: tokio::sync::Mutex::new(None),
+            conn: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             failed_at: Mutex::new(None),
         }
     }
 
-    /// The open connection, opened now if there is none (one caller opens
-    /// it, the others wait for it); None if it cannot be opened.
-    async fn connection(&self, access: &Access, watches: &Watches) -> Option<Conn> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot
+    fn open_conn(&self) -> Option<Conn> {
+        lock(&self.conn)
             .as_ref()
             .filter(|c| c.state.open.load(Ordering::Acquire))
-        {
-            return Some(conn.clone());
+            .cloned()
+    }
+
+    /// The open connection, opened now if there is none; None (go over
+    /// HTTP) if it cannot be opened, failed to lately, or another call is
+    /// opening it (this one does not wait up to the connect timeout).
+    async fn connection(&self, access: &Access, watches: &Watches) -> Option<Conn> {
+        if let Some(conn) = self.open_conn() {
+            return Some(conn);
+        }
+        let _opening = self.opening.try_lock().ok()?;
+        if let Some(conn) = self.open_conn() {
+            return Some(conn);
         }
         let retry = Duration::from_millis(CLIENT_NATIVE_RETRY_MS);
         if lock(&self.failed_at).is_some_and(|at| at.elapsed() < retry) {
@@ -170,7 +179,7 @@ impl Endpoint {
                 }
                 Err(_) => None,
             };
-        *slot = opened.clone();
+        *lock(&self.conn) = opened.clone();
         if opened.is_none() {
             *lock(&self.failed_at) = Some(std::time::Instant::now());
         }
@@ -266,6 +275,12 @@ impl Conn {
             };
         let (tx, rx) = oneshot::channel();
         lock(&self.state.pending).insert(id, tx);
+        // The reader may have ended (and cleared `pending`) since this
+        // connection was handed out: then nobody would ever answer.
+        if !self.state.open.load(Ordering::Acquire) {
+            lock(&self.state.pending).remove(&id);
+            return NodeReply::Unavailable;
+        }
         let mut pending = Pending {
             conn: self,
             id,
@@ -275,8 +290,16 @@ impl Conn {
             return NodeReply::Unavailable;
         }
         let answer = tokio::time::timeout(Duration::from_millis(limit_ms), rx).await;
-        let Ok(Ok(reply)) = answer else {
-            return NodeReply::Unavailable;
+        let reply = match answer {
+            Ok(Ok(reply)) => reply,
+            // The connection ended.
+            Ok(Err(_)) => return NodeReply::Unavailable,
+            // No answer long past the node's own bounds: the connection is
+            // taken for dead (the next call opens another).
+            Err(_) => {
+                self.state.open.store(false, Ordering::Release);
+                return NodeReply::Unavailable;
+            }
         };
         pending.armed = false;
         match reply {

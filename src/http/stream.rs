@@ -45,8 +45,20 @@ pub const NATIVE_CONNECTIONS_MAX: usize = 4096;
 pub const NATIVE_CALLS_PER_CONNECTION_MAX: usize = 1024;
 /// Sessions one connection may watch.
 pub const NATIVE_WATCHES_PER_CONNECTION_MAX: usize = 64;
-/// How long a new connection has for its TLS handshake and its `Hello`.
+/// How long a new connection has, from its accept, for its TLS handshake
+/// and its `Hello`.
 pub const NATIVE_HELLO_TIMEOUT_MS: u64 = 5_000;
+/// Largest first frame (the `Hello`, before the caller is known): a
+/// credential is under 128 bytes.
+pub const NATIVE_HELLO_FRAME_BYTES_MAX: usize = 4096;
+/// TCP keepalive on an open connection: probes after this long idle, then
+/// every `NATIVE_KEEPALIVE_INTERVAL_S`, `NATIVE_KEEPALIVE_PROBES` times,
+/// so a client whose host vanished frees its place within about a minute.
+pub const NATIVE_KEEPALIVE_IDLE_S: u64 = 30;
+pub const NATIVE_KEEPALIVE_INTERVAL_S: u64 = 10;
+pub const NATIVE_KEEPALIVE_PROBES: u32 = 3;
+/// How long a closing connection may take to write its last frames.
+pub const NATIVE_CLOSE_TIMEOUT_MS: u64 = 1_000;
 /// One read from a connection's socket.
 pub const NATIVE_READ_BYTES: usize = 64 << 10;
 /// Frames queued for one connection's socket: every call in flight and
@@ -136,12 +148,17 @@ async fn accept(listener: tokio::net::TcpListener, door: Arc<Door>) {
 
 /// One connection, from its handshake to its end.
 async fn serve(stream: tokio::net::TcpStream, door: &Door) -> Result<(), StreamError> {
+    let hello_by = tokio::time::Instant::now() + Duration::from_millis(NATIVE_HELLO_TIMEOUT_MS);
     let _ = stream.set_nodelay(true);
-    let hello_by = Duration::from_millis(NATIVE_HELLO_TIMEOUT_MS);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(NATIVE_KEEPALIVE_IDLE_S))
+        .with_interval(Duration::from_secs(NATIVE_KEEPALIVE_INTERVAL_S))
+        .with_retries(NATIVE_KEEPALIVE_PROBES);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let (io, cert): (Box<dyn Io>, Option<CredentialId>) = match &door.tls {
         None => (Box::new(stream), None),
         Some(acceptor) => {
-            let tls = tokio::time::timeout(hello_by, acceptor.accept(stream))
+            let tls = tokio::time::timeout_at(hello_by, acceptor.accept(stream))
                 .await
                 .map_err(|_| StreamError::HelloTimeout)??;
             let cert = tls
@@ -155,21 +172,24 @@ async fn serve(stream: tokio::net::TcpStream, door: &Door) -> Result<(), StreamE
     };
     let (mut rd, wr) = tokio::io::split(io);
     let (out, out_rx) = mpsc::channel(NATIVE_OUTBOX_LEN_MAX);
-    let writer = actix_rt::spawn(write_frames(wr, out_rx));
+    let mut writer = actix_rt::spawn(write_frames(wr, out_rx));
     let mut reader = Reader::new();
-    let hello = tokio::time::timeout(hello_by, reader.next(&mut rd))
+    let hello = tokio::time::timeout_at(hello_by, reader.next(&mut rd))
         .await
         .map_err(|_| StreamError::HelloTimeout)?;
-    let caller = match hello? {
-        Some(ClientFrame::Hello {
+    reader.decoder.set_limit(NATIVE_CALL_FRAME_BYTES_MAX);
+    reader.buf.resize(NATIVE_READ_BYTES, 0);
+    let caller = match hello {
+        Ok(Some(ClientFrame::Hello {
             version,
             credential,
-        }) => welcome(door, version, credential, cert).await,
-        Some(other) => Err(format!(
+        })) => welcome(door, version, credential, cert).await,
+        Ok(Some(other)) => Err(format!(
             "the first frame must be a Hello, not {}",
             kind(&other)
         )),
-        None => return Ok(()),
+        Ok(None) => return Ok(()),
+        Err(e) => Err(format!("broken frame: {e}")),
     };
     let end = match caller {
         Ok(caller) => {
@@ -197,10 +217,15 @@ async fn serve(stream: tokio::net::TcpStream, door: &Door) -> Result<(), StreamE
         Err(why) => Some(why),
     };
     if let Some(why) = end {
-        let _ = out.send(ServerFrame::Goodbye { why }).await;
+        // Room is likely (the calls are gone); if not, the peer is not
+        // reading and gets no reason.
+        let _ = out.try_send(ServerFrame::Goodbye { why });
     }
     drop(out);
-    let _ = writer.await;
+    let close = Duration::from_millis(NATIVE_CLOSE_TIMEOUT_MS);
+    if tokio::time::timeout(close, &mut writer).await.is_err() {
+        writer.abort();
+    }
     Ok(())
 }
 
@@ -259,11 +284,13 @@ impl Connection<'_> {
             let room = self.in_flight.len() < NATIVE_CALLS_PER_CONNECTION_MAX;
             tokio::select! {
                 Some(done) = self.calls.join_next_with_id(), if !self.calls.is_empty() => {
-                    if let Ok((task, id)) = done {
-                        if self.in_flight.get(&id).is_some_and(|h| h.id() == task) {
-                            self.in_flight.remove(&id);
-                        }
-                    }
+                    // A call's place is freed however its task ended
+                    // (answered, cancelled, or panicked).
+                    let task = match &done {
+                        Ok((task, _)) => *task,
+                        Err(e) => e.id(),
+                    };
+                    self.in_flight.retain(|_, h| h.id() != task);
                 }
                 frame = reader.next(rd), if room => match frame {
                     Ok(Some(frame)) => {
@@ -288,19 +315,39 @@ impl Connection<'_> {
                 Ok(())
             }
             ClientFrame::Watch { session } => {
-                if self.watched.len() >= NATIVE_WATCHES_PER_CONNECTION_MAX {
-                    return Err(format!(
-                        "over {NATIVE_WATCHES_PER_CONNECTION_MAX} watches on one connection"
-                    ));
-                }
-                if !self.watched.contains(&session) {
-                    self.watched.push(session);
-                    self.door.watches.add(session, self.id, self.out.clone());
-                }
+                self.handle_watch(session).await;
                 Ok(())
             }
             ClientFrame::Hello { .. } => Err("a second Hello".into()),
         }
+    }
+
+    /// Registers a watch of a session the caller may watch (its own, or
+    /// any for an admin); others are ignored, so a watch tells nobody of
+    /// another credential's sessions. Past the bound the oldest watch of
+    /// this connection is dropped (a client that opened many sessions in
+    /// turn watches the latest).
+    async fn handle_watch(&mut self, session: SessionId) {
+        if self.watched.contains(&session) {
+            return;
+        }
+        let credential = self.caller.credential;
+        let allowed = self.caller.admin
+            || self
+                .door
+                .node
+                .inspect(move |m| m.may_watch(credential, session))
+                .await
+                .unwrap_or(false);
+        if !allowed {
+            return;
+        }
+        if self.watched.len() >= NATIVE_WATCHES_PER_CONNECTION_MAX {
+            let oldest = self.watched.remove(0);
+            self.door.watches.forget(self.id, &[oldest]);
+        }
+        self.watched.push(session);
+        self.door.watches.add(session, self.id, self.out.clone());
     }
 
     async fn handle_call(&mut self, id: u64, call: NativeCall) -> Result<(), String> {
@@ -345,8 +392,9 @@ struct Reader {
 impl Reader {
     fn new() -> Reader {
         Reader {
-            decoder: FrameDecoder::with_limit(NATIVE_CALL_FRAME_BYTES_MAX),
-            buf: vec![0; NATIVE_READ_BYTES],
+            decoder: FrameDecoder::with_limit(NATIVE_HELLO_FRAME_BYTES_MAX),
+            // Small until the caller is known.
+            buf: vec![0; NATIVE_HELLO_FRAME_BYTES_MAX],
         }
     }
 

@@ -771,6 +771,20 @@ impl LockMachine {
         })
     }
 
+    /// Whether `caller` may learn when `session` ends (the native
+    /// protocol's `Watch`): its owner or an admin; on an insecure door
+    /// (no caller), a session opened there. False for a session this
+    /// replica does not know.
+    pub fn may_watch(&self, caller: Option<CredentialId>, session: SessionId) -> bool {
+        let Some(s) = self.state.sessions.get(&session) else {
+            return false;
+        };
+        match caller {
+            Some(id) => s.owner == Some(id) || self.is_admin(id),
+            None => s.owner.is_none(),
+        }
+    }
+
     /// The stored hash of `id`'s secret and whether it is an admin: what a
     /// node checks a caller's bearer secret against (a local read: the
     /// machine checks again when it applies what the caller sent).

@@ -99,6 +99,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limit for the frames to come (a connection's first
+    /// frame, before it is authenticated, is held to less).
+    pub fn set_limit(&mut self, max: usize) {
+        self.max = max;
+    }
+
     pub fn extend(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);

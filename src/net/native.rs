@@ -39,8 +39,9 @@ pub enum ClientFrame {
     /// The client no longer wants call `id`'s answer (a wait it gave up):
     /// the node stops working on it. Unknown ids are ignored.
     Cancel { id: u64 },
-    /// Push `Ended` once when `session` ends. One watch per session per
-    /// connection; it lasts as long as the connection.
+    /// Push `Ended` once when `session` ends (a session the caller owns;
+    /// others are ignored). The connection's oldest watch is dropped past
+    /// the node's bound.
     Watch { session: SessionId },
 }
 
@@ -62,8 +63,8 @@ pub enum NativeCall {
 pub enum ServerFrame {
     /// The `Hello` is accepted: this node's id, and the version it speaks.
     Welcome { version: u16, node: NodeId },
-    /// The connection ends after this frame: a refused `Hello`, a broken
-    /// frame, or the node shutting down.
+    /// The connection ends after this frame: a refused `Hello`, or a
+    /// frame that breaks the protocol.
     Goodbye { why: String },
     /// Call `id`'s answer.
     Answer { id: u64, reply: NativeReply },
