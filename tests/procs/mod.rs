@@ -183,6 +183,12 @@ impl Cluster {
 
     /// Three nodes, each also started with `extra` flags.
     pub fn start_with(extra: &[&str]) -> Cluster {
+        // The turn first, then the ports: picked earlier, a port could be
+        // taken (by another cluster's connections, for one) while this test
+        // waited its turn, and a node that cannot bind never starts.
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let root = tempfile::tempdir().unwrap();
         let procs: Vec<Proc> = (1..=3)
             .map(|id| Proc {
@@ -199,9 +205,6 @@ impl Cluster {
             .map(|p| format!("{}={}", p.id, p.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let turn = ONE_CLUSTER_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
         let certs = root.path().join("certs");
         copy_certs(shared_certs(), &certs);
         let ca =
