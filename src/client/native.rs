@@ -12,18 +12,19 @@ use super::{HttpTransport, Reply, Transport};
 use crate::actor::NodeId;
 use crate::http::client::{open_stream, Access, EXCHANGE_TIMEOUT_MS};
 use crate::lock::SessionId;
+use crate::net::encode_frame_max;
+use crate::net::native::FrameReader;
 use crate::net::native::{
     ClientFrame, NativeCall, NativeReply, ServerFrame, NATIVE_ANSWER_FRAME_BYTES_MAX,
     NATIVE_CALL_FRAME_BYTES_MAX, NATIVE_VERSION,
 };
-use crate::net::{encode_frame_max, FrameDecoder};
 use crate::session::{NodeReply, ToNode};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 /// How long opening a connection (TCP, TLS, Hello, Welcome) may take.
@@ -218,8 +219,8 @@ impl Conn {
             encode_frame_max(&hello, NATIVE_CALL_FRAME_BYTES_MAX).map_err(|e| e.to_string())?;
         io.write_all(&bytes).await.map_err(|e| e.to_string())?;
         io.flush().await.map_err(|e| e.to_string())?;
-        let mut reader = Reader::new();
-        match reader.next(&mut io).await? {
+        let mut reader = FrameReader::new(NATIVE_ANSWER_FRAME_BYTES_MAX, READ_BYTES);
+        match reader.next(&mut io).await.map_err(|e| e.to_string())? {
             Some(ServerFrame::Welcome { .. }) => {}
             Some(ServerFrame::Goodbye { why }) => return Err(format!("{addr} refused: {why}")),
             other => return Err(format!("{addr} answered Hello with {other:?}")),
@@ -352,44 +353,12 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// Frames from the node, one at a time.
-struct Reader {
-    decoder: FrameDecoder,
-    buf: Vec<u8>,
-}
-
-impl Reader {
-    fn new() -> Reader {
-        Reader {
-            decoder: FrameDecoder::with_limit(NATIVE_ANSWER_FRAME_BYTES_MAX),
-            buf: vec![0; READ_BYTES],
-        }
-    }
-
-    /// The next frame; None at the end of the stream.
-    async fn next<R: AsyncRead + Unpin>(
-        &mut self,
-        rd: &mut R,
-    ) -> Result<Option<ServerFrame>, String> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame().map_err(|e| e.to_string())? {
-                return Ok(Some(frame));
-            }
-            let n = rd.read(&mut self.buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.decoder.extend(&self.buf[..n]);
-        }
-    }
-}
-
 /// Hands answers to their calls and pushed ends to the driver, until the
 /// connection ends; then fails the calls still waiting (`Unavailable`:
 /// their outcome is unknown, and the session retries them by number).
 async fn read_frames<R: AsyncRead + Unpin>(
     mut rd: R,
-    mut reader: Reader,
+    mut reader: FrameReader,
     state: Arc<ConnState>,
     ended: Option<mpsc::Sender<SessionId>>,
 ) {

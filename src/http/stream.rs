@@ -22,18 +22,19 @@ use crate::credential::Bearer;
 use crate::gateway::Request;
 use crate::lock::auth::CredentialId;
 use crate::lock::{Event, LockMachine, SessionId};
+use crate::net::encode_frame_max;
 use crate::net::native::{
     ClientFrame, NativeCall, NativeReply, ServerFrame, NATIVE_ANSWER_FRAME_BYTES_MAX,
     NATIVE_CALL_FRAME_BYTES_MAX, NATIVE_VERSION,
 };
-use crate::net::{encode_frame_max, CodecError, FrameDecoder};
+use crate::net::native::{FrameReadError, FrameReader};
 use crate::runtime::Node;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -74,8 +75,8 @@ pub enum StreamError {
     Io(#[from] std::io::Error),
     #[error("no TLS handshake and Hello within {NATIVE_HELLO_TIMEOUT_MS} ms")]
     HelloTimeout,
-    #[error("{0}")]
-    Frame(#[from] CodecError),
+    #[error(transparent)]
+    Read(#[from] FrameReadError),
 }
 
 /// What every native connection of one node shares.
@@ -173,12 +174,12 @@ async fn serve(stream: tokio::net::TcpStream, door: &Door) -> Result<(), StreamE
     let (mut rd, wr) = tokio::io::split(io);
     let (out, out_rx) = mpsc::channel(NATIVE_OUTBOX_LEN_MAX);
     let mut writer = actix_rt::spawn(write_frames(wr, out_rx));
-    let mut reader = Reader::new();
+    // Small until the caller is known.
+    let mut reader = FrameReader::new(NATIVE_HELLO_FRAME_BYTES_MAX, NATIVE_HELLO_FRAME_BYTES_MAX);
     let hello = tokio::time::timeout_at(hello_by, reader.next(&mut rd))
         .await
         .map_err(|_| StreamError::HelloTimeout)?;
-    reader.decoder.set_limit(NATIVE_CALL_FRAME_BYTES_MAX);
-    reader.buf.resize(NATIVE_READ_BYTES, 0);
+    reader.resize(NATIVE_CALL_FRAME_BYTES_MAX, NATIVE_READ_BYTES);
     let caller = match hello {
         Ok(Some(ClientFrame::Hello {
             version,
@@ -278,7 +279,7 @@ impl Connection<'_> {
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
         rd: &mut R,
-        reader: &mut Reader,
+        reader: &mut FrameReader,
     ) -> Option<String> {
         loop {
             let room = self.in_flight.len() < NATIVE_CALLS_PER_CONNECTION_MAX;
@@ -380,40 +381,6 @@ impl Connection<'_> {
         });
         self.in_flight.insert(id, handle);
         Ok(())
-    }
-}
-
-/// A connection's incoming frames.
-struct Reader {
-    decoder: FrameDecoder,
-    buf: Vec<u8>,
-}
-
-impl Reader {
-    fn new() -> Reader {
-        Reader {
-            decoder: FrameDecoder::with_limit(NATIVE_HELLO_FRAME_BYTES_MAX),
-            // Small until the caller is known.
-            buf: vec![0; NATIVE_HELLO_FRAME_BYTES_MAX],
-        }
-    }
-
-    /// The next frame; None at the end of the stream. Cancel-safe: bytes
-    /// read are in the decoder before the next await.
-    async fn next<R: AsyncRead + Unpin>(
-        &mut self,
-        rd: &mut R,
-    ) -> Result<Option<ClientFrame>, StreamError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
-            let n = rd.read(&mut self.buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.decoder.extend(&self.buf[..n]);
-        }
     }
 }
 

@@ -89,6 +89,61 @@ pub enum NativeReply {
     Refused(String),
 }
 
+/// Reads whole frames from a stream, with a limit on a frame that may
+/// change as a connection goes on (a node holds a connection's first frame
+/// to less). Cancel-safe: bytes read are in the decoder before the next
+/// await, so `next` may sit in a `select!`.
+#[cfg(not(madsim))]
+pub struct FrameReader {
+    decoder: super::FrameDecoder,
+    buf: Vec<u8>,
+}
+
+#[cfg(not(madsim))]
+#[derive(Debug, thiserror::Error)]
+pub enum FrameReadError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] super::CodecError),
+}
+
+#[cfg(not(madsim))]
+impl FrameReader {
+    /// Frames of at most `frame_bytes_max`, read `read_bytes` at a time.
+    pub fn new(frame_bytes_max: usize, read_bytes: usize) -> FrameReader {
+        FrameReader {
+            decoder: super::FrameDecoder::with_limit(frame_bytes_max),
+            buf: vec![0; read_bytes],
+        }
+    }
+
+    /// New limits for the frames to come.
+    pub fn resize(&mut self, frame_bytes_max: usize, read_bytes: usize) {
+        self.decoder.set_limit(frame_bytes_max);
+        self.buf.resize(read_bytes, 0);
+    }
+
+    /// The next frame; None at the end of the stream.
+    pub async fn next<T, R>(&mut self, rd: &mut R) -> Result<Option<T>, FrameReadError>
+    where
+        T: serde::de::DeserializeOwned,
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            let n = rd.read(&mut self.buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.decoder.extend(&self.buf[..n]);
+        }
+    }
+}
+
 /// The property the `native_frame` fuzz target and the corpus replay check
 /// on arbitrary bytes, read as a stream of frames from either side: the
 /// decoder never panics, stops at the first error, and every frame it
