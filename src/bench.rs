@@ -324,6 +324,17 @@ pub struct SessionReport {
     pub errors: u64,
 }
 
+/// What both session workloads refuse: too many sessions, no endpoint.
+fn check_sessions_args(endpoints: &[SocketAddr], n: usize) -> Result<(), BenchError> {
+    if n > BENCH_SESSIONS_MAX {
+        return Err(BenchError::TooManyClients);
+    }
+    if endpoints.is_empty() {
+        return Err(BenchError::Refused("no endpoint to send to".into()));
+    }
+    Ok(())
+}
+
 /// Opens `n` sessions with `ttl`, then renews each every `ttl / 3` for
 /// `duration`, over `SESSION_CONNECTIONS` connections spread round-robin
 /// over `endpoints` (followers forward their batches of keepalives).
@@ -333,12 +344,7 @@ pub async fn sessions(
     ttl: Duration,
     duration: Duration,
 ) -> Result<SessionReport, BenchError> {
-    if n > BENCH_SESSIONS_MAX {
-        return Err(BenchError::TooManyClients);
-    }
-    if endpoints.is_empty() {
-        return Err(BenchError::Refused("no endpoint to send to".into()));
-    }
+    check_sessions_args(endpoints, n)?;
     let started = Instant::now();
     let per = n.div_ceil(SESSION_CONNECTIONS);
     let ttl_ms = ttl.as_millis() as u64;
@@ -443,12 +449,7 @@ pub async fn sessions_native(
     duration: Duration,
 ) -> Result<SessionReport, BenchError> {
     use crate::client::NativeConnection;
-    if n > BENCH_SESSIONS_MAX {
-        return Err(BenchError::TooManyClients);
-    }
-    if endpoints.is_empty() {
-        return Err(BenchError::Refused("no endpoint to send to".into()));
-    }
+    check_sessions_args(endpoints, n)?;
     let access =
         crate::http::client::Access::from_env().map_err(|e| BenchError::Refused(e.to_string()))?;
     let mut natives = Vec::new();

@@ -115,6 +115,14 @@ fn goodbye(frame: Option<ServerFrame>) -> String {
     }
 }
 
+/// A keepalive of `session`, as a proposal's bytes.
+fn keepalive(session: u64) -> Vec<u8> {
+    encode(&Command::Unsequenced {
+        session,
+        op: Op::KeepAlive,
+    })
+}
+
 async fn open_session(raw: &mut Raw, id: u64, ttl_ms: u64) -> u64 {
     let command = encode(&Command::Open { nonce: id, ttl_ms });
     raw.send(&ClientFrame::Call {
@@ -389,10 +397,7 @@ fn hostile_frames_get_a_goodbye_and_the_node_serves_on() {
         )
         .unwrap();
         assert_eq!(status, 200, "the session is still there: {v}");
-        let keepalive = encode(&Command::Unsequenced {
-            session,
-            op: Op::KeepAlive,
-        });
+        let keepalive = keepalive(session);
         raw.send(&ClientFrame::Call {
             id: 3,
             call: NativeCall::Propose(keepalive),
@@ -441,10 +446,7 @@ fn a_credential_revoked_while_its_connection_is_open_is_refused_from_then_on() {
         )
         .unwrap();
         assert_eq!(status, 200, "{v}");
-        let keepalive = encode(&Command::Unsequenced {
-            session,
-            op: Op::KeepAlive,
-        });
+        let keepalive = keepalive(session);
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut n = 10;
         loop {
@@ -521,10 +523,7 @@ fn watches_are_bounded_by_dropping_the_oldest_and_only_own_sessions_are_watched(
         raw.send(&ClientFrame::Watch { session: not_yours }).await;
         // Frames are handled in order: once a later call is answered, the
         // watches before it are in place.
-        let keepalive = encode(&Command::Unsequenced {
-            session: own[1],
-            op: Op::KeepAlive,
-        });
+        let keepalive = keepalive(own[1]);
         raw.send(&ClientFrame::Call {
             id: 1,
             call: NativeCall::Propose(keepalive.clone()),

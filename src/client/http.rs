@@ -114,16 +114,7 @@ impl Client {
         endpoints: Vec<std::net::SocketAddr>,
         ttl: Duration,
     ) -> Result<Client, ClientError> {
-        let access = env_access()?;
-        Client::connect_with(
-            endpoints,
-            ttl,
-            ConnectOptions {
-                access,
-                ..Default::default()
-            },
-        )
-        .await
+        Client::connect_as(endpoints, ttl, env_access()?).await
     }
 
     /// `connect` with `access`: a credential (a bearer string `rlk_...`)
