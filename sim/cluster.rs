@@ -23,7 +23,7 @@ use raftlock::lock::{
 use raftlock::net::{decode_frame, encode_frame};
 use raftlock::raft::{
     ConfChange, Effect, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
-    RequestId, StateMachine,
+    RequestId, SnapshotJob, StateMachine,
 };
 use raftlock::storage::{RaftStore, SimDisk};
 use rand::Rng;
@@ -40,6 +40,10 @@ pub const SIM_INBOX_LEN_MAX: usize = 1024;
 /// Simulated fsync latency range (the median measured here is ~170 us).
 pub const FSYNC_US_MIN: u64 = 50;
 pub const FSYNC_US_MAX: u64 = 2000;
+/// Simulated time a snapshot takes to serialize off the node's thread:
+/// entries go on being applied meanwhile, and a snapshot from the leader
+/// may overtake it.
+pub const SNAPSHOT_BUILD_MS_MAX: u64 = 100;
 /// How long a simulated client waits for a reply before trying elsewhere.
 pub const CLIENT_REQUEST_TIMEOUT_MS: u64 = 400;
 /// Share of client operations that are linearizable reads, in percent.
@@ -327,6 +331,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
         applied_seen: 0,
         last_join: None,
         last_bootstrap: None,
+        snapshot_jobs: Vec::new(),
     };
     node.step(Input::Start);
     node.flush().await;
@@ -338,7 +343,15 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             .flatten()
             .min()
             .map(|at| clock.global_until(g, at));
-        let wait = timer_wait
+        let snapshot_wait = node
+            .snapshot_jobs
+            .iter()
+            .map(|(due, _)| due.saturating_sub(g))
+            .min();
+        let wait = [timer_wait, snapshot_wait]
+            .into_iter()
+            .flatten()
+            .min()
             .unwrap_or(Duration::MAX)
             .min(Duration::from_millis(CONTROL_POLL_MS));
         let controls = lock(&shared.controls).remove(&id).unwrap_or_default();
@@ -373,6 +386,7 @@ pub async fn run_node<S: SimMachine>(id: NodeId, disk: SimDisk, shared: Arc<Shar
             Ok(None) => return,
             Err(_) => {}
         }
+        node.finish_snapshots(shared.elapsed());
         let now = clock.local(shared.elapsed());
         for t in node.core.due_timers(now) {
             node.step(Input::Timer(t));
@@ -413,6 +427,9 @@ struct NodeLoop<S> {
     applied_seen: u64,
     last_join: Option<Duration>,
     last_bootstrap: Option<Duration>,
+    /// Snapshots being serialized "on another thread", and the global
+    /// time each is done; a crash loses them, as it would the thread.
+    snapshot_jobs: Vec<(Duration, SnapshotJob)>,
 }
 
 impl<S: SimMachine> NodeLoop<S> {
@@ -686,6 +703,17 @@ impl<S: SimMachine> NodeLoop<S> {
         lock(&self.shared.clocks)[&self.id].local(self.shared.elapsed())
     }
 
+    /// Steps the snapshots whose serialization is done by global time `g`.
+    fn finish_snapshots(&mut self, g: Duration) {
+        let (done, building) = std::mem::take(&mut self.snapshot_jobs)
+            .into_iter()
+            .partition(|(due, _)| *due <= g);
+        self.snapshot_jobs = building;
+        for (_, job) in done {
+            self.step(job.run());
+        }
+    }
+
     /// Steps one input through the driver core and shows its effects to
     /// the checkers.
     fn step(&mut self, input: Input) {
@@ -845,6 +873,11 @@ impl<S: SimMachine> NodeLoop<S> {
                 self.observe("ProposeBatch", &batch_effects);
             }
             let events = self.report_events(ready.events);
+            for job in ready.snapshots {
+                let ms = madsim::rand::thread_rng().gen_range(0..=SNAPSHOT_BUILD_MS_MAX);
+                let due = self.shared.elapsed() + Duration::from_millis(ms);
+                self.snapshot_jobs.push((due, job));
+            }
             for (addr, frame) in std::mem::take(&mut self.outbox) {
                 send(&self.ep, addr, &frame).await;
             }

@@ -22,14 +22,18 @@
 //! - `synced` also gives the `Input::Persisted` to step: how far the log is
 //!   durable. A truncation resets that (the entries after it are gone).
 //!
+//! - `Ready::snapshots` are states to serialize off the driver's thread;
+//!   each comes back as an `Input::SnapshotBuilt` to step, whenever it is
+//!   done (the replica compacts its log only then).
+//!
 //! Proposals are batched: those that arrive between two flushes go to the
 //! replica as one `ProposeBatch` (one AppendEntries per follower for all).
 //! Timers are kept here too; the driver asks for the next deadline.
 
 use crate::actor::{Instant, NodeId};
 use crate::raft::{
-    Applied, Effect, Index, Input, Message, PersistOp, Raft, RequestError, RequestId, StateMachine,
-    Term, Timer,
+    Applied, Effect, Index, Input, Message, PersistOp, Raft, RequestError, RequestId, SnapshotJob,
+    StateMachine, Term, Timer,
 };
 use std::collections::{BTreeMap, VecDeque};
 
@@ -68,6 +72,9 @@ pub struct Ready<E> {
     /// (`StateMachine::take_events`): they are committed, so they may go
     /// out now, after the replies.
     pub events: Vec<E>,
+    /// Snapshots to serialize off this thread (`SnapshotJob::run`), then
+    /// step back in.
+    pub snapshots: Vec<SnapshotJob>,
 }
 
 /// What a batch does to the durable end of the log.
@@ -150,6 +157,7 @@ impl DriverCore {
             replies: Vec::new(),
             batch: None,
             events: raft.state_machine_mut().take_events(),
+            snapshots: Vec::new(),
         };
         let mut ops = Vec::new();
         let mut sync = false;
@@ -174,6 +182,7 @@ impl DriverCore {
                 Effect::CancelTimer(timer) => {
                     self.timers.remove(&timer);
                 }
+                Effect::BuildSnapshot(job) => ready.snapshots.push(job),
             }
         }
         if !ops.is_empty() {

@@ -11,9 +11,10 @@ use crate::raft::message::{
     VoteRequest, VoteResponse,
 };
 use crate::raft::{
-    ConfChange, Config, Entry, Input, Membership, Message, Payload, Raft, Recorder, Recovered,
-    StateMachine, Timer,
+    ConfChange, Config, Effect, Entry, Input, Membership, Message, Payload, Raft, Recorder,
+    Recovered, SnapshotError, SnapshotJob, StateMachine, Timer,
 };
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Steps one fuzz input may take; the rest of the bytes are ignored.
@@ -384,12 +385,23 @@ pub fn check_raft_inputs(data: &[u8]) -> u64 {
     let mut b = Bytes(data);
     let mut now = Instant::ZERO;
     raft.handle(now, Input::Start);
+    // Snapshots the replica asked for, serialized whenever the input says.
+    let mut jobs: VecDeque<SnapshotJob> = VecDeque::new();
     for id in 0..FUZZ_STEPS_MAX as u64 {
         if b.done() {
             break;
         }
         now = now + Duration::from_millis(b.below(8) * 50);
-        let input = match b.below(14) {
+        let input = match b.below(16) {
+            14 => match jobs.pop_front() {
+                Some(job) => job.run(),
+                None => continue,
+            },
+            // A driver's late or mistaken report.
+            15 => Input::SnapshotBuilt {
+                index: b.below(9),
+                result: Err(SnapshotError("fuzzed".into())),
+            },
             0 => Input::Timer(Timer::Election),
             1 => Input::Timer(Timer::Heartbeat),
             12 => Input::TransferLeadership {
@@ -422,7 +434,11 @@ pub fn check_raft_inputs(data: &[u8]) -> u64 {
                 msg: raft_message(&mut b),
             },
         };
-        raft.handle(now, input);
+        for effect in raft.handle(now, input) {
+            if let Effect::BuildSnapshot(job) = effect {
+                jobs.push_back(job);
+            }
+        }
         assert!(raft.commit_index() <= raft.log().last_index());
         assert!(raft.applied_index() <= raft.commit_index());
         committed = committed.max(raft.commit_index());

@@ -8,6 +8,7 @@ use raftlock::storage::journal::{JournalError, RECORD_HEADER_BYTES};
 use raftlock::storage::raft_store::JOURNAL_FILE;
 use raftlock::storage::{Dir, File, FsDir, RaftStore, SimDisk, StoreError};
 use rand::SeedableRng;
+use std::sync::Arc;
 
 /// What the suite needs from a backend beyond the `Dir` trait.
 trait Backend {
@@ -74,7 +75,7 @@ fn model(ops: &[PersistOp]) -> Recovered {
                 tail,
             } => {
                 r.hard_state = hard_state.clone();
-                r.snapshot = Some(snapshot.clone());
+                r.snapshot = Some(Snapshot::clone(snapshot));
                 r.entries = tail.clone();
             }
         }
@@ -210,7 +211,7 @@ fn states_and_batches_far_above_a_record_survive_a_restart<B: Backend>(b: B) {
         .collect();
     let ops = vec![
         PersistOp::Snapshot {
-            snapshot: snapshot.clone(),
+            snapshot: Arc::new(snapshot.clone()),
             hard_state: HardState {
                 term: 2,
                 voted_for: None,
@@ -292,7 +293,7 @@ fn ops_strategy() -> impl Strategy<Value = Vec<(PersistOp, bool)>> {
                         voted_for: None,
                     };
                     PersistOp::Snapshot {
-                        snapshot,
+                        snapshot: Arc::new(snapshot),
                         hard_state,
                         tail: log.clone(),
                     }

@@ -12,10 +12,12 @@ use super::command::{
     Reply, Request, Response, SessionId, SessionInfo, Token,
 };
 use super::config::LockConfig;
+use super::table::Table;
 use crate::actor::Instant;
-use crate::raft::{Index, RestoreError, SnapshotError, StateMachine, Term};
+use crate::raft::{FrozenState, Index, RestoreError, SnapshotError, StateMachine, Term};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sessions one `Query::Sessions` lists at most.
@@ -23,15 +25,15 @@ pub const SESSIONS_LISTED_MAX: u32 = 1000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
-    sessions: BTreeMap<SessionId, Session>,
+    sessions: Table<SessionId, Session>,
     /// Open nonce -> session it created, while that session lives.
-    nonces: BTreeMap<u64, SessionId>,
-    locks: BTreeMap<String, Lock>,
-    files: BTreeMap<String, File>,
+    nonces: Table<u64, SessionId>,
+    locks: Table<String, Lock>,
+    files: Table<String, File>,
     /// The last fencing token issued; tokens are 1, 2, 3... in grant order
     /// across all locks, so strictly increasing per lock.
     last_token: Token,
-    credentials: BTreeMap<CredentialId, Credential>,
+    credentials: Table<CredentialId, Credential>,
     /// A credential was created once: `Bootstrap` does nothing any more.
     bootstrapped: bool,
 }
@@ -92,7 +94,16 @@ struct File {
 #[derive(Debug, Default)]
 struct Local {
     renewed_at: BTreeMap<SessionId, Instant>,
+    /// The same records ordered by when each lease runs out here (renewal
+    /// plus stretched TTL): the leader's scan at every heartbeat reads the
+    /// leases that ran out, not every session. A scan of all of them cost
+    /// ~100 ns a session, every 50 ms: a million sessions kept the leader
+    /// busy for longer than the heartbeat interval.
+    runs_out: BTreeSet<(Instant, SessionId)>,
     delayed_at: BTreeMap<String, Instant>,
+    /// Restored from a snapshot: delayed locks may lack a `delayed_at`
+    /// (seeded at the next leader scan).
+    delays_unseeded: bool,
     /// What this node proposed as leader in `term`, so it proposes once.
     term: Term,
     expiry_proposed: BTreeMap<SessionId, Index>,
@@ -374,17 +385,20 @@ impl LockMachine {
             self.local.expiry_proposed.clear();
             self.local.undelay_proposed.clear();
         }
+        self.seed_local_records(now);
         let budget = self.config.limits.leader_commands_per_tick_max;
         let mut out = Vec::new();
-        for (&id, session) in &self.state.sessions {
+        for &(runs_out, id) in &self.local.runs_out {
+            if runs_out > now {
+                break;
+            }
             if out.len() >= budget {
                 return out;
             }
-            let renewed_at = *self.local.renewed_at.entry(id).or_insert(now);
-            let lease = self.config.stretch(Duration::from_millis(session.ttl_ms));
-            if now >= renewed_at + lease
-                && self.local.expiry_proposed.get(&id) != Some(&session.renewal)
-            {
+            let Some(session) = self.state.sessions.get(&id) else {
+                continue;
+            };
+            if self.local.expiry_proposed.get(&id) != Some(&session.renewal) {
                 self.local.expiry_proposed.insert(id, session.renewal);
                 out.push(Command::Expire {
                     session: id,
@@ -392,14 +406,13 @@ impl LockMachine {
                 });
             }
         }
-        for (name, lock) in &self.state.locks {
-            let Some(freed) = lock.delayed_since else {
+        for (name, &delayed_at) in &self.local.delayed_at {
+            let Some(freed) = self.state.locks.get(name).and_then(|l| l.delayed_since) else {
                 continue;
             };
             if out.len() >= budget {
                 break;
             }
-            let delayed_at = *self.local.delayed_at.entry(name.clone()).or_insert(now);
             if now >= delayed_at + self.config.lock_delay
                 && self.local.undelay_proposed.get(name) != Some(&freed)
             {
@@ -411,6 +424,51 @@ impl LockMachine {
             }
         }
         out
+    }
+
+    /// Gives every session and delayed lock that has no own-clock record
+    /// (restored from a snapshot) one of `now`: unknown counts as "now",
+    /// which only ever makes an expiry later. A pass over the state, once
+    /// after a restore.
+    fn seed_local_records(&mut self, now: Instant) {
+        if self.local.renewed_at.len() < self.state.sessions.len() {
+            let unseeded: Vec<(SessionId, u64)> = self
+                .state
+                .sessions
+                .iter()
+                .filter(|(id, _)| !self.local.renewed_at.contains_key(*id))
+                .map(|(&id, s)| (id, s.ttl_ms))
+                .collect();
+            for (id, ttl_ms) in unseeded {
+                self.renewed(id, ttl_ms, now);
+            }
+        }
+        if self.local.delays_unseeded {
+            self.local.delays_unseeded = false;
+            for (name, lock) in &self.state.locks {
+                if lock.delayed_since.is_some() {
+                    self.local.delayed_at.entry(name.clone()).or_insert(now);
+                }
+            }
+        }
+    }
+
+    /// Records that this replica applied a renewal of session `id` at `now`.
+    fn renewed(&mut self, id: SessionId, ttl_ms: u64, now: Instant) {
+        let lease = self.config.stretch(Duration::from_millis(ttl_ms));
+        if let Some(before) = self.local.renewed_at.insert(id, now) {
+            self.local.runs_out.remove(&(before + lease, id));
+        }
+        self.local.runs_out.insert((now + lease, id));
+    }
+
+    /// Drops session `id`'s own-clock records.
+    fn forget_renewal(&mut self, id: SessionId, ttl_ms: u64) {
+        let lease = self.config.stretch(Duration::from_millis(ttl_ms));
+        if let Some(before) = self.local.renewed_at.remove(&id) {
+            self.local.runs_out.remove(&(before + lease, id));
+        }
+        self.local.expiry_proposed.remove(&id);
     }
 
     fn session_info(&self, now: Instant, id: SessionId, s: &Session) -> SessionInfo {
@@ -485,7 +543,7 @@ impl LockMachine {
             },
         );
         self.state.nonces.insert(nonce, index);
-        self.local.renewed_at.insert(index, now);
+        self.renewed(index, ttl_ms, now);
         Ok(Reply::Opened {
             session: index,
             ttl_ms,
@@ -540,8 +598,9 @@ impl LockMachine {
             Op::KeepAlive => {
                 if let Some(s) = self.state.sessions.get_mut(&id) {
                     s.renewal = index;
+                    let ttl_ms = s.ttl_ms;
+                    self.renewed(id, ttl_ms, now);
                 }
-                self.local.renewed_at.insert(id, now);
                 Ok(Reply::Renewed)
             }
             Op::Close => {
@@ -924,7 +983,7 @@ impl LockMachine {
         if !wait {
             return Err(LockError::Busy);
         }
-        let lock = self.state.locks.entry(name.clone()).or_default();
+        let lock = self.state.locks.get_or_default(name.clone());
         if lock.waiters.len() >= waiters_max {
             return Err(LockError::TooManyWaiters(waiters_max));
         }
@@ -1024,7 +1083,7 @@ impl LockMachine {
         if self.totals.file_bytes + data.len() > files_bytes_max {
             return Err(LockError::FilesFull(files_bytes_max));
         }
-        let file = self.state.files.entry(name).or_default();
+        let file = self.state.files.get_or_default(name);
         if file.data.len() + data.len() > file_bytes_max {
             return Err(LockError::FileTooLarge(file_bytes_max));
         }
@@ -1062,8 +1121,7 @@ impl LockMachine {
             expired,
             held: session.held.iter().map(|(l, &t)| (l.clone(), t)).collect(),
         });
-        self.local.renewed_at.remove(&id);
-        self.local.expiry_proposed.remove(&id);
+        self.forget_renewal(id, session.ttl_ms);
         let delay = expired && !self.config.lock_delay.is_zero();
         for name in session.held.keys().chain(session.waiting.keys()) {
             if let Some(lock) = self.state.locks.get_mut(name) {
@@ -1094,12 +1152,7 @@ impl LockMachine {
     ) -> Token {
         self.state.last_token += 1;
         let token = self.state.last_token;
-        let holders = &mut self
-            .state
-            .locks
-            .entry(name.to_string())
-            .or_default()
-            .holders;
+        let holders = &mut self.state.locks.get_or_default(name.to_string()).holders;
         if holders.insert(id, (mode, token)).is_none() {
             self.totals.lock_entries += 1;
         }
@@ -1348,8 +1401,10 @@ impl StateMachine for LockMachine {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
-        postcard::to_allocvec(&self.state).map_err(|e| SnapshotError(e.to_string()))
+    /// The replicated state's tables are persistent (`Table`): the copy
+    /// shares them, and writes after it copy what they change.
+    fn freeze(&self) -> Arc<dyn FrozenState> {
+        Arc::new(self.state.clone())
     }
 
     /// All or nothing: a snapshot that does not decode, or whose tables do
@@ -1363,7 +1418,10 @@ impl StateMachine for LockMachine {
             owned: owned_index(&state),
             state,
             // Own-clock records start over: unknown counts as "now" later.
-            local: Local::default(),
+            local: Local {
+                delays_unseeded: true,
+                ..Local::default()
+            },
         };
         restored.check_invariants().map_err(RestoreError)?;
         if restored.config.reset_tokens_on_restore() {
@@ -1371,6 +1429,12 @@ impl StateMachine for LockMachine {
         }
         *self = restored;
         Ok(())
+    }
+}
+
+impl FrozenState for State {
+    fn serialize(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_allocvec(self).map_err(|e| SnapshotError(e.to_string()))
     }
 }
 

@@ -7,6 +7,7 @@ mod command;
 mod config;
 pub mod fence;
 mod machine;
+mod table;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -444,6 +444,56 @@ fn a_restored_replica_measures_leases_from_when_it_first_looks_never_earlier() {
     );
 }
 
+/// The leader's scan reads the leases in the order they run out here and
+/// stops at the first that has not: a session renewed later is left out,
+/// whatever its id.
+#[test]
+fn the_leader_proposes_expiries_in_the_order_leases_run_out() {
+    let mut h = Harness::new(0);
+    h.now = ms(1_000);
+    let a = h.open(1);
+    h.now = ms(3_000);
+    let b = h.open(2);
+    h.now = ms(2_000);
+    let c = h.open(3);
+    h.now = ms(5_000);
+    assert_eq!(h.req(a, Op::KeepAlive), Ok(Reply::Renewed));
+    // Leases (10.1 s) run out at c 12.1 s, b 13.1 s, a 15.1 s.
+    let expire = |session, renewal| Command::Expire { session, renewal };
+    assert_eq!(h.m.leader_commands(ms(12_099), 1), vec![]);
+    assert_eq!(
+        h.m.leader_commands(ms(13_100), 1),
+        vec![expire(c, 3), expire(b, 2)]
+    );
+    assert_eq!(h.m.leader_commands(ms(15_100), 1), vec![expire(a, 4)]);
+}
+
+/// A restored replica has no record of when a lock's delay began: it
+/// counts from its first look, never earlier (as for leases).
+#[test]
+fn a_restored_replica_measures_a_lock_delay_from_when_it_first_looks() {
+    let mut h = Harness::new(5_000);
+    let a = h.open(1);
+    assert_eq!(h.acquire(a, "x", Mode::Exclusive, false), granted(1));
+    let expired = h.apply(Command::Expire {
+        session: a,
+        renewal: 1,
+    });
+    assert_eq!(expired, Ok(Reply::Internal { effective: true }));
+    let freed = h.index;
+    let mut m = LockMachine::new(config(5_000));
+    m.restore(&h.m.snapshot().unwrap()).unwrap();
+    assert_eq!(m.leader_commands(ms(50_000), 3), vec![]);
+    assert_eq!(m.leader_commands(ms(54_999), 3), vec![]);
+    assert_eq!(
+        m.leader_commands(ms(55_000), 3),
+        vec![Command::Undelay {
+            lock: "x".into(),
+            freed
+        }]
+    );
+}
+
 #[test]
 fn the_leader_ends_a_lock_delay_after_it_has_run_on_its_clock() {
     let mut h = Harness::new(5_000);

@@ -17,6 +17,6 @@ pub use membership::{ConfChange, Member, Membership, MembershipError};
 pub use message::{Entry, Envelope, Index, Message, Payload, Snapshot, Term};
 pub use replica::{
     Applied, Effect, HardState, Input, PersistOp, Raft, RaftError, Recovered, RequestError,
-    RequestId, Role, Timer, COMPACTION_DEFER_THRESHOLDS,
+    RequestId, Role, SnapshotJob, Timer, COMPACTION_DEFER_THRESHOLDS,
 };
-pub use state_machine::{Recorder, RestoreError, SnapshotError, StateMachine};
+pub use state_machine::{FrozenState, Recorder, RestoreError, SnapshotError, StateMachine};

@@ -2,6 +2,7 @@
 
 use super::message::{Index, Term};
 use crate::actor::Instant;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A snapshot that does not decode: from disk, a corrupt data dir; from a
@@ -11,7 +12,7 @@ use thiserror::Error;
 pub struct RestoreError(pub String);
 
 /// The state machine could not serialize itself.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("cannot snapshot the state machine: {0}")]
 pub struct SnapshotError(pub String);
 
@@ -54,19 +55,36 @@ pub trait StateMachine {
         Ok(())
     }
 
-    /// The whole state, as bytes `restore` accepts (paper 7). On error the
-    /// replica keeps its log and tries again at the next threshold.
-    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError>;
+    /// The whole state as it is now, frozen: it serializes itself on
+    /// another thread while this machine goes on applying, so a snapshot
+    /// does not stall the replica's. Must be cheap (a few pointer copies,
+    /// not a copy of the state): it runs on the replica's thread.
+    fn freeze(&self) -> Arc<dyn FrozenState>;
+
+    /// The whole state, as bytes `restore` accepts (paper 7), serialized
+    /// here and now (tests and tools; the replica uses `freeze`).
+    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        self.freeze().serialize()
+    }
 
     /// Replaces the whole state by a snapshot's.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// A state machine's state at one applied index, frozen by
+/// `StateMachine::freeze`: the replica asks a driver to serialize it off
+/// its thread (`Effect::BuildSnapshot`). On error the replica keeps its log
+/// and tries again at the next threshold.
+pub trait FrozenState: Send + Sync {
+    fn serialize(&self) -> Result<Vec<u8>, SnapshotError>;
 }
 
 /// Records every applied command and a running digest. Used by the
 /// simulator, the TCP tests and the demo; the lock manager replaces it.
 #[derive(Clone, Debug, Default)]
 pub struct Recorder {
-    applied: Vec<(Index, Vec<u8>)>,
+    /// Persistent (shared structure), so `freeze` copies a pointer.
+    applied: imbl::Vector<(Index, Vec<u8>)>,
     applied_max: usize,
     digest: u64,
     last_index: Index,
@@ -78,15 +96,15 @@ pub const RECORDER_APPLIED_MAX_DEFAULT: usize = 100_000;
 impl Recorder {
     pub fn new() -> Self {
         Recorder {
-            applied: Vec::new(),
+            applied: imbl::Vector::new(),
             applied_max: RECORDER_APPLIED_MAX_DEFAULT,
             digest: 0,
             last_index: 0,
         }
     }
 
-    pub fn applied(&self) -> &[(Index, Vec<u8>)] {
-        &self.applied
+    pub fn applied(&self) -> impl Iterator<Item = &(Index, Vec<u8>)> {
+        self.applied.iter()
     }
 
     pub fn digest(&self) -> u64 {
@@ -108,7 +126,7 @@ impl StateMachine for Recorder {
         h.update(command);
         self.digest = (self.digest << 32) ^ u64::from(h.finalize());
         if self.applied.len() < self.applied_max {
-            self.applied.push((index, command.to_vec()));
+            self.applied.push_back((index, command.to_vec()));
         }
         self.last_index = index;
         index.to_le_bytes().to_vec()
@@ -120,9 +138,12 @@ impl StateMachine for Recorder {
         self.last_index.to_le_bytes().to_vec()
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
-        postcard::to_allocvec(&(self.digest, self.last_index, &self.applied))
-            .map_err(|e| SnapshotError(e.to_string()))
+    fn freeze(&self) -> Arc<dyn FrozenState> {
+        Arc::new(FrozenRecorder {
+            digest: self.digest,
+            last_index: self.last_index,
+            applied: self.applied.clone(),
+        })
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
@@ -131,7 +152,23 @@ impl StateMachine for Recorder {
                 .map_err(|e| RestoreError(e.to_string()))?;
         self.digest = digest;
         self.last_index = last_index;
-        self.applied = applied;
+        self.applied = applied.into_iter().collect();
         Ok(())
+    }
+}
+
+/// A `Recorder` frozen: its persistent vector shares every chunk the
+/// recorder has not written since.
+struct FrozenRecorder {
+    digest: u64,
+    last_index: Index,
+    applied: imbl::Vector<(Index, Vec<u8>)>,
+}
+
+impl FrozenState for FrozenRecorder {
+    /// The layout `Recorder::restore` reads: a sequence, like a `Vec`'s.
+    fn serialize(&self) -> Result<Vec<u8>, SnapshotError> {
+        postcard::to_allocvec(&(self.digest, self.last_index, &self.applied))
+            .map_err(|e| SnapshotError(e.to_string()))
     }
 }

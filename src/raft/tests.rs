@@ -8,6 +8,7 @@ use super::message::{
 };
 use super::*;
 use crate::actor::Instant;
+use std::sync::Arc;
 use std::time::Duration;
 
 const MIN_MS: u64 = 100;
@@ -72,7 +73,24 @@ fn replica(id: u64, term: Term, entries: Vec<Entry>) -> Raft<Recorder> {
 }
 
 fn msg<S: StateMachine>(r: &mut Raft<S>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
-    r.handle(ms(now), Input::Message { from, msg })
+    let effects = r.handle(ms(now), Input::Message { from, msg });
+    built_at_once(r, now, effects)
+}
+
+/// What a driver that serializes snapshots at once does: each
+/// `BuildSnapshot` is run and its result stepped, its effects in its place.
+fn built_at_once<S: StateMachine>(r: &mut Raft<S>, now: u64, effects: Vec<Effect>) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::BuildSnapshot(job) => {
+                let more = r.handle(ms(now), job.run());
+                out.extend(built_at_once(r, now, more));
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn timer(at: u64) -> Effect {
@@ -136,7 +154,8 @@ fn granted(term: Term, granted: bool) -> VoteResponse {
 fn durable<S: StateMachine>(r: &mut Raft<S>, now: u64) -> Vec<Effect> {
     let index = r.log().last_index();
     let term = r.log().last_term();
-    r.handle(ms(now), Input::Persisted { index, term })
+    let effects = r.handle(ms(now), Input::Persisted { index, term });
+    built_at_once(r, now, effects)
 }
 
 /// Starts `r` and wins the election for `term` with node 2's votes.
@@ -478,7 +497,8 @@ fn a_leader_commits_by_counting_only_current_term_entries() {
     durable(&mut r, MIN_MS + 2);
     msg(&mut r, MIN_MS + 2, 2, success(3, 2));
     assert_eq!(r.commit_index(), 2);
-    assert_eq!(r.state_machine().applied(), &[(1, vec![1])]);
+    let applied: Vec<_> = r.state_machine().applied().cloned().collect();
+    assert_eq!(applied, [(1, vec![1])]);
 }
 
 #[test]
@@ -1231,6 +1251,198 @@ fn a_large_state_is_snapshotted_no_more_often_than_its_log_pays_for() {
     );
 }
 
+/// The snapshot jobs among `effects`.
+fn jobs(effects: &[Effect]) -> Vec<SnapshotJob> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::BuildSnapshot(job) => Some(job.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The snapshot persisted among `effects`: its index and the tail's.
+fn persisted_snapshot(effects: &[Effect]) -> Option<(Index, Vec<Index>)> {
+    effects.iter().find_map(|e| match e {
+        Effect::Persist {
+            op: PersistOp::Snapshot { snapshot, tail, .. },
+            sync: true,
+        } => Some((snapshot.index, tail.iter().map(|e| e.index).collect())),
+        _ => None,
+    })
+}
+
+/// A leader of term 1 (threshold 2 entries) that has committed and applied
+/// entries 1..=`last` (its no-op and commands), with nothing built yet:
+/// steps taken as a driver would, without `built_at_once`.
+fn leader_applying_to(last: Index) -> (Raft<Recorder>, Vec<Effect>) {
+    let mut cfg = snapshot_config(2, 1 << 20);
+    cfg.pending_proposals_max = 16;
+    let mut r = Raft::new(
+        1,
+        members(&[1, 2, 3]),
+        cfg,
+        Recovered::default(),
+        Recorder::new(),
+        7,
+    )
+    .unwrap();
+    elect(&mut r, 1);
+    let mut effects = Vec::new();
+    for id in 2..=last {
+        r.handle(
+            ms(200 + id),
+            Input::Propose {
+                id,
+                command: vec![id as u8],
+            },
+        );
+    }
+    effects.extend(r.handle(
+        ms(300),
+        Input::Persisted {
+            index: last,
+            term: 1,
+        },
+    ));
+    effects.extend(r.handle(
+        ms(300),
+        Input::Message {
+            from: 2,
+            msg: success(1, last),
+        },
+    ));
+    (r, effects)
+}
+
+/// Issue 14: a snapshot is serialized off the replica's thread. The replica
+/// freezes its state and asks for it (`BuildSnapshot`); it goes on applying
+/// meanwhile, asks for no second one, and compacts only once the bytes come
+/// back: the state as it was at the freeze, the entries applied since kept
+/// in the log.
+#[test]
+fn a_snapshot_is_built_off_the_replica_and_compacts_only_when_it_comes_back() {
+    let (mut r, effects) = leader_applying_to(2);
+    let asked = jobs(&effects);
+    assert_eq!(asked.iter().map(|j| j.index).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(persisted_snapshot(&effects), None, "nothing compacted yet");
+    assert_eq!(r.log().snapshot_index(), 0);
+    // Entries 3 and 4 are applied while it is being built: no second job.
+    for id in 3..=4 {
+        r.handle(
+            ms(400),
+            Input::Propose {
+                id,
+                command: vec![id as u8],
+            },
+        );
+    }
+    let mut later = r.handle(ms(401), Input::Persisted { index: 4, term: 1 });
+    later.extend(msg_raw(&mut r, 401, 2, success(1, 4)));
+    assert_eq!(r.applied_index(), 4);
+    assert!(jobs(&later).is_empty(), "one at a time: {later:?}");
+    let built = r.handle(ms(402), asked[0].run());
+    assert_eq!(persisted_snapshot(&built), Some((2, vec![3, 4])));
+    assert_eq!(r.log().snapshot_index(), 2);
+    // The bytes are the state at the freeze: command 2 only, not 3 and 4.
+    let Input::SnapshotBuilt {
+        result: Ok(data), ..
+    } = asked[0].run()
+    else {
+        panic!("a recorder serializes");
+    };
+    let mut restored = Recorder::new();
+    restored.restore(&data).unwrap();
+    let commands: Vec<Index> = restored.applied().map(|(i, _)| *i).collect();
+    assert_eq!(commands, vec![2]);
+}
+
+/// Steps a peer message without `built_at_once`.
+fn msg_raw(r: &mut Raft<Recorder>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
+    r.handle(ms(now), Input::Message { from, msg })
+}
+
+/// A driver's report the replica did not ask for (another index, a job
+/// from before a failure) changes nothing; a failed build keeps the log and
+/// lets the next apply ask again.
+#[test]
+fn a_snapshot_result_not_asked_for_or_failed_changes_nothing() {
+    let (mut r, effects) = leader_applying_to(2);
+    let first = jobs(&effects).remove(0);
+    let stray = Input::SnapshotBuilt {
+        index: 9,
+        result: Ok(vec![1, 2, 3]),
+    };
+    assert_eq!(r.handle(ms(400), stray), vec![]);
+    let failed = Input::SnapshotBuilt {
+        index: 2,
+        result: Err(SnapshotError("disk full".into())),
+    };
+    assert_eq!(r.handle(ms(400), failed), vec![]);
+    assert_eq!(r.log().snapshot_index(), 0, "the log is kept");
+    r.handle(
+        ms(401),
+        Input::Propose {
+            id: 3,
+            command: vec![3],
+        },
+    );
+    let mut effects = r.handle(ms(402), Input::Persisted { index: 3, term: 1 });
+    effects.extend(msg_raw(&mut r, 402, 2, success(1, 3)));
+    let second = jobs(&effects);
+    assert_eq!(second.iter().map(|j| j.index).collect::<Vec<_>>(), vec![3]);
+    // The first job, late: not the one being built now.
+    assert_eq!(r.handle(ms(403), first.run()), vec![]);
+    assert_eq!(r.log().snapshot_index(), 0);
+    let built = r.handle(ms(404), second[0].run());
+    assert_eq!(persisted_snapshot(&built), Some((3, vec![])));
+}
+
+/// A follower whose own snapshot is being built installs a newer one from
+/// its leader: its own, when it comes back, is older than what it has and
+/// is dropped.
+#[test]
+fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        ..Recovered::default()
+    };
+    let cfg = snapshot_config(2, 1 << 20);
+    let mut r = Raft::new(2, members(&[1, 2, 3]), cfg, recovered, Recorder::new(), 7).unwrap();
+    r.handle(ms(0), Input::Start);
+    let entries = vec![entry(1, 1), entry(2, 1), entry(3, 1)];
+    let effects = msg_raw(
+        &mut r,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, entries, 3)),
+    );
+    let own = jobs(&effects);
+    assert_eq!(own.iter().map(|j| j.index).collect::<Vec<_>>(), vec![3]);
+    let mut donor = Recorder::new();
+    for i in 1..=5 {
+        donor.apply(i, Instant::ZERO, &[i as u8]);
+    }
+    let install = Message::InstallSnapshot(InstallSnapshotRequest {
+        membership: members(&[1, 2, 3]),
+        term: 1,
+        last_index: 5,
+        last_term: 1,
+        offset: 0,
+        data: donor.snapshot().unwrap(),
+        done: true,
+    });
+    let installed = msg_raw(&mut r, 11, 1, install);
+    assert_eq!(persisted_snapshot(&installed).map(|(i, _)| i), Some(5));
+    assert_eq!(r.handle(ms(12), own[0].run()), vec![]);
+    assert_eq!(r.log().snapshot_index(), 5);
+    assert_eq!(r.state_machine().digest(), donor.digest());
+}
+
 #[test]
 fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() {
     // Paper 7: the leader sends InstallSnapshot when the follower's next
@@ -1399,7 +1611,7 @@ fn a_follower_installs_a_chunked_snapshot_and_persists_it_before_answering() {
         &[
             Effect::Persist {
                 op: PersistOp::Snapshot {
-                    snapshot,
+                    snapshot: Arc::new(snapshot),
                     hard_state,
                     tail: vec![]
                 },
@@ -1959,8 +2171,8 @@ impl StateMachine for Strict {
     fn query(&self, now: Instant, query: &[u8]) -> Vec<u8> {
         self.0.query(now, query)
     }
-    fn snapshot(&self) -> Result<Vec<u8>, super::SnapshotError> {
-        self.0.snapshot()
+    fn freeze(&self) -> Arc<dyn FrozenState> {
+        self.0.freeze()
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         self.0.restore(snapshot)
@@ -2076,8 +2288,8 @@ impl StateMachine for Ticking {
     fn query(&self, now: Instant, query: &[u8]) -> Vec<u8> {
         self.0.query(now, query)
     }
-    fn snapshot(&self) -> Result<Vec<u8>, super::SnapshotError> {
-        self.0.snapshot()
+    fn freeze(&self) -> Arc<dyn FrozenState> {
+        self.0.freeze()
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         self.0.restore(snapshot)

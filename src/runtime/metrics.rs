@@ -68,6 +68,8 @@ pub struct Metrics {
     pub fsync: Histogram,
     /// From a proposal reaching the node to its reply (commit and apply).
     pub commit: Histogram,
+    /// Serializing a snapshot of the state machine, off the host's thread.
+    pub snapshot_build: Histogram,
     /// Peer messages waiting in the node host's mailbox.
     pub inbound_queued: AtomicU64,
     /// Peer messages dropped because that mailbox was full.
@@ -130,6 +132,11 @@ impl Metrics {
             &mut out,
             "raftlock_commit_seconds",
             "From a request reaching this node to its reply.",
+        );
+        self.snapshot_build.render(
+            &mut out,
+            "raftlock_snapshot_build_seconds",
+            "Serializing a snapshot of the lock state, off the node's thread.",
         );
         let _ = writeln!(
             out,

@@ -20,7 +20,7 @@ use crate::driver::DriverCore;
 use crate::lock::LockMachine;
 use crate::raft::{
     self, Applied, ConfChange, Envelope, Input, Membership, Message, Raft, Recorder, RequestError,
-    RequestId, Role, StateMachine,
+    RequestId, Role, SnapshotError, SnapshotJob, StateMachine,
 };
 use crate::storage::{FsDir, RaftStore};
 use actix::prelude::*;
@@ -120,7 +120,7 @@ impl Node<Recorder> {
 
     /// Commands applied, in order (bounded by the Recorder).
     pub async fn applied(&self) -> Result<Vec<Vec<u8>>, NodeError> {
-        self.inspect(|r| r.applied().iter().map(|(_, c)| c.clone()).collect())
+        self.inspect(|r| r.applied().map(|(_, c)| c.clone()).collect())
             .await
     }
 }
@@ -485,6 +485,11 @@ struct BestSuccessor;
 #[rtype(result = "()")]
 struct Flush;
 
+/// A snapshot serialized on its own thread: the `Input::SnapshotBuilt`.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct SnapshotBuilt(Input);
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Stop;
@@ -588,7 +593,32 @@ impl<S: NodeMachine> RaftNode<S> {
         for event in ready.events {
             let _ = self.events.send(event);
         }
+        for job in ready.snapshots {
+            self.build_snapshot(ctx, job);
+        }
         self.arm_timer(ctx);
+    }
+
+    /// Serializes a frozen state on a thread of its own (a state of a
+    /// million sessions takes a good fraction of a second), and steps the
+    /// result back in. The replica asks for one at a time.
+    fn build_snapshot(&mut self, ctx: &mut Context<Self>, job: SnapshotJob) {
+        let to_host = ctx.address();
+        let metrics = self.metrics.clone();
+        let index = job.index;
+        let spawned = std::thread::Builder::new()
+            .name(format!("raftlock-snapshot-{}", self.id))
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let input = job.run();
+                metrics.snapshot_build.observe(started.elapsed());
+                to_host.do_send(SnapshotBuilt(input));
+            });
+        if let Err(e) = spawned {
+            // The replica keeps its log and tries again later.
+            let result = Err(SnapshotError(format!("cannot start its thread: {e}")));
+            self.step(ctx, Input::SnapshotBuilt { index, result });
+        }
     }
 
     /// The writer made batches up to `batch` durable: send what waited for
@@ -789,6 +819,13 @@ impl<S: NodeMachine> Handler<Report> for RaftNode<S> {
                 self.storage_failed(ctx, &format!("writing batch {batch}: {error}"))
             }
         }
+    }
+}
+
+impl<S: NodeMachine> Handler<SnapshotBuilt> for RaftNode<S> {
+    type Result = ();
+    fn handle(&mut self, built: SnapshotBuilt, ctx: &mut Context<Self>) {
+        self.step(ctx, built.0);
     }
 }
 

@@ -342,7 +342,7 @@ impl<D: Dir> RaftStore<D> {
                 self.dir
                     .rename(JOURNAL_TMP_FILE, JOURNAL_FILE)
                     .map_err(tmp_err)?;
-                self.journal = Journal::open(&self.dir, JOURNAL_FILE)?.journal;
+                self.journal = Journal::open_written(&self.dir, JOURNAL_FILE)?;
             }
             None => self.journal.sync()?,
         }

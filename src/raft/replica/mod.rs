@@ -14,7 +14,7 @@ use super::message::{
     AppendRequest, AppendResponse, AppendResult, Entry, Index, InstallSnapshotRequest,
     InstallSnapshotResponse, Message, Payload, Snapshot, Term, VoteRequest, VoteResponse,
 };
-use super::state_machine::{RestoreError, StateMachine};
+use super::state_machine::{FrozenState, RestoreError, SnapshotError, StateMachine};
 use crate::actor::{Instant, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,9 +38,9 @@ pub use types::*;
 use forward::Forwarded;
 pub use forward::FORWARD_OUTPUTS_KEPT_MAX;
 use read::{FollowerRead, LeaderRead};
-use snapshot::Incoming;
 pub use snapshot::COMPACTION_DEFER_THRESHOLDS;
 pub use snapshot::SNAPSHOT_BYTES_PER_LOG_BYTE_MAX;
+use snapshot::{Building, Incoming};
 use transfer::Transfer;
 
 /// Heartbeats without an answer before a snapshot chunk is sent again.
@@ -151,6 +151,8 @@ pub struct Raft<S> {
     transfer: Option<Transfer>,
     /// The latest snapshot, kept to send to followers that need it.
     snapshot: Option<Arc<Snapshot>>,
+    /// The snapshot a driver is serializing for us (`Effect::BuildSnapshot`).
+    building: Option<Building>,
     incoming: Option<Incoming>,
     /// Armed timers. Drivers learn of changes through `SetTimer` and
     /// `CancelTimer`, emitted once per step at its end.
@@ -238,6 +240,7 @@ impl<S: StateMachine> Raft<S> {
             forward_outputs: VecDeque::new(),
             transfer: None,
             snapshot: recovered.snapshot.map(Arc::new),
+            building: None,
             incoming: None,
             election_at: None,
             heartbeat_at: None,
@@ -319,6 +322,7 @@ impl<S: StateMachine> Raft<S> {
             Input::TransferLeadership { id, to } => self.handle_transfer(now, id, to),
             Input::ChangeMembership { id, change } => self.handle_change(id, change),
             Input::Persisted { index, term } => self.handle_persisted(index, term),
+            Input::SnapshotBuilt { index, result } => self.handle_snapshot_built(index, result),
         }
         self.step_down_if_removed(now);
         self.emit_timer_changes(timers_before);

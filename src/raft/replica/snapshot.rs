@@ -23,6 +23,15 @@ pub const COMPACTION_DEFER_THRESHOLDS: u64 = 10;
 /// slowed from 40,000/s to 9,000/s.
 pub const SNAPSHOT_BYTES_PER_LOG_BYTE_MAX: usize = 4;
 
+/// A snapshot of our own state being serialized off our thread: what
+/// goes with its bytes once they come back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Building {
+    index: Index,
+    term: Term,
+    membership: Membership,
+}
+
 /// A snapshot being received, chunk by chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Incoming {
@@ -32,8 +41,15 @@ pub(super) struct Incoming {
 }
 
 impl<S: StateMachine> Raft<S> {
-    /// Takes a snapshot if enough applied entries have accumulated.
+    /// Starts a snapshot if enough applied entries have accumulated and
+    /// none is being built: freezes the state machine (cheap) and asks the
+    /// driver to serialize it off this thread (`Effect::BuildSnapshot`).
+    /// The log is compacted once the bytes come back
+    /// (`handle_snapshot_built`).
     pub(super) fn maybe_snapshot(&mut self) {
+        if self.building.is_some() {
+            return;
+        }
         let entries = self.applied.saturating_sub(self.log.snapshot_index());
         let last_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len());
         let worth_it = self.log.payload_bytes()
@@ -51,18 +67,51 @@ impl<S: StateMachine> Raft<S> {
         let Some(term) = self.log.term_at(self.applied) else {
             return;
         };
-        let data = match self.sm.snapshot() {
+        let (_, membership) = self.membership_at(self.applied);
+        self.building = Some(Building {
+            index: self.applied,
+            term,
+            membership,
+        });
+        self.out.push(Effect::BuildSnapshot(SnapshotJob {
+            index: self.applied,
+            state: self.sm.freeze(),
+        }));
+    }
+
+    /// The driver serialized the state frozen at `index`: compact the log
+    /// up to it and persist the snapshot, unless it is no longer wanted
+    /// (not the one being built, or an installed snapshot passed it) or a
+    /// transfer under way now needs the entries it would drop.
+    pub(super) fn handle_snapshot_built(
+        &mut self,
+        index: Index,
+        result: Result<Vec<u8>, SnapshotError>,
+    ) {
+        if self.building.as_ref().is_none_or(|b| b.index != index) {
+            return;
+        }
+        let Some(building) = self.building.take() else {
+            return;
+        };
+        let data = match result {
             Ok(data) => data,
             Err(e) => {
                 tracing::error!(node = self.id, error = %e, "snapshot failed; keeping the log");
                 return;
             }
         };
-        let (_, membership) = self.membership_at(self.applied);
+        let base = self.log.snapshot_index();
+        if building.index <= base || self.defers_compaction(building.index - base) {
+            return;
+        }
+        // Applied entries are committed: never truncated, so still here
+        // with the term they had when frozen.
+        debug_assert_eq!(self.log.term_at(building.index), Some(building.term));
         let snapshot = Snapshot {
-            index: self.applied,
-            term,
-            membership,
+            index: building.index,
+            term: building.term,
+            membership: building.membership,
             data,
         };
         self.log.compact(snapshot.index);
@@ -106,12 +155,13 @@ impl<S: StateMachine> Raft<S> {
             voted_for: self.voted_for,
         };
         let tail = self.log.entries().to_vec();
+        let snapshot = Arc::new(snapshot);
         self.persist(PersistOp::Snapshot {
             snapshot: snapshot.clone(),
             hard_state,
             tail,
         });
-        self.snapshot = Some(Arc::new(snapshot));
+        self.snapshot = Some(snapshot);
     }
 
     /// Sends the chunk this follower expects of the snapshot it is being
@@ -230,6 +280,8 @@ impl<S: StateMachine> Raft<S> {
         }
         self.commit = inc.index;
         self.applied = inc.index;
+        // A snapshot of our own state being built is older: not wanted.
+        self.building = None;
         // Forwarded proposals placed at or below the snapshot will never be
         // applied one by one here: answer them now, or they wait forever
         // and fill the table.

@@ -52,6 +52,12 @@ pub enum Input {
         index: Index,
         term: Term,
     },
+    /// The driver ran the `SnapshotJob` for `index` (`Effect::BuildSnapshot`)
+    /// off the replica's thread: its bytes, or why not.
+    SnapshotBuilt {
+        index: Index,
+        result: Result<Vec<u8>, SnapshotError>,
+    },
 }
 
 /// Durable state as recovered from storage at start-up.
@@ -80,7 +86,9 @@ pub enum PersistOp {
     /// Replace the whole durable state: the hard state, a snapshot, and the
     /// entries after it (log compaction or an installed snapshot).
     Snapshot {
-        snapshot: Snapshot,
+        /// Shared with the replica, which keeps it to send to followers:
+        /// a state of tens of MB is not copied to be written.
+        snapshot: Arc<Snapshot>,
         hard_state: HardState,
         tail: Vec<Entry>,
     },
@@ -142,7 +150,46 @@ pub enum Effect {
         id: RequestId,
         result: Result<Applied, RequestError>,
     },
+    /// Serialize this frozen state off the replica's thread, then step
+    /// `SnapshotBuilt` (`SnapshotJob::run`). A replica asks for one at a
+    /// time; a result it no longer wants (a restart, a snapshot installed
+    /// meanwhile) it ignores.
+    BuildSnapshot(SnapshotJob),
 }
+
+/// The state machine's state at `index`, frozen, to serialize anywhere.
+#[derive(Clone)]
+pub struct SnapshotJob {
+    pub index: Index,
+    pub state: Arc<dyn FrozenState>,
+}
+
+impl SnapshotJob {
+    /// Serializes the state: the input to step back into the replica.
+    pub fn run(&self) -> Input {
+        Input::SnapshotBuilt {
+            index: self.index,
+            result: self.state.serialize(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotJob")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same job: the same index and the same frozen state.
+impl PartialEq for SnapshotJob {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index && Arc::ptr_eq(&self.state, &other.state)
+    }
+}
+
+impl Eq for SnapshotJob {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
