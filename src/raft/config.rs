@@ -35,6 +35,13 @@ pub const PENDING_PROPOSALS_MAX_DEFAULT: usize = 4096;
 /// writes through a follower is refused at the door, not dropped on the
 /// wire and left to time out with an unknown outcome.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 256;
+/// Command bytes of those forwards, at most: 256 forwards of a 4 MiB
+/// command would be 1 GiB, and the peer send queue holds 64 MiB
+/// (`PEER_SEND_QUEUE_BYTES_MAX`, checked where it is defined).
+pub const FORWARDS_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
+// A single command of the largest size is always forwarded when nothing
+// else is in flight.
+const _: () = assert!(ENTRY_BYTES_MAX_DEFAULT <= FORWARDS_IN_FLIGHT_BYTES_MAX);
 /// Applied entries kept in the log before a snapshot replaces them.
 pub const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT: u64 = 10_000;
 /// Command bytes kept in the log before a snapshot replaces them.

@@ -1973,6 +1973,62 @@ fn a_follower_refuses_forwards_past_what_the_peer_queue_holds() {
     assert!(matches!(effects.as_slice(), [Effect::Send { to: 1, .. }]));
 }
 
+/// The same bound in bytes: large commands are refused `Busy` once their
+/// bytes in flight would pass `FORWARDS_IN_FLIGHT_BYTES_MAX`, long before
+/// the count bound (64 forwards of 4 MiB would overflow the peer queue).
+#[test]
+fn a_follower_refuses_forwards_past_their_byte_bound() {
+    use crate::raft::config::FORWARDS_IN_FLIGHT_BYTES_MAX;
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        ..Recovered::default()
+    };
+    let roomy = Config {
+        pending_proposals_max: 1024,
+        ..config()
+    };
+    let mut f = Raft::new(2, members(&[1, 2, 3]), roomy, recovered, Recorder::new(), 7).unwrap();
+    f.handle(ms(0), Input::Start);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    let big = vec![7u8; 1 << 20];
+    let fit = FORWARDS_IN_FLIGHT_BYTES_MAX / big.len();
+    let propose = |f: &mut Raft<Recorder>, id: u64, command: Vec<u8>| {
+        f.handle(ms(11), Input::Propose { id, command })
+    };
+    for id in 0..fit as u64 {
+        let effects = propose(&mut f, id, big.clone());
+        assert!(
+            matches!(effects.as_slice(), [Effect::Send { to: 1, .. }]),
+            "forward {id}: {effects:?}"
+        );
+    }
+    let id = fit as u64;
+    assert_eq!(
+        propose(&mut f, id, big.clone()),
+        vec![refused(id, RequestError::Busy)]
+    );
+    // Settling one frees its bytes.
+    let settled = Message::ForwardResponse {
+        term: 1,
+        id: 1,
+        at: None,
+    };
+    msg(&mut f, 12, 1, settled);
+    let effects = propose(&mut f, id + 1, big);
+    assert!(
+        matches!(effects.as_slice(), [Effect::Send { to: 1, .. }]),
+        "{effects:?}"
+    );
+}
+
 /// Proposals on a follower are forwarded to the leader (as etcd does): the
 /// leader appends and says where; the follower answers once it applied that
 /// index, with its own state machine's output.

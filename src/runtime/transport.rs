@@ -40,6 +40,13 @@ const _: () = assert!(
 /// entries must not hold gigabytes (the count bound alone allows 1024
 /// frames of 16 MiB).
 pub const PEER_SEND_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+// Likewise in bytes: forwarded commands, a follower's window of appends,
+// and the leader's answers carrying outputs of the same order.
+const _: () = assert!(
+    2 * crate::raft::config::FORWARDS_IN_FLIGHT_BYTES_MAX
+        + crate::raft::config::INFLIGHT_BYTES_MAX_DEFAULT
+        < PEER_SEND_QUEUE_BYTES_MAX
+);
 pub const RECONNECT_BACKOFF_MS_MIN: u64 = 10;
 pub const RECONNECT_BACKOFF_MS_MAX: u64 = 1000;
 /// Bytes read from a socket per call.

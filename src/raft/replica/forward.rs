@@ -6,7 +6,7 @@
 //! entry ends up at that index, the outcome is unknown: `LeadershipLost`.
 
 use super::*;
-use crate::raft::config::FORWARDS_IN_FLIGHT_MAX;
+use crate::raft::config::{FORWARDS_IN_FLIGHT_BYTES_MAX, FORWARDS_IN_FLIGHT_MAX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Forwarded {
@@ -14,6 +14,8 @@ pub(super) struct Forwarded {
     /// Where the leader appended it, once it said so.
     at: Option<(Index, Term)>,
     asked_at: Instant,
+    /// Its command's bytes, toward `FORWARDS_IN_FLIGHT_BYTES_MAX`.
+    bytes: usize,
 }
 
 /// Outputs a follower keeps for forwarded proposals whose entries it
@@ -31,7 +33,10 @@ impl<S: StateMachine> Raft<S> {
             .config
             .pending_proposals_max
             .min(FORWARDS_IN_FLIGHT_MAX);
-        if self.forwarded.len() >= max {
+        // Summed, not kept: at most `FORWARDS_IN_FLIGHT_MAX` to add, and no
+        // running total that one of the ways a forward settles could miss.
+        let bytes: usize = self.forwarded.values().map(|f| f.bytes).sum();
+        if self.forwarded.len() >= max || bytes + command.len() > FORWARDS_IN_FLIGHT_BYTES_MAX {
             return self.out.push(Effect::Reply {
                 id,
                 result: Err(RequestError::Busy),
@@ -45,6 +50,7 @@ impl<S: StateMachine> Raft<S> {
                 id,
                 at: None,
                 asked_at: now,
+                bytes: command.len(),
             },
         );
         let term = self.term;
