@@ -183,6 +183,28 @@ impl Message {
         }
     }
 
+    /// Small messages that keep elections and a leader's authority going:
+    /// (pre-)votes and their answers, bare heartbeats, the answers to
+    /// appends, and `TimeoutNow`. A transport may send them ahead of queued
+    /// bulk (appends with entries, snapshot chunks, forwards) and bound
+    /// them apart, so that a queue full of bulk under overload does not
+    /// drop the heartbeats and make followers call an election. Raft needs
+    /// no order between messages, and a bare heartbeat names an index
+    /// already known to match (`send_append`), so overtaking queued appends
+    /// cannot trip its consistency check.
+    pub fn keeps_liveness(&self) -> bool {
+        match self {
+            Message::PreVote(_)
+            | Message::PreVoteResponse(_)
+            | Message::Vote(_)
+            | Message::VoteResponse(_)
+            | Message::AppendResponse(_)
+            | Message::TimeoutNow { .. } => true,
+            Message::Append(m) => m.entries.is_empty(),
+            _ => false,
+        }
+    }
+
     /// About how many bytes the message takes: its variable parts plus a
     /// fixed allowance (for bounds on queues of messages, not for framing).
     pub fn approx_bytes(&self) -> usize {

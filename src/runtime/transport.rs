@@ -47,6 +47,12 @@ const _: () = assert!(
         + crate::raft::config::INFLIGHT_BYTES_MAX_DEFAULT
         < PEER_SEND_QUEUE_BYTES_MAX
 );
+/// Frames of liveness messages (`Message::keeps_liveness`: votes, bare
+/// heartbeats, append answers) queued per peer apart from the rest, and
+/// sent ahead of it: under overload the bulk queue fills and drops, and
+/// these must still get through. Each is under a hundred bytes; a leader
+/// sends one heartbeat per peer per 50 ms, so 64 is seconds of them.
+pub const PEER_LIVENESS_QUEUE_LEN_MAX: usize = 64;
 pub const RECONNECT_BACKOFF_MS_MIN: u64 = 10;
 pub const RECONNECT_BACKOFF_MS_MAX: u64 = 1000;
 /// Bytes read from a socket per call.
@@ -84,6 +90,8 @@ fn preamble(cluster_id: u64) -> [u8; PREAMBLE_BYTES] {
 /// The sending half of one peer's connection.
 pub struct PeerSender {
     tx: mpsc::Sender<Vec<u8>>,
+    /// The liveness lane (`PEER_LIVENESS_QUEUE_LEN_MAX`).
+    liveness_tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
     /// Bytes queued and not yet taken by the connection task.
     queued_bytes: Arc<AtomicUsize>,
@@ -94,15 +102,18 @@ impl PeerSender {
     /// `peer` 0: whichever member answers at `addr` (a join request).
     pub fn spawn(peer: NodeId, addr: SocketAddr, link: PeerLink) -> (PeerSender, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE_LEN_MAX);
+        let (liveness_tx, liveness) = mpsc::channel(PEER_LIVENESS_QUEUE_LEN_MAX);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let queue = Queue {
             rx,
+            liveness,
             bytes: queued_bytes.clone(),
         };
         let task = tokio::task::spawn_local(peer_loop(peer, addr, link, queue));
         (
             PeerSender {
                 tx,
+                liveness_tx,
                 dropped: Arc::new(AtomicU64::new(0)),
                 queued_bytes,
             },
@@ -110,9 +121,10 @@ impl PeerSender {
         )
     }
 
-    /// Frames waiting to be written.
+    /// Frames waiting to be written, both lanes.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        let lane = |tx: &mpsc::Sender<Vec<u8>>| tx.max_capacity() - tx.capacity();
+        lane(&self.tx) + lane(&self.liveness_tx)
     }
 
     /// Frames dropped because the queue was full.
@@ -126,6 +138,12 @@ impl PeerSender {
             tracing::error!(to = envelope.to, "cannot encode a peer frame");
             return;
         };
+        if envelope.msg.keeps_liveness() {
+            if self.liveness_tx.try_send(frame).is_err() {
+                self.count_dropped(envelope.to);
+            }
+            return;
+        }
         let len = frame.len();
         let fits = self.queued_bytes.load(Ordering::Relaxed) + len <= PEER_SEND_QUEUE_BYTES_MAX;
         if fits {
@@ -135,21 +153,23 @@ impl PeerSender {
             if fits {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             }
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    to = envelope.to,
-                    dropped = n,
-                    "peer send queue full; dropping"
-                );
-            }
+            self.count_dropped(envelope.to);
+        }
+    }
+
+    fn count_dropped(&self, to: NodeId) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(to, dropped = n, "peer send queue full; dropping");
         }
     }
 }
 
-/// The receiving half of a peer's send queue, counting the bytes it takes.
+/// The receiving half of a peer's send queue, counting the bytes it takes
+/// from the bulk lane; the liveness lane goes first.
 struct Queue {
     rx: mpsc::Receiver<Vec<u8>>,
+    liveness: mpsc::Receiver<Vec<u8>>,
     bytes: Arc<AtomicUsize>,
 }
 
@@ -161,12 +181,20 @@ impl Queue {
         frame
     }
 
+    /// The next frame, a liveness one first; `None` once both lanes are
+    /// closed and empty (their senders are dropped together).
     async fn recv(&mut self) -> Option<Vec<u8>> {
-        let frame = self.rx.recv().await;
-        self.taken(frame)
+        tokio::select! {
+            biased;
+            Some(frame) = self.liveness.recv() => Some(frame),
+            frame = self.rx.recv() => self.taken(frame),
+        }
     }
 
     fn try_recv(&mut self) -> Option<Vec<u8>> {
+        if let Ok(frame) = self.liveness.try_recv() {
+            return Some(frame);
+        }
         let frame = self.rx.try_recv().ok();
         self.taken(frame)
     }
@@ -519,6 +547,95 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert_eq!(*got.borrow(), vec![envelope(9), envelope(5)]);
+        });
+    }
+
+    /// Under overload the bulk lane fills and drops, while heartbeats and
+    /// votes still queue, and go out first once the peer is reachable.
+    #[test]
+    fn liveness_messages_pass_a_full_queue_and_go_first() {
+        use crate::raft::message::{AppendRequest, VoteRequest};
+        use crate::raft::{Entry, Payload};
+        let append = |entries: Vec<Entry>| Envelope {
+            from: 2,
+            to: 1,
+            msg: Message::Append(AppendRequest {
+                term: 3,
+                prev_index: 0,
+                prev_term: 0,
+                entries,
+                leader_commit: 0,
+                read_round: 0,
+            }),
+        };
+        let bulk = append(vec![Entry {
+            index: 1,
+            term: 3,
+            payload: Payload::Command(vec![1; 100]),
+        }]);
+        let heartbeat = append(vec![]);
+        let vote = Envelope {
+            from: 2,
+            to: 1,
+            msg: Message::Vote(VoteRequest {
+                term: 4,
+                last_log_index: 1,
+                last_log_term: 3,
+                transfer: false,
+            }),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            // Nobody listens yet: everything stays queued.
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let link = PeerLink {
+                cluster_id: 42,
+                tls: None,
+            };
+            let (sender, _task) = PeerSender::spawn(1, addr, link.clone());
+            for _ in 0..PEER_SEND_QUEUE_LEN_MAX + 10 {
+                sender.send(&bulk);
+            }
+            assert_eq!(sender.dropped(), 10, "the bulk lane is full");
+            sender.send(&heartbeat);
+            sender.send(&vote);
+            assert_eq!(sender.dropped(), 10, "liveness messages are not dropped");
+            assert_eq!(sender.queued(), PEER_SEND_QUEUE_LEN_MAX + 2);
+            for _ in 0..PEER_LIVENESS_QUEUE_LEN_MAX {
+                sender.send(&heartbeat);
+            }
+            assert_eq!(sender.dropped(), 12, "the liveness lane has its own bound");
+
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let sink = got.clone();
+            tokio::task::spawn_local(accept_loop(listener, link, move |e| {
+                sink.borrow_mut().push(e)
+            }));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while got.borrow().len() < 3 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let got = got.borrow();
+            assert_eq!(
+                got.first(),
+                Some(&heartbeat),
+                "the liveness lane goes first"
+            );
+            assert_eq!(got.get(1), Some(&vote));
+            assert!(
+                got.iter()
+                    .take(PEER_LIVENESS_QUEUE_LEN_MAX)
+                    .all(|e| e.msg.keeps_liveness()),
+                "before any bulk frame"
+            );
         });
     }
 
