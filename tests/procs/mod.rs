@@ -69,7 +69,7 @@ pub struct Cluster {
     extra: Vec<String>,
     /// The peers' TLS material, made with `raftlock certs`.
     pub certs: PathBuf,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Drop for Cluster {
@@ -105,19 +105,25 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_raftlock")))
 }
 
-/// Where node `id`'s stderr goes: a file under `RAFTLOCK_TEST_LOG_DIR`
-/// (appended across restarts) when set, else nowhere.
-fn log_file(id: u64) -> Stdio {
-    let Some(dir) = std::env::var_os("RAFTLOCK_TEST_LOG_DIR") else {
-        return Stdio::null();
-    };
-    let path = PathBuf::from(dir).join(format!("node-{id}.log"));
+/// Where node `id`'s stderr goes (appended across restarts): a file
+/// under `RAFTLOCK_TEST_LOG_DIR` when set, else in the cluster's own dir,
+/// shown if the cluster does not start.
+fn log_path(cluster_dir: &std::path::Path, id: u64) -> PathBuf {
+    std::env::var_os("RAFTLOCK_TEST_LOG_DIR")
+        .map_or_else(|| cluster_dir.to_path_buf(), PathBuf::from)
+        .join(format!("node-{id}.log"))
+}
+
+fn log_file(path: &std::path::Path) -> Stdio {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_or_else(|_| Stdio::null(), Stdio::from)
 }
+
+/// The last lines of a node's log, for a failure message.
+const LOG_TAIL_LINES: usize = 20;
 
 /// A CA and node certificates in `dir`, made as an operator would: with
 /// `raftlock certs`.
@@ -216,7 +222,7 @@ impl Cluster {
             cluster_flag,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             certs,
-            _root: root,
+            root,
         };
         for i in 0..3 {
             c.spawn(i);
@@ -237,11 +243,42 @@ impl Cluster {
         let bearer = bearer.trim().to_string();
         *ADMIN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bearer.clone());
         for p in &self.procs {
-            wait_for("every node to know the admin credential", || {
-                let (status, _) = call_as(p.http, Some(&bearer), "GET", "/API/v1/cluster", "")?;
-                (status == 200).then_some(())
-            });
+            let deadline = Instant::now() + Duration::from_secs(WAIT_S_MAX);
+            while call_as(p.http, Some(&bearer), "GET", "/API/v1/cluster", "")
+                .is_none_or(|(status, _)| status != 200)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for node {} to know the admin credential\n{}",
+                    p.id,
+                    self.diagnosis()
+                );
+                std::thread::sleep(Duration::from_millis(POLL_MS));
+            }
         }
+    }
+
+    /// Each node's addresses, whether its process still runs, and the end
+    /// of its log: what a failed start needs explained.
+    fn diagnosis(&self) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let status = match p.child.as_ref().map(|c| c.id()) {
+                Some(pid) => match std::fs::metadata(format!("/proc/{pid}")) {
+                    Ok(_) => format!("pid {pid} running"),
+                    Err(_) => format!("pid {pid} gone"),
+                },
+                None => "not started".into(),
+            };
+            let log = std::fs::read_to_string(log_path(self.root.path(), p.id)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n  ");
+            out.push_str(&format!(
+                "node {} (peer {}, http {}, native {}): {status}; log:\n  {tail}\n",
+                p.id, p.peer, p.http, p.native
+            ));
+        }
+        out
     }
 
     pub fn spawn(&mut self, i: usize) {
@@ -263,7 +300,7 @@ impl Cluster {
                 std::env::var("RAFTLOCK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null())
-            .stderr(log_file(p.id))
+            .stderr(log_file(&log_path(self.root.path(), p.id)))
             .spawn()
             .unwrap();
         self.procs[i].child = Some(child);
