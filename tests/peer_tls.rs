@@ -179,7 +179,7 @@ fn a_node_joins_through_a_follower_over_tls() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let dir = tempfile::tempdir().unwrap();
-    let (peer, http, native) = (free_addr(), free_addr(), free_addr());
+    let [peer, http, native] = free_addrs();
     let child = std::process::Command::new(bin())
         .args(["serve", "--id", "4", "--data-dir"])
         .arg(dir.path())

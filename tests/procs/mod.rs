@@ -171,8 +171,18 @@ fn copy_certs(from: &std::path::Path, to: &std::path::Path) {
 }
 
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let [addr] = free_addrs();
+    addr
+}
+
+/// `N` distinct free ports: each listener is held until all are picked.
+/// Picked one at a time and dropped at once, the OS may hand the same port
+/// out twice (a CI run gave node 2 node 1's HTTP port as its native one,
+/// and node 2 never started).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap())
 }
 
 pub fn signal(child: &Child, sig: libc::c_int) {
@@ -196,12 +206,14 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let root = tempfile::tempdir().unwrap();
+        let ports: [SocketAddr; 9] = free_addrs();
         let procs: Vec<Proc> = (1..=3)
-            .map(|id| Proc {
+            .zip(ports.chunks(3))
+            .map(|(id, p)| Proc {
                 id,
-                peer: free_addr(),
-                http: free_addr(),
-                native: free_addr(),
+                peer: p[0],
+                http: p[1],
+                native: p[2],
                 dir: root.path().join(format!("n{id}")),
                 child: None,
             })
@@ -263,10 +275,14 @@ impl Cluster {
     fn diagnosis(&self) -> String {
         let mut out = String::new();
         for p in &self.procs {
+            // The third field of /proc/PID/stat is the state; Z: exited,
+            // not yet reaped.
             let status = match p.child.as_ref().map(|c| c.id()) {
-                Some(pid) => match std::fs::metadata(format!("/proc/{pid}")) {
-                    Ok(_) => format!("pid {pid} running"),
-                    Err(_) => format!("pid {pid} gone"),
+                Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                    Ok(stat) if stat.split_whitespace().nth(2) != Some("Z") => {
+                        format!("pid {pid} running")
+                    }
+                    _ => format!("pid {pid} exited"),
                 },
                 None => "not started".into(),
             };
