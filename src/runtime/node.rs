@@ -610,7 +610,14 @@ impl<S: NodeMachine> RaftNode<S> {
             .name(format!("raftlock-snapshot-{}", self.id))
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let input = job.run();
+                // A panic must still answer, or the replica waits for this
+                // build forever and never compacts again.
+                let run = std::panic::AssertUnwindSafe(|| job.run());
+                let input =
+                    std::panic::catch_unwind(run).unwrap_or_else(|_| Input::SnapshotBuilt {
+                        index,
+                        result: Err(SnapshotError("serializing panicked".into())),
+                    });
                 metrics.snapshot_build.observe(started.elapsed());
                 to_host.do_send(SnapshotBuilt(input));
             });
