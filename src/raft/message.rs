@@ -191,7 +191,9 @@ impl Message {
     /// drop the heartbeats and make followers call an election. Raft needs
     /// no order between messages, and a bare heartbeat names an index
     /// already known to match (`send_append`), so overtaking queued appends
-    /// cannot trip its consistency check.
+    /// does not trip its consistency check; except, for a follower behind
+    /// the snapshot point, the snapshot index, whose refusal the leader
+    /// ignores while appends up to there are in flight.
     pub fn keeps_liveness(&self) -> bool {
         match self {
             Message::PreVote(_)

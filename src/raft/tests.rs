@@ -1443,6 +1443,59 @@ fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
     assert_eq!(r.state_machine().digest(), donor.digest());
 }
 
+/// A bare heartbeat to a follower behind the snapshot point names the
+/// snapshot index, and may overtake the appends that would bring the
+/// follower there (the transport sends heartbeats first). Its refusal is
+/// ignored while those appends are in flight: no back-off, no snapshot
+/// transfer; their own answer moves the follower on.
+#[test]
+fn a_heartbeat_refused_ahead_of_appends_in_flight_starts_no_snapshot() {
+    let mut cfg = snapshot_config(4, 1 << 20);
+    cfg.pending_proposals_max = 16;
+    let mut r = leader_with(cfg);
+    msg(&mut r, 200, 2, success(1, 1));
+    for id in 2..=5 {
+        r.handle(
+            ms(201),
+            Input::Propose {
+                id,
+                command: vec![id as u8],
+            },
+        );
+    }
+    durable(&mut r, 202);
+    msg(&mut r, 203, 3, success(1, 5));
+    assert_eq!(r.log().snapshot_index(), 5, "compacted past node 2");
+    let refused = Message::AppendResponse(AppendResponse {
+        term: 1,
+        result: AppendResult::Conflict {
+            prev_index: 5,
+            conflict_term: None,
+            first_index: 2,
+        },
+        read_round: 0,
+    });
+    let effects = msg(&mut r, 204, 2, refused);
+    let sends: Vec<&Effect> = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send { .. }))
+        .collect();
+    assert!(sends.is_empty(), "no back-off, no snapshot: {sends:?}");
+    // The appends in flight arrive and are acknowledged: caught up.
+    msg(&mut r, 205, 2, success(1, 5));
+    let effects = r.handle(ms(MIN_MS + HB_MS + 206), Input::Timer(Timer::Heartbeat));
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                to: 2,
+                msg: Message::InstallSnapshot(_)
+            }
+        )),
+        "{effects:?}"
+    );
+}
+
 #[test]
 fn a_leader_compacts_and_sends_its_snapshot_in_chunks_to_a_follower_behind_it() {
     // Paper 7: the leader sends InstallSnapshot when the follower's next

@@ -208,6 +208,19 @@ impl<S: StateMachine> Raft<S> {
                 if prev_index < p.matched {
                     return; // stale rejection of an older request
                 }
+                // A bare heartbeat to a follower behind the snapshot point
+                // names the snapshot index, which it may not have *yet*:
+                // heartbeats go ahead of queued appends (the transport's
+                // liveness lane). Appends in flight up to there will answer
+                // for themselves (or be retransmitted after stalled ticks);
+                // backing off now would start a needless snapshot transfer.
+                let awaited = prev_index == self.log.snapshot_index()
+                    && conflict_term.is_none()
+                    && p.replicating
+                    && p.inflight.back().is_some_and(|&(i, _)| i >= prev_index);
+                if awaited {
+                    return;
+                }
                 let next = match conflict_term {
                     Some(t) => match self.log.last_index_of_term(t) {
                         Some(i) => i + 1,
