@@ -1358,6 +1358,30 @@ fn a_snapshot_is_built_off_the_replica_and_compacts_only_when_it_comes_back() {
     assert_eq!(commands, vec![2]);
 }
 
+/// A build that panics (production's thread) still answers, with an
+/// error: the replica keeps its log and asks again later, instead of
+/// waiting for that build forever.
+#[test]
+fn a_snapshot_build_that_panics_answers_with_an_error() {
+    struct Broken;
+    impl FrozenState for Broken {
+        fn serialize(&self) -> Result<Vec<u8>, SnapshotError> {
+            panic!("a bug in serialization")
+        }
+    }
+    let job = SnapshotJob {
+        index: 7,
+        state: Arc::new(Broken),
+    };
+    match job.run_catching_panics() {
+        Input::SnapshotBuilt {
+            index: 7,
+            result: Err(_),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Steps a peer message without `built_at_once`.
 fn msg_raw(r: &mut Raft<Recorder>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
     r.handle(ms(now), Input::Message { from, msg })

@@ -610,14 +610,7 @@ impl<S: NodeMachine> RaftNode<S> {
             .name(format!("raftlock-snapshot-{}", self.id))
             .spawn(move || {
                 let started = std::time::Instant::now();
-                // A panic must still answer, or the replica waits for this
-                // build forever and never compacts again.
-                let run = std::panic::AssertUnwindSafe(|| job.run());
-                let input =
-                    std::panic::catch_unwind(run).unwrap_or_else(|_| Input::SnapshotBuilt {
-                        index,
-                        result: Err(SnapshotError("serializing panicked".into())),
-                    });
+                let input = job.run_catching_panics();
                 metrics.snapshot_build.observe(started.elapsed());
                 to_host.do_send(SnapshotBuilt(input));
             });

@@ -172,6 +172,18 @@ impl SnapshotJob {
             result: self.state.serialize(),
         }
     }
+
+    /// `run`, with a panic reported as an error: the replica waits for an
+    /// answer to every build, and never compacts again without one.
+    /// (Production's thread; the simulator lets a panic fail the seed.)
+    pub fn run_catching_panics(&self) -> Input {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).unwrap_or_else(|_| {
+            Input::SnapshotBuilt {
+                index: self.index,
+                result: Err(SnapshotError("serializing panicked".into())),
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for SnapshotJob {
