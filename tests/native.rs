@@ -414,6 +414,18 @@ fn wrong_secret() -> String {
         .encode()
 }
 
+/// A new credential that may acquire and read any lock, made by the
+/// admin: (its secret, its id).
+fn user_credential(c: &Cluster, name: &str) -> (String, String) {
+    let body = format!(
+        r#"{{"name": "{name}", "rules": [{{"prefix": "", "allow": ["acquire", "status"]}}]}}"#
+    );
+    let (status, v) = call(c.procs[0].http, "POST", "/API/v1/credentials", &body).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let secret = v["credential"].as_str().unwrap().to_string();
+    (secret, v["id"].as_str().unwrap().to_string())
+}
+
 /// A credential revoked while its connection is open: the connection was
 /// let in, but every command after the revocation commits is refused by
 /// the lock machine itself.
@@ -421,16 +433,7 @@ fn wrong_secret() -> String {
 fn a_credential_revoked_while_its_connection_is_open_is_refused_from_then_on() {
     let c = Cluster::start();
     wait_for("a leader", || c.leader(&[0, 1, 2]));
-    let (status, v) = call(
-        c.procs[0].http,
-        "POST",
-        "/API/v1/credentials",
-        r#"{"name": "soon-gone", "rules": [{"prefix": "", "allow": ["acquire", "status"]}]}"#,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{v}");
-    let bearer = v["credential"].as_str().unwrap().to_string();
-    let id = v["id"].as_str().unwrap().to_string();
+    let (bearer, id) = user_credential(&c, "soon-gone");
     runtime().block_on(async {
         let (mut raw, welcome) = Raw::hello(c.procs[1].native, Some(bearer)).await;
         assert!(
@@ -485,15 +488,7 @@ fn a_credential_revoked_while_its_connection_is_open_is_refused_from_then_on() {
 fn watches_are_bounded_by_dropping_the_oldest_and_only_own_sessions_are_watched() {
     let c = Cluster::start();
     wait_for("a leader", || c.leader(&[0, 1, 2]));
-    let (status, v) = call(
-        c.procs[0].http,
-        "POST",
-        "/API/v1/credentials",
-        r#"{"name": "watcher", "rules": [{"prefix": "", "allow": ["acquire", "status"]}]}"#,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{v}");
-    let bearer = v["credential"].as_str().unwrap().to_string();
+    let (bearer, _) = user_credential(&c, "watcher");
     let addr = c.procs[0].native;
     let close = |session: u64| {
         let (status, v) = call(

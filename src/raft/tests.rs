@@ -1382,6 +1382,19 @@ fn a_snapshot_build_that_panics_answers_with_an_error() {
     }
 }
 
+/// Node 1's snapshot of `donor` at `last_index` (term 1), in one chunk.
+fn whole_snapshot(last_index: Index, donor: &Recorder) -> Message {
+    Message::InstallSnapshot(InstallSnapshotRequest {
+        membership: members(&[1, 2, 3]),
+        term: 1,
+        last_index,
+        last_term: 1,
+        offset: 0,
+        data: donor.snapshot().unwrap(),
+        done: true,
+    })
+}
+
 /// Steps a peer message without `built_at_once`.
 fn msg_raw(r: &mut Raft<Recorder>, now: u64, from: u64, msg: Message) -> Vec<Effect> {
     r.handle(ms(now), Input::Message { from, msg })
@@ -1451,15 +1464,7 @@ fn a_snapshot_built_after_a_newer_one_was_installed_is_dropped() {
     for i in 1..=5 {
         donor.apply(i, Instant::ZERO, &[i as u8]);
     }
-    let install = Message::InstallSnapshot(InstallSnapshotRequest {
-        membership: members(&[1, 2, 3]),
-        term: 1,
-        last_index: 5,
-        last_term: 1,
-        offset: 0,
-        data: donor.snapshot().unwrap(),
-        done: true,
-    });
+    let install = whole_snapshot(5, &donor);
     let installed = msg_raw(&mut r, 11, 1, install);
     assert_eq!(persisted_snapshot(&installed).map(|(i, _)| i), Some(5));
     assert_eq!(r.handle(ms(12), own[0].run()), vec![]);
@@ -2502,16 +2507,7 @@ fn forwards_placed_below_an_installed_snapshot_are_answered() {
     assert!(msg(&mut f, 12, 1, placed).is_empty());
     let mut donor = Recorder::new();
     donor.apply(1, Instant::ZERO, b"a");
-    let install = Message::InstallSnapshot(InstallSnapshotRequest {
-        membership: members(&[1, 2, 3]),
-        term: 1,
-        last_index: 5,
-        last_term: 1,
-        offset: 0,
-        data: donor.snapshot().unwrap(),
-        done: true,
-    });
-    let effects = msg(&mut f, 13, 1, install);
+    let effects = msg(&mut f, 13, 1, whole_snapshot(5, &donor));
     assert!(
         effects.contains(&refused(7, RequestError::AppliedBySnapshot)),
         "{effects:?}"
