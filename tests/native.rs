@@ -289,14 +289,7 @@ fn a_session_closed_elsewhere_is_pushed_and_the_library_loses_its_lock_at_once()
         let guard = client.lock("watched").acquire().await.unwrap();
         let session = client.session_id().unwrap();
         // The session ends without its client: an admin closes it.
-        let (status, v) = call(
-            c.procs[2].http,
-            "DELETE",
-            &format!("/API/v1/sessions/{session}"),
-            "",
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{v}");
+        close_session(&c, 2, session);
         tokio::time::timeout(Duration::from_secs(5), guard.lost())
             .await
             .expect("the lock is reported lost as soon as the close commits");
@@ -414,6 +407,13 @@ fn wrong_secret() -> String {
         .encode()
 }
 
+/// Closes `session` as the admin, through node `i`'s HTTP API.
+fn close_session(c: &Cluster, i: usize, session: u64) {
+    let path = format!("/API/v1/sessions/{session}");
+    let (status, v) = call(c.procs[i].http, "DELETE", &path, "").unwrap();
+    assert_eq!(status, 200, "{v}");
+}
+
 /// A new credential that may acquire and read any lock, made by the
 /// admin: (its secret, its id).
 fn user_credential(c: &Cluster, name: &str) -> (String, String) {
@@ -490,16 +490,7 @@ fn watches_are_bounded_by_dropping_the_oldest_and_only_own_sessions_are_watched(
     wait_for("a leader", || c.leader(&[0, 1, 2]));
     let (bearer, _) = user_credential(&c, "watcher");
     let addr = c.procs[0].native;
-    let close = |session: u64| {
-        let (status, v) = call(
-            c.procs[0].http,
-            "DELETE",
-            &format!("/API/v1/sessions/{session}"),
-            "",
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{v}");
-    };
+    let close = |session: u64| close_session(&c, 0, session);
     runtime().block_on(async {
         let (mut admin_raw, _) = Raw::hello(addr, Some(admin())).await;
         let not_yours = open_session(&mut admin_raw, 1, 30_000).await;

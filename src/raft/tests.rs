@@ -1984,6 +1984,31 @@ fn a_byte_threshold_triggers_a_snapshot_before_the_entry_count_does() {
     assert_eq!(r.log().payload_bytes(), 0);
 }
 
+/// Node 2 of three, a follower of node 1 in term 1, which may hold
+/// `pending_proposals_max` proposals.
+fn follower_of_leader_1(pending_proposals_max: usize) -> Raft<Recorder> {
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        ..Recovered::default()
+    };
+    let cfg = Config {
+        pending_proposals_max,
+        ..config()
+    };
+    let mut f = Raft::new(2, members(&[1, 2, 3]), cfg, recovered, Recorder::new(), 7).unwrap();
+    f.handle(ms(0), Input::Start);
+    msg(
+        &mut f,
+        10,
+        1,
+        Message::Append(append_req(1, 0, 0, vec![], 0)),
+    );
+    f
+}
+
 /// A burst of writes through a follower (a native client with hundreds of
 /// calls in flight) is bounded at the follower: past
 /// `FORWARDS_IN_FLIGHT_MAX` unanswered forwards it answers `Busy` at once,
@@ -1992,26 +2017,7 @@ fn a_byte_threshold_triggers_a_snapshot_before_the_entry_count_does() {
 #[test]
 fn a_follower_refuses_forwards_past_what_the_peer_queue_holds() {
     use crate::raft::config::FORWARDS_IN_FLIGHT_MAX;
-    let recovered = Recovered {
-        snapshot: None,
-        hard_state: HardState {
-            term: 1,
-            voted_for: None,
-        },
-        entries: vec![],
-    };
-    let roomy = Config {
-        pending_proposals_max: 4 * FORWARDS_IN_FLIGHT_MAX,
-        ..config()
-    };
-    let mut f = Raft::new(2, members(&[1, 2, 3]), roomy, recovered, Recorder::new(), 7).unwrap();
-    f.handle(ms(0), Input::Start);
-    msg(
-        &mut f,
-        10,
-        1,
-        Message::Append(append_req(1, 0, 0, vec![], 0)),
-    );
+    let mut f = follower_of_leader_1(4 * FORWARDS_IN_FLIGHT_MAX);
     for id in 0..FORWARDS_IN_FLIGHT_MAX as u64 {
         let effects = f.handle(
             ms(11),
@@ -2061,25 +2067,7 @@ fn a_follower_refuses_forwards_past_what_the_peer_queue_holds() {
 #[test]
 fn a_follower_refuses_forwards_past_their_byte_bound() {
     use crate::raft::config::FORWARDS_IN_FLIGHT_BYTES_MAX;
-    let recovered = Recovered {
-        hard_state: HardState {
-            term: 1,
-            voted_for: None,
-        },
-        ..Recovered::default()
-    };
-    let roomy = Config {
-        pending_proposals_max: 1024,
-        ..config()
-    };
-    let mut f = Raft::new(2, members(&[1, 2, 3]), roomy, recovered, Recorder::new(), 7).unwrap();
-    f.handle(ms(0), Input::Start);
-    msg(
-        &mut f,
-        10,
-        1,
-        Message::Append(append_req(1, 0, 0, vec![], 0)),
-    );
+    let mut f = follower_of_leader_1(1024);
     let big = vec![7u8; 1 << 20];
     let fit = FORWARDS_IN_FLIGHT_BYTES_MAX / big.len();
     let propose = |f: &mut Raft<Recorder>, id: u64, command: Vec<u8>| {
